@@ -1,0 +1,25 @@
+"""Errors raised by console services. Views turn them into 400/403/409 answers or form errors."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """A request that breaks a business rule. `field` names the input to fix, if any."""
+
+    status_code = 400
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class NotAllowed(ServiceError):
+    status_code = 403
+    code = "permission_denied"
+
+
+class Conflict(ServiceError):
+    status_code = 409
+    code = "conflict"

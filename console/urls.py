@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.http import HttpRequest, HttpResponse
+from django.urls import include, path
+from django.views import defaults
+
+from console.api.errors import json_not_found
+from console.forms import EmailAuthenticationForm
+from console.views import accounts, audit, keys, members, org_settings, pages, staff
+
+org_patterns = [
+    path("", pages.overview, name="overview"),
+    path("keys/", keys.api_keys, name="keys"),
+    path("keys/<str:key_id>/revoke/", keys.revoke_api_key, name="key-revoke"),
+    path("keys/<str:key_id>/rotate/", keys.rotate_api_key, name="key-rotate"),
+    path("members/", members.members, name="members"),
+    path("members/<str:member_id>/role/", members.change_role, name="member-role"),
+    path("members/<str:member_id>/remove/", members.remove_member, name="member-remove"),
+    path("invitations/<str:invitation_id>/revoke/", members.revoke_invitation, name="invitation-revoke"),
+    path("audit/", audit.audit_log, name="audit"),
+    path("audit/<str:entry_id>/", audit.audit_entry, name="audit-entry"),
+    path("settings/", org_settings.org_settings, name="settings"),
+    path("settings/delete/", org_settings.delete_organization, name="organization-delete"),
+    path("<str:page>/", pages.upcoming, name="upcoming"),
+]
+
+account_patterns = [
+    path("signup/", accounts.signup, name="signup"),
+    path("login/", auth_views.LoginView.as_view(authentication_form=EmailAuthenticationForm, redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("password-reset/", auth_views.PasswordResetView.as_view(), name="password_reset"),
+    path("password-reset/sent/", auth_views.PasswordResetDoneView.as_view(), name="password_reset_done"),
+    path("reset/<uidb64>/<token>/", auth_views.PasswordResetConfirmView.as_view(), name="password_reset_confirm"),
+    path("reset/done/", auth_views.PasswordResetCompleteView.as_view(), name="password_reset_complete"),
+]
+
+urlpatterns = [
+    path("", accounts.home, name="home"),
+    path("accounts/", include(account_patterns)),
+    path("orgs/new/", accounts.create_organization, name="create-organization"),
+    path("invitations/<str:token>/", accounts.accept_invitation, name="accept-invitation"),
+    path("o/<slug:org_slug>/", include(org_patterns)),
+    path("staff/", staff.tenants, name="staff-tenants"),
+    path("django-admin/", admin.site.urls),
+    path("api/v1/", include("console.api.urls")),
+]
+
+
+def handler404(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if request.path.startswith("/api/"):
+        return json_not_found()
+    return defaults.page_not_found(request, exception)

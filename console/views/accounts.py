@@ -1,0 +1,74 @@
+"""Sign-up, the landing redirect, creating an organization, accepting an invitation."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
+
+from console import access, selectors, services
+from console.errors import ServiceError
+from console.forms import OrganizationForm, SignupForm
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    if not request.user.is_authenticated:
+        return redirect("login")
+    slug = request.session.get(access.ACTIVE_ORG_SESSION_KEY)
+    if slug and selectors.membership_in(request.user, slug):  # type: ignore[arg-type]
+        return redirect("overview", org_slug=slug)
+    first = selectors.memberships_of(request.user).first()  # type: ignore[arg-type]
+    if first is None:
+        return redirect("create-organization")
+    return redirect("overview", org_slug=first.organization.slug)
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        return redirect("home")
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        return redirect(request.GET.get("next") or "create-organization")
+    return render(request, "console/signup.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def create_organization(request: HttpRequest) -> HttpResponse:
+    form = OrganizationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            org = services.create_organization(
+                request.user, form.cleaned_data["name"],  # type: ignore[arg-type]
+                ip_address=access.client_ip(request), request_id=access.request_id(request),
+            )
+        except ServiceError as error:
+            form.add_error(error.field, error.message)
+        else:
+            messages.success(request, f"{org.name} is ready.")
+            return redirect("overview", org_slug=org.slug)
+    return render(request, "console/create_organization.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def accept_invitation(request: HttpRequest, token: str) -> HttpResponse:
+    invitation = services.find_pending_invitation(token)
+    if request.method == "POST" and invitation is not None:
+        try:
+            membership = services.accept_invitation(
+                request.user, token, ip_address=access.client_ip(request), request_id=access.request_id(request)  # type: ignore[arg-type]
+            )
+        except ServiceError as error:
+            messages.error(request, error.message)
+        else:
+            messages.success(request, f"You joined {membership.organization.name}.")
+            return redirect("overview", org_slug=membership.organization.slug)
+    status = 200 if invitation is not None else 404
+    return render(request, "console/accept_invitation.html", {"invitation": invitation}, status=status)

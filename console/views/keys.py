@@ -1,0 +1,83 @@
+"""API keys in the console. A new secret is shown once, on the page right after creation."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_http_methods, require_POST
+
+from console import selectors, services
+from console.context import OrgContext
+from console.errors import ServiceError
+from console.forms import ApiKeyForm
+from console.models import Role
+from console.views.decorators import org_page
+
+_NEW_SECRET_SESSION_KEY = "new_api_key_secret"
+
+
+def _flash_secret(request: HttpRequest, issued: services.IssuedKey, headline: str) -> None:
+    request.session[_NEW_SECRET_SESSION_KEY] = {"id": issued.api_key.id, "key": issued.plaintext, "headline": headline}
+
+
+@org_page(read=Role.VIEWER, write=Role.ADMIN)
+@require_http_methods(["GET", "POST"])
+def api_keys(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
+    form = ApiKeyForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        days = form.cleaned_data["expires_in_days"]
+        try:
+            issued = services.create_api_key(
+                ctx,
+                name=form.cleaned_data["name"],
+                scopes=form.cleaned_data["scopes"],
+                expires_at=timezone.now() + timedelta(days=days) if days else None,
+            )
+        except ServiceError as error:
+            form.add_error(error.field, error.message)
+        else:
+            _flash_secret(request, issued, f"Key “{issued.api_key.name}” created.")
+            return redirect("keys", org_slug=ctx.organization.slug)
+    # Popped on first view: a reload shows only the prefix.
+    new_secret = request.session.pop(_NEW_SECRET_SESSION_KEY, None)
+    context = {
+        "form": form,
+        "keys": selectors.api_keys(ctx.organization).select_related("created_by"),
+        "new_secret": new_secret,
+        "can_manage": ctx.role.at_least(Role.ADMIN),
+        "active_nav": "keys",
+    }
+    response = render(request, "console/api_keys.html", context, status=400 if form.errors else 200)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@org_page(write=Role.ADMIN)
+@require_POST
+def revoke_api_key(request: HttpRequest, ctx: OrgContext, key_id: str) -> HttpResponse:
+    key = get_object_or_404(selectors.api_keys(ctx.organization), pk=key_id)
+    try:
+        services.revoke_api_key(ctx, key)
+    except ServiceError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, f"Key “{key.name}” revoked. Requests using it now get 401.")
+    return redirect("keys", org_slug=ctx.organization.slug)
+
+
+@org_page(write=Role.ADMIN)
+@require_POST
+def rotate_api_key(request: HttpRequest, ctx: OrgContext, key_id: str) -> HttpResponse:
+    key = get_object_or_404(selectors.api_keys(ctx.organization), pk=key_id)
+    try:
+        issued = services.rotate_api_key(ctx, key)
+    except ServiceError as error:
+        messages.error(request, error.message)
+    else:
+        until = timezone.localtime(key.expires_at).strftime("%Y-%m-%d %H:%M %Z")
+        _flash_secret(request, issued, f"Key “{key.name}” rotated. The old key keeps working until {until}.")
+    return redirect("keys", org_slug=ctx.organization.slug)

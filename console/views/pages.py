@@ -1,0 +1,38 @@
+"""Overview and the pages whose features arrive with later issues."""
+
+from __future__ import annotations
+
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from console import selectors
+from console.context import OrgContext
+from console.views.decorators import org_page
+
+# Pages that exist in the navigation but whose capability is not built yet. Each says
+# so plainly rather than showing invented numbers.
+UPCOMING_PAGES = {
+    "deployments": ("Deployments", "Deploy models onto GPU clusters in the regions you allow, with autoscaling and scale-to-zero."),
+    "routing": ("Routing", "Map public model names to deployments and external providers, with cost, latency and region policies."),
+    "usage": ("Usage", "Live metered requests, tokens, latency and spend, split by model, deployment, region and key."),
+    "billing": ("Billing", "Your plan, the running invoice, credits, budgets and payment method."),
+}
+
+
+@org_page()
+def overview(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
+    org = ctx.organization
+    context = {
+        "member_count": selectors.members(org).count(),
+        "active_key_count": sum(1 for key in selectors.api_keys(org) if key.status == "active"),
+        "recent_entries": list(selectors.audit_entries(org)[:5]) if ctx.role.at_least("admin") else [],
+    }
+    return render(request, "console/overview.html", context)
+
+
+@org_page()
+def upcoming(request: HttpRequest, ctx: OrgContext, page: str) -> HttpResponse:
+    if page not in UPCOMING_PAGES:
+        raise Http404("No such page.")
+    title, promise = UPCOMING_PAGES[page]
+    return render(request, "console/upcoming.html", {"title": title, "promise": promise, "active_nav": page})

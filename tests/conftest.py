@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from rest_framework.test import APIClient
+
+from console.models import Organization, Role, User
+from tests.factories import MembershipFactory, OrganizationFactory
+
+
+@dataclass
+class Tenants:
+    """Organization A with one user of every role, and organization B with its own owner
+    and viewer: the second tenant present in every test."""
+
+    org_a: Organization
+    owner_a: User
+    admin_a: User
+    member_a: User
+    viewer_a: User
+    org_b: Organization
+    owner_b: User
+    viewer_b: User
+
+    def user(self, role: str, org: str = "a") -> User:
+        return getattr(self, f"{role}_{org}")
+
+
+def _member(org: Organization, role: Role) -> User:
+    return MembershipFactory(organization=org, role=role).user
+
+
+@pytest.fixture
+def tenants(db: None) -> Tenants:
+    org_a = OrganizationFactory(name="Acme", slug="acme")
+    org_b = OrganizationFactory(name="Globex", slug="globex")
+    return Tenants(
+        org_a=org_a,
+        owner_a=_member(org_a, Role.OWNER),
+        admin_a=_member(org_a, Role.ADMIN),
+        member_a=_member(org_a, Role.MEMBER),
+        viewer_a=_member(org_a, Role.VIEWER),
+        org_b=org_b,
+        owner_b=_member(org_b, Role.OWNER),
+        viewer_b=_member(org_b, Role.VIEWER),
+    )
+
+
+@pytest.fixture
+def api_client() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings) -> None:  # type: ignore[no-untyped-def]
+    # Production keeps Django's slow PBKDF2; tests only need passwords to round-trip.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+import factory
+
+from console import services
+from console.context import OrgContext
+from console.models import Invitation, Membership, Organization, Role, User
+
+PASSWORD = "correct-horse-battery-9"
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = User
+        skip_postgeneration_save = True
+
+    email = factory.Sequence(lambda n: f"user{n}@example.test")
+    full_name = factory.Faker("name")
+    password = factory.PostGenerationMethodCall("set_password", PASSWORD)
+
+    @factory.post_generation
+    def save_password(obj: User, create: bool, extracted: object, **kwargs: object) -> None:  # noqa: N805
+        if create:
+            obj.save()
+
+
+class OrganizationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Organization
+
+    name = factory.Sequence(lambda n: f"Org {n}")
+    slug = factory.Sequence(lambda n: f"org-{n}")
+
+
+class MembershipFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Membership
+
+    organization = factory.SubFactory(OrganizationFactory)
+    user = factory.SubFactory(UserFactory)
+    role = Role.MEMBER
+
+
+def owner_context(org: Organization) -> OrgContext:
+    owner = Membership.objects.for_org(org).filter(role=Role.OWNER).select_related("user").first()
+    return OrgContext(organization=org, role=Role.OWNER, user=owner.user if owner else None)
+
+
+def issue_key(org: Organization, scopes: list[str] | None = None, *, name: str = "test key", expires_at: datetime | None = None) -> services.IssuedKey:
+    return services.create_api_key(owner_context(org), name=name, scopes=scopes or ["inference", "read", "write"], expires_at=expires_at)
+
+
+def issue_invitation(org: Organization, *, email: str = "", role: str = Role.MEMBER) -> services.IssuedInvitation:
+    return services.create_invitation(owner_context(org), role=role, email=email)
+
+
+def invitation_token(issued: services.IssuedInvitation) -> str:
+    return issued.url.rstrip("/").rsplit("/", 1)[-1]
+
+
+__all__ = ["Invitation", "PASSWORD", "issue_key", "issue_invitation", "invitation_token", "owner_context"]

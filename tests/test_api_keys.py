@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from console import keys, services
+from console.models import ApiKey
+from tests.conftest import Tenants
+from tests.factories import issue_key, owner_context
+from tests.helpers import key_api, session_api
+
+
+def test_a_key_authenticates_only_its_own_organization(tenants: Tenants) -> None:
+    issued_a = issue_key(tenants.org_a, ["read"])
+    issue_key(tenants.org_b, ["read"], name="globex key")
+    response = key_api(issued_a.plaintext).get("/api/v1/keys/")
+    assert response.status_code == 200
+    assert [row["id"] for row in response.json()["results"]] == [issued_a.api_key.id]
+    org = key_api(issued_a.plaintext).get("/api/v1/organization/").json()
+    assert org["id"] == tenants.org_a.id
+    # The organization header cannot move a key into another tenant.
+    client = key_api(issued_a.plaintext)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {issued_a.plaintext}", HTTP_X_ORGANIZATION=tenants.org_b.slug)
+    assert client.get("/api/v1/organization/").json()["id"] == tenants.org_a.id
+
+
+def _error(response) -> dict:  # type: ignore[no-untyped-def]
+    body = response.json()
+    assert set(body) == {"error"}
+    return body["error"]
+
+
+def test_revoked_key_gets_401_with_a_clear_message(tenants: Tenants) -> None:
+    issued = issue_key(tenants.org_a, ["read"])
+    services.revoke_api_key(owner_context(tenants.org_a), issued.api_key)
+    response = key_api(issued.plaintext).get("/api/v1/organization/")
+    assert response.status_code == 401
+    assert _error(response)["code"] == "revoked_api_key"
+    assert "revoked" in _error(response)["message"]
+
+
+def test_expired_key_gets_401_with_a_clear_message(tenants: Tenants) -> None:
+    issued = issue_key(tenants.org_a, ["read"], expires_at=timezone.now() + timedelta(minutes=5))
+    ApiKey.objects.for_org(tenants.org_a).filter(pk=issued.api_key.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    response = key_api(issued.plaintext).get("/api/v1/organization/")
+    assert response.status_code == 401
+    assert _error(response)["code"] == "expired_api_key"
+    assert "expired" in _error(response)["message"]
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Bearer not-a-key", "Bearer sbk_short_abc", "Basic dXNlcjpwYXNz", "Bearer ", "Bearer sbk_" + "a" * 12 + "_" + "b" * 39 + "!"],
+)
+def test_malformed_keys_get_401(tenants: Tenants, api_client, header: str) -> None:  # type: ignore[no-untyped-def]
+    api_client.credentials(HTTP_AUTHORIZATION=header)
+    response = api_client.get("/api/v1/organization/")
+    assert response.status_code == 401
+    assert _error(response)["code"] in {"malformed_api_key", "malformed_authorization"}
+    assert "Bearer" in _error(response)["message"] or "Malformed" in _error(response)["message"]
+
+
+def test_well_formed_unknown_or_tampered_key_gets_401(tenants: Tenants, api_client) -> None:  # type: ignore[no-untyped-def]
+    issued = issue_key(tenants.org_a, ["read"])
+    tampered = issued.plaintext[:-1] + ("A" if issued.plaintext[-1] != "A" else "B")
+    for candidate in (tampered, "sbk_" + "Z" * 12 + "_" + "Y" * 40):
+        api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {candidate}")
+        response = api_client.get("/api/v1/organization/")
+        assert response.status_code == 401
+        assert _error(response)["code"] == "invalid_api_key"
+
+
+def test_read_key_gets_403_on_writes(tenants: Tenants) -> None:
+    issued = issue_key(tenants.org_a, ["read"])
+    client = key_api(issued.plaintext)
+    response = client.post("/api/v1/keys/", {"name": "x", "scopes": ["read"]}, format="json")
+    assert response.status_code == 403
+    assert "write" in _error(response)["message"]
+    assert client.patch("/api/v1/organization/", {"name": "Renamed"}, format="json").status_code == 403
+    assert ApiKey.objects.for_org(tenants.org_a).count() == 1
+
+
+def test_inference_only_key_cannot_read_management_api(tenants: Tenants) -> None:
+    issued = issue_key(tenants.org_a, ["inference"])
+    response = key_api(issued.plaintext).get("/api/v1/keys/")
+    assert response.status_code == 403
+    assert "read" in _error(response)["message"]
+
+
+def test_plain_secret_is_never_stored(tenants: Tenants) -> None:
+    response = session_api(tenants.owner_a, tenants.org_a).post("/api/v1/keys/", {"name": "ci", "scopes": ["inference"]}, format="json")
+    assert response.status_code == 201
+    plaintext = response.json()["key"]
+    secret_part = plaintext.rsplit("_", 1)[1]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM console_apikey WHERE id = %s", [response.json()["id"]])
+        row = cursor.fetchone()
+        cursor.execute("SELECT before, after FROM console_auditentry WHERE target_id = %s", [response.json()["id"]])
+        audit_rows = cursor.fetchall()
+    flattened = " ".join(str(value) for value in row) + " ".join(str(value) for value in audit_rows)
+    assert plaintext not in flattened
+    assert secret_part not in flattened
+    stored = ApiKey.objects.for_org(tenants.org_a).get(pk=response.json()["id"])
+    assert stored.secret_hash == keys.hash_key(plaintext) and len(stored.secret_hash) == 64
+    # The secret is in the creation response only.
+    listed = session_api(tenants.owner_a, tenants.org_a).get(f"/api/v1/keys/{stored.id}/").json()
+    assert "key" not in listed and listed["prefix"] == f"sbk_{stored.prefix}"
+
+
+def test_last_used_is_recorded(tenants: Tenants) -> None:
+    issued = issue_key(tenants.org_a, ["read"])
+    assert issued.api_key.last_used_at is None
+    key_api(issued.plaintext).get("/api/v1/organization/")
+    issued.api_key.refresh_from_db()
+    assert issued.api_key.last_used_at is not None
+
+
+def test_rotation_keeps_the_old_key_working_for_the_grace_period(tenants: Tenants) -> None:
+    issued = issue_key(tenants.org_a, ["read", "write"])
+    client = key_api(issued.plaintext)
+    response = client.post(f"/api/v1/keys/{issued.api_key.id}/rotate/")
+    assert response.status_code == 201
+    new_plaintext = response.json()["key"]
+    assert response.json()["rotated_from"] == issued.api_key.id
+    assert key_api(new_plaintext).get("/api/v1/organization/").status_code == 200
+    assert key_api(issued.plaintext).get("/api/v1/organization/").status_code == 200  # within grace
+    old = ApiKey.objects.for_org(tenants.org_a).get(pk=issued.api_key.id)
+    assert old.expires_at is not None and old.expires_at <= timezone.now() + timedelta(hours=24, seconds=5)
+    ApiKey.objects.for_org(tenants.org_a).filter(pk=old.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert key_api(issued.plaintext).get("/api/v1/organization/").status_code == 401
+    assert key_api(new_plaintext).get("/api/v1/organization/").status_code == 200
+    # A rotated key cannot be rotated again; its replacement can.
+    assert key_api(new_plaintext).post(f"/api/v1/keys/{old.id}/rotate/").status_code == 409
+
+
+def test_revocation_through_the_api(tenants: Tenants) -> None:
+    issued = issue_key(tenants.org_a, ["read", "write"])
+    other = issue_key(tenants.org_a, ["read"], name="other")
+    response = key_api(issued.plaintext).delete(f"/api/v1/keys/{other.api_key.id}/")
+    assert response.status_code == 200 and response.json()["status"] == "revoked"
+    assert key_api(other.plaintext).get("/api/v1/organization/").status_code == 401
+    assert key_api(issued.plaintext).delete(f"/api/v1/keys/{other.api_key.id}/").status_code == 409
