@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -56,3 +57,15 @@ def api_client() -> APIClient:
 def _fast_password_hashing(settings) -> None:  # type: ignore[no-untyped-def]
     # Production keeps Django's slow PBKDF2; tests only need passwords to round-trip.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(scope="session")
+def live_server_url(django_db_setup, django_db_blocker) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """The project's ASGI application under uvicorn, on the test database. Tests that
+    use it need `transactional_db` so the server sees their rows."""
+    from tests.servers import asgi_server, child_env, test_database_url
+
+    with django_db_blocker.unblock():
+        database_url = test_database_url()
+    with asgi_server(child_env(DATABASE_URL=database_url)) as url:
+        yield url

@@ -1,0 +1,64 @@
+"""The console in a real browser: Playwright driving Debian's Chromium, headless,
+against the ASGI server."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from tests.browser import UNLABELLED_CONTROLS_JS, chromium
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def test_sign_up_create_org_and_see_a_new_key_once(live_server_url: str) -> None:
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(f"{live_server_url}/accounts/signup/")
+        assert page.evaluate(UNLABELLED_CONTROLS_JS) == []
+        page.get_by_label("Email").fill("ada@example.test")
+        page.get_by_label("Full name").fill("Ada Lovelace")
+        page.get_by_label("Password", exact=True).fill("analytical-engine-1843")
+        page.get_by_label("Password confirmation").fill("analytical-engine-1843")
+        page.get_by_role("button", name="Create account").click()
+
+        page.wait_for_url(re.compile(r"/orgs/new/$"))
+        page.get_by_label("Organization name").fill("Engine Works")
+        page.get_by_role("button", name="Create organization").click()
+        page.wait_for_url(re.compile(r"/o/engine-works/$"))
+        assert page.get_by_role("heading", level=1).inner_text() == "Engine Works"
+
+        page.get_by_role("navigation", name="Console").get_by_role("link", name="API keys").click()
+        page.wait_for_url(re.compile(r"/o/engine-works/keys/$"))
+        assert page.evaluate(UNLABELLED_CONTROLS_JS) == []
+        page.get_by_label("Name").fill("notebook")
+        page.get_by_label("Read (management API)").check()
+        page.get_by_role("button", name="Create key").click()
+
+        secret = page.get_by_test_id("new-key-secret").input_value()
+        assert re.fullmatch(r"sbk_[A-Za-z0-9]{12}_[A-Za-z0-9]{40}", secret)
+        prefix_shown = page.get_by_test_id("key-prefix").inner_text()
+        assert prefix_shown == f"{secret[:16]}…"
+
+        page.reload()
+        assert page.get_by_test_id("new-key-secret").count() == 0
+        assert secret not in page.content()
+        assert page.get_by_test_id("key-prefix").inner_text() == prefix_shown
+        # Keyboard users land on the content through the skip link.
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.textContent.trim()") == "Skip to content"
+        browser.close()
+
+    # The key shown once really works against the management API.
+    response = httpx.get(f"{live_server_url}/api/v1/organization/", headers={"Authorization": f"Bearer {secret}"})
+    assert response.status_code == 200 and response.json()["name"] == "Engine Works"
+
+
+def test_console_is_readable_on_a_phone(live_server_url: str) -> None:
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 390, "height": 844})
+        page.goto(f"{live_server_url}/accounts/signup/")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"page is {width}px wide on a 390px screen"
