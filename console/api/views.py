@@ -56,6 +56,7 @@ class OrganizationView(OrgAPIView):
 class MemberListView(OrgAPIView):
     serializer_class = s.MemberSerializer
 
+    @extend_schema(operation_id="members_list", responses=s.MemberSerializer(many=True))
     def get(self, request: Request) -> Response:
         page = self.paginate_queryset(selectors.members(self.ctx.organization))
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
@@ -84,6 +85,7 @@ class MemberDetailView(OrgAPIView):
 class InvitationListView(OrgAPIView):
     serializer_class = s.InvitationSerializer
 
+    @extend_schema(operation_id="invitations_list", responses=s.InvitationSerializer(many=True))
     def get(self, request: Request) -> Response:
         page = self.paginate_queryset(selectors.invitations(self.ctx.organization))
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
@@ -112,6 +114,7 @@ class InvitationDetailView(OrgAPIView):
 class ApiKeyListView(OrgAPIView):
     serializer_class = s.ApiKeySerializer
 
+    @extend_schema(operation_id="keys_list", responses=s.ApiKeySerializer(many=True))
     def get(self, request: Request) -> Response:
         page = self.paginate_queryset(selectors.api_keys(self.ctx.organization))
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
@@ -158,6 +161,7 @@ class AuditListView(OrgAPIView):
     serializer_class = s.AuditEntrySerializer
     read_role = Role.ADMIN
 
+    @extend_schema(operation_id="audit_log_list", responses=s.AuditEntrySerializer(many=True))
     def get(self, request: Request) -> Response:
         page = self.paginate_queryset(selectors.audit_entries(self.ctx.organization).select_related("actor_user"))
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
