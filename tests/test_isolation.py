@@ -12,8 +12,8 @@ import pytest
 from django.test import Client
 
 from console.models import Organization, Role
-from console.services import create_invitation
 from console.selectors import audit_entries
+from console.services import create_invitation
 from tests.conftest import Tenants
 from tests.factories import MembershipFactory, issue_key, owner_context
 from tests.helpers import key_api, session_api

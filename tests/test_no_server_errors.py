@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 
 from tests.conftest import Tenants
-from tests.factories import issue_invitation, issue_key, invitation_token
+from tests.factories import invitation_token, issue_invitation, issue_key
 from tests.test_isolation import OBJECT_MAKERS
 from tests.urlmatrix import Route, all_routes
 
