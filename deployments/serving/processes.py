@@ -1,0 +1,77 @@
+"""Starting and stopping model-server processes on this machine (benchmarks, the local
+cluster agent, tests)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from django.conf import settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    url: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+
+def start_model_server(model: str, *options: str, port: int | None = None, env: dict[str, str] | None = None) -> RunningServer:
+    port = port or free_port()
+    child_env = {**os.environ, "SWITCHBOARD_NO_BOOTSTRAP": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    process = subprocess.Popen(
+        [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "serve_model", "--model", model, "--port", str(port), *options],
+        cwd=settings.BASE_DIR,
+        env=child_env,
+    )
+    return RunningServer(url=f"http://127.0.0.1:{port}", port=port, process=process)
+
+
+def wait_until_healthy(server: RunningServer, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"model server on port {server.port} exited with {server.process.returncode}")
+        try:
+            if httpx.get(server.url + "/health", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{server.url} was not healthy within {timeout} s")
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+@contextmanager
+def model_server(model: str, *options: str, wait: bool = True) -> Iterator[RunningServer]:
+    server = start_model_server(model, *options)
+    try:
+        if wait:
+            wait_until_healthy(server)
+        yield server
+    finally:
+        stop(server.process)
