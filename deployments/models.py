@@ -1,0 +1,195 @@
+"""Control plane data: GPU types, clusters and their inventory, per-organization quotas,
+deployments with immutable revisions, replicas and their state transitions."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from console.ids import public_id_field
+from console.models import Organization
+from console.tenancy import TenantManager
+
+
+class GpuType(models.Model):
+    """A kind of accelerator (or plain CPU) with its memory and default public list price."""
+
+    code = models.CharField(primary_key=True, max_length=20)
+    memory_gb = models.PositiveIntegerField()
+    default_price_per_hour = models.DecimalField(max_digits=12, decimal_places=6)
+    price_source = models.CharField(max_length=300, help_text="Where the default price comes from.")
+
+    class Meta:
+        ordering = ["default_price_per_hour"]
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class Cluster(models.Model):
+    """A place where replicas run: one region of one cloud, with a GPU inventory."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        CORDONED = "cordoned", "Cordoned (no new replicas)"
+        DOWN = "down", "Down"
+
+    class Driver(models.TextChoices):
+        LOCAL = "local", "Local agent on this machine"
+
+    name = models.SlugField(primary_key=True, max_length=60)
+    provider = models.CharField(max_length=40, help_text="aws, gcp, azure, local ...")
+    region = models.CharField(max_length=40, db_index=True)
+    driver = models.CharField(max_length=20, choices=Driver.choices)
+    connection = models.JSONField(default=dict, blank=True, help_text="Driver settings, e.g. the agent's URL.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    simulated = models.BooleanField(default=False, help_text="GPU inventory is declared, not real hardware.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["region", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.region})"
+
+
+class ClusterGpu(models.Model):
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="inventory")
+    gpu_type = models.ForeignKey(GpuType, on_delete=models.PROTECT, related_name="+")
+    count = models.PositiveIntegerField()
+    price_per_hour = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True, help_text="Leave empty for the GPU type's default price.")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["cluster", "gpu_type"], name="one_inventory_row_per_gpu_type")]
+
+    @property
+    def effective_price_per_hour(self) -> Decimal:
+        return self.price_per_hour if self.price_per_hour is not None else self.gpu_type.default_price_per_hour
+
+
+class Quota(models.Model):
+    """Per-organization limits, set by platform staff. `gpus` maps a GPU type code to the
+    most GPUs of that type the organization's deployments may hold at their maximum."""
+
+    organization = models.OneToOneField(Organization, on_delete=models.CASCADE, related_name="quota")
+    max_replicas = models.PositiveIntegerField(default=4)
+    gpus = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TenantManager()
+
+    def gpu_limit(self, gpu_code: str) -> int:
+        return int(self.gpus.get(gpu_code, 0))
+
+
+class Deployment(models.Model):
+    class Environment(models.TextChoices):
+        DEVELOPMENT = "development", "Development"
+        PRODUCTION = "production", "Production"
+
+    class Status(models.TextChoices):
+        DEPLOYING = "deploying", "Deploying"
+        ACTIVE = "active", "Active"
+        SCALED_TO_ZERO = "scaled_to_zero", "Scaled to zero"
+        UPDATING = "updating", "Updating"
+        UNHEALTHY = "unhealthy", "Unhealthy"
+        FAILED = "failed", "Failed"
+
+    id = public_id_field("dep")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="deployments")
+    name = models.SlugField(max_length=60)
+    environment = models.CharField(max_length=12, choices=Environment.choices, default=Environment.DEVELOPMENT)
+    current_revision = models.ForeignKey("DeploymentRevision", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DEPLOYING)
+    status_reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TenantManager()
+
+    class Meta:
+        ordering = ["-created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "name"], condition=models.Q(deleted_at=None), name="unique_live_deployment_name")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DeploymentRevision(models.Model):
+    """An immutable snapshot of what a deployment should be. Every change makes one."""
+
+    id = public_id_field("rev")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="revisions")
+    number = models.PositiveIntegerField()
+    model = models.CharField(max_length=100)
+    gpu_type = models.ForeignKey(GpuType, on_delete=models.PROTECT, related_name="+")
+    allowed_regions = models.JSONField(default=list)
+    min_replicas = models.PositiveIntegerField()
+    max_replicas = models.PositiveIntegerField()
+    target_concurrency = models.PositiveIntegerField()
+    scale_down_delay_s = models.PositiveIntegerField()
+    idle_timeout_s = models.PositiveIntegerField()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = TenantManager()
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [models.UniqueConstraint(fields=["deployment", "number"], name="one_revision_number_per_deployment")]
+
+    def __str__(self) -> str:
+        return f"{self.deployment_id} r{self.number}"
+
+
+class Replica(models.Model):
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        PROVISIONING = "provisioning", "Provisioning"
+        LOADING = "loading", "Loading"
+        READY = "ready", "Ready"
+        DRAINING = "draining", "Draining"
+        STOPPED = "stopped", "Stopped"
+        FAILED = "failed", "Failed"
+
+    id = public_id_field("rep")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="replicas")
+    revision = models.ForeignKey(DeploymentRevision, on_delete=models.PROTECT, related_name="replicas")
+    cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="replicas")
+    state = models.CharField(max_length=12, choices=State.choices, default=State.PENDING)
+    endpoint = models.URLField(blank=True)
+    reason = models.CharField(max_length=500, blank=True)
+    restarts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TenantManager()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["deployment", "state"], name="replica_deployment_state")]
+
+
+class ReplicaEvent(models.Model):
+    """One state transition of a replica, for the deployment's timeline."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="events")
+    replica = models.ForeignKey(Replica, on_delete=models.CASCADE, related_name="events")
+    from_state = models.CharField(max_length=12, blank=True)
+    to_state = models.CharField(max_length=12)
+    reason = models.CharField(max_length=500, blank=True)
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    objects = TenantManager()
+
+    class Meta:
+        ordering = ["-at", "-id"]
