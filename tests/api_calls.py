@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from console.models import Organization, Role
-from tests.factories import MembershipFactory, issue_invitation, issue_key
+from tests.factories import MembershipFactory, create_deployment, ensure_clusters, issue_invitation, issue_key
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,29 @@ def _key(org: Organization) -> dict[str, str]:
     return {"key_id": issue_key(org, ["read"], name="target").api_key.id}
 
 
+def _clusters(org: Organization) -> dict[str, str]:
+    ensure_clusters()
+    return {}
+
+
+def _deployment(org: Organization) -> dict[str, str]:
+    return {"deployment_id": create_deployment(org, name="target").id}
+
+
+def _deployment_with_two_revisions(org: Organization) -> dict[str, str]:
+    from deployments import services
+
+    deployment = create_deployment(org, name="target")
+    services.update_deployment(owner_context_for(org), deployment, max_replicas=2)
+    return {"deployment_id": deployment.id}
+
+
+def owner_context_for(org: Organization):  # type: ignore[no-untyped-def]
+    from tests.factories import owner_context
+
+    return owner_context(org)
+
+
 MUTATING_CALLS = [
     ApiCall("rename organization", "patch", "/api/v1/organization/", Role.ADMIN, _nothing, {"name": "Renamed Inc"}),
     ApiCall("delete organization", "delete", "/api/v1/organization/", Role.OWNER, _nothing),
@@ -54,4 +77,12 @@ MUTATING_CALLS = [
     ApiCall("rename key", "patch", "/api/v1/keys/<str:key_id>/", Role.ADMIN, _key, {"name": "renamed"}),
     ApiCall("revoke key", "delete", "/api/v1/keys/<str:key_id>/", Role.ADMIN, _key),
     ApiCall("rotate key", "post", "/api/v1/keys/<str:key_id>/rotate/", Role.ADMIN, _key),
+    ApiCall(
+        "create deployment", "post", "/api/v1/deployments/", Role.MEMBER, _clusters,
+        {"name": "embedder", "model": "tiny-embedding", "gpu_type": "CPU", "allowed_regions": ["us-east", "eu-west"], "max_replicas": 2},
+    ),
+    ApiCall("update deployment", "patch", "/api/v1/deployments/<str:deployment_id>/", Role.MEMBER, _deployment, {"max_replicas": 2}),
+    ApiCall("delete deployment", "delete", "/api/v1/deployments/<str:deployment_id>/", Role.MEMBER, _deployment),
+    ApiCall("promote revision", "post", "/api/v1/deployments/<str:deployment_id>/promote/", Role.MEMBER, _deployment_with_two_revisions, {"revision": 1}),
+    ApiCall("roll back", "post", "/api/v1/deployments/<str:deployment_id>/rollback/", Role.MEMBER, _deployment_with_two_revisions),
 ]

@@ -61,3 +61,21 @@ def invitation_token(issued: services.IssuedInvitation) -> str:
 
 
 __all__ = ["Invitation", "PASSWORD", "issue_key", "issue_invitation", "invitation_token", "owner_context"]
+
+
+def ensure_clusters() -> None:
+    """Two simulated local clusters in two regions, as the run command declares them."""
+    from deployments.models import Cluster, ClusterGpu
+
+    for name, region in (("local-us-east", "us-east"), ("local-eu-west", "eu-west")):
+        cluster, _ = Cluster.objects.get_or_create(name=name, defaults={"provider": "local", "region": region, "driver": "local", "simulated": True})
+        for gpu, count in (("CPU", 8), ("T4", 2)):
+            ClusterGpu.objects.get_or_create(cluster=cluster, gpu_type_id=gpu, defaults={"count": count})
+
+
+def create_deployment(org: Organization, name: str = "chat", **spec: object):  # type: ignore[no-untyped-def]
+    from deployments import services as deployment_services
+
+    ensure_clusters()
+    fields = {"model": "tiny-chat", "gpu_type": "CPU", "allowed_regions": ("us-east",), **spec}
+    return deployment_services.create_deployment(owner_context(org), name=name, spec=deployment_services.DeploymentSpec(**fields))

@@ -15,7 +15,7 @@ from console.models import Organization, Role
 from console.selectors import audit_entries
 from console.services import create_invitation
 from tests.conftest import Tenants
-from tests.factories import MembershipFactory, issue_key, owner_context
+from tests.factories import MembershipFactory, create_deployment, issue_key, owner_context
 from tests.helpers import key_api, session_api
 from tests.urlmatrix import Route, all_routes
 
@@ -24,6 +24,7 @@ OBJECT_MAKERS: dict[str, Callable[[Organization], str]] = {
     "key_id": lambda org: issue_key(org, ["read"], name="victim").api_key.id,
     "member_id": lambda org: MembershipFactory(organization=org, role=Role.MEMBER).id,
     "invitation_id": lambda org: create_invitation(owner_context(org), role=Role.MEMBER, email="victim@example.test").invitation.id,
+    "deployment_id": lambda org: create_deployment(org, name="victim").id,
     "entry_id": lambda org: (issue_key(org, ["read"], name="audited"), audit_entries(org).first())[1].id,  # type: ignore[union-attr]
 }
 # Parameters that name no tenant object, and why.

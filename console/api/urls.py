@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from console.api import views
@@ -19,6 +19,7 @@ urlpatterns = [
     path("keys/<str:key_id>/rotate/", views.ApiKeyRotateView.as_view(), name="api-key-rotate"),
     path("audit-log/", views.AuditListView.as_view(), name="api-audit-log"),
     path("audit-log/<str:entry_id>/", views.AuditDetailView.as_view(), name="api-audit-entry"),
+    path("", include("deployments.api.urls")),
     # Anything else under /api/ answers in the API's error shape, not an HTML page.
     re_path(r"^.*$", unknown_endpoint),
 ]

@@ -1,0 +1,44 @@
+"""Django admin for platform staff: GPU types and prices, clusters and their inventory,
+per-organization quotas. Tenant-owned rows are listed across tenants, on purpose."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from console.admin import CrossTenantAdmin
+from deployments.models import Cluster, ClusterGpu, Deployment, GpuType, Quota, Replica
+
+
+@admin.register(GpuType)
+class GpuTypeAdmin(admin.ModelAdmin):
+    list_display = ["code", "memory_gb", "default_price_per_hour", "price_source"]
+
+
+class ClusterGpuInline(admin.TabularInline):
+    model = ClusterGpu
+    extra = 1
+
+
+@admin.register(Cluster)
+class ClusterAdmin(admin.ModelAdmin):
+    list_display = ["name", "provider", "region", "driver", "status", "simulated"]
+    list_filter = ["status", "region", "provider"]
+    inlines = [ClusterGpuInline]
+
+
+@admin.register(Quota)
+class QuotaAdmin(CrossTenantAdmin):
+    list_display = ["organization", "max_replicas", "gpus", "updated_at"]
+
+
+@admin.register(Deployment)
+class DeploymentAdmin(CrossTenantAdmin):
+    list_display = ["name", "organization", "status", "current_revision", "created_at", "deleted_at"]
+    list_filter = ["status"]
+    readonly_fields = ["organization", "current_revision"]
+
+
+@admin.register(Replica)
+class ReplicaAdmin(CrossTenantAdmin):
+    list_display = ["id", "deployment", "cluster", "state", "restarts", "created_at"]
+    list_filter = ["state"]

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from rest_framework import serializers
+
+from deployments import services
+from deployments.models import Deployment, DeploymentRevision, GpuType
+from deployments.serving.catalog import CATALOG
+
+
+class GpuTypeSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = GpuType
+        fields = ["code", "memory_gb", "default_price_per_hour", "price_source"]
+        read_only_fields = fields
+
+
+class RevisionSerializer(serializers.ModelSerializer):
+    gpu_type = serializers.CharField(source="gpu_type_id", read_only=True)
+
+    class Meta:
+        model = DeploymentRevision
+        fields = ["id", "number", "model", "gpu_type", "allowed_regions", "min_replicas", "max_replicas", "target_concurrency", "scale_down_delay_s", "idle_timeout_s", "created_at"]
+        read_only_fields = fields
+
+
+class DeploymentSerializer(serializers.ModelSerializer):
+    revision = RevisionSerializer(source="current_revision", read_only=True)
+    estimated_cost_per_hour = serializers.SerializerMethodField(help_text="USD per hour at min and at max replicas.")
+
+    class Meta:
+        model = Deployment
+        fields = ["id", "name", "environment", "status", "status_reason", "created_at", "revision", "estimated_cost_per_hour"]
+        read_only_fields = fields
+
+    def get_estimated_cost_per_hour(self, deployment: Deployment) -> dict[str, str]:
+        low, high = services.estimated_cost_per_hour(services.DeploymentSpec.of(deployment.current_revision))
+        return {"at_min": str(low.quantize(Decimal("0.0001"))), "at_max": str(high.quantize(Decimal("0.0001")))}
+
+
+class _SpecFields(serializers.Serializer):
+    model = serializers.ChoiceField(choices=sorted(CATALOG))
+    gpu_type = serializers.CharField(max_length=20)
+    allowed_regions = serializers.ListField(child=serializers.CharField(max_length=40), min_length=1, max_length=20)
+    min_replicas = serializers.IntegerField(min_value=0, max_value=services.MAX_REPLICAS_PER_DEPLOYMENT)
+    max_replicas = serializers.IntegerField(min_value=1, max_value=services.MAX_REPLICAS_PER_DEPLOYMENT)
+    target_concurrency = serializers.IntegerField(min_value=1, max_value=10_000)
+    scale_down_delay_s = serializers.IntegerField(min_value=0, max_value=86_400)
+    idle_timeout_s = serializers.IntegerField(min_value=0, max_value=7 * 86_400)
+    environment = serializers.ChoiceField(choices=Deployment.Environment.choices)
+
+
+class DeploymentCreateSerializer(_SpecFields):
+    name = serializers.CharField(max_length=60)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        defaults = services.DeploymentSpec(model="", gpu_type="", allowed_regions=())
+        for name in ("min_replicas", "max_replicas", "target_concurrency", "scale_down_delay_s", "idle_timeout_s"):
+            self.fields[name].required = False
+            self.fields[name].default = getattr(defaults, name)
+        self.fields["environment"].required = False
+        self.fields["environment"].default = Deployment.Environment.DEVELOPMENT
+
+
+class DeploymentUpdateSerializer(_SpecFields):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            field.required = False
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs:
+            raise serializers.ValidationError("Send at least one field to change.")
+        return attrs
+
+
+class PromoteSerializer(serializers.Serializer):
+    revision = serializers.IntegerField(min_value=1)

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from deployments.api import views
+
+urlpatterns = [
+    path("deployments/", views.DeploymentListView.as_view(), name="api-deployments"),
+    path("deployments/<str:deployment_id>/", views.DeploymentDetailView.as_view(), name="api-deployment"),
+    path("deployments/<str:deployment_id>/revisions/", views.RevisionListView.as_view(), name="api-deployment-revisions"),
+    path("deployments/<str:deployment_id>/promote/", views.PromoteView.as_view(), name="api-deployment-promote"),
+    path("deployments/<str:deployment_id>/rollback/", views.RollbackView.as_view(), name="api-deployment-rollback"),
+    path("gpu-types/", views.GpuTypeListView.as_view(), name="api-gpu-types"),
+    path("regions/", views.RegionListView.as_view(), name="api-regions"),
+]

@@ -1,0 +1,92 @@
+"""Deployments in the management API: thin views over deployments.services."""
+
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from console.api.serializers import validated
+from console.api.views import OrgAPIView
+from console.models import Role
+from deployments import selectors, services
+from deployments.api import serializers as s
+
+
+class DeploymentAPIView(OrgAPIView):
+    serializer_class = s.DeploymentSerializer
+    write_role = Role.MEMBER
+
+    def get_deployment(self):  # type: ignore[no-untyped-def]
+        queryset = selectors.live_deployments(self.ctx.organization).select_related("current_revision")
+        return get_object_or_404(queryset, pk=self.kwargs["deployment_id"])
+
+
+class DeploymentListView(DeploymentAPIView):
+    @extend_schema(operation_id="deployments_list", responses=s.DeploymentSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        page = self.paginate_queryset(selectors.live_deployments(self.ctx.organization).select_related("current_revision"))
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(request=s.DeploymentCreateSerializer, responses={201: s.DeploymentSerializer})
+    def post(self, request: Request) -> Response:
+        data = validated(s.DeploymentCreateSerializer, request.data)
+        name, environment = data.pop("name"), data.pop("environment")
+        data["allowed_regions"] = tuple(data["allowed_regions"])
+        deployment = services.create_deployment(self.ctx, name=name, environment=environment, spec=services.DeploymentSpec(**data))
+        return Response(self.get_serializer(deployment).data, status=status.HTTP_201_CREATED)
+
+
+class DeploymentDetailView(DeploymentAPIView):
+    def get(self, request: Request, deployment_id: str) -> Response:
+        return Response(self.get_serializer(self.get_deployment()).data)
+
+    @extend_schema(request=s.DeploymentUpdateSerializer, description="Every change is a new revision, promoted and rolled out at once.")
+    def patch(self, request: Request, deployment_id: str) -> Response:
+        deployment = self.get_deployment()
+        changes = validated(s.DeploymentUpdateSerializer, request.data)
+        return Response(self.get_serializer(services.update_deployment(self.ctx, deployment, **changes)).data)
+
+    def delete(self, request: Request, deployment_id: str) -> Response:
+        services.delete_deployment(self.ctx, self.get_deployment())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RevisionListView(DeploymentAPIView):
+    serializer_class = s.RevisionSerializer
+
+    @extend_schema(operation_id="deployment_revisions_list", responses=s.RevisionSerializer(many=True))
+    def get(self, request: Request, deployment_id: str) -> Response:
+        revisions = selectors.revisions(self.ctx.organization, self.get_deployment())
+        return Response(self.get_serializer(revisions, many=True).data)
+
+
+class PromoteView(DeploymentAPIView):
+    @extend_schema(request=s.PromoteSerializer, responses=s.DeploymentSerializer)
+    def post(self, request: Request, deployment_id: str) -> Response:
+        deployment = self.get_deployment()  # a foreign id is 404 before the body is judged
+        data = validated(s.PromoteSerializer, request.data)
+        return Response(self.get_serializer(services.promote_revision(self.ctx, deployment, data["revision"])).data)
+
+
+class RollbackView(DeploymentAPIView):
+    @extend_schema(request=None, responses=s.DeploymentSerializer, description="Promotes the revision before the current one.")
+    def post(self, request: Request, deployment_id: str) -> Response:
+        return Response(self.get_serializer(services.rollback(self.ctx, self.get_deployment())).data)
+
+
+class GpuTypeListView(OrgAPIView):
+    serializer_class = s.GpuTypeSerializer
+    pagination_class = None
+
+    @extend_schema(operation_id="gpu_types_list", responses=s.GpuTypeSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        return Response(self.get_serializer(selectors.gpu_types(), many=True).data)
+
+
+class RegionListView(OrgAPIView):
+    @extend_schema(operation_id="regions_list", responses={200: dict})
+    def get(self, request: Request) -> Response:
+        return Response(selectors.regions())

@@ -1,0 +1,45 @@
+"""Read-side queries of the control plane."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+
+from django.db.models import QuerySet
+
+from console.models import Organization
+from deployments.models import Cluster, ClusterGpu, Deployment, DeploymentRevision, GpuType
+
+
+def region_names() -> set[str]:
+    return set(Cluster.objects.values_list("region", flat=True))
+
+
+def regions() -> list[dict[str, object]]:
+    """Each region with its clusters and their status, for pickers and the admin pages."""
+    by_region: dict[str, list[dict[str, object]]] = {}
+    for cluster in Cluster.objects.order_by("region", "name"):
+        by_region.setdefault(cluster.region, []).append(
+            {"name": cluster.name, "provider": cluster.provider, "status": cluster.status, "simulated": cluster.simulated}
+        )
+    return [{"region": region, "clusters": clusters} for region, clusters in by_region.items()]
+
+
+def gpu_types() -> QuerySet[GpuType]:
+    return GpuType.objects.all()
+
+
+def live_deployments(org: Organization) -> QuerySet[Deployment]:
+    return Deployment.objects.for_org(org).filter(deleted_at=None)
+
+
+def revisions(org: Organization, deployment: Deployment) -> QuerySet[DeploymentRevision]:
+    return DeploymentRevision.objects.for_org(org).filter(deployment=deployment).select_related("gpu_type")
+
+
+def cheapest_price(gpu_code: str, allowed_regions: Iterable[str]) -> Decimal:
+    inventory = ClusterGpu.objects.filter(gpu_type_id=gpu_code, cluster__region__in=list(allowed_regions), count__gt=0).select_related("gpu_type")
+    prices = [row.effective_price_per_hour for row in inventory]
+    if prices:
+        return min(prices)
+    return GpuType.objects.get(code=gpu_code).default_price_per_hour

@@ -1,0 +1,225 @@
+"""Deployments: create, change (each change an immutable revision), promote, roll back,
+delete, with quota checks and one audit entry each."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, replace
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from console import audit
+from console.context import OrgContext
+from console.errors import Conflict, ServiceError
+from console.models import Organization, Role
+from deployments import selectors
+from deployments.models import Deployment, DeploymentRevision, GpuType, Quota
+from deployments.serving.catalog import CATALOG
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,59}$")
+MAX_REPLICAS_PER_DEPLOYMENT = 100
+# What an organization may use before staff set its quota.
+DEFAULT_MAX_REPLICAS = 4
+DEFAULT_GPU_QUOTA = {"CPU": 8, "T4": 2, "L4": 2, "A10G": 2}
+
+
+class QuotaExceeded(ServiceError):
+    status_code = 403
+    code = "quota_exceeded"
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    model: str
+    gpu_type: str
+    allowed_regions: tuple[str, ...]
+    min_replicas: int = 1
+    max_replicas: int = 1
+    target_concurrency: int = 4
+    scale_down_delay_s: int = 60
+    idle_timeout_s: int = 300
+
+    @classmethod
+    def of(cls, revision: DeploymentRevision) -> DeploymentSpec:
+        return cls(
+            model=revision.model,
+            gpu_type=revision.gpu_type_id,
+            allowed_regions=tuple(revision.allowed_regions),
+            min_replicas=revision.min_replicas,
+            max_replicas=revision.max_replicas,
+            target_concurrency=revision.target_concurrency,
+            scale_down_delay_s=revision.scale_down_delay_s,
+            idle_timeout_s=revision.idle_timeout_s,
+        )
+
+
+def quota_for(org: Organization) -> Quota:
+    quota = Quota.objects.for_org(org).first()
+    return quota or Quota(organization=org, max_replicas=DEFAULT_MAX_REPLICAS, gpus=dict(DEFAULT_GPU_QUOTA))
+
+
+def validate_spec(spec: DeploymentSpec) -> None:
+    if spec.model not in CATALOG:
+        raise ServiceError(f"Unknown model {spec.model!r}; choose one of {', '.join(sorted(CATALOG))}.", field="model")
+    if not GpuType.objects.filter(code=spec.gpu_type).exists():
+        codes = ", ".join(GpuType.objects.values_list("code", flat=True))
+        raise ServiceError(f"Unknown GPU type {spec.gpu_type!r}; choose one of {codes}.", field="gpu_type")
+    if not spec.allowed_regions:
+        raise ServiceError("Allow at least one region.", field="allowed_regions")
+    known = selectors.region_names()
+    unknown = [region for region in spec.allowed_regions if region not in known]
+    if unknown:
+        raise ServiceError(f"Unknown region(s) {', '.join(unknown)}; available: {', '.join(sorted(known)) or 'none'}.", field="allowed_regions")
+    if spec.max_replicas < 1 or spec.max_replicas > MAX_REPLICAS_PER_DEPLOYMENT:
+        raise ServiceError(f"max_replicas must be between 1 and {MAX_REPLICAS_PER_DEPLOYMENT}.", field="max_replicas")
+    if spec.min_replicas > spec.max_replicas:
+        raise ServiceError(f"min_replicas ({spec.min_replicas}) cannot exceed max_replicas ({spec.max_replicas}).", field="min_replicas")
+    if spec.target_concurrency < 1:
+        raise ServiceError("target_concurrency must be at least 1.", field="target_concurrency")
+
+
+def check_quota(org: Organization, spec: DeploymentSpec, *, replacing: Deployment | None = None) -> None:
+    """Each deployment counts at its maximum: a deployment that could scale past the
+    quota is refused when it is created or changed, not when it tries to scale."""
+    quota = quota_for(org)
+    others = [
+        DeploymentSpec.of(deployment.current_revision)
+        for deployment in selectors.live_deployments(org).select_related("current_revision")
+        if deployment.current_revision is not None and (replacing is None or deployment.pk != replacing.pk)
+    ]
+    replicas = sum(other.max_replicas for other in others) + spec.max_replicas
+    if replicas > quota.max_replicas:
+        raise QuotaExceeded(
+            f"This needs up to {replicas} replicas across your deployments; your organization's replica quota is {quota.max_replicas}. "
+            "Lower max_replicas or ask platform staff to raise the quota.",
+            field="max_replicas",
+        )
+    gpus = sum(other.max_replicas for other in others if other.gpu_type == spec.gpu_type) + spec.max_replicas
+    limit = quota.gpu_limit(spec.gpu_type)
+    if gpus > limit:
+        raise QuotaExceeded(
+            f"This needs up to {gpus} {spec.gpu_type} GPUs across your deployments; your organization's {spec.gpu_type} quota is {limit}. "
+            "Pick another GPU type, lower max_replicas or ask platform staff to raise the quota.",
+            field="gpu_type",
+        )
+
+
+def revision_snapshot(revision: DeploymentRevision) -> dict[str, Any]:
+    return {"revision": revision.number, **asdict(DeploymentSpec.of(revision))}
+
+
+def deployment_snapshot(deployment: Deployment) -> dict[str, Any]:
+    snapshot: dict[str, Any] = {"id": deployment.id, "name": deployment.name, "environment": deployment.environment}
+    if deployment.current_revision is not None:
+        snapshot.update(revision_snapshot(deployment.current_revision))
+    return snapshot
+
+
+def _new_revision(ctx: OrgContext, deployment: Deployment, spec: DeploymentSpec) -> DeploymentRevision:
+    latest = DeploymentRevision.objects.for_org(ctx.organization).filter(deployment=deployment).aggregate(latest=Max("number"))["latest"] or 0
+    return DeploymentRevision.objects.create(
+        organization=ctx.organization,
+        deployment=deployment,
+        number=latest + 1,
+        model=spec.model,
+        gpu_type_id=spec.gpu_type,
+        allowed_regions=list(spec.allowed_regions),
+        min_replicas=spec.min_replicas,
+        max_replicas=spec.max_replicas,
+        target_concurrency=spec.target_concurrency,
+        scale_down_delay_s=spec.scale_down_delay_s,
+        idle_timeout_s=spec.idle_timeout_s,
+        created_by=ctx.user,
+    )
+
+
+@transaction.atomic
+def create_deployment(ctx: OrgContext, *, name: str, spec: DeploymentSpec, environment: str = Deployment.Environment.DEVELOPMENT) -> Deployment:
+    ctx.require_role(Role.MEMBER, "create deployments")
+    if not NAME_PATTERN.match(name):
+        raise ServiceError("Use 1-60 lowercase letters, digits and dashes, starting with a letter or digit.", field="name")
+    if selectors.live_deployments(ctx.organization).filter(name=name).exists():
+        raise Conflict(f"A deployment named {name!r} already exists.", field="name")
+    validate_spec(spec)
+    check_quota(ctx.organization, spec)
+    deployment = Deployment.objects.create(organization=ctx.organization, name=name, environment=environment)
+    deployment.current_revision = _new_revision(ctx, deployment, spec)
+    deployment.save(update_fields=["current_revision"])
+    audit.record(ctx, "deployment.created", target_type="deployment", target_id=deployment.id, after=deployment_snapshot(deployment))
+    return deployment
+
+
+@transaction.atomic
+def update_deployment(ctx: OrgContext, deployment: Deployment, **changes: Any) -> Deployment:
+    """Any change (model, hardware, regions, scaling) is a new revision, promoted at once;
+    the control plane rolls it out."""
+    ctx.require_role(Role.MEMBER, "change deployments")
+    current = deployment.current_revision
+    assert current is not None
+    environment = changes.pop("environment", None)
+    if "allowed_regions" in changes:
+        changes["allowed_regions"] = tuple(changes["allowed_regions"])
+    spec = replace(DeploymentSpec.of(current), **changes)
+    validate_spec(spec)
+    check_quota(ctx.organization, spec, replacing=deployment)
+    before = deployment_snapshot(deployment)
+    if environment is not None:
+        deployment.environment = environment
+    deployment.current_revision = _new_revision(ctx, deployment, spec)
+    deployment.status = Deployment.Status.UPDATING
+    deployment.save(update_fields=["environment", "current_revision", "status"])
+    audit.record(ctx, "deployment.updated", target_type="deployment", target_id=deployment.id, before=before, after=deployment_snapshot(deployment))
+    return deployment
+
+
+@transaction.atomic
+def promote_revision(ctx: OrgContext, deployment: Deployment, number: int, *, action: str = "deployment.promoted") -> Deployment:
+    ctx.require_role(Role.MEMBER, "promote revisions")
+    revision = DeploymentRevision.objects.for_org(ctx.organization).filter(deployment=deployment, number=number).first()
+    if revision is None:
+        raise ServiceError(f"This deployment has no revision {number}.", field="revision")
+    if deployment.current_revision_id == revision.id:
+        raise Conflict(f"Revision {number} is already the current one.", field="revision")
+    spec = DeploymentSpec.of(revision)
+    validate_spec(spec)
+    check_quota(ctx.organization, spec, replacing=deployment)
+    before = deployment_snapshot(deployment)
+    deployment.current_revision = revision
+    deployment.status = Deployment.Status.UPDATING
+    deployment.save(update_fields=["current_revision", "status"])
+    audit.record(ctx, action, target_type="deployment", target_id=deployment.id, before=before, after=deployment_snapshot(deployment))
+    return deployment
+
+
+def rollback(ctx: OrgContext, deployment: Deployment) -> Deployment:
+    """Back to the revision before the current one."""
+    assert deployment.current_revision is not None
+    previous = (
+        DeploymentRevision.objects.for_org(ctx.organization)
+        .filter(deployment=deployment, number__lt=deployment.current_revision.number)
+        .order_by("-number")
+        .first()
+    )
+    if previous is None:
+        raise Conflict("There is no earlier revision to roll back to.")
+    return promote_revision(ctx, deployment, previous.number, action="deployment.rolled_back")
+
+
+@transaction.atomic
+def delete_deployment(ctx: OrgContext, deployment: Deployment) -> None:
+    """Marks the deployment deleted; the control plane drains and stops its replicas."""
+    ctx.require_role(Role.MEMBER, "delete deployments")
+    before = deployment_snapshot(deployment)
+    deployment.deleted_at = timezone.now()
+    deployment.save(update_fields=["deleted_at"])
+    audit.record(ctx, "deployment.deleted", target_type="deployment", target_id=deployment.id, before=before)
+
+
+def estimated_cost_per_hour(spec: DeploymentSpec) -> tuple[Decimal, Decimal]:
+    """At min and at max replicas, at the cheapest price for the GPU type in the allowed regions."""
+    price = selectors.cheapest_price(spec.gpu_type, spec.allowed_regions)
+    return price * spec.min_replicas, price * spec.max_replicas
