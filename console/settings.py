@@ -132,6 +132,8 @@ CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_SOFT_TIME_LIMIT = 240
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_TASK_ALWAYS_EAGER = env.bool("SWITCHBOARD_CELERY_EAGER", False)
+RECONCILE_INTERVAL_SECONDS = env.int("SWITCHBOARD_RECONCILE_INTERVAL", 5, minimum=1, maximum=600)
+CELERY_BEAT_SCHEDULE = {"reconcile-all": {"task": "deployments.tasks.reconcile_all", "schedule": float(RECONCILE_INTERVAL_SECONDS)}}
 
 # --- Auth ----------------------------------------------------------------------------------
 

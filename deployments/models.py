@@ -107,6 +107,13 @@ class Deployment(models.Model):
     status_reason = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # Control-plane bookkeeping: one reconciler at a time holds the lease; replica
+    # failures back off exponentially and a crash loop fails the deployment.
+    lease_owner = models.CharField(max_length=40, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    failure_count = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    wake_requested_at = models.DateTimeField(null=True, blank=True, help_text="Set by a request for a deployment at zero replicas.")
 
     objects = TenantManager()
 

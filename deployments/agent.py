@@ -1,0 +1,112 @@
+"""The local cluster agent: a small HTTP API that starts and stops model-server processes
+on free ports of this machine and reports their state. One agent is one cluster."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from deployments.serving.catalog import CATALOG
+from deployments.serving.processes import start_model_server, stop
+
+log = logging.getLogger(__name__)
+# Replica options the control plane may pass, and the serve_model flag each becomes.
+OPTION_FLAGS = {"max_batch_size": "--max-batch-size", "max_queue": "--max-queue", "max_wait_ms": "--max-wait-ms", "drain_seconds": "--drain-seconds"}
+
+
+@dataclass
+class ManagedReplica:
+    replica_id: str
+    model: str
+    endpoint: str
+    process: subprocess.Popen[bytes]
+
+    def as_json(self) -> dict[str, object]:
+        code = self.process.poll()
+        return {"replica_id": self.replica_id, "model": self.model, "endpoint": self.endpoint, "running": code is None, "exit_code": code, "pid": self.process.pid}
+
+
+class Agent:
+    def __init__(self, cluster: str) -> None:
+        self.cluster = cluster
+        self.replicas: dict[str, ManagedReplica] = {}
+        self._lock = threading.Lock()
+
+    def create(self, replica_id: str, model: str, options: dict[str, object]) -> ManagedReplica:
+        with self._lock:
+            existing = self.replicas.get(replica_id)
+            if existing is not None:  # creating the same replica twice creates one
+                return existing
+            args: list[str] = []
+            for key, value in options.items():
+                args += [OPTION_FLAGS[key], str(value)]
+            server = start_model_server(model, *args)
+            replica = ManagedReplica(replica_id=replica_id, model=model, endpoint=server.url, process=server.process)
+            self.replicas[replica_id] = replica
+            log.info("%s: started replica %s (%s) at %s, pid %s", self.cluster, replica_id, model, server.url, server.process.pid)
+            return replica
+
+    def delete(self, replica_id: str, drain_seconds: float) -> bool:
+        with self._lock:
+            replica = self.replicas.pop(replica_id, None)
+        if replica is None:
+            return False
+        if replica.process.poll() is None:
+            replica.process.send_signal(signal.SIGTERM)  # the model server drains, then exits
+            threading.Thread(target=stop, args=(replica.process, drain_seconds + 5), daemon=True).start()
+        return True
+
+    def stop_all(self) -> None:
+        with self._lock:
+            replicas, self.replicas = list(self.replicas.values()), {}
+        for replica in replicas:
+            stop(replica.process, timeout=10)
+
+
+def build_agent_app(cluster: str) -> Starlette:
+    agent = Agent(cluster)
+
+    async def list_replicas(request: Request) -> JSONResponse:
+        return JSONResponse({"cluster": cluster, "replicas": [replica.as_json() for replica in list(agent.replicas.values())]})
+
+    async def create_replica(request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+            replica_id, model, options = str(body["replica_id"]), str(body["model"]), dict(body.get("options") or {})
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"error": "send {replica_id, model, options}"}, status_code=400)
+        if model not in CATALOG:
+            return JSONResponse({"error": f"unknown model {model!r}"}, status_code=400)
+        unknown = sorted(set(options) - set(OPTION_FLAGS))
+        if unknown:
+            return JSONResponse({"error": f"unknown options {unknown}"}, status_code=400)
+        return JSONResponse(agent.create(replica_id, model, options).as_json(), status_code=201)
+
+    async def delete_replica(request: Request) -> JSONResponse:
+        drain = float(request.query_params.get("drain_seconds", "30"))
+        found = agent.delete(request.path_params["replica_id"], drain)
+        return JSONResponse({"deleted": found})
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        agent.stop_all()
+
+    return Starlette(
+        routes=[
+            Route("/replicas", list_replicas, methods=["GET"]),
+            Route("/replicas", create_replica, methods=["POST"]),
+            Route("/replicas/{replica_id}", delete_replica, methods=["DELETE"]),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,309 @@
+"""The reconcile loop: compare a deployment's desired state with what its clusters report,
+and act. Idempotent, and one reconciler per deployment at a time (a lease row update that
+works the same on SQLite and PostgreSQL), so two workers never create the same replica.
+
+One pass:
+1. observe each cluster holding a replica (driver.list_replicas) and probe /health;
+2. move replicas along PENDING -> PROVISIONING -> LOADING -> READY, or to FAILED with the
+   reason (process gone, engine broken, cluster down), DRAINING -> STOPPED when gone;
+3. decide how many replicas the current revision should have (min, the autoscaler, a
+   scale-from-zero request, or none once deleted);
+4. place missing replicas (allowed regions, free capacity, price, spread), backing off
+   exponentially after failures; a crash loop marks the deployment FAILED;
+5. drain old-revision replicas only once the new revision has its READY replicas, and
+   drain surplus ones when scaling down;
+6. derive the deployment's status.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import httpx
+from django.db import transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from deployments.drivers import ClusterDriver, DriverError, ObservedReplica, ReplicaRequest, driver_for
+from deployments.models import Cluster, ClusterGpu, Deployment, Replica, ReplicaEvent
+from deployments.placement import Capacity, place
+
+LEASE = timedelta(seconds=120)
+MAX_FAILURES = 5  # replica failures in a row before the deployment is FAILED
+DRAIN_SECONDS = 30.0
+LIVE = (Replica.State.PENDING, Replica.State.PROVISIONING, Replica.State.LOADING, Replica.State.READY)
+HOLDS_GPU = (*LIVE, Replica.State.DRAINING)
+
+Probe = Callable[[str], str]  # endpoint -> "ready" | "loading" | "broken: why" | "unreachable"
+DriverFactory = Callable[[Cluster], ClusterDriver]
+
+
+def probe_health(endpoint: str) -> str:
+    try:
+        response = httpx.get(endpoint.rstrip("/") + "/health", timeout=2.0)
+    except httpx.HTTPError:
+        return "unreachable"
+    if response.status_code == 200:
+        return "ready"
+    try:
+        body = response.json()
+    except ValueError:
+        return "unreachable"
+    if body.get("status") == "broken":
+        return f"broken: {body.get('reason', 'engine failed')}"
+    return "loading"
+
+
+@dataclass
+class PassResult:
+    created: list[str] = field(default_factory=list)
+    drained: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    desired: int = 0
+    status: str = ""
+
+
+def _acquire(deployment_id: str, owner: str, now: datetime) -> bool:
+    free = Q(lease_until=None) | Q(lease_until__lt=now) | Q(lease_owner=owner)
+    return Deployment.objects.unscoped_across_tenants().filter(Q(pk=deployment_id) & free).update(lease_owner=owner, lease_until=now + LEASE) == 1
+
+
+def _release(deployment_id: str, owner: str) -> None:
+    Deployment.objects.unscoped_across_tenants().filter(pk=deployment_id, lease_owner=owner).update(lease_owner="", lease_until=None)
+
+
+def _transition(replica: Replica, state: str, reason: str = "", **fields: object) -> None:
+    previous = replica.state
+    replica.state = state
+    if reason:
+        replica.reason = reason
+    for name, value in fields.items():
+        setattr(replica, name, value)
+    replica.save()
+    ReplicaEvent.objects.create(
+        organization_id=replica.organization_id, deployment_id=replica.deployment_id, replica=replica, from_state=previous, to_state=state, reason=reason
+    )
+
+
+def reconcile(
+    deployment_id: str,
+    *,
+    drivers: DriverFactory = driver_for,
+    probe: Probe = probe_health,
+    desired_replicas: Callable[[Deployment, list[Replica]], int] | None = None,
+) -> PassResult | None:
+    """One pass for one deployment; None when another reconciler holds it."""
+    owner = uuid.uuid4().hex
+    if not _acquire(deployment_id, owner, timezone.now()):
+        return None
+    try:
+        return _pass(deployment_id, drivers, probe, desired_replicas or default_desired)
+    finally:
+        _release(deployment_id, owner)
+
+
+def default_desired(deployment: Deployment, replicas: list[Replica]) -> int:
+    """Without load figures: min replicas, at least one for a while after a scale-from-zero
+    request. The autoscaler replaces this when it has concurrency samples."""
+    revision = deployment.current_revision
+    assert revision is not None
+    desired = revision.min_replicas
+    woken = deployment.wake_requested_at
+    if woken is not None and timezone.now() - woken < timedelta(seconds=revision.idle_timeout_s):
+        desired = max(desired, 1)
+    return min(desired, revision.max_replicas)
+
+
+def _pass(deployment_id: str, drivers: DriverFactory, probe: Probe, desired_replicas: Callable[[Deployment, list[Replica]], int]) -> PassResult:
+    result = PassResult()
+    now = timezone.now()
+    deployment = (
+        Deployment.objects.unscoped_across_tenants().select_related("current_revision", "current_revision__gpu_type", "organization").get(pk=deployment_id)
+    )
+    replicas = list(
+        Replica.objects.for_org(deployment.organization).filter(deployment=deployment, state__in=HOLDS_GPU).select_related("cluster", "revision")
+    )
+    observed, unreachable = _observe(replicas, drivers)
+
+    # 2. advance replica states
+    for replica in replicas:
+        cluster = replica.cluster
+        seen = observed.get(replica.id)
+        if replica.state == Replica.State.DRAINING:
+            if cluster.status == Cluster.Status.DOWN or (cluster.name not in unreachable and (seen is None or not seen.running)):
+                _transition(replica, Replica.State.STOPPED, "drained", stopped_at=now)
+            continue
+        if cluster.status == Cluster.Status.DOWN:
+            _transition(replica, Replica.State.FAILED, f"cluster {cluster.name} was marked down", stopped_at=now)
+            result.failed.append(replica.id)
+            continue
+        if cluster.name in unreachable:
+            continue  # no news is not bad news: try again next pass
+        if replica.state == Replica.State.PENDING:
+            _start(replica, drivers, result)
+            continue
+        if seen is None or not seen.running:
+            code = f" with code {seen.exit_code}" if seen is not None and seen.exit_code is not None else ""
+            _transition(replica, Replica.State.FAILED, f"the model-server process exited{code}", stopped_at=now)
+            result.failed.append(replica.id)
+            continue
+        health = probe(replica.endpoint)
+        if health == "ready" and replica.state != Replica.State.READY:
+            _transition(replica, Replica.State.READY, "passed /health", ready_at=now)
+        elif health == "loading" and replica.state == Replica.State.PROVISIONING:
+            _transition(replica, Replica.State.LOADING, "loading the model")
+        elif health.startswith("broken"):
+            _stop(replica, drivers, drain=0)
+            _transition(replica, Replica.State.FAILED, health, stopped_at=now)
+            result.failed.append(replica.id)
+
+    if result.failed:
+        deployment.failure_count += len(result.failed)
+        deployment.next_attempt_at = now + timedelta(seconds=min(2 ** deployment.failure_count, 300))
+    live = [replica for replica in replicas if replica.state in LIVE]
+    current = [replica for replica in live if replica.revision_id == deployment.current_revision_id]
+    old = [replica for replica in live if replica.revision_id != deployment.current_revision_id]
+    ready_current = [replica for replica in current if replica.state == Replica.State.READY]
+    if ready_current and not result.failed:
+        deployment.failure_count = 0
+
+    # 3. how many replicas the current revision should have
+    desired = 0 if deployment.deleted_at else desired_replicas(deployment, replicas)
+    result.desired = desired
+    crash_loop = deployment.failure_count >= MAX_FAILURES
+
+    # 4. place missing replicas
+    missing = desired - len(current)
+    backing_off = deployment.next_attempt_at is not None and now < deployment.next_attempt_at
+    if missing > 0 and not crash_loop and not backing_off:
+        for cluster_name in _placements(deployment, missing):
+            replica = Replica.objects.create(
+                organization=deployment.organization, deployment=deployment, revision=deployment.current_revision, cluster_id=cluster_name
+            )
+            ReplicaEvent.objects.create(organization=deployment.organization, deployment=deployment, replica=replica, to_state=Replica.State.PENDING, reason="placed")
+            _start(replica, drivers, result)
+            current.append(replica)
+
+    # 5. drain old revisions once the new one serves; drain the surplus when scaling down
+    if old and len(ready_current) >= max(desired, 1 if not deployment.deleted_at else 0):
+        for replica in old:
+            _drain(replica, drivers, result)
+    if deployment.deleted_at:
+        for replica in live:
+            if replica.state in LIVE:
+                _drain(replica, drivers, result)
+    elif len(current) > desired:
+        surplus = sorted(current, key=lambda r: (r.state == Replica.State.READY, r.created_at), reverse=False)[: len(current) - desired]
+        for replica in surplus:
+            _drain(replica, drivers, result)
+
+    # 6. status
+    deployment.status, deployment.status_reason = _status(deployment, desired, current, old, crash_loop, missing)
+    result.status = deployment.status
+    Deployment.objects.unscoped_across_tenants().filter(pk=deployment.pk).update(
+        status=deployment.status, status_reason=deployment.status_reason, failure_count=deployment.failure_count, next_attempt_at=deployment.next_attempt_at
+    )
+    return result
+
+
+def _observe(replicas: list[Replica], drivers: DriverFactory) -> tuple[dict[str, ObservedReplica], set[str]]:
+    observed: dict[str, ObservedReplica] = {}
+    unreachable: set[str] = set()
+    for cluster in {replica.cluster for replica in replicas if replica.cluster.status != Cluster.Status.DOWN}:
+        try:
+            observed.update({seen.replica_id: seen for seen in drivers(cluster).list_replicas()})
+        except DriverError:
+            unreachable.add(cluster.name)
+    return observed, unreachable
+
+
+def _start(replica: Replica, drivers: DriverFactory, result: PassResult) -> None:
+    try:
+        seen = drivers(replica.cluster).create_replica(ReplicaRequest(replica_id=replica.id, model=replica.revision.model))
+    except DriverError as error:
+        replica.reason = str(error)[:500]
+        replica.save(update_fields=["reason"])
+        return
+    _transition(replica, Replica.State.PROVISIONING, "process started", endpoint=seen.endpoint or "")
+    result.created.append(replica.id)
+
+
+def _stop(replica: Replica, drivers: DriverFactory, drain: float) -> None:
+    try:
+        drivers(replica.cluster).delete_replica(replica.id, drain_seconds=drain)
+    except DriverError:
+        pass  # the cluster is unreachable; the replica is replaced elsewhere either way
+
+
+def _drain(replica: Replica, drivers: DriverFactory, result: PassResult) -> None:
+    if replica.state == Replica.State.DRAINING:
+        return
+    _stop(replica, drivers, drain=DRAIN_SECONDS)
+    _transition(replica, Replica.State.DRAINING, "draining")
+    result.drained.append(replica.id)
+
+
+def _placements(deployment: Deployment, count: int) -> list[str]:
+    revision = deployment.current_revision
+    assert revision is not None
+    in_use = Counter(
+        Replica.objects.unscoped_across_tenants()
+        .filter(state__in=HOLDS_GPU, revision__gpu_type=revision.gpu_type, cluster__region__in=revision.allowed_regions)
+        .values_list("cluster_id", flat=True)
+    )
+    inventory = ClusterGpu.objects.filter(
+        gpu_type=revision.gpu_type, cluster__status=Cluster.Status.ACTIVE, cluster__region__in=revision.allowed_regions
+    ).select_related("cluster", "gpu_type")
+    capacities = [
+        Capacity(cluster=row.cluster_id, region=row.cluster.region, free=row.count - in_use[row.cluster_id], price_per_hour=row.effective_price_per_hour)
+        for row in inventory
+    ]
+    existing = Counter(
+        Replica.objects.for_org(deployment.organization).filter(deployment=deployment, state__in=LIVE).values_list("cluster__region", flat=True)
+    )
+    return place(count, capacities, list(revision.allowed_regions), dict(existing))
+
+
+def _status(deployment: Deployment, desired: int, current: list[Replica], old: list[Replica], crash_loop: bool, missing: int) -> tuple[str, str]:
+    ready = sum(1 for replica in current if replica.state == Replica.State.READY)
+    if crash_loop:
+        last = (
+            Replica.objects.for_org(deployment.organization).filter(deployment=deployment, state=Replica.State.FAILED).order_by("-stopped_at").first()
+        )
+        return Deployment.Status.FAILED, f"{deployment.failure_count} replica failures in a row; last: {last.reason if last else 'unknown'}"
+    if old:
+        return Deployment.Status.UPDATING, f"rolling out revision {deployment.current_revision.number}"  # type: ignore[union-attr]
+    if desired == 0 and not current:
+        return Deployment.Status.SCALED_TO_ZERO, ""
+    if ready >= desired:
+        return Deployment.Status.ACTIVE, ""
+    placed_short = missing > 0 and len(current) < desired
+    if placed_short:
+        return Deployment.Status.DEPLOYING, f"waiting for capacity: {desired - len(current)} replica(s) could not be placed in {', '.join(deployment.current_revision.allowed_regions)}"  # type: ignore[union-attr]
+    if deployment.failure_count:
+        return Deployment.Status.UNHEALTHY, f"{ready} of {desired} replicas ready after {deployment.failure_count} failure(s)"
+    return Deployment.Status.DEPLOYING, f"{ready} of {desired} replicas ready"
+
+
+def request_scale_from_zero(deployment: Deployment) -> None:
+    """For the gateway: a request arrived for a deployment with no READY replica. Marks
+    the demand and reconciles now, so a replica is placed without waiting for beat."""
+    Deployment.objects.unscoped_across_tenants().filter(pk=deployment.pk).update(wake_requested_at=timezone.now())
+    from deployments.tasks import reconcile_deployment
+
+    transaction.on_commit(lambda: reconcile_deployment.delay(deployment.pk))
+
+
+def deployments_to_reconcile() -> list[str]:
+    """Live deployments, and deleted ones that still hold replicas."""
+    with_replicas = Count("replicas", filter=Q(replicas__state__in=HOLDS_GPU))
+    return list(
+        Deployment.objects.unscoped_across_tenants()
+        .annotate(holding=with_replicas)
+        .filter(Q(deleted_at=None) | Q(holding__gt=0))
+        .values_list("pk", flat=True)
+    )

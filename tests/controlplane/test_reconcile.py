@@ -1,0 +1,185 @@
+"""The reconcile loop's logic against the in-memory driver (no I/O)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from console.models import Organization
+from deployments import services
+from deployments.drivers.memory import InMemoryDriver
+from deployments.models import Cluster, Deployment, Replica, ReplicaEvent
+from deployments.reconcile import reconcile
+from tests.conftest import Tenants
+from tests.factories import create_deployment, ensure_clusters, owner_context
+
+
+class Fleet:
+    """One in-memory driver per cluster, and a probe that can mark endpoints loading."""
+
+    def __init__(self) -> None:
+        self.drivers: dict[str, InMemoryDriver] = {}
+        self.loading: set[str] = set()
+
+    def driver(self, cluster: Cluster) -> InMemoryDriver:
+        return self.drivers.setdefault(cluster.name, InMemoryDriver(cluster.name))
+
+    def probe(self, endpoint: str) -> str:
+        return "loading" if endpoint in self.loading else "ready"
+
+    def run(self, deployment: Deployment, passes: int = 1):  # type: ignore[no-untyped-def]
+        result = None
+        for _ in range(passes):
+            result = reconcile(deployment.id, drivers=self.driver, probe=self.probe)
+            Deployment.objects.unscoped_across_tenants().filter(pk=deployment.pk).update(next_attempt_at=None)  # no waiting in tests
+        return result
+
+    @property
+    def creates(self) -> int:
+        return sum(driver.creates for driver in self.drivers.values())
+
+
+def replicas(org: Organization, deployment: Deployment, *states: str) -> list[Replica]:
+    queryset = Replica.objects.for_org(org).filter(deployment=deployment)
+    return list(queryset.filter(state__in=states) if states else queryset)
+
+
+@pytest.fixture
+def fleet(tenants: Tenants) -> Fleet:
+    ensure_clusters()
+    return Fleet()
+
+
+def test_a_new_deployment_gets_ready_replicas_in_allowed_regions(tenants: Tenants, fleet: Fleet) -> None:
+    deployment = create_deployment(tenants.org_a, min_replicas=2, max_replicas=2, allowed_regions=("us-east", "eu-west"))
+    first = fleet.run(deployment)
+    assert len(first.created) == 2 and first.status == "deploying"
+    assert {replica.cluster.region for replica in replicas(tenants.org_a, deployment)} == {"us-east", "eu-west"}  # spread
+    second = fleet.run(deployment)
+    assert second.status == "active"
+    ready = replicas(tenants.org_a, deployment, Replica.State.READY)
+    assert len(ready) == 2 and all(replica.endpoint.startswith("memory://") for replica in ready)
+    events = ReplicaEvent.objects.for_org(tenants.org_a).filter(replica=ready[0]).order_by("at", "id")
+    assert [event.to_state for event in events] == ["pending", "provisioning", "ready"]
+
+
+def test_reconciling_again_creates_nothing_extra(tenants: Tenants, fleet: Fleet) -> None:
+    deployment = create_deployment(tenants.org_a, min_replicas=2, max_replicas=2, allowed_regions=("us-east", "eu-west"))
+    fleet.run(deployment, passes=5)
+    assert fleet.creates == 2 and len(replicas(tenants.org_a, deployment)) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_reconcilers_at_once_create_nothing_twice(tenants: Tenants, fleet: Fleet) -> None:
+    deployment = create_deployment(tenants.org_a, min_replicas=2, max_replicas=2, allowed_regions=("us-east", "eu-west"))
+    barrier = threading.Barrier(4)
+    outcomes: list[object] = []
+
+    def worker() -> None:
+        from django.db import connection
+
+        barrier.wait()
+        try:
+            for _ in range(3):
+                outcomes.append(reconcile(deployment.id, drivers=fleet.driver, probe=fleet.probe))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert fleet.creates == 2
+    assert len(replicas(tenants.org_a, deployment)) == 2
+
+
+def test_a_crashed_replica_is_replaced(tenants: Tenants, fleet: Fleet) -> None:
+    deployment = create_deployment(tenants.org_a, min_replicas=1, max_replicas=1)
+    fleet.run(deployment, passes=2)
+    [replica] = replicas(tenants.org_a, deployment, Replica.State.READY)
+    fleet.drivers[replica.cluster_id].crash(replica.id, exit_code=-9)
+    fleet.run(deployment, passes=3)  # notice the crash, place a replacement, see it ready
+    replica.refresh_from_db()
+    assert replica.state == Replica.State.FAILED and "exited with code -9" in replica.reason
+    [replacement] = replicas(tenants.org_a, deployment, Replica.State.READY)
+    assert replacement.id != replica.id
+
+
+def test_a_crash_loop_fails_the_deployment_with_the_reason(tenants: Tenants, fleet: Fleet) -> None:
+    deployment = create_deployment(tenants.org_a, min_replicas=1, max_replicas=1)
+    for _ in range(16):
+        fleet.run(deployment)
+        for replica in replicas(tenants.org_a, deployment, Replica.State.PROVISIONING, Replica.State.READY):
+            fleet.drivers[replica.cluster_id].crash(replica.id, exit_code=1)
+    deployment.refresh_from_db()
+    assert deployment.status == "failed"
+    assert "replica failures in a row" in deployment.status_reason and "exited with code 1" in deployment.status_reason
+
+
+def test_cordoned_clusters_get_no_new_replicas(tenants: Tenants, fleet: Fleet) -> None:
+    Cluster.objects.filter(name="local-us-east").update(status=Cluster.Status.CORDONED)
+    deployment = create_deployment(tenants.org_a, min_replicas=2, max_replicas=2, allowed_regions=("us-east", "eu-west"))
+    fleet.run(deployment, passes=2)
+    assert {replica.cluster_id for replica in replicas(tenants.org_a, deployment)} == {"local-eu-west"}
+
+
+def test_a_cluster_marked_down_has_its_replicas_replaced_in_the_allowed_regions(tenants: Tenants, fleet: Fleet) -> None:
+    deployment = create_deployment(tenants.org_a, min_replicas=2, max_replicas=2, allowed_regions=("us-east", "eu-west"))
+    fleet.run(deployment, passes=2)
+    Cluster.objects.filter(name="local-us-east").update(status=Cluster.Status.DOWN)
+    fleet.run(deployment, passes=3)
+    ready = replicas(tenants.org_a, deployment, Replica.State.READY)
+    assert len(ready) == 2 and {replica.cluster_id for replica in ready} == {"local-eu-west"}
+    failed = replicas(tenants.org_a, deployment, Replica.State.FAILED)
+    assert len(failed) == 1 and "marked down" in failed[0].reason
+
+
+def test_region_allow_list_is_never_broken(tenants: Tenants, fleet: Fleet) -> None:
+    deployment = create_deployment(tenants.org_a, min_replicas=2, max_replicas=2, allowed_regions=("us-east",))
+    fleet.run(deployment, passes=2)
+    Cluster.objects.filter(name="local-us-east").update(status=Cluster.Status.DOWN)
+    result = fleet.run(deployment, passes=2)
+    assert all(replica.cluster.region == "us-east" for replica in replicas(tenants.org_a, deployment))
+    assert result.status == "deploying"
+    deployment.refresh_from_db()
+    assert "waiting for capacity" in deployment.status_reason and "us-east" in deployment.status_reason
+
+
+def test_a_new_revision_is_ready_before_the_old_one_drains(tenants: Tenants, fleet: Fleet) -> None:
+    deployment = create_deployment(tenants.org_a, min_replicas=1, max_replicas=1)
+    fleet.run(deployment, passes=2)
+    [old] = replicas(tenants.org_a, deployment, Replica.State.READY)
+    services.update_deployment(owner_context(tenants.org_a), deployment, model="tiny-embedding")
+    fleet.loading.add("memory://")  # nothing matches yet
+    first = fleet.run(deployment)
+    assert first.status == "updating" and not first.drained  # the new replica is not ready yet
+    new = [replica for replica in replicas(tenants.org_a, deployment) if replica.id != old.id][0]
+    fleet.loading.add(new.endpoint)
+    fleet.run(deployment)
+    old.refresh_from_db()
+    assert old.state == Replica.State.READY  # still serving while the new one loads
+    fleet.loading.discard(new.endpoint)
+    fleet.run(deployment, passes=2)
+    old.refresh_from_db()
+    new.refresh_from_db()
+    assert new.state == Replica.State.READY and old.state == Replica.State.STOPPED
+
+
+def test_min_zero_stays_at_zero_until_a_request_wakes_it(tenants: Tenants, fleet: Fleet) -> None:
+    from deployments.reconcile import request_scale_from_zero
+
+    deployment = create_deployment(tenants.org_a, min_replicas=0, max_replicas=1)
+    assert fleet.run(deployment).status == "scaled_to_zero"
+    request_scale_from_zero(deployment)
+    fleet.run(deployment, passes=2)
+    assert len(replicas(tenants.org_a, deployment, Replica.State.READY)) == 1
+
+
+def test_a_deleted_deployment_drains_everything(tenants: Tenants, fleet: Fleet) -> None:
+    deployment = create_deployment(tenants.org_a, min_replicas=2, max_replicas=2, allowed_regions=("us-east", "eu-west"))
+    fleet.run(deployment, passes=2)
+    services.delete_deployment(owner_context(tenants.org_a), deployment)
+    fleet.run(deployment, passes=2)
+    assert {replica.state for replica in replicas(tenants.org_a, deployment)} == {Replica.State.STOPPED}
