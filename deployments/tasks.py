@@ -14,7 +14,7 @@ def reconcile_deployment(deployment_id: str) -> str:
     return "skipped: another reconciler holds the lease" if result is None else result.status
 
 
-@shared_task(acks_late=True, time_limit=60)
+@shared_task(acks_late=True, time_limit=60, soft_time_limit=50)
 def reconcile_all() -> int:
     """Fanned out by beat every few seconds: one task per deployment that needs a look."""
     ids = loop.deployments_to_reconcile()

@@ -20,7 +20,7 @@ from deployments.serving.processes import free_port, stop
 ROOT = Path(settings.BASE_DIR)
 
 
-def test_database_url() -> str:
+def child_database_url() -> str:
     """DATABASE_URL naming the database this test session uses, for child processes."""
     db = connection.settings_dict
     if db["ENGINE"].endswith("sqlite3"):

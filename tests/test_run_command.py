@@ -32,13 +32,18 @@ def test_up_serves_the_console_with_the_demo_login(tmp_path: Path) -> None:
     env.pop("REDIS_URL", None)
     log_path = tmp_path / "up.log"
     log = log_path.open("wb")
-    process = subprocess.Popen([sys.executable, "manage.py", "up", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    agent_base = free_port()
+    command = [sys.executable, "manage.py", "up", "--port", str(port), "--agent-port-base", str(agent_base)]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_until_up(f"http://127.0.0.1:{port}/accounts/login/", process, timeout=90)
         response = _login(f"http://127.0.0.1:{port}", "demo@switchboard.local", "switchboard-demo")
         assert response.status_code == 302 and response.headers["location"] == "/"
         assert _login(f"http://127.0.0.1:{port}", "demo@switchboard.local", "wrong-password").status_code == 200
         assert (tmp_path / "switchboard.sqlite3").exists()
+        # Both local clusters' agents answer.
+        for agent_port in (agent_base, agent_base + 1):
+            wait_until_up(f"http://127.0.0.1:{agent_port}/replicas", process, timeout=60)
         # The Celery worker connects to the filesystem broker that needs no server.
         deadline = time.monotonic() + 60
         while "ready." not in log_path.read_text() and time.monotonic() < deadline:

@@ -1,5 +1,6 @@
 """Runs the whole platform on this machine: migrations, demo data, the ASGI server
-(console, API), a Celery worker and Celery beat. Ctrl-C stops everything."""
+(console, API), a Celery worker and beat (the reconcile loop), and one agent per local
+cluster (local-us-east, local-eu-west). Ctrl-C stops everything."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 from django.conf import settings
@@ -21,9 +23,15 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--no-seed", action="store_true", help="Do not create the demo user and organization.")
+        parser.add_argument("--agent-port-base", type=int, default=9101, help="Local cluster agents listen on this port and the next.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         call_command("migrate", interactive=False, verbosity=0)
+        from deployments.local_clusters import LOCAL_CLUSTERS, register
+
+        clusters = [replace(cluster, port=options["agent_port_base"] + index) for index, cluster in enumerate(LOCAL_CLUSTERS)]
+        for cluster in clusters:
+            register(cluster)
         if not options["no_seed"]:
             call_command("seed_demo")
         python = sys.executable
@@ -32,6 +40,8 @@ class Command(BaseCommand):
             "worker": [python, "-m", "celery", "-A", "console", "worker", "--loglevel=INFO", "--concurrency=2"],
             "beat": [python, "-m", "celery", "-A", "console", "beat", "--loglevel=INFO", "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME],
         }
+        for cluster in clusters:
+            processes[f"agent {cluster.name}"] = [python, "manage.py", "cluster_agent", "--cluster", cluster.name, "--port", str(cluster.port)]
         children = {name: subprocess.Popen(cmd, cwd=settings.BASE_DIR) for name, cmd in processes.items()}
         stack = "PostgreSQL + Redis" if settings.REDIS_URL else "embedded (SQLite, filesystem broker)"
         self.stdout.write(self.style.SUCCESS(f"Switchboard is up on http://{options['host']}:{options['port']}/ ({stack}). Ctrl-C stops it."))

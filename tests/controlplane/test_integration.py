@@ -1,0 +1,90 @@
+"""The control plane for real: a Celery worker and beat, two local cluster agents and
+model-server processes (the tiny chat model), against the test database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deployments.local_clusters import LocalCluster, register
+from deployments.models import Replica
+from tests.conftest import Tenants
+from tests.factories import create_deployment
+from tests.servers import ROOT, child_database_url, child_env, free_port, stop, wait_until_up
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def control_plane(tmp_path: Path, django_db_blocker) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    with django_db_blocker.unblock():
+        database_url = child_database_url()
+    # Its own broker folder and beat schedule, so nothing else's queue is consumed.
+    env = child_env(DATABASE_URL=database_url, SWITCHBOARD_DATA_DIR=str(tmp_path), SWITCHBOARD_RECONCILE_INTERVAL="1")
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "celery", "-A", "console", "worker", "--loglevel=WARNING", "--concurrency=2"], cwd=ROOT, env=env),
+        subprocess.Popen([sys.executable, "-m", "celery", "-A", "console", "beat", "--loglevel=WARNING", "--schedule", str(tmp_path / "beat")], cwd=ROOT, env=env),
+    ]
+    try:
+        yield
+    finally:
+        for process in processes:
+            stop(process)
+
+
+@pytest.fixture
+def agents() -> Iterator[list[LocalCluster]]:
+    clusters = [LocalCluster("local-us-east", "us-east", free_port()), LocalCluster("local-eu-west", "eu-west", free_port())]
+    processes = [
+        subprocess.Popen([sys.executable, "manage.py", "cluster_agent", "--cluster", c.name, "--port", str(c.port)], cwd=ROOT, env=child_env())
+        for c in clusters
+    ]
+    try:
+        for cluster, process in zip(clusters, processes, strict=True):
+            wait_until_up(f"http://127.0.0.1:{cluster.port}/replicas", process)
+            register(cluster)
+        yield clusters
+    finally:
+        for process in processes:
+            stop(process)
+
+
+def _wait(what: str, check: Callable[[], object], timeout: float = 90.0) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_replicas_come_up_ready_and_a_killed_one_is_replaced(tenants: Tenants, agents: list[LocalCluster], control_plane: None) -> None:
+    deployment = create_deployment(tenants.org_a, name="tiny", model="tiny-chat", min_replicas=1, max_replicas=1, allowed_regions=("eu-west",))
+
+    def ready() -> list[Replica]:
+        return list(Replica.objects.for_org(tenants.org_a).filter(deployment=deployment, state=Replica.State.READY))
+
+    [replica] = _wait("a READY replica", ready)
+    assert replica.cluster_id == "local-eu-west"  # the only allowed region
+    answer = httpx.post(replica.endpoint + "/v1/chat/completions", json={"model": "tiny-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    assert answer.status_code == 200
+
+    agent = next(cluster for cluster in agents if cluster.name == "local-eu-west")
+    [row] = [row for row in httpx.get(f"http://127.0.0.1:{agent.port}/replicas").json()["replicas"] if row["replica_id"] == replica.id]
+    os.kill(row["pid"], signal.SIGKILL)
+
+    [replacement] = _wait("a replacement", lambda: [r for r in ready() if r.id != replica.id])
+    replica.refresh_from_db()
+    assert replica.state == Replica.State.FAILED and "exited" in replica.reason
+    assert replacement.cluster_id == "local-eu-west"
+    deployment.refresh_from_db()
+    assert deployment.status == "active"
