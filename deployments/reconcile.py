@@ -99,23 +99,17 @@ def reconcile(
     """One pass for one deployment; None when another reconciler holds it."""
     owner = uuid.uuid4().hex
     if not _acquire(deployment_id, owner, timezone.now()):
-        return None
+        return None  # another reconciler holds it, or it no longer exists
     try:
-        return _pass(deployment_id, drivers, probe, desired_replicas or default_desired)
+        return _pass(deployment_id, drivers, probe, desired_replicas or autoscaled)
     finally:
         _release(deployment_id, owner)
 
 
-def default_desired(deployment: Deployment, replicas: list[Replica]) -> int:
-    """Without load figures: min replicas, at least one for a while after a scale-from-zero
-    request. The autoscaler replaces this when it has concurrency samples."""
-    revision = deployment.current_revision
-    assert revision is not None
-    desired = revision.min_replicas
-    woken = deployment.wake_requested_at
-    if woken is not None and timezone.now() - woken < timedelta(seconds=revision.idle_timeout_s):
-        desired = max(desired, 1)
-    return min(desired, revision.max_replicas)
+def autoscaled(deployment: Deployment, replicas: list[Replica]) -> int:
+    from deployments.load import autoscaled_desired
+
+    return autoscaled_desired(deployment, replicas)
 
 
 def _pass(deployment_id: str, drivers: DriverFactory, probe: Probe, desired_replicas: Callable[[Deployment, list[Replica]], int]) -> PassResult:

@@ -88,3 +88,27 @@ def test_replicas_come_up_ready_and_a_killed_one_is_replaced(tenants: Tenants, a
     assert replacement.cluster_id == "local-eu-west"
     deployment.refresh_from_db()
     assert deployment.status == "active"
+
+
+def test_idle_scales_to_zero_and_a_request_brings_it_back(tenants: Tenants, agents: list[LocalCluster], control_plane: None) -> None:
+    from deployments.reconcile import request_scale_from_zero
+
+    deployment = create_deployment(
+        tenants.org_a, name="sleepy", model="tiny-chat", min_replicas=0, max_replicas=1, idle_timeout_s=4, scale_down_delay_s=0, allowed_regions=("us-east",)
+    )
+
+    def status() -> str:
+        deployment.refresh_from_db()
+        return deployment.status
+
+    _wait("scaled to zero", lambda: status() == "scaled_to_zero")
+    request_scale_from_zero(deployment)  # what the gateway calls for a request at zero replicas
+    started = time.monotonic()
+    [replica] = _wait("a cold start", lambda: list(Replica.objects.for_org(tenants.org_a).filter(deployment=deployment, state=Replica.State.READY)))
+    cold_start = time.monotonic() - started
+    answer = httpx.post(replica.endpoint + "/v1/chat/completions", json={"model": "tiny-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    assert answer.status_code == 200
+    assert cold_start < 60
+
+    # No more requests: idle past the timeout, the replica drains and the deployment is at zero again.
+    _wait("idle scale to zero", lambda: status() == "scaled_to_zero" and Replica.objects.for_org(tenants.org_a).get(pk=replica.pk).state == Replica.State.STOPPED)

@@ -1,0 +1,75 @@
+"""Load figures for the autoscaler: concurrency read from the model servers' /metrics.
+
+The figure is requests running plus waiting on each READY replica, summed per deployment
+(the model server knows its own queue, including requests that did not come through the
+gateway). Samples and the autoscaler's state live in the cache, shared by every worker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict
+
+import httpx
+from django.core.cache import cache
+
+from deployments.autoscaler import AutoscalerState, Sample, ScalingPolicy, decide
+from deployments.models import Deployment, Replica
+
+_CONCURRENCY_SERIES = ("switchboard:num_requests_running", "switchboard:num_requests_waiting")
+Scrape = Callable[[Iterable[str]], float]
+COLD_START_PATIENCE_S = 600.0  # how long a wake keeps asking for a replica that is not READY yet
+
+
+def scrape_concurrency(endpoints: Iterable[str]) -> float:
+    total = 0.0
+    for endpoint in endpoints:
+        try:
+            text = httpx.get(endpoint.rstrip("/") + "/metrics", timeout=1.0).text
+        except httpx.HTTPError:
+            continue
+        for line in text.splitlines():
+            if line.startswith(_CONCURRENCY_SERIES):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _key(deployment_id: str) -> str:
+    return f"autoscaler:{deployment_id}"
+
+
+def autoscaled_desired(deployment: Deployment, replicas: list[Replica], *, scrape: Scrape = scrape_concurrency, clock: Callable[[], float] = time.time) -> int:
+    revision = deployment.current_revision
+    assert revision is not None
+    policy = ScalingPolicy(
+        min_replicas=revision.min_replicas,
+        max_replicas=revision.max_replicas,
+        target_concurrency=revision.target_concurrency,
+        scale_down_delay_s=revision.scale_down_delay_s,
+        idle_timeout_s=revision.idle_timeout_s,
+    )
+    now = clock()
+    ready = [replica for replica in replicas if replica.state == Replica.State.READY]
+    stored = cache.get(_key(deployment.id)) or {"samples": [], "state": {}}
+    samples = [Sample(at, value) for at, value in stored["samples"] if at > now - policy.stable_window_s]
+    samples.append(Sample(now, scrape([replica.endpoint for replica in ready]) if ready else 0.0))
+    state = AutoscalerState(**{**stored["state"], "recent": tuple(tuple(pair) for pair in stored["state"].get("recent", ()))})
+    woken = deployment.wake_requested_at.timestamp() if deployment.wake_requested_at is not None else None
+    if woken is not None:
+        # A woken deployment counts as busy from the wake until its replica has been READY
+        # for a moment: the request that woke it is waiting through the cold start.
+        ready_since = max((replica.ready_at.timestamp() for replica in ready if replica.ready_at), default=woken)
+        busy_until = max(woken, ready_since)
+        state = AutoscalerState(state.panicking_until, state.recent, max(busy_until, state.last_request_at or busy_until))
+    decision, state = decide(policy, samples, len(ready), now, state)
+    # A wake is served once a replica was READY after it; later idling may then go to zero.
+    served_wake = stored.get("served_wake")
+    if woken is not None and any(replica.ready_at and replica.ready_at.timestamp() >= woken for replica in ready):
+        served_wake = woken
+    cache.set(_key(deployment.id), {"samples": [(s.at, s.concurrency) for s in samples], "state": asdict(state), "served_wake": served_wake}, timeout=3600)
+    desired = decision.desired
+    cold_start_pending = woken is not None and woken != served_wake and not ready and now - woken < COLD_START_PATIENCE_S
+    if cold_start_pending:
+        desired = max(desired, min(1, policy.max_replicas))
+    return desired

@@ -1,0 +1,55 @@
+"""The autoscaler fed from replicas' concurrency, with its samples kept between passes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from deployments.load import autoscaled_desired
+from deployments.models import Deployment, Quota, Replica
+from tests.conftest import Tenants
+from tests.factories import create_deployment
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _ready(deployment: Deployment, count: int) -> list[Replica]:
+    return [Replica(deployment=deployment, state=Replica.State.READY, endpoint=f"http://replica-{index}") for index in range(count)]
+
+
+def test_load_on_the_replicas_drives_the_count(tenants: Tenants) -> None:
+    Quota.objects.create(organization=tenants.org_a, max_replicas=10, gpus={"CPU": 10})
+    deployment = create_deployment(tenants.org_a, min_replicas=1, max_replicas=5, target_concurrency=2, scale_down_delay_s=0)
+    clock = Clock()
+    load = {"value": 0.0}
+    seen: list[list[str]] = []
+
+    def scrape(endpoints):  # type: ignore[no-untyped-def]
+        seen.append(list(endpoints))
+        return load["value"]
+
+    assert autoscaled_desired(deployment, _ready(deployment, 1), scrape=scrape, clock=clock) == 1
+    assert seen[-1] == ["http://replica-0"]
+    load["value"] = 6.0  # 6 in flight / (2 x 0.7) -> 5 replicas, reached through the panic window
+    desired = 1
+    for _ in range(5):
+        clock.now += 2
+        desired = autoscaled_desired(deployment, _ready(deployment, desired), scrape=scrape, clock=clock)
+    assert desired == 5
+
+
+def test_a_wake_request_asks_for_one_replica_until_idle(tenants: Tenants) -> None:
+    deployment = create_deployment(tenants.org_a, min_replicas=0, max_replicas=2, idle_timeout_s=30, scale_down_delay_s=0)
+    clock = Clock()
+    assert autoscaled_desired(deployment, [], scrape=lambda endpoints: 0.0, clock=clock) == 0
+    deployment.wake_requested_at = datetime.fromtimestamp(clock.now, tz=UTC)
+    assert autoscaled_desired(deployment, [], scrape=lambda endpoints: 0.0, clock=clock) == 1
+    clock.now += 20
+    assert autoscaled_desired(deployment, _ready(deployment, 1), scrape=lambda endpoints: 0.0, clock=clock) == 1
+    clock.now += 20  # 40 s after the last request: idle past the 30 s timeout
+    assert autoscaled_desired(deployment, _ready(deployment, 1), scrape=lambda endpoints: 0.0, clock=clock) == 0
