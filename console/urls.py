@@ -23,6 +23,7 @@ org_patterns = [
     path("audit/<str:entry_id>/", audit.audit_entry, name="audit-entry"),
     path("settings/", org_settings.org_settings, name="settings"),
     path("settings/delete/", org_settings.delete_organization, name="organization-delete"),
+    path("deployments/", include("deployments.urls")),
     path("<str:page>/", pages.upcoming, name="upcoming"),
 ]
 

@@ -1,0 +1,121 @@
+"""Deployments in the console: list, deploy form with its cost, detail with replicas per
+region, the event timeline and revisions; scale, promote, roll back, delete."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from console.context import OrgContext
+from console.errors import ServiceError
+from console.models import Role
+from console.views.decorators import org_page
+from deployments import selectors, services
+from deployments.forms import DeploymentForm, ScaleForm
+from deployments.models import Replica, ReplicaEvent
+
+
+def _deployment(ctx: OrgContext, deployment_id: str):  # type: ignore[no-untyped-def]
+    return get_object_or_404(selectors.live_deployments(ctx.organization).select_related("current_revision"), pk=deployment_id)
+
+
+@org_page(read=Role.VIEWER, write=Role.MEMBER)
+def deployment_list(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
+    deployments = list(selectors.live_deployments(ctx.organization).select_related("current_revision"))
+    rows = [(deployment, services.estimated_cost_per_hour(services.DeploymentSpec.of(deployment.current_revision))) for deployment in deployments]
+    return render(request, "deployments/list.html", {"rows": rows, "can_deploy": ctx.role.at_least(Role.MEMBER), "active_nav": "deployments"})
+
+
+@org_page(read=Role.MEMBER, write=Role.MEMBER)
+@require_http_methods(["GET", "POST"])
+def deployment_create(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
+    form = DeploymentForm(request.POST or None)
+    estimate = None
+    if request.method == "POST" and form.is_valid():
+        data = dict(form.cleaned_data)
+        name, environment = data.pop("name"), data.pop("environment")
+        spec = services.DeploymentSpec(**{**data, "allowed_regions": tuple(data["allowed_regions"])})
+        estimate = services.estimated_cost_per_hour(spec) if spec.allowed_regions else None
+        if request.POST.get("action") != "estimate":
+            try:
+                deployment = services.create_deployment(ctx, name=name, spec=spec, environment=environment)
+            except ServiceError as error:
+                form.add_error(error.field if error.field in form.fields else None, error.message)
+            else:
+                messages.success(request, f"{deployment.name} is deploying.")
+                return redirect("deployment-detail", org_slug=ctx.organization.slug, deployment_id=deployment.id)
+    status = 400 if form.errors else 200
+    return render(request, "deployments/create.html", {"form": form, "estimate": estimate, "active_nav": "deployments"}, status=status)
+
+
+@org_page(read=Role.VIEWER, write=Role.MEMBER)
+def deployment_detail(request: HttpRequest, ctx: OrgContext, deployment_id: str) -> HttpResponse:
+    deployment = _deployment(ctx, deployment_id)
+    replicas = list(
+        Replica.objects.for_org(ctx.organization).filter(deployment=deployment).select_related("cluster", "revision").order_by("cluster__region", "created_at")
+    )
+    by_region: dict[str, list[object]] = {}
+    for replica in replicas:
+        if replica.state not in (Replica.State.STOPPED, Replica.State.FAILED):
+            by_region.setdefault(replica.cluster.region, []).append(replica)
+    context = {
+        "deployment": deployment,
+        "revision": deployment.current_revision,
+        "estimate": services.estimated_cost_per_hour(services.DeploymentSpec.of(deployment.current_revision)),
+        "replicas_by_region": sorted(by_region.items()),
+        "events": ReplicaEvent.objects.for_org(ctx.organization).filter(deployment=deployment).select_related("replica", "replica__cluster")[:50],
+        "revisions": selectors.revisions(ctx.organization, deployment),
+        "scale_form": ScaleForm(initial={"min_replicas": deployment.current_revision.min_replicas, "max_replicas": deployment.current_revision.max_replicas}),
+        "can_change": ctx.role.at_least(Role.MEMBER),
+        "active_nav": "deployments",
+    }
+    return render(request, "deployments/detail.html", context)
+
+
+def _act(request: HttpRequest, ctx: OrgContext, deployment_id: str, action, success: str) -> HttpResponse:  # type: ignore[no-untyped-def]
+    deployment = _deployment(ctx, deployment_id)
+    try:
+        action(deployment)
+    except ServiceError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, success)
+    return redirect("deployment-detail", org_slug=ctx.organization.slug, deployment_id=deployment.id)
+
+
+@org_page(write=Role.MEMBER)
+@require_POST
+def deployment_scale(request: HttpRequest, ctx: OrgContext, deployment_id: str) -> HttpResponse:
+    _deployment(ctx, deployment_id)  # a foreign id is 404 before the form is judged
+    form = ScaleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Give whole numbers: min 0 or more, max 1 or more.")
+        return redirect("deployment-detail", org_slug=ctx.organization.slug, deployment_id=deployment_id)
+    return _act(request, ctx, deployment_id, lambda d: services.update_deployment(ctx, d, **form.cleaned_data), "Scaling changed: a new revision is rolling out.")
+
+
+@org_page(write=Role.MEMBER)
+@require_POST
+def deployment_promote(request: HttpRequest, ctx: OrgContext, deployment_id: str) -> HttpResponse:
+    try:
+        number = int(request.POST.get("revision", ""))
+    except ValueError:
+        number = 0
+    return _act(request, ctx, deployment_id, lambda d: services.promote_revision(ctx, d, number), f"Revision {number} promoted.")
+
+
+@org_page(write=Role.MEMBER)
+@require_POST
+def deployment_rollback(request: HttpRequest, ctx: OrgContext, deployment_id: str) -> HttpResponse:
+    return _act(request, ctx, deployment_id, lambda d: services.rollback(ctx, d), "Rolled back to the previous revision.")
+
+
+@org_page(write=Role.MEMBER)
+@require_POST
+def deployment_delete(request: HttpRequest, ctx: OrgContext, deployment_id: str) -> HttpResponse:
+    deployment = _deployment(ctx, deployment_id)
+    services.delete_deployment(ctx, deployment)
+    messages.success(request, f"{deployment.name} was deleted; its replicas are draining.")
+    return redirect("deployments", org_slug=ctx.organization.slug)
