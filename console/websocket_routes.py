@@ -1,7 +1,11 @@
-"""WebSocket routes. Live usage and deployment status consumers join this list with their issues."""
+"""WebSocket routes."""
 
 from __future__ import annotations
 
-from django.urls import URLPattern
+from django.urls import path
 
-websocket_urlpatterns: list[URLPattern] = []
+from deployments.consumers import DeploymentStatusConsumer
+
+websocket_urlpatterns = [
+    path("ws/o/<slug:org_slug>/deployments/<str:deployment_id>/", DeploymentStatusConsumer.as_asgi()),
+]

@@ -1,0 +1,86 @@
+"""Live deployment status over a WebSocket.
+
+The consumer re-reads the deployment's status and replicas every second and pushes a
+fresh fragment when they changed. Reading, rather than waiting for the reconcile worker
+to publish, works the same on the embedded default (whose channel layer cannot cross
+processes) and on Redis, and costs one small query a second per open page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.template.loader import render_to_string
+
+from console import selectors as console_selectors
+from deployments import selectors
+from deployments.models import Replica
+
+POLL_SECONDS = 1.0
+NOT_FOUND = 4404  # close code: no such deployment, or not yours
+
+
+def _snapshot(user_id: int, org_slug: str, deployment_id: str) -> dict[str, str] | None:
+    from console.models import User
+
+    user = User.objects.filter(pk=user_id).first()
+    membership = console_selectors.membership_in(user, org_slug) if user else None
+    if membership is None:
+        return None
+    org = membership.organization
+    deployment = selectors.live_deployments(org).filter(pk=deployment_id).first()
+    if deployment is None:
+        return None
+    replicas = list(
+        Replica.objects.for_org(org)
+        .filter(deployment=deployment)
+        .exclude(state__in=(Replica.State.STOPPED, Replica.State.FAILED))
+        .select_related("cluster", "revision")
+        .order_by("cluster__region", "created_at")
+    )
+    by_region: dict[str, list[Replica]] = {}
+    for replica in replicas:
+        by_region.setdefault(replica.cluster.region, []).append(replica)
+    return {
+        "status": deployment.status,
+        "status_label": deployment.get_status_display(),
+        "status_reason": deployment.status_reason,
+        "replicas_html": render_to_string("deployments/_replicas.html", {"deployment": deployment, "replicas_by_region": sorted(by_region.items())}),
+    }
+
+
+class DeploymentStatusConsumer(AsyncWebsocketConsumer):
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        kwargs = self.scope["url_route"]["kwargs"]
+        if user is None or not user.is_authenticated:
+            await self.close(code=NOT_FOUND)
+            return
+        self.args = (user.pk, kwargs["org_slug"], kwargs["deployment_id"])
+        first = await database_sync_to_async(_snapshot)(*self.args)
+        if first is None:
+            await self.close(code=NOT_FOUND)
+            return
+        await self.accept()
+        await self.send(json.dumps(first))
+        self.last = first
+        self.poller = asyncio.ensure_future(self._poll())
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_SECONDS)
+            snapshot = await database_sync_to_async(_snapshot)(*self.args)
+            if snapshot is None:  # deleted, or membership revoked
+                await self.close(code=NOT_FOUND)
+                return
+            if snapshot != self.last:
+                self.last = snapshot
+                await self.send(json.dumps(snapshot))
+
+    async def disconnect(self, code: int) -> None:
+        poller = getattr(self, "poller", None)
+        if poller is not None:
+            poller.cancel()
