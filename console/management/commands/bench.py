@@ -8,10 +8,11 @@ import json
 import sys
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 BENCHMARKS = {
     "serving": "deployments.benchmarks.serving",
+    "controlplane": "deployments.benchmarks.controlplane",
 }
 
 
@@ -26,7 +27,10 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         module = importlib.import_module(BENCHMARKS[options["name"]])
         progress = (lambda line: print(line, file=sys.stderr, flush=True)) if options["json"] else self.stdout.write
-        figures = module.run(seconds=options["seconds"], log=progress)
+        try:
+            figures = module.run(seconds=options["seconds"], log=progress)
+        except RuntimeError as error:
+            raise CommandError(str(error)) from None
         if options["json"]:
             self.stdout.write(json.dumps(figures.as_json()))
         else:

@@ -1,0 +1,164 @@
+"""`manage.py bench controlplane`: one full reconcile pass over 10,000 deployments on 87
+clusters, with a driver that does no I/O, on PostgreSQL; and the cold start of the
+embeddings model (a new model-server process until its first answer).
+
+The fleet is in steady state: every deployment has its one READY replica, so the pass
+measures what the control plane pays to confirm that nothing needs doing. It runs in a
+throwaway database created for the run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from django.db import connection
+from django.utils import timezone
+
+from console.models import Organization
+from deployments.drivers.base import ObservedReplica
+from deployments.drivers.memory import InMemoryDriver
+from deployments.gpu_catalog import ensure_gpu_types
+from deployments.load import autoscaled_desired
+from deployments.models import Cluster, ClusterGpu, Deployment, DeploymentRevision, Replica
+from deployments.reconcile import reconcile
+from deployments.serving.processes import start_model_server, stop
+
+DEPLOYMENTS = 10_000
+CLUSTERS = 87
+ORGANIZATIONS = 100
+
+
+@dataclass
+class ControlPlaneFigures:
+    reconcile_pass_s: float
+    deployments: int
+    clusters: int
+    cold_start_s: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "reconcile_pass_s": round(self.reconcile_pass_s, 3),
+            "deployments": self.deployments,
+            "clusters": self.clusters,
+            "deployments_per_s": round(self.deployments / self.reconcile_pass_s, 1),
+            "cold_start_s": round(self.cold_start_s, 2),
+        }
+
+
+def _seed(drivers: dict[str, InMemoryDriver]) -> list[str]:
+    ensure_gpu_types()
+    regions = [f"region-{index // 3}" for index in range(CLUSTERS)]
+    clusters = Cluster.objects.bulk_create(
+        Cluster(name=f"bench-{index}", provider="bench", region=regions[index], driver=Cluster.Driver.LOCAL, connection={}, simulated=True) for index in range(CLUSTERS)
+    )
+    ClusterGpu.objects.bulk_create(ClusterGpu(cluster=cluster, gpu_type_id="CPU", count=1000) for cluster in clusters)
+    orgs = Organization.objects.bulk_create(Organization(name=f"Bench {index}", slug=f"bench-{index}") for index in range(ORGANIZATIONS))
+    deployments = Deployment.objects.bulk_create(
+        Deployment(organization=orgs[index % ORGANIZATIONS], name=f"d{index}", status=Deployment.Status.ACTIVE) for index in range(DEPLOYMENTS)
+    )
+    revisions = DeploymentRevision.objects.bulk_create(
+        DeploymentRevision(
+            organization_id=deployment.organization_id,
+            deployment=deployment,
+            number=1,
+            model="tiny-chat",
+            gpu_type_id="CPU",
+            allowed_regions=[clusters[index % CLUSTERS].region],
+            min_replicas=1,
+            max_replicas=1,
+            target_concurrency=4,
+            scale_down_delay_s=60,
+            idle_timeout_s=300,
+        )
+        for index, deployment in enumerate(deployments)
+    )
+    for deployment, revision in zip(deployments, revisions, strict=True):
+        deployment.current_revision = revision
+    Deployment.objects.unscoped_across_tenants().bulk_update(deployments, ["current_revision"], batch_size=2000)
+    now = timezone.now()
+    replicas = Replica.objects.bulk_create(
+        Replica(
+            organization_id=deployment.organization_id,
+            deployment=deployment,
+            revision=deployment.current_revision,
+            cluster=clusters[index % CLUSTERS],
+            state=Replica.State.READY,
+            endpoint=f"memory://bench-{index % CLUSTERS}/{index}",
+            ready_at=now,
+        )
+        for index, deployment in enumerate(deployments)
+    )
+    for replica in replicas:
+        driver = drivers.setdefault(replica.cluster_id, InMemoryDriver(replica.cluster_id))
+        driver.replicas[replica.id] = ObservedReplica(replica.id, running=True, endpoint=replica.endpoint)
+    return [deployment.id for deployment in deployments]
+
+
+def reconcile_pass_seconds(log: Any) -> float:
+    drivers: dict[str, InMemoryDriver] = {}
+    log(f"seeding {DEPLOYMENTS} deployments with READY replicas on {CLUSTERS} clusters ...")
+    ids = _seed(drivers)
+    log("one full reconcile pass ...")
+
+    def desired(deployment: Deployment, replicas: list[Replica]) -> int:
+        return autoscaled_desired(deployment, replicas, scrape=lambda endpoints: 0.0)
+
+    started = time.perf_counter()
+    for deployment_id in ids:
+        reconcile(deployment_id, drivers=lambda cluster: drivers[cluster.name], probe=lambda endpoint: "ready", desired_replicas=desired)
+    elapsed = time.perf_counter() - started
+    created = sum(driver.creates for driver in drivers.values())
+    if created:
+        raise RuntimeError(f"a steady fleet should need no new replicas, but {created} were created")
+    return elapsed
+
+
+def cold_start_seconds(model: str = "all-minilm-l6-v2") -> float:
+    """A new model-server process for the embeddings model, until its first answer."""
+    started = time.perf_counter()
+    server = start_model_server(model)
+    try:
+        while True:
+            if server.process.poll() is not None:
+                raise RuntimeError("the model server exited during its cold start")
+            try:
+                response = httpx.post(server.url + "/v1/embeddings", json={"model": model, "input": "cold start"}, timeout=5)
+                if response.status_code == 200:
+                    return time.perf_counter() - started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+    finally:
+        stop(server.process)
+
+
+def run(*, seconds: float = 10.0, log: Any = print) -> ControlPlaneFigures:
+    if connection.vendor != "postgresql":
+        raise RuntimeError("bench controlplane measures on PostgreSQL: set DATABASE_URL=postgres://... (a throwaway database is created for the run)")
+    creation = connection.creation
+    original = connection.settings_dict["NAME"]
+    creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
+    try:
+        pass_s = reconcile_pass_seconds(log)
+        log(f"  {pass_s:.2f} s")
+    finally:
+        creation.destroy_test_db(original, verbosity=0)
+    log("cold start of the embeddings model ...")
+    cold = cold_start_seconds()
+    log(f"  {cold:.2f} s")
+    return ControlPlaneFigures(reconcile_pass_s=pass_s, deployments=DEPLOYMENTS, clusters=CLUSTERS, cold_start_s=cold)
+
+
+def table(figures: ControlPlaneFigures) -> str:
+    data = figures.as_json()
+    return "\n".join(
+        [
+            "| figure | measured | goal |",
+            "|---|---|---|",
+            f"| one reconcile pass, {data['deployments']} deployments on {data['clusters']} clusters (no-I/O driver, PostgreSQL) | {data['reconcile_pass_s']} s ({data['deployments_per_s']} deployments/s) | < 2 s |",
+            f"| cold start of the embeddings model until its first answer | {data['cold_start_s']} s | |",
+        ]
+    )
