@@ -159,6 +159,7 @@ def _pass(deployment_id: str, drivers: DriverFactory, probe: Probe, desired_repl
         deployment.failure_count += len(result.failed)
         deployment.next_attempt_at = now + timedelta(seconds=min(2 ** deployment.failure_count, 300))
     live = [replica for replica in replicas if replica.state in LIVE]
+    _adopt_compatible(deployment, live)
     current = [replica for replica in live if replica.revision_id == deployment.current_revision_id]
     old = [replica for replica in live if replica.revision_id != deployment.current_revision_id]
     ready_current = [replica for replica in current if replica.state == Replica.State.READY]
@@ -202,6 +203,26 @@ def _pass(deployment_id: str, drivers: DriverFactory, probe: Probe, desired_repl
         status=deployment.status, status_reason=deployment.status_reason, failure_count=deployment.failure_count, next_attempt_at=deployment.next_attempt_at
     )
     return result
+
+
+def _adopt_compatible(deployment: Deployment, live: list[Replica]) -> None:
+    """A revision that changes only scaling keeps the running replicas: those with the same
+    model and GPU type, in a region still allowed, move to the current revision in place
+    instead of being replaced."""
+    revision = deployment.current_revision
+    assert revision is not None
+    compatible = [
+        replica
+        for replica in live
+        if replica.revision_id != revision.id
+        and replica.revision.model == revision.model
+        and replica.revision.gpu_type_id == revision.gpu_type_id
+        and replica.cluster.region in revision.allowed_regions
+    ]
+    if compatible:
+        Replica.objects.for_org(deployment.organization).filter(pk__in=[replica.pk for replica in compatible]).update(revision=revision)
+        for replica in compatible:
+            replica.revision = revision
 
 
 def _observe(replicas: list[Replica], drivers: DriverFactory) -> tuple[dict[str, ObservedReplica], set[str]]:

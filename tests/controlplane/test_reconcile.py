@@ -183,3 +183,15 @@ def test_a_deleted_deployment_drains_everything(tenants: Tenants, fleet: Fleet) 
     services.delete_deployment(owner_context(tenants.org_a), deployment)
     fleet.run(deployment, passes=2)
     assert {replica.state for replica in replicas(tenants.org_a, deployment)} == {Replica.State.STOPPED}
+
+
+def test_a_scaling_change_keeps_the_running_replicas(tenants: Tenants, fleet: Fleet) -> None:
+    deployment = create_deployment(tenants.org_a, min_replicas=1, max_replicas=2)
+    fleet.run(deployment, passes=2)
+    [first] = replicas(tenants.org_a, deployment, Replica.State.READY)
+    services.update_deployment(owner_context(tenants.org_a), deployment, min_replicas=2)
+    result = fleet.run(deployment, passes=2)
+    first.refresh_from_db()
+    assert first.state == Replica.State.READY and first.revision_id == deployment.current_revision_id  # adopted, not replaced
+    assert len(replicas(tenants.org_a, deployment, Replica.State.READY)) == 2 and fleet.creates == 2
+    assert result.status == "active"
