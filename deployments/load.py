@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
+from typing import Any
 
 import httpx
 from django.core.cache import cache
@@ -19,7 +19,8 @@ from deployments.models import Deployment, Replica
 
 _CONCURRENCY_SERIES = ("switchboard:num_requests_running", "switchboard:num_requests_waiting")
 Scrape = Callable[[Iterable[str]], float]
-COLD_START_PATIENCE_S = 600.0  # how long a wake keeps asking for a replica that is not READY yet
+COLD_START_PATIENCE_S = 600.0
+CACHE_SECONDS = 3600  # how long a wake keeps asking for a replica that is not READY yet
 
 
 def scrape_concurrency(endpoints: Iterable[str]) -> float:
@@ -35,11 +36,15 @@ def scrape_concurrency(endpoints: Iterable[str]) -> float:
     return total
 
 
-def _key(deployment_id: str) -> str:
+def cache_key(deployment_id: str) -> str:
     return f"autoscaler:{deployment_id}"
 
 
-def autoscaled_desired(deployment: Deployment, replicas: list[Replica], *, scrape: Scrape = scrape_concurrency, clock: Callable[[], float] = time.time) -> int:
+def desired_from_store(
+    deployment: Deployment, replicas: list[Replica], stored: dict[str, Any] | None, concurrency: float, now: float
+) -> tuple[int, dict[str, Any]]:
+    """The autoscaler's answer from its stored samples and state plus one new sample;
+    returns what to store next. No I/O, so a whole fleet can be decided in one go."""
     revision = deployment.current_revision
     assert revision is not None
     policy = ScalingPolicy(
@@ -49,11 +54,10 @@ def autoscaled_desired(deployment: Deployment, replicas: list[Replica], *, scrap
         scale_down_delay_s=revision.scale_down_delay_s,
         idle_timeout_s=revision.idle_timeout_s,
     )
-    now = clock()
+    stored = stored or {"samples": [], "state": {}}
     ready = [replica for replica in replicas if replica.state == Replica.State.READY]
-    stored = cache.get(_key(deployment.id)) or {"samples": [], "state": {}}
     samples = [Sample(at, value) for at, value in stored["samples"] if at > now - policy.stable_window_s]
-    samples.append(Sample(now, scrape([replica.endpoint for replica in ready]) if ready else 0.0))
+    samples.append(Sample(now, concurrency))
     state = AutoscalerState(**{**stored["state"], "recent": tuple(tuple(pair) for pair in stored["state"].get("recent", ()))})
     woken = deployment.wake_requested_at.timestamp() if deployment.wake_requested_at is not None else None
     if woken is not None:
@@ -67,9 +71,16 @@ def autoscaled_desired(deployment: Deployment, replicas: list[Replica], *, scrap
     served_wake = stored.get("served_wake")
     if woken is not None and any(replica.ready_at and replica.ready_at.timestamp() >= woken for replica in ready):
         served_wake = woken
-    cache.set(_key(deployment.id), {"samples": [(s.at, s.concurrency) for s in samples], "state": asdict(state), "served_wake": served_wake}, timeout=3600)
     desired = decision.desired
-    cold_start_pending = woken is not None and woken != served_wake and not ready and now - woken < COLD_START_PATIENCE_S
-    if cold_start_pending:
-        desired = max(desired, min(1, policy.max_replicas))
+    if woken is not None and woken != served_wake and not ready and now - woken < COLD_START_PATIENCE_S:
+        desired = max(desired, min(1, policy.max_replicas))  # a request is waiting for a cold start
+    stored_state = {"panicking_until": state.panicking_until, "recent": state.recent, "last_request_at": state.last_request_at}  # asdict() is 10x slower
+    return desired, {"samples": [(sample.at, sample.concurrency) for sample in samples], "state": stored_state, "served_wake": served_wake}
+
+
+def autoscaled_desired(deployment: Deployment, replicas: list[Replica], *, scrape: Scrape = scrape_concurrency, clock: Callable[[], float] = time.time) -> int:
+    ready = [replica for replica in replicas if replica.state == Replica.State.READY]
+    concurrency = scrape([replica.endpoint for replica in ready]) if ready else 0.0
+    desired, stored = desired_from_store(deployment, replicas, cache.get(cache_key(deployment.id)), concurrency, clock())
+    cache.set(cache_key(deployment.id), stored, timeout=CACHE_SECONDS)
     return desired

@@ -17,6 +17,7 @@ One pass:
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -226,9 +227,15 @@ def _adopt_compatible(deployment: Deployment, live: list[Replica]) -> None:
 
 
 def _observe(replicas: list[Replica], drivers: DriverFactory) -> tuple[dict[str, ObservedReplica], set[str]]:
+    return _observe_clusters({replica.cluster for replica in replicas}, drivers)
+
+
+def _observe_clusters(clusters: set[Cluster], drivers: DriverFactory) -> tuple[dict[str, ObservedReplica], set[str]]:
     observed: dict[str, ObservedReplica] = {}
     unreachable: set[str] = set()
-    for cluster in {replica.cluster for replica in replicas if replica.cluster.status != Cluster.Status.DOWN}:
+    for cluster in clusters:
+        if cluster.status == Cluster.Status.DOWN:
+            continue
         try:
             observed.update({seen.replica_id: seen for seen in drivers(cluster).list_replicas()})
         except DriverError:
@@ -322,3 +329,98 @@ def deployments_to_reconcile() -> list[str]:
         .filter(Q(deleted_at=None) | Q(holding__gt=0))
         .values_list("pk", flat=True)
     )
+
+
+@dataclass
+class FleetResult:
+    steady: int = 0  # confirmed in the batch: nothing to do
+    reconciled: int = 0  # needed the full per-deployment pass
+    skipped: int = 0  # another reconciler held them
+
+
+def _steady(
+    deployment: Deployment, replicas: list[Replica], clusters: dict[str, Cluster], observed: dict[str, ObservedReplica], unreachable: set[str], probe: Probe
+) -> bool:
+    """Nothing can need doing: every replica READY on the current revision, on an active
+    reachable cluster, running and healthy, and no failures or deletion pending."""
+    if deployment.deleted_at is not None or deployment.failure_count or deployment.current_revision_id is None:
+        return False
+    for replica in replicas:
+        seen = observed.get(replica.id)
+        if (
+            replica.state != Replica.State.READY
+            or replica.revision_id != deployment.current_revision_id
+            or clusters[replica.cluster_id].status != Cluster.Status.ACTIVE
+            or replica.cluster_id in unreachable
+            or seen is None
+            or not seen.running
+            or probe(replica.endpoint) != "ready"
+        ):
+            return False
+    return True
+
+
+def reconcile_fleet(
+    deployment_ids: list[str], *, drivers: DriverFactory = driver_for, probe: Probe = probe_health, scrape: Callable[[list[str]], float] | None = None
+) -> FleetResult:
+    """One pass over many deployments: leases, reads and writes in a handful of queries,
+    each cluster observed once, the autoscaler decided from one cache read. Deployments
+    in steady state are confirmed in the batch; the others get the full pass."""
+    from django.core.cache import cache
+
+    from deployments.load import CACHE_SECONDS, cache_key, desired_from_store, scrape_concurrency
+
+    scrape = scrape or (lambda endpoints: scrape_concurrency(endpoints))
+    owner, now = uuid.uuid4().hex, timezone.now()
+    deployments_table = Deployment.objects.unscoped_across_tenants()
+    free = Q(lease_until=None) | Q(lease_until__lt=now)
+    deployments_table.filter(pk__in=deployment_ids).filter(free).update(lease_owner=owner, lease_until=now + LEASE)
+    result = FleetResult()
+    leased: list[str] = []
+    needs_pass: list[str] = []
+    try:
+        deployments = list(deployments_table.filter(lease_owner=owner).select_related("current_revision"))
+        leased = [deployment.pk for deployment in deployments]
+        result.skipped = len(deployment_ids) - len(leased)
+        by_deployment: dict[str, list[Replica]] = {deployment_id: [] for deployment_id in leased}
+        # Only the columns the steady check reads; clusters come once, not once per replica.
+        live = (
+            Replica.objects.unscoped_across_tenants()
+            .filter(deployment_id__in=leased, state__in=HOLDS_GPU)
+            .only("id", "deployment_id", "state", "revision_id", "cluster_id", "endpoint", "ready_at")
+        )
+        for replica in live:
+            by_deployment[replica.deployment_id].append(replica)
+        clusters = Cluster.objects.in_bulk()
+        in_use = {replica.cluster_id for replicas in by_deployment.values() for replica in replicas}
+        observed, unreachable = _observe_clusters({clusters[name] for name in in_use}, drivers)
+        stored = cache.get_many([cache_key(deployment_id) for deployment_id in leased])
+        clock = time.time()
+        to_store: dict[str, object] = {}
+        status_changes: dict[str, list[str]] = {Deployment.Status.ACTIVE: [], Deployment.Status.SCALED_TO_ZERO: []}
+        for deployment in deployments:
+            replicas = by_deployment[deployment.pk]
+            if not _steady(deployment, replicas, clusters, observed, unreachable, probe):
+                needs_pass.append(deployment.pk)
+                continue
+            key = cache_key(deployment.pk)
+            concurrency = scrape([replica.endpoint for replica in replicas]) if replicas else 0.0
+            desired, to_store[key] = desired_from_store(deployment, replicas, stored.get(key), concurrency, clock)
+            if desired != len(replicas):
+                del to_store[key]  # the full pass takes this sample itself
+                needs_pass.append(deployment.pk)
+                continue
+            result.steady += 1
+            status = Deployment.Status.ACTIVE if replicas else Deployment.Status.SCALED_TO_ZERO
+            if deployment.status != status or deployment.status_reason:
+                status_changes[status].append(deployment.pk)
+        cache.set_many(to_store, timeout=CACHE_SECONDS)
+        for status, ids in status_changes.items():
+            if ids:
+                deployments_table.filter(pk__in=ids).update(status=status, status_reason="")
+    finally:
+        deployments_table.filter(lease_owner=owner).update(lease_owner="", lease_until=None)
+    for deployment_id in needs_pass:
+        if reconcile(deployment_id, drivers=drivers, probe=probe) is not None:
+            result.reconciled += 1
+    return result

@@ -14,10 +14,19 @@ def reconcile_deployment(deployment_id: str) -> str:
     return "skipped: another reconciler holds the lease" if result is None else result.status
 
 
+FLEET_CHUNK = 500
+
+
+@shared_task(acks_late=True, time_limit=300, soft_time_limit=280)
+def reconcile_fleet(deployment_ids: list[str]) -> dict[str, int]:
+    result = loop.reconcile_fleet(deployment_ids)
+    return {"steady": result.steady, "reconciled": result.reconciled, "skipped": result.skipped}
+
+
 @shared_task(acks_late=True, time_limit=60, soft_time_limit=50)
 def reconcile_all() -> int:
-    """Fanned out by beat every few seconds: one task per deployment that needs a look."""
+    """Fanned out by beat every few seconds, in chunks that each take one batched pass."""
     ids = loop.deployments_to_reconcile()
-    for deployment_id in ids:
-        reconcile_deployment.delay(deployment_id)
+    for start in range(0, len(ids), FLEET_CHUNK):
+        reconcile_fleet.delay(ids[start : start + FLEET_CHUNK])
     return len(ids)

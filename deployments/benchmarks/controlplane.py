@@ -3,8 +3,9 @@ clusters, with a driver that does no I/O, on PostgreSQL; and the cold start of t
 embeddings model (a new model-server process until its first answer).
 
 The fleet is in steady state: every deployment has its one READY replica, so the pass
-measures what the control plane pays to confirm that nothing needs doing. It runs in a
-throwaway database created for the run.
+measures what the control plane pays to confirm that nothing needs doing: leases, reads,
+one observation per cluster, health, the autoscaler's decision from its stored samples,
+and the writes. It runs in a throwaway database created for the run.
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ from console.models import Organization
 from deployments.drivers.base import ObservedReplica
 from deployments.drivers.memory import InMemoryDriver
 from deployments.gpu_catalog import ensure_gpu_types
-from deployments.load import autoscaled_desired
 from deployments.models import Cluster, ClusterGpu, Deployment, DeploymentRevision, Replica
-from deployments.reconcile import reconcile
+from deployments.reconcile import reconcile_fleet
 from deployments.serving.processes import start_model_server, stop
 
 DEPLOYMENTS = 10_000
@@ -103,13 +103,11 @@ def reconcile_pass_seconds(log: Any) -> float:
     ids = _seed(drivers)
     log("one full reconcile pass ...")
 
-    def desired(deployment: Deployment, replicas: list[Replica]) -> int:
-        return autoscaled_desired(deployment, replicas, scrape=lambda endpoints: 0.0)
-
     started = time.perf_counter()
-    for deployment_id in ids:
-        reconcile(deployment_id, drivers=lambda cluster: drivers[cluster.name], probe=lambda endpoint: "ready", desired_replicas=desired)
+    result = reconcile_fleet(ids, drivers=lambda cluster: drivers[cluster.name], probe=lambda endpoint: "ready", scrape=lambda endpoints: 0.0)
     elapsed = time.perf_counter() - started
+    if result.steady != len(ids):
+        raise RuntimeError(f"expected a steady fleet, got {result}")
     created = sum(driver.creates for driver in drivers.values())
     if created:
         raise RuntimeError(f"a steady fleet should need no new replicas, but {created} were created")

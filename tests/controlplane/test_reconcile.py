@@ -195,3 +195,29 @@ def test_a_scaling_change_keeps_the_running_replicas(tenants: Tenants, fleet: Fl
     assert first.state == Replica.State.READY and first.revision_id == deployment.current_revision_id  # adopted, not replaced
     assert len(replicas(tenants.org_a, deployment, Replica.State.READY)) == 2 and fleet.creates == 2
     assert result.status == "active"
+
+
+def test_the_batched_fleet_pass_confirms_steady_deployments_and_fixes_the_rest(tenants: Tenants, fleet: Fleet) -> None:
+    from deployments.reconcile import reconcile_fleet
+
+    steady = [create_deployment(tenants.org_a, name=f"steady-{index}", min_replicas=1, max_replicas=1) for index in range(2)]
+    for deployment in steady:
+        fleet.run(deployment, passes=2)
+    crashed = create_deployment(tenants.org_b, name="crashed", min_replicas=1, max_replicas=1)
+    fleet.run(crashed, passes=2)
+    [victim] = replicas(tenants.org_b, crashed, Replica.State.READY)
+    fleet.drivers[victim.cluster_id].crash(victim.id)
+    fresh = create_deployment(tenants.org_b, name="fresh", min_replicas=1, max_replicas=1)
+    creates_before = fleet.creates
+
+    ids = [deployment.id for deployment in (*steady, crashed, fresh)]
+    result = reconcile_fleet(ids, drivers=fleet.driver, probe=fleet.probe, scrape=lambda endpoints: 0.0)
+    assert (result.steady, result.reconciled, result.skipped) == (2, 2, 0)
+    assert fleet.creates == creates_before + 1  # the fresh one placed; the crash noticed (replaced after backoff)
+    victim.refresh_from_db()
+    assert victim.state == Replica.State.FAILED
+    again = reconcile_fleet(ids, drivers=fleet.driver, probe=fleet.probe, scrape=lambda endpoints: 0.0)
+    assert again.steady >= 2 and fleet.creates <= creates_before + 2
+    for deployment in steady:
+        deployment.refresh_from_db()
+        assert deployment.status == "active"
