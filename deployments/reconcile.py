@@ -178,7 +178,11 @@ def _pass(deployment_id: str, drivers: DriverFactory, probe: Probe, desired_repl
     if missing > 0 and not crash_loop and not backing_off:
         for cluster_name in _placements(deployment, missing):
             replica = Replica.objects.create(
-                organization=deployment.organization, deployment=deployment, revision=deployment.current_revision, cluster_id=cluster_name
+                organization=deployment.organization,
+                deployment=deployment,
+                revision=deployment.current_revision,
+                cluster_id=cluster_name,
+                restarts=deployment.failure_count,  # replicas failed in a row before this one
             )
             ReplicaEvent.objects.create(organization=deployment.organization, deployment=deployment, replica=replica, to_state=Replica.State.PENDING, reason="placed")
             _start(replica, drivers, result)

@@ -112,3 +112,26 @@ def test_idle_scales_to_zero_and_a_request_brings_it_back(tenants: Tenants, agen
 
     # No more requests: idle past the timeout, the replica drains and the deployment is at zero again.
     _wait("idle scale to zero", lambda: status() == "scaled_to_zero" and Replica.objects.for_org(tenants.org_a).get(pk=replica.pk).state == Replica.State.STOPPED)
+
+
+def test_a_new_revision_rolls_out_with_a_ready_replica_at_every_moment(tenants: Tenants, agents: list[LocalCluster], control_plane: None) -> None:
+    from deployments import services
+    from tests.factories import owner_context
+
+    deployment = create_deployment(tenants.org_a, name="rolling", model="tiny-chat", min_replicas=1, max_replicas=1, allowed_regions=("us-east",))
+    replicas = Replica.objects.for_org(tenants.org_a).filter(deployment=deployment)
+    [old] = _wait("the first revision READY", lambda: list(replicas.filter(state=Replica.State.READY)))
+    services.update_deployment(owner_context(tenants.org_a), deployment, model="tiny-embedding")
+    deployment.refresh_from_db()
+
+    deadline = time.monotonic() + 90
+    while True:
+        ready = list(replicas.filter(state=Replica.State.READY).select_related("revision"))
+        assert ready, "a moment without a READY replica during the rollout"
+        if any(replica.revision_id == deployment.current_revision_id for replica in ready) and replicas.get(pk=old.pk).state == Replica.State.STOPPED:
+            break
+        assert time.monotonic() < deadline, "the rollout did not finish"
+        time.sleep(0.1)
+    [new] = [replica for replica in ready if replica.revision_id == deployment.current_revision_id]
+    answer = httpx.post(new.endpoint + "/v1/embeddings", json={"model": "tiny-embedding", "input": "rolled out"})
+    assert answer.status_code == 200

@@ -104,7 +104,7 @@ def test_a_crashed_replica_is_replaced(tenants: Tenants, fleet: Fleet) -> None:
     replica.refresh_from_db()
     assert replica.state == Replica.State.FAILED and "exited with code -9" in replica.reason
     [replacement] = replicas(tenants.org_a, deployment, Replica.State.READY)
-    assert replacement.id != replica.id
+    assert replacement.id != replica.id and replacement.restarts == 1
 
 
 def test_a_crash_loop_fails_the_deployment_with_the_reason(tenants: Tenants, fleet: Fleet) -> None:
