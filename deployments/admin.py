@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from console.admin import CrossTenantAdmin
-from deployments.models import Cluster, ClusterGpu, Deployment, GpuType, Quota, Replica
+from deployments.models import CatalogModel, Cluster, ClusterGpu, Deployment, GpuType, Quota, Replica
 
 
 @admin.register(GpuType)
@@ -42,3 +42,9 @@ class DeploymentAdmin(CrossTenantAdmin):
 class ReplicaAdmin(CrossTenantAdmin):
     list_display = ["id", "deployment", "cluster", "state", "restarts", "created_at"]
     list_filter = ["state"]
+
+
+@admin.register(CatalogModel)
+class CatalogModelAdmin(admin.ModelAdmin):
+    list_display = ["name", "organization", "task", "source_kind", "source", "weights_format", "context_length"]
+    list_filter = ["task", "source_kind"]

