@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.test import Client
@@ -50,3 +51,34 @@ def test_another_tenant_cannot_subscribe(live_server_url: str, tenants: Tenants)
         with pytest.raises(InvalidStatus) as refused:  # the handshake itself is refused
             _socket(live_server_url, tenants.owner_b, path)
         assert refused.value.response.status_code == 403
+
+
+@pytest.mark.browser
+def test_the_deployment_page_updates_live_in_a_browser(live_server_url: str, tenants: Tenants) -> None:
+    from tests.browser import chromium
+
+    deployment = create_deployment(tenants.org_a, name="live-demo")
+    session = _cookie(tenants.member_a).split("=", 1)[1]
+    with chromium() as browser:
+        context = browser.new_context()
+        context.add_cookies([{"name": "sessionid", "value": session, "url": live_server_url}])
+        page = context.new_page()
+        page.goto(f"{live_server_url}/o/{tenants.org_a.slug}/deployments/{deployment.id}/")
+        assert page.title() == "live-demo · Switchboard"
+        assert page.get_by_test_id("replica-state").count() == 0
+
+        def add_ready_replica() -> None:  # off Playwright's event-loop thread, where the ORM refuses to run
+            Replica.objects.create(
+                organization=tenants.org_a,
+                deployment=deployment,
+                revision=deployment.current_revision,
+                cluster=Cluster.objects.get(name="local-eu-west"),
+                state=Replica.State.READY,
+                endpoint="http://127.0.0.1:1",
+            )
+
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(add_ready_replica).result()
+        page.get_by_test_id("replica-state").wait_for(timeout=5000)  # pushed over the WebSocket, no reload
+        assert page.get_by_test_id("replica-state").inner_text() == "Ready"
+        assert "simulated GPU inventory" in page.locator("#live-replicas").inner_text()
