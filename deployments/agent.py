@@ -3,6 +3,7 @@ on free ports of this machine and reports their state. One agent is one cluster.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import subprocess
@@ -90,11 +91,15 @@ def build_agent_app(cluster: str) -> Starlette:
         unknown = sorted(set(options) - set(OPTION_FLAGS))
         if unknown:
             return JSONResponse({"error": f"unknown options {unknown}"}, status_code=400)
-        return JSONResponse(agent.create(replica_id, model, options).as_json(), status_code=201)
+        replica = await asyncio.to_thread(agent.create, replica_id, model, options)  # fork/exec off the event loop
+        return JSONResponse(replica.as_json(), status_code=201)
 
     async def delete_replica(request: Request) -> JSONResponse:
-        drain = float(request.query_params.get("drain_seconds", "30"))
-        found = agent.delete(request.path_params["replica_id"], drain)
+        try:
+            drain = float(request.query_params.get("drain_seconds", "30"))
+        except ValueError:
+            return JSONResponse({"error": "drain_seconds must be a number"}, status_code=400)
+        found = await asyncio.to_thread(agent.delete, request.path_params["replica_id"], drain)
         return JSONResponse({"deleted": found})
 
     @asynccontextmanager
