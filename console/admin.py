@@ -15,6 +15,12 @@ class CrossTenantAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return self.model.objects.unscoped_across_tenants()
 
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):  # type: ignore[no-untyped-def]
+        related = db_field.remote_field.model._default_manager
+        if hasattr(related, "unscoped_across_tenants"):
+            kwargs["queryset"] = related.unscoped_across_tenants()
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
 
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):

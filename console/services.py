@@ -113,7 +113,8 @@ def delete_organization(ctx: OrgContext) -> None:
 
 
 def _owner_count(org: Organization) -> int:
-    return Membership.objects.for_org(org).filter(role=Role.OWNER).count()
+    # Locked, so two owners demoting each other at once cannot leave the organization without one.
+    return len(Membership.objects.for_org(org).filter(role=Role.OWNER).select_for_update())
 
 
 def _check_can_manage(ctx: OrgContext, target_role: str, new_role: str | None = None) -> None:
@@ -221,9 +222,11 @@ def accept_invitation(user: User, token: str, *, ip_address: str | None = None, 
     org = invitation.organization
     if Membership.objects.for_org(org).filter(user=user).exists():
         raise Conflict(f"You are already a member of {org.name}.")
-    invitation.accepted_at = timezone.now()
-    invitation.accepted_by = user
-    invitation.save(update_fields=["accepted_at", "accepted_by"])
+    # Claim the invitation with a conditional update, so two people using the same link
+    # at once cannot both join.
+    claimed = Invitation.objects.for_org(org).filter(pk=invitation.pk, accepted_at=None, revoked_at=None).update(accepted_at=timezone.now(), accepted_by=user)
+    if claimed != 1:
+        raise ServiceError("This invitation link is invalid, expired, revoked or already used.")
     membership = Membership.objects.create(organization=org, user=user, role=invitation.role)
     ctx = OrgContext(organization=org, role=Role(invitation.role), user=user, ip_address=ip_address, request_id=request_id)
     audit.record(ctx, "member.joined", target_type="membership", target_id=membership.id, after=membership_snapshot(membership))
@@ -308,6 +311,7 @@ def revoke_api_key(ctx: OrgContext, key: ApiKey) -> ApiKey:
 def rotate_api_key(ctx: OrgContext, key: ApiKey, *, grace: timedelta | None = None) -> IssuedKey:
     """Issue a replacement with the same name, scopes and expiry; the old key keeps
     working for the grace period so clients can switch without an outage."""
+    key = ApiKey.objects.for_org(ctx.organization).select_for_update().get(pk=key.pk)  # two rotations at once: one waits, then sees 409
     if key.status != "active":
         raise Conflict(f"Only an active key can be rotated; this one is {key.status}.")
     if hasattr(key, "rotated_to"):

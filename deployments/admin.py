@@ -40,8 +40,11 @@ class DeploymentAdmin(CrossTenantAdmin):
 
 @admin.register(Replica)
 class ReplicaAdmin(CrossTenantAdmin):
+    """Replicas belong to the control plane: staff look, the reconcile loop writes."""
+
     list_display = ["id", "deployment", "cluster", "state", "restarts", "created_at"]
     list_filter = ["state"]
+    readonly_fields = ["organization", "deployment", "revision", "cluster", "state", "endpoint", "reason", "restarts", "created_at", "ready_at", "stopped_at"]
 
 
 @admin.register(CatalogModel)

@@ -31,6 +31,7 @@ class ManagedReplica:
     model: str
     endpoint: str
     process: subprocess.Popen[bytes]
+    draining: bool = False
 
     def as_json(self) -> dict[str, object]:
         code = self.process.poll()
@@ -58,14 +59,23 @@ class Agent:
             return replica
 
     def delete(self, replica_id: str, drain_seconds: float) -> bool:
+        # The replica stays listed (running) until its process has exited: while it drains
+        # it still holds its GPU, and the control plane must not count that GPU free.
         with self._lock:
-            replica = self.replicas.pop(replica_id, None)
+            replica = self.replicas.get(replica_id)
         if replica is None:
             return False
-        if replica.process.poll() is None:
+        if replica.process.poll() is None and not replica.draining:
+            replica.draining = True
             replica.process.send_signal(signal.SIGTERM)  # the model server drains, then exits
-            threading.Thread(target=stop, args=(replica.process, drain_seconds + 5), daemon=True).start()
+            threading.Thread(target=self._reap, args=(replica, drain_seconds + 5), daemon=True).start()
         return True
+
+    def _reap(self, replica: ManagedReplica, timeout: float) -> None:
+        stop(replica.process, timeout)
+        with self._lock:
+            if self.replicas.get(replica.replica_id) is replica:
+                del self.replicas[replica.replica_id]
 
     def stop_all(self) -> None:
         with self._lock:

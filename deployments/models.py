@@ -102,7 +102,9 @@ class Deployment(models.Model):
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="deployments")
     name = models.SlugField(max_length=60)
     environment = models.CharField(max_length=12, choices=Environment.choices, default=Environment.DEVELOPMENT)
-    current_revision = models.ForeignKey("DeploymentRevision", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    # RESTRICT, not PROTECT: deleting the whole organization (which cascades to both
+    # sides) must work, while deleting a revision a deployment still points at must not.
+    current_revision = models.ForeignKey("DeploymentRevision", null=True, blank=True, on_delete=models.RESTRICT, related_name="+")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DEPLOYING)
     status_reason = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -168,7 +170,7 @@ class Replica(models.Model):
     id = public_id_field("rep")
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
     deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="replicas")
-    revision = models.ForeignKey(DeploymentRevision, on_delete=models.PROTECT, related_name="replicas")
+    revision = models.ForeignKey(DeploymentRevision, on_delete=models.RESTRICT, related_name="replicas")
     cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="replicas")
     state = models.CharField(max_length=12, choices=State.choices, default=State.PENDING)
     endpoint = models.URLField(blank=True)

@@ -176,22 +176,36 @@ def _pass(deployment_id: str, drivers: DriverFactory, probe: Probe, desired_repl
     missing = desired - len(current)
     backing_off = deployment.next_attempt_at is not None and now < deployment.next_attempt_at
     if missing > 0 and not crash_loop and not backing_off:
-        for cluster_name in _placements(deployment, missing):
-            replica = Replica.objects.create(
-                organization=deployment.organization,
-                deployment=deployment,
-                revision=deployment.current_revision,
-                cluster_id=cluster_name,
-                restarts=deployment.failure_count,  # replicas failed in a row before this one
-            )
-            ReplicaEvent.objects.create(organization=deployment.organization, deployment=deployment, replica=replica, to_state=Replica.State.PENDING, reason="placed")
+        with transaction.atomic():
+            # Lock this GPU type's inventory rows: two workers placing at once would both see
+            # the same free GPU (PostgreSQL; SQLite serialises writers anyway).
+            list(ClusterGpu.objects.select_for_update().filter(gpu_type_id=deployment.current_revision.gpu_type_id))  # type: ignore[union-attr]
+            placements = _placements(deployment, missing)
+            new_replicas = [_place(deployment, cluster_name) for cluster_name in placements]
+        for replica in new_replicas:
             _start(replica, drivers, result)
             current.append(replica)
 
-    # 5. drain old revisions once the new one serves; drain the surplus when scaling down
-    if old and len(ready_current) >= max(desired, 1 if not deployment.deleted_at else 0):
+    # 5. drain old revisions once the new one serves (at once when nothing is wanted);
+    # when the new revision cannot be placed because the old one holds the capacity,
+    # give up one old replica per pass (at most one unavailable at a time).
+    if old and len(ready_current) >= desired:
         for replica in old:
             _drain(replica, drivers, result)
+    elif old and missing > 0 and len(current) < desired and not crash_loop and not backing_off and all(r.state == Replica.State.READY for r in current):
+        revision = deployment.current_revision
+        assert revision is not None
+        # Only an old replica whose GPU the new revision could take: same type, active
+        # cluster in an allowed region. Draining others would lose capacity for nothing.
+        surrender = [
+            replica
+            for replica in old
+            if replica.revision.gpu_type_id == revision.gpu_type_id
+            and replica.cluster.status == Cluster.Status.ACTIVE
+            and replica.cluster.region in revision.allowed_regions
+        ]
+        if surrender and not any(replica.state == Replica.State.DRAINING for replica in replicas if replica.revision_id != deployment.current_revision_id):
+            _drain(sorted(surrender, key=lambda r: (r.state == Replica.State.READY, r.created_at))[0], drivers, result)
     if deployment.deleted_at:
         for replica in live:
             if replica.state in LIVE:
@@ -256,6 +270,18 @@ def _start(replica: Replica, drivers: DriverFactory, result: PassResult) -> None
         return
     _transition(replica, Replica.State.PROVISIONING, "process started", endpoint=seen.endpoint or "")
     result.created.append(replica.id)
+
+
+def _place(deployment: Deployment, cluster_name: str) -> Replica:
+    replica = Replica.objects.create(
+        organization=deployment.organization,
+        deployment=deployment,
+        revision=deployment.current_revision,
+        cluster_id=cluster_name,
+        restarts=deployment.failure_count,  # replicas failed in a row before this one
+    )
+    ReplicaEvent.objects.create(organization=deployment.organization, deployment=deployment, replica=replica, to_state=Replica.State.PENDING, reason="placed")
+    return replica
 
 
 def _stop(replica: Replica, drivers: DriverFactory, drain: float) -> None:

@@ -84,7 +84,9 @@ def validate_spec(spec: DeploymentSpec) -> None:
 
 def check_quota(org: Organization, spec: DeploymentSpec, *, replacing: Deployment | None = None) -> None:
     """Each deployment counts at its maximum: a deployment that could scale past the
-    quota is refused when it is created or changed, not when it tries to scale."""
+    quota is refused when it is created or changed, not when it tries to scale. Callers
+    run inside a transaction; the organization's row lock makes parallel changes queue."""
+    Organization.objects.select_for_update().filter(pk=org.pk).first()
     quota = quota_for(org)
     others = [
         DeploymentSpec.of(deployment.current_revision)
@@ -171,7 +173,8 @@ def update_deployment(ctx: OrgContext, deployment: Deployment, **changes: Any) -
         deployment.environment = environment
     deployment.current_revision = _new_revision(ctx, deployment, spec)
     deployment.status = Deployment.Status.UPDATING
-    deployment.save(update_fields=["environment", "current_revision", "status"])
+    deployment.failure_count, deployment.next_attempt_at = 0, None  # a new revision gets a fresh start
+    deployment.save(update_fields=["environment", "current_revision", "status", "failure_count", "next_attempt_at"])
     audit.record(ctx, "deployment.updated", target_type="deployment", target_id=deployment.id, before=before, after=deployment_snapshot(deployment))
     return deployment
 
@@ -190,7 +193,8 @@ def promote_revision(ctx: OrgContext, deployment: Deployment, number: int, *, ac
     before = deployment_snapshot(deployment)
     deployment.current_revision = revision
     deployment.status = Deployment.Status.UPDATING
-    deployment.save(update_fields=["current_revision", "status"])
+    deployment.failure_count, deployment.next_attempt_at = 0, None
+    deployment.save(update_fields=["current_revision", "status", "failure_count", "next_attempt_at"])
     audit.record(ctx, action, target_type="deployment", target_id=deployment.id, before=before, after=deployment_snapshot(deployment))
     return deployment
 

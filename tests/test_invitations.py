@@ -88,3 +88,12 @@ def test_organization_switcher_lists_only_my_organizations(tenants: Tenants) -> 
     assert "Acme" in page and "Globex" in page
     page = _client(tenants.viewer_a).get(f"/o/{tenants.org_a.slug}/").content.decode()
     assert "Globex" not in page
+
+
+def test_signup_follows_only_local_next_links(db: None) -> None:
+    form = {"email": "new@example.test", "full_name": "New", "password1": "a-long-password-42", "password2": "a-long-password-42"}
+    local = Client().post("/accounts/signup/?next=/invitations/abc/", form)
+    assert local.status_code == 302 and local["Location"] == "/invitations/abc/"
+    for unsafe in ("https://evil.example/", "foo", "//evil.example"):
+        response = Client().post(f"/accounts/signup/?next={unsafe}", {**form, "email": f"x{len(unsafe)}@example.test"})
+        assert response.status_code == 302 and response["Location"] == "/orgs/new/"

@@ -11,12 +11,18 @@ from __future__ import annotations
 from deployments.drivers.base import ClusterDriver, DriverError, ObservedReplica, ReplicaRequest
 from deployments.models import Cluster
 
+_LOCAL_DRIVERS: dict[str, ClusterDriver] = {}
+
 
 def driver_for(cluster: Cluster) -> ClusterDriver:
     if cluster.driver == Cluster.Driver.LOCAL:
         from deployments.drivers.local import LocalAgentDriver
 
-        return LocalAgentDriver(cluster.connection["agent_url"])
+        url = cluster.connection["agent_url"]
+        # One pooled HTTP client per agent for the worker's lifetime, not one per call.
+        if url not in _LOCAL_DRIVERS:
+            _LOCAL_DRIVERS[url] = LocalAgentDriver(url)
+        return _LOCAL_DRIVERS[url]
     raise DriverError(f"cluster {cluster.name} uses driver {cluster.driver!r}, which this control plane does not have")
 
 

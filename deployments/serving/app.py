@@ -14,7 +14,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -183,10 +183,9 @@ class ModelServer:
     async def chat(self, http: Request) -> Response:
         body = await _parse(http, ChatCompletionRequest)
         self._check_model(body.model)
-        loaded = self._require(Task.CHAT, "/v1/chat/completions")
+        self._require(Task.CHAT, "/v1/chat/completions")
         messages = [{"role": "system" if message.role == "developer" else message.role, "content": message.text()} for message in body.messages]
-        text = loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        prompt_ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+        prompt_ids = await _off_loop_if_large(sum(len(message["content"]) for message in messages), self._chat_prompt_ids, messages)
         params = self.sampling_params(body, len(prompt_ids))
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if body.stream:
@@ -281,7 +280,7 @@ class ModelServer:
         self._require(Task.EMBEDDING, "/v1/embeddings")
         if body.dimensions is not None and body.dimensions != self.spec.embedding_dimensions:
             raise ApiError(400, f"{self.spec.name} returns {self.spec.embedding_dimensions} dimensions; omit `dimensions` or set it to that.", param="dimensions")
-        token_ids = [encoding.ids for encoding in self._fast_tokenizer.encode_batch(body.texts, add_special_tokens=True)]
+        token_ids = await _off_loop_if_large(sum(len(text) for text in body.texts), self._encode_texts, body.texts)
         for index, ids in enumerate(token_ids):
             if len(ids) > self.spec.max_context:
                 where = f"input[{index}]" if isinstance(body.input, list) else "input"
@@ -309,6 +308,14 @@ class ModelServer:
         )
 
     # --- the rest ------------------------------------------------------------------------
+
+    def _chat_prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        assert self.loaded is not None
+        text = self.loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return list(self.loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _encode_texts(self, texts: list[str]) -> list[list[int]]:
+        return [encoding.ids for encoding in self._fast_tokenizer.encode_batch(texts, add_special_tokens=True)]
 
     @functools.cached_property
     def _fast_tokenizer(self) -> Tokenizer:
@@ -356,6 +363,17 @@ async def _parse(http: Request, schema: type[Body]) -> Body:
         param = ".".join(str(part) for part in first["loc"] if not _is_union_branch(part)) or None
         message = first["msg"].removeprefix("Value error, ")
         raise ApiError(400, f"{param}: {message}" if param else message, param=param, code="invalid_value") from None
+
+
+LARGE_INPUT_CHARS = 16_384
+
+
+async def _off_loop_if_large(chars: int, work: Callable[..., T], *args: Any) -> T:
+    """Tokenizing a few sentences takes microseconds and stays on the loop; a large body
+    goes to a thread so it cannot stall every other stream and /health."""
+    if chars > LARGE_INPUT_CHARS:
+        return await asyncio.to_thread(work, *args)
+    return work(*args)
 
 
 def _is_union_branch(part: str | int) -> bool:

@@ -145,7 +145,7 @@ class DynamicBatcher:
         for item in batch:
             self.metrics.queue_time.observe(started - item.arrival)
         self.metrics.batch_size.observe(len(batch))
-        self.metrics.requests_running.set(len(batch))
+        self.metrics.requests_running.inc(len(batch))  # inputs in passes now running (two may overlap)
         try:
             vectors = await loop.run_in_executor(self._executor, embed_token_ids, self.loaded, [item.token_ids for item in batch])
         except Exception as error:  # the engine is broken: say so and fail what it was given
@@ -154,7 +154,7 @@ class DynamicBatcher:
             self._fail(batch)
             return
         finally:
-            self.metrics.requests_running.set(0)
+            self.metrics.requests_running.dec(len(batch))
         finished = time.monotonic()
         self.metrics.prompt_tokens.inc(sum(len(item.token_ids) for item in batch))
         for row, item in enumerate(batch):

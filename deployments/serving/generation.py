@@ -27,6 +27,7 @@ from deployments.serving.loading import LoadedModel
 from deployments.serving.metrics import ServingMetrics
 
 log = logging.getLogger(__name__)
+GREEDY_BELOW = 1e-4  # temperatures under this sample greedily
 
 
 @dataclass(frozen=True)
@@ -115,9 +116,9 @@ class ContinuousBatchingEngine:
             self._thread.join(timeout)
 
     def submit(self, request: GenerationRequest) -> None:
-        if self.broken is not None or self._stopping:
-            raise EngineUnavailable(self.broken or "the engine is shutting down")
-        with self._wakeup:
+        with self._wakeup:  # checked under the lock the failure handler takes to fail the queue
+            if self.broken is not None or self._stopping:
+                raise EngineUnavailable(self.broken or "the engine is shutting down")
             if len(self._waiting) >= self.max_queue:
                 raise QueueFull(f"{len(self._waiting)} requests are already waiting")
             self._waiting.append(request)
@@ -142,7 +143,8 @@ class ContinuousBatchingEngine:
                         self._decode_step()
         except Exception as error:  # the engine is broken: say so, fail everyone, stop
             log.exception("generation engine failed")
-            self.broken = f"generation engine failed: {type(error).__name__}: {error}"
+            with self._wakeup:
+                self.broken = f"generation engine failed: {type(error).__name__}: {error}"
             failed = {id(sequence.request): sequence.request for sequence in self._running}
             failed.update({id(request): request for request in joiners or []})
             for request in failed.values():
@@ -178,7 +180,7 @@ class ContinuousBatchingEngine:
             self.metrics.requests_running.set(len(self._running))
 
     def _generator_for(self, params: SamplingParams) -> torch.Generator | None:
-        if params.temperature == 0:
+        if params.temperature < GREEDY_BELOW:
             return None
         generator = torch.Generator(device=self.loaded.device)
         if params.seed is not None:
@@ -229,15 +231,17 @@ class ContinuousBatchingEngine:
         tokens = logits.argmax(dim=-1).tolist()
         for row, sequence in enumerate(sequences):
             params = sequence.request.params
-            if params.temperature == 0:
-                continue
-            scaled = logits[row].float() / params.temperature
-            probs = torch.softmax(scaled, dim=-1)
+            if params.temperature < GREEDY_BELOW:
+                continue  # so small a temperature is greedy, and dividing by it would overflow
+            scaled = logits[row].double() / params.temperature
+            probs = torch.softmax(scaled - scaled.max(), dim=-1)
             if params.top_p < 1.0:
                 sorted_probs, order = probs.sort(descending=True)
                 outside = sorted_probs.cumsum(dim=-1) - sorted_probs > params.top_p
                 sorted_probs = sorted_probs.masked_fill(outside, 0.0)
                 probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
+            if not bool(torch.isfinite(probs).all()) or float(probs.sum()) <= 0:
+                continue  # keep the greedy token rather than fail the batch
             tokens[row] = int(torch.multinomial(probs, 1, generator=sequence.generator))
         return tokens
 

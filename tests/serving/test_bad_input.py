@@ -99,3 +99,11 @@ def test_the_sdk_raises_its_own_exception_classes(tiny_chat_server: str) -> None
     assert bad.value.param == "messages"
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_a_vanishing_temperature_is_greedy_and_breaks_nothing(tiny_chat_server: str) -> None:
+    response = httpx.post(tiny_chat_server + "/v1/chat/completions", json=_chat(temperature=1e-39, max_tokens=3))
+    assert response.status_code == 200
+    greedy = httpx.post(tiny_chat_server + "/v1/chat/completions", json=_chat(temperature=0, max_tokens=3))
+    assert response.json()["choices"][0]["message"]["content"] == greedy.json()["choices"][0]["message"]["content"]
+    assert httpx.get(tiny_chat_server + "/health").status_code == 200
