@@ -107,13 +107,18 @@ def test_a_crashed_replica_is_replaced(tenants: Tenants, fleet: Fleet) -> None:
     assert replacement.id != replica.id and replacement.restarts == 1
 
 
-def test_a_crash_loop_fails_the_deployment_with_the_reason(tenants: Tenants, fleet: Fleet) -> None:
-    deployment = create_deployment(tenants.org_a, min_replicas=1, max_replicas=1)
-    for _ in range(16):
+def crash_every_replica(org: Organization, deployment: Deployment, fleet: Fleet, passes: int = 16) -> None:
+    """Kill each replica as soon as it starts, pass after pass, then reload the deployment."""
+    for _ in range(passes):
         fleet.run(deployment)
-        for replica in replicas(tenants.org_a, deployment, Replica.State.PROVISIONING, Replica.State.READY):
+        for replica in replicas(org, deployment, Replica.State.PROVISIONING, Replica.State.READY):
             fleet.drivers[replica.cluster_id].crash(replica.id, exit_code=1)
     deployment.refresh_from_db()
+
+
+def test_a_crash_loop_fails_the_deployment_with_the_reason(tenants: Tenants, fleet: Fleet) -> None:
+    deployment = create_deployment(tenants.org_a, min_replicas=1, max_replicas=1)
+    crash_every_replica(tenants.org_a, deployment, fleet)
     assert deployment.status == "failed"
     assert "replica failures in a row" in deployment.status_reason and "exited with code 1" in deployment.status_reason
 
@@ -225,11 +230,7 @@ def test_the_batched_fleet_pass_confirms_steady_deployments_and_fixes_the_rest(t
 
 def test_a_crash_looped_deployment_recovers_with_a_new_revision(tenants: Tenants, fleet: Fleet) -> None:
     deployment = create_deployment(tenants.org_a, min_replicas=1, max_replicas=1)
-    for _ in range(16):
-        fleet.run(deployment)
-        for replica in replicas(tenants.org_a, deployment, Replica.State.PROVISIONING, Replica.State.READY):
-            fleet.drivers[replica.cluster_id].crash(replica.id, exit_code=1)
-    deployment.refresh_from_db()
+    crash_every_replica(tenants.org_a, deployment, fleet)
     assert deployment.status == "failed"
     services.update_deployment(owner_context(tenants.org_a), deployment, model="tiny-embedding")  # the fix
     fleet.run(deployment, passes=3)
