@@ -1,1 +1,1 @@
-"""Metering and money: usage events, rollups, price book, rating, invoices, Stripe, budgets. Arrives with the metering and billing issues."""
+"""Metering and money: usage events (the gateway hands them here); rollups, prices and invoices arrive with the metering and billing issues."""

@@ -1,4 +1,9 @@
-"""The ASGI application: HTTP (console, management API, later /v1) and WebSockets."""
+"""The ASGI application: the /v1 gateway, /metrics, the console and management API
+(Django), and WebSockets.
+
+/v1 goes straight to the gateway (routing.gateway), past Django's middleware and view
+machinery, which would cost more than the whole gateway does per request.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +15,43 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
 django_http = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up)
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.routing import URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from console.asgi_limits import BodySizeLimit  # noqa: E402
 from console.websocket_routes import websocket_urlpatterns  # noqa: E402
+from routing.gateway import Gateway, Receive, Scope, Send  # noqa: E402
+from routing.metrics_endpoint import metrics_endpoint  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": BodySizeLimit(django_http, settings.MAX_REQUEST_BODY_BYTES),
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-    }
-)
+gateway = Gateway()
+console_http = BodySizeLimit(django_http, settings.MAX_REQUEST_BODY_BYTES)
+websockets = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+
+
+async def application(scope: Scope, receive: Receive, send: Send) -> None:
+    kind = scope["type"]
+    if kind == "http":
+        path = scope["path"]
+        if path.startswith("/v1/"):
+            await gateway(scope, receive, send)
+        elif path == "/metrics":
+            await metrics_endpoint(scope, receive, send)
+        else:
+            await console_http(scope, receive, send)
+    elif kind == "websocket":
+        await websockets(scope, receive, send)
+    elif kind == "lifespan":
+        await _lifespan(receive, send)
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            # Writes the usage events still buffered, then closes upstream connections.
+            await gateway.aclose()
+            await send({"type": "lifespan.shutdown.complete"})
+            return

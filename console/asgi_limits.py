@@ -57,10 +57,7 @@ class BodySizeLimit:
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         message = f"The request body is larger than the limit of {self.max_bytes} bytes; send less."
-        if scope.get("path", "").startswith("/v1/"):
-            body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": "request_too_large"}}
-        else:
-            body = {"error": {"type": "invalid_request_error", "code": "request_too_large", "message": message}}
+        body = {"error": {"type": "invalid_request_error", "code": "request_too_large", "message": message}}
         payload = json.dumps(body).encode()
         await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": payload})

@@ -12,6 +12,7 @@ NAV_ITEMS = [
     ("overview", "Overview"),
     ("deployments", "Deployments"),
     ("routing", "Routing"),
+    ("playground", "Playground"),
     ("usage", "Usage"),
     ("billing", "Billing"),
     ("keys", "API keys"),

@@ -41,6 +41,12 @@ class User(AbstractUser):
         return self.email
 
 
+class OrgStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    PAST_DUE = "past_due", "Past due"
+    SUSPENDED = "suspended", "Suspended"
+
+
 class Organization(models.Model):
     """The tenant. Everything a customer owns hangs off one of these."""
 
@@ -48,6 +54,10 @@ class Organization(models.Model):
     name = models.CharField(max_length=100)
     slug = models.SlugField(max_length=60, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Billing standing. The gateway refuses a suspended organization with 403 and this
+    # reason; the billing issue moves organizations between these states.
+    status = models.CharField(max_length=10, choices=OrgStatus.choices, default=OrgStatus.ACTIVE)
+    status_reason = models.CharField(max_length=300, blank=True)
 
     class Meta:
         ordering = ["name"]

@@ -29,6 +29,11 @@ if not DEBUG and SECRET_KEY == _DEV_SECRET:
 # API key hashes are HMACs under this secret, kept apart from SECRET_KEY so rotating the
 # session secret never invalidates every customer's API keys.
 API_KEY_HMAC_SECRET = env.str("SWITCHBOARD_API_KEY_SECRET", SECRET_KEY + ":api-keys" if DEBUG else None, required=not DEBUG)
+# External providers' API keys are encrypted at rest under keys derived from this secret.
+# Several values, comma-separated, allow rotation: the first encrypts, all decrypt.
+PROVIDER_KEY_SECRETS = env.list("SWITCHBOARD_PROVIDER_KEY_SECRETS", [SECRET_KEY + ":provider-keys"])
+if not DEBUG and PROVIDER_KEY_SECRETS == [SECRET_KEY + ":provider-keys"]:
+    raise EnvError("SWITCHBOARD_PROVIDER_KEY_SECRETS must be set when SWITCHBOARD_DEBUG is off.")
 API_KEY_ROTATION_GRACE_HOURS = env.int("SWITCHBOARD_KEY_ROTATION_GRACE_HOURS", 24, minimum=0, maximum=24 * 30)
 
 ALLOWED_HOSTS = env.list("SWITCHBOARD_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
@@ -47,6 +52,8 @@ INSTALLED_APPS = [
     "channels",
     "console",
     "deployments",
+    "routing",
+    "billing",
 ]
 
 MIDDLEWARE = [
@@ -114,13 +121,15 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": DATA_DIR / "cache"}}
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     _BROKER_DIR = DATA_DIR / "celery-broker"
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         (_BROKER_DIR / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_BROKER_DIR / "queue"),
         "data_folder_out": str(_BROKER_DIR / "queue"),
         "processed_folder": str(_BROKER_DIR / "processed"),
+        # Broadcast (pidbox) exchanges; kombu's default is ./control in the working directory.
+        "control_folder": str(_BROKER_DIR / "control"),
         "store_processed": False,
     }
 
@@ -133,6 +142,17 @@ CELERY_TASK_SOFT_TIME_LIMIT = 240
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_TASK_ALWAYS_EAGER = env.bool("SWITCHBOARD_CELERY_EAGER", False)
 RECONCILE_INTERVAL_SECONDS = env.int("SWITCHBOARD_RECONCILE_INTERVAL", 5, minimum=1, maximum=600)
+
+# Gateway (routing/). A revoked key stops working on every process within the cache time;
+# keys already seen keep working from the cache for the stale time if the database is down.
+GATEWAY_KEY_CACHE_SECONDS = env.int("SWITCHBOARD_GATEWAY_KEY_CACHE_SECONDS", 2, minimum=0, maximum=60)
+GATEWAY_KEY_STALE_SECONDS = env.int("SWITCHBOARD_GATEWAY_KEY_STALE_SECONDS", 300, minimum=0, maximum=86400)
+GATEWAY_ROUTES_CACHE_SECONDS = env.int("SWITCHBOARD_GATEWAY_ROUTES_CACHE_SECONDS", 2, minimum=0, maximum=60)
+GATEWAY_COLD_START_TIMEOUT_SECONDS = env.int("SWITCHBOARD_GATEWAY_COLD_START_TIMEOUT", 120, minimum=1, maximum=1800)
+# /metrics answers loopback callers, and others presenting this bearer token.
+GATEWAY_METRICS_TOKEN = env.str("SWITCHBOARD_METRICS_TOKEN", "")
+# One JSON line per /v1 request on stderr (ids, figures, never prompt or completion text).
+GATEWAY_ACCESS_LOG = env.bool("SWITCHBOARD_GATEWAY_ACCESS_LOG", True)
 CELERY_BEAT_SCHEDULE = {"reconcile-all": {"task": "deployments.tasks.reconcile_all", "schedule": float(RECONCILE_INTERVAL_SECONDS)}}
 
 # --- Auth ----------------------------------------------------------------------------------

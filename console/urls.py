@@ -24,6 +24,7 @@ org_patterns = [
     path("settings/", org_settings.org_settings, name="settings"),
     path("settings/delete/", org_settings.delete_organization, name="organization-delete"),
     path("deployments/", include("deployments.urls")),
+    path("routing/", include("routing.urls")),
     path("<str:page>/", pages.upcoming, name="upcoming"),
 ]
 

@@ -70,6 +70,11 @@ class ClusterGpu(models.Model):
         return self.price_per_hour if self.price_per_hour is not None else self.gpu_type.default_price_per_hour
 
 
+DEFAULT_REQUESTS_PER_MINUTE = 600
+DEFAULT_TOKENS_PER_MINUTE = 1_000_000
+DEFAULT_CONCURRENT_REQUESTS = 64
+
+
 class Quota(models.Model):
     """Per-organization limits, set by platform staff. `gpus` maps a GPU type code to the
     most GPUs of that type the organization's deployments may hold at their maximum."""
@@ -77,6 +82,14 @@ class Quota(models.Model):
     organization = models.OneToOneField(Organization, on_delete=models.CASCADE, related_name="quota")
     max_replicas = models.PositiveIntegerField(default=4)
     gpus = models.JSONField(default=dict, blank=True)
+    # Gateway limits. Organization-wide, and for each API key on its own (empty: a key
+    # may use the whole organization's allowance).
+    requests_per_minute = models.PositiveIntegerField(default=DEFAULT_REQUESTS_PER_MINUTE)
+    tokens_per_minute = models.PositiveIntegerField(default=DEFAULT_TOKENS_PER_MINUTE)
+    concurrent_requests = models.PositiveIntegerField(default=DEFAULT_CONCURRENT_REQUESTS)
+    key_requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    key_tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    key_concurrent_requests = models.PositiveIntegerField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = TenantManager()

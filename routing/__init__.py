@@ -1,1 +1,1 @@
-"""Data plane: the /v1 gateway, routing policies, limits, proxying, usage emission. Arrives with the gateway issue."""
+"""Data plane: the /v1 gateway, model routes and routing policies, limits, proxying, usage emission."""

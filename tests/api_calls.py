@@ -3,12 +3,21 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from console.models import Organization, Role
-from tests.factories import MembershipFactory, create_deployment, ensure_clusters, issue_invitation, issue_key
+from tests.factories import (
+    MembershipFactory,
+    create_deployment,
+    create_provider,
+    create_route,
+    ensure_clusters,
+    issue_invitation,
+    issue_key,
+)
 
 
 @dataclass(frozen=True)
@@ -19,6 +28,15 @@ class ApiCall:
     needs: Role
     setup: Callable[[Organization], dict[str, str]]
     body: dict[str, Any] | None = None
+
+    def payload(self, params: dict[str, str]) -> dict[str, Any] | None:
+        """The body, with "{name}" placeholders filled from the setup's ids."""
+        if self.body is None:
+            return None
+        text = json.dumps(self.body)
+        for name, value in params.items():
+            text = text.replace("{" + name + "}", value)
+        return json.loads(text)
 
     def url(self, params: dict[str, str]) -> str:
         path = self.route
@@ -50,6 +68,22 @@ def _clusters(org: Organization) -> dict[str, str]:
 
 def _deployment(org: Organization) -> dict[str, str]:
     return {"deployment_id": create_deployment(org, name="target").id}
+
+
+def _route(org: Organization) -> dict[str, str]:
+    route = create_route(org, name="target-route")
+    from routing.models import RouteTarget
+
+    provider_id = RouteTarget.objects.for_org(org).filter(route=route).values_list("provider_id", flat=True).first()
+    return {"route_id": route.id, "provider_id": provider_id}
+
+
+def _provider(org: Organization) -> dict[str, str]:
+    return {"provider_id": create_provider(org, name="target-provider").id}
+
+
+def _unused_provider(org: Organization) -> dict[str, str]:
+    return {"provider_id": create_provider(org, name="spare-provider").id}
 
 
 def _deployment_with_two_revisions(org: Organization) -> dict[str, str]:
@@ -85,4 +119,19 @@ MUTATING_CALLS = [
     ApiCall("delete deployment", "delete", "/api/v1/deployments/<str:deployment_id>/", Role.MEMBER, _deployment),
     ApiCall("promote revision", "post", "/api/v1/deployments/<str:deployment_id>/promote/", Role.MEMBER, _deployment_with_two_revisions, {"revision": 1}),
     ApiCall("roll back", "post", "/api/v1/deployments/<str:deployment_id>/rollback/", Role.MEMBER, _deployment_with_two_revisions),
+    ApiCall(
+        "create route", "post", "/api/v1/routes/", Role.MEMBER, _deployment,
+        {"name": "chat-default", "strategy": "ordered", "targets": [{"deployment": "{deployment_id}"}]},
+    ),
+    ApiCall(
+        "replace route", "put", "/api/v1/routes/<str:route_id>/", Role.MEMBER, _route,
+        {"name": "chat-renamed", "strategy": "lowest_cost", "targets": [{"provider": "{provider_id}", "provider_model": "m"}]},
+    ),
+    ApiCall("delete route", "delete", "/api/v1/routes/<str:route_id>/", Role.MEMBER, _route),
+    ApiCall(
+        "create provider", "post", "/api/v1/providers/", Role.ADMIN, _nothing,
+        {"name": "acme-llm", "base_url": "https://llm.example.test/v1", "region": "us-east", "api_key": "sk-secret-1234", "input_price_per_mtok": "0.25", "output_price_per_mtok": "1.25"},
+    ),
+    ApiCall("update provider", "patch", "/api/v1/providers/<str:provider_id>/", Role.ADMIN, _provider, {"input_price_per_mtok": "0.3"}),
+    ApiCall("delete provider", "delete", "/api/v1/providers/<str:provider_id>/", Role.ADMIN, _unused_provider),
 ]

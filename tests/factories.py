@@ -81,3 +81,27 @@ def create_deployment(org: Organization, name: str = "chat", **spec: object):  #
     ensure_clusters()
     fields = {"model": "tiny-chat", "gpu_type": "CPU", "allowed_regions": ("us-east",), **spec}
     return deployment_services.create_deployment(owner_context(org), name=name, spec=deployment_services.DeploymentSpec(**fields))
+
+
+def create_provider(org: Organization, name: str = "upstream", *, base_url: str = "http://127.0.0.1:9/v1", region: str = "us-east", api_key: str = "sk-test-provider-key", input_price: str = "0.5", output_price: str = "1.5"):  # type: ignore[no-untyped-def]
+    from routing import services as routing_services
+
+    return routing_services.create_provider(
+        owner_context(org), name=name, base_url=base_url, region=region, api_key=api_key, input_price_per_mtok=input_price, output_price_per_mtok=output_price
+    )
+
+
+def create_route(org: Organization, name: str = "chat-default", *, targets: list[tuple[object, int]] | None = None, **options: object):  # type: ignore[no-untyped-def]
+    """A route; `targets` pairs a deployment or provider (with its model as
+    (provider, "model")) with a weight. Without targets, one provider target."""
+    from deployments.models import Deployment
+    from routing import services as routing_services
+
+    specs = []
+    for target, weight in targets or [((create_provider(org, name=f"{name}-provider"), "upstream-model"), 100)]:
+        if isinstance(target, Deployment):
+            specs.append(routing_services.TargetSpec(deployment_id=target.pk, weight=weight))
+        else:
+            provider, model = target  # type: ignore[misc]
+            specs.append(routing_services.TargetSpec(provider_id=provider.pk, provider_model=model, weight=weight))
+    return routing_services.create_route(owner_context(org), routing_services.RouteSpec(name=name, targets=tuple(specs), **options))  # type: ignore[arg-type]

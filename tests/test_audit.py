@@ -20,7 +20,7 @@ def test_each_mutating_call_writes_exactly_one_entry(tenants: Tenants, call: Api
     params = call.setup(tenants.org_a)
     before_a = {entry.id for entry in _entries(tenants.org_a)}
     before_b = len(_entries(tenants.org_b))
-    response = getattr(session_api(tenants.owner_a, tenants.org_a), call.method)(call.url(params), call.body, format="json")
+    response = getattr(session_api(tenants.owner_a, tenants.org_a), call.method)(call.url(params), call.payload(params), format="json")
     assert response.status_code in (200, 201, 204)
     new = [entry for entry in _entries(tenants.org_a) if entry.id not in before_a]
     assert len(new) == 1
@@ -36,7 +36,7 @@ def test_key_driven_changes_name_the_key(tenants: Tenants, call: ApiCall) -> Non
     params = call.setup(tenants.org_a)
     issued = issue_key(tenants.org_a, ["read", "write"], name="automation")
     count = len(_entries(tenants.org_a))
-    response = getattr(key_api(issued.plaintext), call.method)(call.url(params), call.body, format="json")
+    response = getattr(key_api(issued.plaintext), call.method)(call.url(params), call.payload(params), format="json")
     assert response.status_code in (200, 201, 204)
     entries = _entries(tenants.org_a)
     assert len(entries) == count + 1

@@ -15,7 +15,7 @@ from console.models import Organization, Role
 from console.selectors import audit_entries
 from console.services import create_invitation
 from tests.conftest import Tenants
-from tests.factories import MembershipFactory, create_deployment, issue_key, owner_context
+from tests.factories import MembershipFactory, create_deployment, create_provider, create_route, issue_key, owner_context
 from tests.helpers import key_api, session_api
 from tests.urlmatrix import Route, all_routes
 
@@ -25,6 +25,8 @@ OBJECT_MAKERS: dict[str, Callable[[Organization], str]] = {
     "member_id": lambda org: MembershipFactory(organization=org, role=Role.MEMBER).id,
     "invitation_id": lambda org: create_invitation(owner_context(org), role=Role.MEMBER, email="victim@example.test").invitation.id,
     "deployment_id": lambda org: create_deployment(org, name="victim").id,
+    "route_id": lambda org: create_route(org, name="victim-route").id,
+    "provider_id": lambda org: create_provider(org, name="victim-provider").id,
     "entry_id": lambda org: (issue_key(org, ["read"], name="audited"), audit_entries(org).first())[1].id,  # type: ignore[union-attr]
 }
 # Parameters that name no tenant object, and why.

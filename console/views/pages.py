@@ -12,7 +12,6 @@ from console.views.decorators import org_page
 # Pages that exist in the navigation but whose capability is not built yet. Each says
 # so plainly rather than showing invented numbers.
 UPCOMING_PAGES = {
-    "routing": ("Routing", "Map public model names to deployments and external providers, with cost, latency and region policies."),
     "usage": ("Usage", "Live metered requests, tokens, latency and spend, split by model, deployment, region and key."),
     "billing": ("Billing", "Your plan, the running invoice, credits, budgets and payment method."),
 }

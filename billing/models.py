@@ -1,0 +1,43 @@
+"""Usage events: one row per gateway request, the record every usage figure comes from."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from console.models import Organization
+from console.tenancy import TenantManager
+
+
+class UsageEvent(models.Model):
+    # The gateway's request id, unique so a replayed event is written once.
+    request_id = models.CharField(max_length=40, unique=True)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    at = models.DateTimeField(default=timezone.now, help_text="When the request arrived.")
+    key_id = models.CharField(max_length=40, blank=True, help_text="Public id of the API key; empty for console playground calls.")
+    endpoint = models.CharField(max_length=30)
+    model = models.CharField(max_length=100, help_text="The model name the caller asked for.")
+    route = models.CharField(max_length=100, blank=True, help_text="The route that served it; empty when the name was a deployment's.")
+    target = models.CharField(max_length=200, blank=True)
+    deployment_id = models.CharField(max_length=40, blank=True)
+    region = models.CharField(max_length=40, blank=True)
+    status = models.PositiveSmallIntegerField()
+    error_code = models.CharField(max_length=60, blank=True)
+    streamed = models.BooleanField(default=False)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    latency_ms = models.FloatField()
+    ttft_ms = models.FloatField(null=True, blank=True)
+    # USD at the route's prices, exact: six-decimal prices per million tokens give at
+    # most twelve decimals.
+    cost = models.DecimalField(max_digits=24, decimal_places=12, default=0)
+
+    objects = TenantManager()
+
+    class Meta:
+        ordering = ["-at"]
+        indexes = [
+            models.Index(fields=["organization", "at"], name="usage_org_at"),
+            models.Index(fields=["organization", "route", "at"], name="usage_org_route_at"),
+        ]

@@ -1,0 +1,79 @@
+"""Who is calling: an API key (cached, see routing.cache) or a console playground token."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core import signing
+
+from console.key_auth import ApiKeyRejected, authenticate_api_key
+from console.models import ApiKey
+from routing.cache import RefreshingCache
+from routing.errors import GatewayError
+
+PLAYGROUND_PREFIX = "sbp_"
+PLAYGROUND_SALT = "switchboard.playground"
+PLAYGROUND_TOKEN_SECONDS = 15 * 60
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    org_id: str
+    key_id: str  # empty for the playground
+    can_infer: bool
+    expires_at: float | None  # epoch seconds
+
+
+def _load_key(plaintext: str) -> Caller:
+    key = authenticate_api_key(plaintext)
+    return Caller(
+        org_id=key.organization_id,
+        key_id=key.pk,
+        can_infer=ApiKey.Scope.INFERENCE in key.scopes,
+        expires_at=key.expires_at.timestamp() if key.expires_at else None,
+    )
+
+
+_keys: RefreshingCache[str, Caller] = RefreshingCache(
+    _load_key,
+    ttl=settings.GATEWAY_KEY_CACHE_SECONDS,
+    stale_for=settings.GATEWAY_KEY_STALE_SECONDS,
+    negative_ttl=settings.GATEWAY_KEY_CACHE_SECONDS,
+    refusals=(ApiKeyRejected,),
+)
+
+
+def playground_token(org_id: str, user_id: int) -> str:
+    return PLAYGROUND_PREFIX + signing.dumps({"org": org_id, "user": user_id}, salt=PLAYGROUND_SALT, compress=True)
+
+
+async def authenticate(authorization: bytes | None) -> Caller:
+    if not authorization:
+        raise GatewayError(401, "Missing API key. Send it as 'Authorization: Bearer sbk_...'; create keys in the console under API keys.", "missing_api_key")
+    scheme, _, token = authorization.decode("latin-1").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise GatewayError(401, "Send the API key as 'Authorization: Bearer sbk_...'.", "invalid_authorization_header")
+    if token.startswith(PLAYGROUND_PREFIX):
+        return _playground_caller(token)
+    try:
+        caller = await _keys.get(token)
+    except ApiKeyRejected as rejected:
+        raise GatewayError(401, rejected.message, rejected.code) from None
+    if caller.expires_at is not None and caller.expires_at <= time.time():
+        raise GatewayError(401, "This API key has expired. Rotate or create a key.", "expired_api_key")
+    if not caller.can_infer:
+        raise GatewayError(403, "This API key lacks the 'inference' scope. Create a key with it to call models.", "insufficient_scope")
+    return caller
+
+
+def _playground_caller(token: str) -> Caller:
+    try:
+        data = signing.loads(token[len(PLAYGROUND_PREFIX) :], salt=PLAYGROUND_SALT, max_age=PLAYGROUND_TOKEN_SECONDS)
+    except signing.SignatureExpired:
+        raise GatewayError(401, "The playground session expired; reload the page.", "expired_playground_token") from None
+    except signing.BadSignature:
+        raise GatewayError(401, "Invalid playground token; reload the page.", "invalid_api_key") from None
+    return Caller(org_id=data["org"], key_id="", can_infer=True, expires_at=None)

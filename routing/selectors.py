@@ -1,0 +1,73 @@
+"""Reads for the routing pages and API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.core.cache import cache
+from django.db.models import Avg, Count, Q, QuerySet
+from django.utils import timezone
+
+from billing.models import UsageEvent
+from console.models import Organization
+from deployments.models import Deployment
+from routing.models import ExternalProvider, ModelRoute, RouteTarget
+
+
+def routes(org: Organization) -> QuerySet[ModelRoute]:
+    return ModelRoute.objects.for_org(org).order_by("name")
+
+
+def providers(org: Organization) -> QuerySet[ExternalProvider]:
+    return ExternalProvider.objects.for_org(org).order_by("name")
+
+
+def targets(org: Organization, route: ModelRoute) -> list[RouteTarget]:
+    return list(RouteTarget.objects.for_org(org).filter(route=route).select_related("deployment", "provider").order_by("position"))
+
+
+def live_deployments(org: Organization) -> QuerySet[Deployment]:
+    return Deployment.objects.for_org(org).filter(deleted_at=None).order_by("name")
+
+
+@dataclass
+class TrafficRow:
+    target: str
+    region: str
+    requests: int
+    share: float  # of the route's requests in the window
+    errors: int
+    avg_latency_ms: float | None
+    avg_ttft_ms: float | None
+
+
+def traffic(org: Organization, route_name: str, window: timedelta = timedelta(hours=1)) -> list[TrafficRow]:
+    """Where a route's requests went over the window, by target and region."""
+    since = timezone.now() - window
+    rows = (
+        UsageEvent.objects.for_org(org)
+        .filter(route=route_name, at__gte=since)
+        .values("target", "region")
+        .annotate(requests=Count("id"), errors=Count("id", filter=Q(status__gte=400)), latency=Avg("latency_ms"), ttft=Avg("ttft_ms"))
+        .order_by("-requests")
+    )
+    total = sum(row["requests"] for row in rows) or 1
+    return [
+        TrafficRow(
+            target=row["target"] or "(none: refused before routing)",
+            region=row["region"] or "-",
+            requests=row["requests"],
+            share=row["requests"] / total,
+            errors=row["errors"],
+            avg_latency_ms=row["latency"],
+            avg_ttft_ms=row["ttft"],
+        )
+        for row in rows
+    ]
+
+
+def breaker_states(endpoint_keys: list[str]) -> dict[str, str]:
+    """Circuit-breaker states the gateway processes last published (closed when unknown)."""
+    found = cache.get_many([f"breaker:{key}" for key in endpoint_keys])
+    return {key: found.get(f"breaker:{key}", {}).get("state", "closed") for key in endpoint_keys}

@@ -1,0 +1,235 @@
+"""What the gateway knows about one organization, read from the database in one go and
+then used, immutable, by every request until it is refreshed (routing.cache).
+
+Reading is synchronous ORM work; the gateway runs it in a thread, never on its event loop.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+
+from console.models import Organization, OrgStatus
+from deployments.models import Cluster as ClusterModel
+from deployments.models import ClusterGpu, Deployment, Quota, Replica
+from deployments.services import quota_for
+from routing import pricing, secrets
+from routing.models import ModelRoute, RouteTarget, Strategy
+
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_ATTEMPT_TIMEOUT_S = 30.0
+DEFAULT_DEADLINE_S = 120.0
+DEFAULT_BREAKER_FAILURES = 5
+DEFAULT_BREAKER_COOLDOWN_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One concrete upstream: a READY replica, or an external provider."""
+
+    key: str  # identity for circuit breakers, balancing and stats
+    base_url: str  # up to and including /v1
+    region: str
+    upstream_model: str  # the model name to send upstream
+    api_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    id: str
+    label: str
+    kind: str  # "deployment" or "provider"
+    weight: int
+    position: int
+    endpoints: tuple[Endpoint, ...]
+    input_price_per_mtok: Decimal
+    output_price_per_mtok: Decimal
+    regions: frozenset[str]  # where this target may run at all
+    deployment_id: str = ""
+    can_wake: bool = False  # a deployment scaled to zero: a request may start a replica
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    strategy: str
+    allowed_regions: frozenset[str] | None  # None: any region
+    fallbacks: tuple[str, ...]
+    max_attempts: int
+    attempt_timeout_s: float
+    deadline_s: float
+    breaker_failures: int
+    breaker_cooldown_s: float
+    targets: tuple[Target, ...]
+    created: int  # epoch seconds, for /v1/models
+    is_deployment: bool = False  # the implicit route of a deployment's own name
+
+    @property
+    def public_name(self) -> str:
+        return "" if self.is_deployment else self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    requests_per_minute: int
+    tokens_per_minute: int
+    concurrent_requests: int
+    key_requests_per_minute: int | None
+    key_tokens_per_minute: int | None
+    key_concurrent_requests: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class OrgSnapshot:
+    org_id: str
+    status: str
+    status_reason: str
+    limits: Limits
+    routes: dict[str, Route]
+    loaded_at: float
+
+    @property
+    def suspended(self) -> bool:
+        return self.status == OrgStatus.SUSPENDED
+
+    def resolve(self, model: str) -> Route | None:
+        return self.routes.get(model)
+
+
+def load_snapshot(org_id: str) -> OrgSnapshot:
+    org = Organization.objects.get(pk=org_id)
+    quota: Quota = quota_for(org)
+    limits = Limits(
+        requests_per_minute=quota.requests_per_minute,
+        tokens_per_minute=quota.tokens_per_minute,
+        concurrent_requests=quota.concurrent_requests,
+        key_requests_per_minute=quota.key_requests_per_minute,
+        key_tokens_per_minute=quota.key_tokens_per_minute,
+        key_concurrent_requests=quota.key_concurrent_requests,
+    )
+    deployments = {d.pk: d for d in Deployment.objects.for_org(org).filter(deleted_at=None).select_related("current_revision")}
+    ready = (
+        Replica.objects.for_org(org)
+        .filter(deployment_id__in=list(deployments), state=Replica.State.READY)
+        .exclude(endpoint="")
+        .exclude(cluster__status=ClusterModel.Status.DOWN)
+        .select_related("cluster")
+        .order_by("created_at")
+    )
+    replicas_by_deployment: dict[str, list[Replica]] = {}
+    for replica in ready:
+        replicas_by_deployment.setdefault(replica.deployment_id, []).append(replica)
+    gpu_prices = {(row.cluster_id, row.gpu_type_id): row.effective_price_per_hour for row in ClusterGpu.objects.select_related("gpu_type")}
+    deployment_targets = {pk: _deployment_target(d, replicas_by_deployment.get(pk, []), gpu_prices) for pk, d in deployments.items() if d.current_revision_id}
+
+    routes: dict[str, Route] = {}
+    for deployment in deployments.values():
+        target = deployment_targets.get(deployment.pk)
+        if target is not None:
+            routes[deployment.name] = Route(
+                name=deployment.name,
+                strategy=Strategy.ORDERED,
+                allowed_regions=None,
+                fallbacks=(),
+                max_attempts=DEFAULT_MAX_ATTEMPTS,
+                attempt_timeout_s=DEFAULT_ATTEMPT_TIMEOUT_S,
+                deadline_s=DEFAULT_DEADLINE_S,
+                breaker_failures=DEFAULT_BREAKER_FAILURES,
+                breaker_cooldown_s=DEFAULT_BREAKER_COOLDOWN_S,
+                targets=(target,),
+                created=int(deployment.created_at.timestamp()),
+                is_deployment=True,
+            )
+    targets_by_route: dict[str, list[RouteTarget]] = {}
+    for row in RouteTarget.objects.for_org(org).select_related("provider"):
+        targets_by_route.setdefault(row.route_id, []).append(row)
+    # Routes are named by the organization and win over a deployment of the same name.
+    for route in ModelRoute.objects.for_org(org):
+        targets = []
+        for row in targets_by_route.get(route.pk, []):
+            if row.deployment_id:
+                base = deployment_targets.get(row.deployment_id)
+                if base is None:
+                    continue  # deleted deployment
+                targets.append(_with_route_fields(base, row))
+            else:
+                targets.append(_provider_target(row))
+        routes[route.name] = Route(
+            name=route.name,
+            strategy=route.strategy,
+            allowed_regions=frozenset(route.allowed_regions) if route.allowed_regions else None,
+            fallbacks=tuple(route.fallbacks),
+            max_attempts=route.max_attempts,
+            attempt_timeout_s=route.attempt_timeout_s,
+            deadline_s=route.deadline_s,
+            breaker_failures=route.breaker_failures,
+            breaker_cooldown_s=route.breaker_cooldown_s,
+            targets=tuple(sorted(targets, key=lambda t: t.position)),
+            created=int(route.created_at.timestamp()),
+        )
+    return OrgSnapshot(org_id=org.pk, status=org.status, status_reason=org.status_reason, limits=limits, routes=routes, loaded_at=time.monotonic())
+
+
+def _deployment_target(deployment: Deployment, replicas: list[Replica], gpu_prices: dict[tuple[str, str], Decimal]) -> Target:
+    revision = deployment.current_revision
+    assert revision is not None
+    endpoints = tuple(
+        Endpoint(key=f"replica:{r.pk}", base_url=r.endpoint.rstrip("/") + "/v1", region=r.cluster.region, upstream_model=revision.model) for r in replicas
+    )
+    hourly = [gpu_prices.get((r.cluster_id, revision.gpu_type_id)) for r in replicas]
+    known = [price for price in hourly if price is not None]
+    price_per_hour = max(known) if known else max((p for (_, gpu), p in gpu_prices.items() if gpu == revision.gpu_type_id), default=Decimal("0"))
+    per_mtok = pricing.deployment_price_per_mtok(price_per_hour, revision.model)
+    return Target(
+        id=deployment.pk,
+        label=f"deployment:{deployment.name}",
+        kind="deployment",
+        weight=100,
+        position=0,
+        endpoints=endpoints,
+        input_price_per_mtok=per_mtok,
+        output_price_per_mtok=per_mtok,
+        regions=frozenset(revision.allowed_regions) if revision.allowed_regions else frozenset(),
+        deployment_id=deployment.pk,
+        can_wake=revision.min_replicas == 0,
+    )
+
+
+def _with_route_fields(base: Target, row: RouteTarget) -> Target:
+    return Target(
+        id=row.pk,
+        label=base.label,
+        kind=base.kind,
+        weight=row.weight,
+        position=row.position,
+        endpoints=base.endpoints,
+        input_price_per_mtok=base.input_price_per_mtok,
+        output_price_per_mtok=base.output_price_per_mtok,
+        regions=base.regions,
+        deployment_id=base.deployment_id,
+        can_wake=base.can_wake,
+    )
+
+
+def _provider_target(row: RouteTarget) -> Target:
+    provider = row.provider
+    assert provider is not None
+    endpoint = Endpoint(
+        key=f"provider:{provider.pk}:{row.provider_model}",
+        base_url=provider.base_url.rstrip("/"),
+        region=provider.region,
+        upstream_model=row.provider_model,
+        api_key=secrets.decrypt(provider.api_key_encrypted),
+    )
+    return Target(
+        id=row.pk,
+        label=f"provider:{provider.name}/{row.provider_model}",
+        kind="provider",
+        weight=row.weight,
+        position=row.position,
+        endpoints=(endpoint,),
+        input_price_per_mtok=provider.input_price_per_mtok,
+        output_price_per_mtok=provider.output_price_per_mtok,
+        regions=frozenset({provider.region}),
+    )

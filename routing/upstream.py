@@ -1,0 +1,337 @@
+"""Pooled HTTP clients for the gateway's upstream calls.
+
+Two implementations behind one small interface (`send` returns an `UpstreamResponse` whose
+body is read whole or chunk by chunk, and which `close()` abandons, cancelling the
+upstream request):
+
+- `Http1Pool`, for plain-HTTP upstreams (replicas on the cluster network, loopback): a
+  keep-alive HTTP/1.1 connection pool on asyncio protocols with httptools' parser (the one
+  uvicorn uses). On this 2-core machine httpx spends about 1.5 ms of CPU per request
+  (0.19 ms in the client layer, the rest in httpcore and anyio), which alone would cap the
+  gateway near 650 requests/s; this pool spends well under 0.1 ms.
+- `HttpxUpstream`, for HTTPS upstreams (external providers): one pooled
+  `httpx.AsyncClient`, which brings TLS, proxies and HTTP/2 where they matter and where a
+  provider's own latency dwarfs the client's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import httptools
+import httpx
+
+# Past this much unread body, stop reading the socket until the consumer catches up.
+_HIGH_WATER = 1 << 20
+_MAX_IDLE_PER_ORIGIN = 512
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached, or the connection broke. `before_response` says
+    whether it happened before any response byte (so a retry is safe)."""
+
+    def __init__(self, message: str, *, before_response: bool) -> None:
+        super().__init__(message)
+        self.before_response = before_response
+
+
+class UpstreamResponse:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+
+    async def read(self) -> bytes:
+        chunks = [chunk async for chunk in self.chunks()]
+        return b"".join(chunks)
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+# ---------------------------------------------------------------------------------------
+# Plain HTTP/1.1
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, pool: Http1Pool, origin: str) -> None:
+        self.pool = pool
+        self.origin = origin
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.response: _Http1Response | None = None
+        self.closed = False
+        self.reused = False
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as error:
+            self._fail(f"invalid HTTP from upstream: {error}")
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail("the upstream closed the connection")
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        if self.response is not None:
+            self.response.started = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.response is not None:
+            self.response.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        response = self.response
+        if response is not None:
+            response.status = self.parser.get_status_code()
+            response.keep_alive = self.parser.should_keep_alive()
+            if not response.head.done():
+                response.head.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        response = self.response
+        if response is not None:
+            response.feed(body)
+            if response.buffered > _HIGH_WATER and self.transport is not None:
+                self.transport.pause_reading()
+
+    def on_message_complete(self) -> None:
+        response = self.response
+        if response is not None:
+            response.finish()
+            self.response = None
+            if response.keep_alive and not self.closed:
+                self.pool.release(self)
+            else:
+                self.close()
+
+    def _fail(self, message: str) -> None:
+        response = self.response
+        if response is not None:
+            self.response = None
+            response.fail(UpstreamError(message, before_response=not response.started))
+
+    def resume(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+@dataclass(eq=False)
+class _Http1Response(UpstreamResponse):
+    connection: _Connection
+    head: asyncio.Future[None]
+    status: int = 0
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    keep_alive: bool = False
+    started: bool = False
+    complete: bool = False
+    buffered: int = 0
+    error: UpstreamError | None = None
+    _chunks: collections.deque[bytes] = field(default_factory=collections.deque)
+    _waiter: asyncio.Future[None] | None = None
+
+    def feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self.buffered += len(data)
+        self._wake()
+
+    def finish(self) -> None:
+        self.complete = True
+        self._wake()
+
+    def fail(self, error: UpstreamError) -> None:
+        self.error = error
+        if not self.head.done():
+            self.head.set_exception(error)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            while self._chunks:
+                data = self._chunks.popleft()
+                self.buffered -= len(data)
+                if self.buffered < _HIGH_WATER // 2:
+                    self.connection.resume()
+                yield data
+            if self.complete:
+                return
+            if self.error is not None:
+                raise UpstreamError(str(self.error), before_response=False)
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+            self._waiter = None
+
+    async def read(self) -> bytes:
+        # Fast path: a small response usually arrives whole with its headers.
+        if self.complete and len(self._chunks) <= 1:
+            data = self._chunks.popleft() if self._chunks else b""
+            self.buffered = 0
+            return data
+        return await super().read()
+
+    def close(self) -> None:
+        if not self.complete:
+            # Abandoning a body half read: the only way to stop the upstream is to hang up.
+            self.connection.response = None
+            self.connection.close()
+
+
+class Http1Pool:
+    def __init__(self, connect_timeout: float = 5.0) -> None:
+        self.connect_timeout = connect_timeout
+        self._idle: dict[str, list[_Connection]] = collections.defaultdict(list)
+
+    async def send(self, url: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> UpstreamResponse:
+        """POST (or GET when body is empty) and wait for the response head."""
+        parts = urlsplit(url)
+        origin = parts.netloc
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        method = b"POST" if body else b"GET"
+        head = [method, b" ", target.encode(), b" HTTP/1.1\r\nhost: ", origin.encode(), b"\r\ncontent-length: ", str(len(body)).encode(), b"\r\n"]
+        for name, value in headers:
+            head += [name, b": ", value, b"\r\n"]
+        head.append(b"\r\n")
+        payload = b"".join(head) + body
+        connection = self._take_idle(origin)
+        if connection is not None:
+            try:
+                return await self._exchange(connection, payload)
+            except UpstreamError as error:
+                # A kept-alive connection the server had already closed: nothing was
+                # processed, so sending again on a fresh connection is safe.
+                if not error.before_response:
+                    raise
+        connection = await self._connect(parts.hostname or "127.0.0.1", parts.port or 80, origin)
+        return await self._exchange(connection, payload)
+
+    async def _exchange(self, connection: _Connection, payload: bytes) -> UpstreamResponse:
+        loop = asyncio.get_running_loop()
+        response = _Http1Response(connection=connection, head=loop.create_future())
+        connection.response = response
+        assert connection.transport is not None
+        connection.transport.write(payload)
+        try:
+            await response.head
+        except asyncio.CancelledError:
+            response.close()
+            raise
+        return response
+
+    async def _connect(self, host: str, port: int, origin: str) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, protocol = await loop.create_connection(lambda: _Connection(self, origin), host, port)
+        except (OSError, TimeoutError) as error:
+            raise UpstreamError(f"could not connect to {origin}: {error or type(error).__name__}", before_response=True) from None
+        return protocol
+
+    def _take_idle(self, origin: str) -> _Connection | None:
+        idle = self._idle.get(origin)
+        while idle:
+            connection = idle.pop()
+            if not connection.closed:
+                connection.reused = True
+                return connection
+        return None
+
+    def release(self, connection: _Connection) -> None:
+        idle = self._idle[connection.origin]
+        if len(idle) < _MAX_IDLE_PER_ORIGIN:
+            idle.append(connection)
+        else:
+            connection.close()
+
+    async def aclose(self) -> None:
+        for idle in self._idle.values():
+            for connection in idle:
+                connection.close()
+        self._idle.clear()
+
+
+# ---------------------------------------------------------------------------------------
+# HTTPS and everything else: httpx
+
+
+class _HttpxResponse(UpstreamResponse):
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status = response.status_code
+        self.headers = [(key.lower(), value) for key, value in response.headers.raw]
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.aiter_raw():
+                yield chunk
+        except httpx.HTTPError as error:
+            raise UpstreamError(f"{type(error).__name__}: {error}", before_response=False) from None
+        finally:
+            await self._response.aclose()
+
+    def close(self) -> None:
+        if not self._response.is_closed:
+            asyncio.get_running_loop().create_task(self._response.aclose())
+
+
+class HttpxUpstream:
+    def __init__(self, connect_timeout: float = 5.0) -> None:
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(None, connect=connect_timeout),
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+            follow_redirects=False,
+        )
+
+    async def send(self, url: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> UpstreamResponse:
+        request = self.client.build_request("POST" if body else "GET", url, content=body or None, headers=headers)
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.HTTPError as error:
+            raise UpstreamError(f"{type(error).__name__}: {error}", before_response=True) from None
+        return _HttpxResponse(response)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class Upstreams:
+    """Picks the client by URL scheme; one of each per process."""
+
+    def __init__(self) -> None:
+        self.plain = Http1Pool()
+        self.tls = HttpxUpstream()
+
+    async def send(self, url: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> UpstreamResponse:
+        if url.startswith("http://"):
+            return await self.plain.send(url, body, headers)
+        return await self.tls.send(url, body, headers)
+
+    async def aclose(self) -> None:
+        await self.plain.aclose()
+        await self.tls.aclose()
