@@ -19,6 +19,8 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 
+from django.db import IntegrityError
+
 FLUSH_INTERVAL_S = 0.25
 FLUSH_BATCH = 2000
 MAX_BUFFERED = 1_000_000
@@ -107,12 +109,29 @@ _AT, _COST = _COLUMNS.index("at"), _COLUMNS.index("cost")
 def write_batch(records: list[UsageRecord]) -> None:
     """One multi-row INSERT ... ON CONFLICT DO NOTHING (SQLite and PostgreSQL both speak
     it): no model instances, and a request id already written is skipped."""
-    from django.db import connection
-
-    from billing.models import UsageEvent
     from routing.cache import drop_broken_connection
 
     drop_broken_connection()
+    try:
+        _insert(records)
+    except IntegrityError:
+        # The one foreign key is the organization: one deleted since the request (its
+        # usage goes with it) must not block everyone else's events forever.
+        from console.models import Organization
+
+        live = set(Organization.objects.filter(pk__in={r.organization_id for r in records}).values_list("pk", flat=True))
+        kept = [record for record in records if record.organization_id in live]
+        log.warning("dropped %d usage events of deleted organizations", len(records) - len(kept))
+        _insert(kept)
+
+
+def _insert(records: list[UsageRecord]) -> None:
+    from django.db import connection
+
+    from billing.models import UsageEvent
+
+    if not records:
+        return
     table = connection.ops.quote_name(UsageEvent._meta.db_table)
     columns = ", ".join(connection.ops.quote_name(UsageEvent._meta.get_field(name).column) for name in _COLUMNS)
     placeholders = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"

@@ -44,6 +44,7 @@ class Backend:
         self.name = name
         self.behaviour = behaviour
         self.requests = 0
+        self.disconnects = 0  # streams whose client hung up before the end
         self._name_header = (b"x-backend-name", name.encode())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -56,7 +57,7 @@ class Backend:
             await self._control(body, send)
             return
         if path == "/stats":
-            await self._json(send, 200, {"name": self.name, "requests": self.requests})
+            await self._json(send, 200, {"name": self.name, "requests": self.requests, "disconnects": self.disconnects})
             return
         if path in ("/health", "/v1/models"):
             await self._json(send, 200, {"object": "list", "data": [{"id": "bench-model", "object": "model", "created": 0, "owned_by": "bench"}]})
@@ -87,7 +88,15 @@ class Backend:
         chat = path == "/v1/chat/completions"
         if request.get("stream"):
             options = request.get("stream_options") or {}
-            await self._stream(send, model, chat, prompt_tokens, bool(options.get("include_usage")))
+            stream = asyncio.ensure_future(self._stream(send, model, chat, prompt_tokens, bool(options.get("include_usage"))))
+            hung_up = asyncio.ensure_future(_disconnected(receive))
+            done, _ = await asyncio.wait((stream, hung_up), return_when=asyncio.FIRST_COMPLETED)
+            if stream in done:
+                hung_up.cancel()
+                stream.result()
+            else:
+                stream.cancel()
+                self.disconnects += 1
             return
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": COMPLETION_TOKENS, "total_tokens": prompt_tokens + COMPLETION_TOKENS}
         if chat:
@@ -131,6 +140,9 @@ class Backend:
 
     async def _control(self, body: bytes, send: Send) -> None:
         changes = orjson.loads(body or b"{}")
+        if changes.pop("reset", False):
+            self.behaviour = Behaviour()
+            self.requests = self.disconnects = 0
         for field, value in changes.items():
             if hasattr(self.behaviour, field):
                 setattr(self.behaviour, field, type(getattr(self.behaviour, field))(value))
@@ -160,6 +172,11 @@ async def _read_body(receive: Receive) -> bytes:
         chunks.append(message.get("body", b""))
         if not message.get("more_body"):
             return b"".join(chunks)
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 BENCHMARKS = {
     "serving": "deployments.benchmarks.serving",
     "controlplane": "deployments.benchmarks.controlplane",
+    "gateway": "routing.benchmarks.gateway",
 }
 
 
