@@ -51,6 +51,7 @@ class HealthBook:
         health = self._endpoints.get(key)
         if health is None:
             health = self._endpoints[key] = EndpointHealth(key)
+            self._changed(health)  # so every known endpoint shows, closed, in /metrics
         return health
 
     def all(self) -> list[EndpointHealth]:

@@ -12,6 +12,7 @@ from console.context import OrgContext
 from console.errors import ServiceError
 from console.models import Role
 from console.views.decorators import org_page
+from deployments.serving.catalog import CATALOG, Task
 from routing import auth, selectors, services
 from routing.forms import ProviderForm, RouteForm, TargetFormSet, route_spec, target_choices
 from routing.health import CLOSED
@@ -164,12 +165,20 @@ def playground(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
     """Chat with a route or deployment from the browser. The page calls /v1 itself with a
     short-lived token bound to this organization (routing.auth), so what it shows is what
     an API caller gets: the stream, the served-by headers and the cost."""
-    models = [route.name for route in selectors.routes(ctx.organization)] + [d.name for d in selectors.live_deployments(ctx.organization)]
+    routes = [route.name for route in selectors.routes(ctx.organization)]
+    chat_deployments = [d.name for d in selectors.live_deployments(ctx.organization).select_related("current_revision") if _is_chat(d.current_revision.model)]
     assert ctx.user is not None
     context = {
-        "models": sorted(set(models)),
+        "routes": routes,
+        "deployments": [name for name in chat_deployments if name not in routes],
+        "models": routes + chat_deployments,
         "token": auth.playground_token(ctx.organization.pk, ctx.user.pk),
         "token_minutes": auth.PLAYGROUND_TOKEN_SECONDS // 60,
         "active_nav": "playground",
     }
     return render(request, "routing/playground.html", context)
+
+
+def _is_chat(model: str) -> bool:
+    spec = CATALOG.get(model)
+    return spec is None or spec.task != Task.EMBEDDING

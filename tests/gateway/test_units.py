@@ -87,7 +87,7 @@ def test_breaker_opens_after_consecutive_failures_probes_once_and_closes_on_succ
     time.sleep(0.25)
     book.succeeded(book.pick(["e1"], time.monotonic(), cooldown_s=0.2))  # type: ignore[arg-type]
     assert health.state == CLOSED
-    assert changes == [OPEN, HALF_OPEN, OPEN, HALF_OPEN, CLOSED]
+    assert changes == [CLOSED, OPEN, HALF_OPEN, OPEN, HALF_OPEN, CLOSED]
 
 
 def test_balancing_prefers_the_endpoint_with_fewer_outstanding_requests() -> None:
