@@ -28,7 +28,7 @@ class ClusterAdmin(admin.ModelAdmin):
 
 @admin.register(Quota)
 class QuotaAdmin(CrossTenantAdmin):
-    list_display = ["organization", "max_replicas", "gpus", "updated_at"]
+    list_display = ["organization", "max_replicas", "gpus", "requests_per_minute", "tokens_per_minute", "concurrent_requests", "updated_at"]
 
 
 @admin.register(Deployment)

@@ -101,7 +101,7 @@ class AttemptFailed(Exception):
 class Gateway:
     def __init__(self) -> None:
         self.upstreams = Upstreams()
-        self.health = HealthBook(on_change=_publish_breaker)
+        self.health = HealthBook(on_change=_publish_breaker, on_forget=_forget_endpoint)
         self.limiter: Limiter = RedisLimiter(settings.REDIS_URL) if settings.REDIS_URL else MemoryLimiter()
         self.snapshots: RefreshingCache[str, OrgSnapshot] = RefreshingCache(
             load_snapshot,
@@ -684,6 +684,11 @@ def _publish_breaker(health: EndpointHealth) -> None:
 
     with suppress(RuntimeError):
         asyncio.get_running_loop().run_in_executor(None, store)
+
+
+def _forget_endpoint(key: str) -> None:
+    with suppress(KeyError):
+        metrics.BREAKER.remove(key)
 
 
 __all__ = ["Gateway", "error_body"]

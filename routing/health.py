@@ -28,6 +28,7 @@ class EndpointHealth:
     outstanding: int = 0
     latency_ms: float | None = None
     ttft_ms: float | None = None
+    last_used: float = 0.0
 
     def available(self, now: float, cooldown_s: float) -> bool:
         if self.state == CLOSED:
@@ -42,15 +43,21 @@ class EndpointHealth:
             self.ttft_ms = ttft_ms if self.ttft_ms is None else self.ttft_ms + _EWMA_ALPHA * (ttft_ms - self.ttft_ms)
 
 
+IDLE_FORGET_S = 3600.0  # replicas come and go; forget endpoints unused this long
+_PRUNE_EVERY = 10_000
+
+
 class HealthBook:
-    def __init__(self, on_change: Callable[[EndpointHealth], None] | None = None) -> None:
+    def __init__(self, on_change: Callable[[EndpointHealth], None] | None = None, on_forget: Callable[[str], None] | None = None) -> None:
         self._endpoints: dict[str, EndpointHealth] = {}
         self._on_change = on_change
+        self._on_forget = on_forget
+        self._picks = 0
 
     def get(self, key: str) -> EndpointHealth:
         health = self._endpoints.get(key)
         if health is None:
-            health = self._endpoints[key] = EndpointHealth(key)
+            health = self._endpoints[key] = EndpointHealth(key, last_used=time.monotonic())
             self._changed(health)  # so every known endpoint shows, closed, in /metrics
         return health
 
@@ -60,6 +67,9 @@ class HealthBook:
     def pick(self, keys: Sequence[str], now: float, cooldown_s: float) -> EndpointHealth | None:
         """Power of two choices on requests outstanding, among endpoints whose breaker lets
         a request through; takes the half-open probe slot when it picks one."""
+        self._picks += 1
+        if self._picks % _PRUNE_EVERY == 0:
+            self.prune(now)
         candidates = [health for health in (self.get(key) for key in keys) if health.available(now, cooldown_s)]
         if not candidates:
             return None
@@ -73,7 +83,14 @@ class HealthBook:
             self._changed(chosen)
         if chosen.state == HALF_OPEN:
             chosen.probing = True
+        chosen.last_used = now
         return chosen
+
+    def prune(self, now: float) -> None:
+        for key in [key for key, health in self._endpoints.items() if health.outstanding == 0 and now - health.last_used > IDLE_FORGET_S]:
+            del self._endpoints[key]
+            if self._on_forget is not None:
+                self._on_forget(key)
 
     def succeeded(self, health: EndpointHealth) -> None:
         health.consecutive_failures = 0

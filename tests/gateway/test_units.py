@@ -239,3 +239,15 @@ def test_the_relay_passes_usage_through_when_the_client_asked_for_it() -> None:
     upstream = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}\n\ndata: [DONE]\n\n'
     assert relay.feed(upstream) + relay.flush() == upstream
     assert (exchange.input_tokens, exchange.output_tokens) == (3, 4)
+
+
+def test_endpoints_unused_for_an_hour_are_forgotten() -> None:
+    forgotten: list[str] = []
+    book = HealthBook(on_forget=forgotten.append)
+    now = time.monotonic()
+    book.pick(["old"], now, 1.0)
+    book.pick(["busy"], now, 1.0)
+    book.get("busy").outstanding = 1
+    book.pick(["recent"], now + 3000, 1.0)
+    book.prune(now + 3700)
+    assert forgotten == ["old"] and {h.key for h in book.all()} == {"busy", "recent"}
