@@ -98,6 +98,9 @@ REDIS_URL = env.url("REDIS_URL", ("redis", "rediss"))
 
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+    if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        # Fail fast when the server is unreachable: the gateway then serves from its cache.
+        DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
 else:
     DATABASES = {
         "default": {
@@ -151,6 +154,9 @@ GATEWAY_ROUTES_CACHE_SECONDS = env.int("SWITCHBOARD_GATEWAY_ROUTES_CACHE_SECONDS
 GATEWAY_COLD_START_TIMEOUT_SECONDS = env.int("SWITCHBOARD_GATEWAY_COLD_START_TIMEOUT", 120, minimum=1, maximum=1800)
 # /metrics answers loopback callers, and others presenting this bearer token.
 GATEWAY_METRICS_TOKEN = env.str("SWITCHBOARD_METRICS_TOKEN", "")
+# External providers at private, loopback or link-local addresses could reach replicas and
+# internal services; allowed only in development (and for the benchmark's local backend).
+ALLOW_PRIVATE_PROVIDERS = env.bool("SWITCHBOARD_ALLOW_PRIVATE_PROVIDERS", DEBUG)
 # One JSON line per /v1 request on stderr (ids, figures, never prompt or completion text).
 GATEWAY_ACCESS_LOG = env.bool("SWITCHBOARD_GATEWAY_ACCESS_LOG", True)
 CELERY_BEAT_SCHEDULE = {"reconcile-all": {"task": "deployments.tasks.reconcile_all", "schedule": float(RECONCILE_INTERVAL_SECONDS)}}

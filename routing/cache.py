@@ -83,7 +83,7 @@ class RefreshingCache(Generic[K, V]):
             if entry.refusal is None and age < self.ttl:
                 return entry.value  # type: ignore[return-value]
             if entry.refusal is not None and age < self.negative_ttl:
-                raise entry.refusal
+                raise entry.refusal.with_traceback(None)  # a cached instance: drop old frames
         try:
             entry = await asyncio.shield(self._load_once(key))
         except DatabaseUnavailable:
@@ -91,7 +91,7 @@ class RefreshingCache(Generic[K, V]):
                 return entry.value  # type: ignore[return-value]
             raise
         if entry.refusal is not None:
-            raise entry.refusal
+            raise entry.refusal.with_traceback(None)
         return entry.value  # type: ignore[return-value]
 
     def invalidate(self, key: K) -> None:

@@ -80,6 +80,9 @@ class Exchange:
     ttft_ms: float | None = None
     input_price: Decimal = Decimal(0)
     output_price: Decimal = Decimal(0)
+    recorded: bool = False
+    admission: Admission | None = None  # set once admitted: settled on every way out
+    usage_reported: bool = False  # the upstream said how many tokens it used
 
 
 @dataclass(slots=True)
@@ -120,31 +123,34 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
         exchange = Exchange(request_id="req_" + os.urandom(12).hex(), endpoint=path.removeprefix("/v1/"), started=time.perf_counter(), arrived_at=datetime.now(UTC))
-        admission: Admission | None = None
         metrics.IN_FLIGHT.inc()
+        send = self._recording(send, exchange)
         try:
             if path in INFERENCE_PATHS:
-                admission = await self._inference(scope, receive, send, exchange, INFERENCE_PATHS[path])
+                await self._inference(scope, receive, send, exchange, INFERENCE_PATHS[path])
             elif path == "/v1/models" or path.startswith("/v1/models/"):
                 await self._models(scope, send, exchange, path[len("/v1/models/") :] if path.startswith("/v1/models/") else None)
             else:
                 raise GatewayError(404, f"Unknown path {path}. The gateway serves /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models.", "unknown_url")
         except GatewayError as error:
             exchange.status, exchange.error_code = error.status, error.code
-            await self._send_error(send, exchange, error, admission)
+            await self._send_error(send, exchange, error)
+        except Organization.DoesNotExist:
+            exchange.status, exchange.error_code = 401, "organization_deleted"
+            await self._send_error(send, exchange, GatewayError(401, "The organization of this key no longer exists.", "organization_deleted"))
         except DatabaseUnavailable:
             exchange.status, exchange.error_code = 503, "database_unavailable"
-            await self._send_error(send, exchange, GatewayError(503, "The gateway cannot reach its database right now. Retry in a few seconds.", "database_unavailable"), admission)
+            await self._send_error(send, exchange, GatewayError(503, "The gateway cannot reach its database right now. Retry in a few seconds.", "database_unavailable"))
         except Exception:  # noqa: BLE001 - the last line of defence: never a bare 500
             log.exception("gateway error on %s", exchange.request_id)
             exchange.status, exchange.error_code = 500, "internal_error"
             with suppress(Exception):
-                await self._send_error(send, exchange, GatewayError(500, f"Internal error; quote request id {exchange.request_id} to support.", "internal_error"), admission)
+                await self._send_error(send, exchange, GatewayError(500, f"Internal error; quote request id {exchange.request_id} to support.", "internal_error"))
         finally:
             metrics.IN_FLIGHT.dec()
-            await self._finish(exchange, admission)
+            await self._finish(exchange)
 
-    async def _inference(self, scope: Scope, receive: Receive, send: Send, exchange: Exchange, upstream_path: str) -> Admission | None:
+    async def _inference(self, scope: Scope, receive: Receive, send: Send, exchange: Exchange, upstream_path: str) -> None:
         if scope["method"] != "POST":
             raise GatewayError(405, f"Use POST for {scope['path']}.", "method_not_allowed")
         authorization = content_length = None
@@ -167,7 +173,7 @@ class Gateway:
         if route is None:
             raise GatewayError(404, f"The model '{exchange.model}' does not exist for this organization. GET /v1/models lists what you can call.", "model_not_found", param="model")
         exchange.route = route.name
-        admission = await self._admit(exchange, caller, snapshot, payload)
+        exchange.admission = admission = await self._admit(exchange, caller, snapshot, payload)
         # If the client goes away, cancel this task: that closes the upstream connection,
         # which stops the upstream's work too.
         task = asyncio.current_task()
@@ -190,7 +196,6 @@ class Gateway:
             exchange.status, exchange.error_code = 499, "client_disconnected"
         finally:
             watcher.cancel()
-        return admission
 
     async def _admit(self, exchange: Exchange, caller: Caller, snapshot: OrgSnapshot, payload: dict[str, Any]) -> Admission | None:
         scopes = scopes_for(caller.org_id, caller.key_id, snapshot.limits)
@@ -218,9 +223,14 @@ class Gateway:
         tried: set[str] = set()
         failures: list[str] = []
         last_failure: AttemptFailed | None = None
+        failure_kinds: list[str] = []
         while True:
-            for attempt in self._attempts(snapshot, route, tried, stream):
-                if exchange.attempts >= route.max_attempts or time.perf_counter() >= deadline:
+            attempts = self._attempts(snapshot, route, tried, stream)
+            # The budget is checked before asking for the next candidate: picking one can
+            # take a breaker's half-open probe slot, which an unused pick would leak.
+            while exchange.attempts < route.max_attempts and time.perf_counter() < deadline:
+                attempt = next(attempts, None)
+                if attempt is None:
                     break
                 exchange.attempts += 1
                 if exchange.attempts > 1:
@@ -232,6 +242,7 @@ class Gateway:
                     metrics.UPSTREAM_ERRORS.labels(snapshot.org_id, route.name, attempt.target.label, failure.kind).inc()
                     failures.append(f"{attempt.target.label} in {attempt.endpoint.region}: {failure.message}")
                     last_failure = failure
+                    failure_kinds.append(failure.kind)
             if exchange.attempts == 0 and not woke:
                 wakeable = [t for r in self._chain(snapshot, route) for t in r.targets if t.can_wake and not t.endpoints and _regions_overlap(t.regions, route.allowed_regions)]
                 if wakeable:
@@ -240,6 +251,8 @@ class Gateway:
                     route = snapshot.resolve(route.name) or route
                     continue
             break
+        if failures and all(kind == "timeout" for kind in failure_kinds):
+            raise GatewayError(504, f"Every attempt for '{route.name}' timed out ({exchange.attempts} attempts, {route.attempt_timeout_s:g} s each). Retry, or raise the route's timeouts.", "upstream_timeout")
         if last_failure is not None and last_failure.status == 429:
             raise GatewayError(429, f"Every target for '{route.name}' is rate limiting its callers; retry shortly.", "upstream_rate_limited", headers=[(b"retry-after", b"1")])
         regions = f" in the allowed regions ({', '.join(sorted(route.allowed_regions))})" if route.allowed_regions else ""
@@ -383,7 +396,11 @@ class Gateway:
         for target in targets:
             if now - self._woken.get(target.deployment_id, -WAKE_REPEAT_S) >= WAKE_REPEAT_S:
                 self._woken[target.deployment_id] = now
-                await run_db(wake, target.deployment_id)
+                try:
+                    await run_db(wake, target.deployment_id)
+                except Exception as error:  # noqa: BLE001 - deleted meanwhile, broker down: say so
+                    log.exception("could not wake deployment %s", target.deployment_id)
+                    raise GatewayError(503, "The deployment is scaled to zero and the control plane could not be asked for a replica. Retry shortly.", "cold_start_unavailable") from error
         wanted = {t.deployment_id for t in targets}
         give_up = min(time.perf_counter() + settings.GATEWAY_COLD_START_TIMEOUT_SECONDS, deadline)
         while True:
@@ -418,46 +435,30 @@ class Gateway:
     # -----------------------------------------------------------------------------------
     # Endings
 
-    async def _send_error(self, send: Send, exchange: Exchange, error: GatewayError, admission: Admission | None) -> None:
+    async def _send_error(self, send: Send, exchange: Exchange, error: GatewayError) -> None:
         headers = JSON_HEADERS + [(b"x-request-id", exchange.request_id.encode())] + error.headers
         if not error.headers:
-            headers += _rate_headers(admission)
+            headers += _rate_headers(exchange.admission)
         await _send(send, error.status, error.body(), headers)
 
-    async def _finish(self, exchange: Exchange, admission: Admission | None) -> None:
+    async def _finish(self, exchange: Exchange) -> None:
         latency_ms = (time.perf_counter() - exchange.started) * 1000
         caller = exchange.caller
+        admission = exchange.admission
         used_tokens = exchange.input_tokens + exchange.output_tokens
+        if admission is not None and not exchange.usage_reported and (exchange.status == 200 or exchange.output_tokens):
+            # Served (or partly) with no usage figures from upstream: keep the reservation
+            # rather than refund tokens that were probably used.
+            used_tokens = max(used_tokens, admission.reserved_tokens)
         if admission is not None:
             try:
                 await self.limiter.settle(exchange.request_id, admission, used_tokens)
             except Exception:  # noqa: BLE001 - a lost settle only leaks a lease until it expires
                 log.exception("settling limits for %s failed", exchange.request_id)
         cost = pricing.cost(exchange.input_tokens, exchange.output_tokens, exchange.input_price, exchange.output_price)
+        if not exchange.recorded:
+            await self._record(exchange)
         if caller is not None and exchange.endpoint in _USAGE_ENDPOINTS:
-            usage.submit(
-                usage.UsageRecord(
-                    request_id=exchange.request_id,
-                    organization_id=caller.org_id,
-                    at=exchange.arrived_at,
-                    key_id=caller.key_id,
-                    endpoint=exchange.endpoint[:30],
-                    model=exchange.model[:100],
-                    route=exchange.route,
-                    target=exchange.target,
-                    deployment_id=exchange.deployment_id,
-                    region=exchange.region,
-                    status=exchange.status,
-                    error_code=exchange.error_code,
-                    streamed=exchange.streamed,
-                    attempts=exchange.attempts,
-                    input_tokens=exchange.input_tokens,
-                    output_tokens=exchange.output_tokens,
-                    latency_ms=latency_ms,
-                    ttft_ms=exchange.ttft_ms,
-                    cost=cost,
-                )
-            )
             series = metrics.series(caller.org_id, exchange.route, exchange.target)
             series.status(exchange.status).inc()
             if exchange.input_tokens:
@@ -496,6 +497,49 @@ class Gateway:
                 )
             )
 
+    def _recording(self, send: Send, exchange: Exchange) -> Send:
+        """Makes the usage event durable before the answer's last byte goes out, so an
+        answer a client received always has its event."""
+
+        async def recording_send(message: MutableMapping[str, Any]) -> None:
+            if not exchange.recorded and message["type"] == "http.response.body" and not message.get("more_body", False):
+                await self._record(exchange)
+            await send(message)
+
+        return recording_send
+
+    async def _record(self, exchange: Exchange) -> None:
+        exchange.recorded = True
+        caller = exchange.caller
+        if caller is None or exchange.endpoint not in _USAGE_ENDPOINTS:
+            return
+        event = usage.UsageRecord(
+            request_id=exchange.request_id,
+            organization_id=caller.org_id,
+            at=exchange.arrived_at,
+            key_id=caller.key_id,
+            endpoint=exchange.endpoint[:30],
+            model=exchange.model[:100],
+            route=exchange.route,
+            target=exchange.target[:200],
+            deployment_id=exchange.deployment_id,
+            region=exchange.region,
+            status=exchange.status,
+            error_code=exchange.error_code,
+            streamed=exchange.streamed,
+            attempts=exchange.attempts,
+            input_tokens=exchange.input_tokens,
+            output_tokens=exchange.output_tokens,
+            latency_ms=(time.perf_counter() - exchange.started) * 1000,
+            ttft_ms=exchange.ttft_ms,
+            cost=pricing.cost(exchange.input_tokens, exchange.output_tokens, exchange.input_price, exchange.output_price),
+        )
+        try:
+            await usage.record(event)
+        except Exception:  # noqa: BLE001 - the answer is ready; say loudly that its usage is not
+            metrics.USAGE_LOST.inc()
+            log.exception("could not make usage event %s durable", exchange.request_id)
+
     async def aclose(self) -> None:
         self.access_log.flush_now()
         await usage.aclose()
@@ -504,7 +548,8 @@ class Gateway:
 
 class _SseRelay:
     """Passes SSE events through byte for byte, reading usage from them; when the gateway
-    asked for usage on the client's behalf, removes what the client did not ask for."""
+    asked for usage on the client's behalf, removes what the client did not ask for.
+    Events end with a blank line (LF or CRLF); anything unparseable passes untouched."""
 
     def __init__(self, exchange: Exchange, inject_usage: bool) -> None:
         self.exchange = exchange
@@ -516,10 +561,10 @@ class _SseRelay:
         self.buffer += chunk
         out = []
         while True:
-            cut = self.buffer.find(b"\n\n")
+            cut = _event_end(self.buffer)
             if cut < 0:
                 break
-            event, self.buffer = self.buffer[: cut + 2], self.buffer[cut + 2 :]
+            event, self.buffer = self.buffer[:cut], self.buffer[cut:]
             event = self._inspect(event)
             if event:
                 out.append(event)
@@ -527,31 +572,62 @@ class _SseRelay:
 
     def flush(self) -> bytes:
         tail, self.buffer = self.buffer, b""
-        return tail
+        return self._inspect(tail) if tail.strip() else tail
 
     def _inspect(self, event: bytes) -> bytes:
         exchange = self.exchange
         if exchange.ttft_ms is None:
             exchange.ttft_ms = (time.perf_counter() - exchange.started) * 1000
-        if not event.startswith(b"data: {"):
+        data = _event_data(event)
+        if data is None or not data.startswith(b"{"):
             return event
-        if b'"usage":' in event and b'"usage":null' not in event and b'"usage": null' not in event:
-            chunk = orjson.loads(event[6:])
-            usage_figures = chunk.get("usage")
-            if isinstance(usage_figures, dict):
-                exchange.input_tokens = int(usage_figures.get("prompt_tokens") or 0)
-                exchange.output_tokens = int(usage_figures.get("completion_tokens") or 0)
-                if self.inject_usage and not chunk.get("choices"):
-                    return b""
+        if b'"usage"' in data and b'"usage":null' not in data and b'"usage": null' not in data:
+            try:
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                return event
+            if isinstance(chunk, dict) and _take_usage(exchange, chunk.get("usage")) and self.inject_usage and not chunk.get("choices"):
+                return b""
         self.content_events += 1
         if self.inject_usage:
             if b',"usage":null' in event:
                 return event.replace(b',"usage":null', b"")
-            if b'"usage": null' in event:
-                chunk = orjson.loads(event[6:])
+            if b'"usage": null' in data:
+                try:
+                    chunk = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    return event
                 chunk.pop("usage", None)
-                return b"data: " + orjson.dumps(chunk) + b"\n\n"
+                ending = b"\r\n\r\n" if event.endswith(b"\r\n\r\n") else b"\n\n"
+                return b"data: " + orjson.dumps(chunk) + ending
         return event
+
+
+def _event_end(buffer: bytes) -> int:
+    """Index just past the first complete event's blank line, or -1."""
+    lf, crlf = buffer.find(b"\n\n"), buffer.find(b"\r\n\r\n")
+    ends = [i + 2 for i in (lf,) if i >= 0] + [i + 4 for i in (crlf,) if i >= 0]
+    return min(ends) if ends else -1
+
+
+def _event_data(event: bytes) -> bytes | None:
+    """The event's data (its `data:` lines joined), or None if it has none."""
+    lines = [line[5:].removeprefix(b" ") for line in event.replace(b"\r\n", b"\n").split(b"\n") if line.startswith(b"data:")]
+    return b"\n".join(lines) if lines else None
+
+
+_MAX_TOKENS = 2**31 - 1
+
+
+def _take_usage(exchange: Exchange, figures: object) -> bool:
+    """Reads usage figures if they are sane (non-negative integers); True if it did."""
+    if not isinstance(figures, dict):
+        return False
+    prompt, completion = figures.get("prompt_tokens") or 0, figures.get("completion_tokens") or 0
+    if not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= _MAX_TOKENS for n in (prompt, completion)):
+        return False
+    exchange.input_tokens, exchange.output_tokens, exchange.usage_reported = prompt, completion, True
+    return True
 
 
 # ---------------------------------------------------------------------------------------
@@ -640,12 +716,11 @@ def _token_estimate(payload: dict[str, Any], endpoint: str) -> int:
 
 def _count_usage(exchange: Exchange, content: bytes) -> None:
     try:
-        figures = orjson.loads(content).get("usage")
-    except (orjson.JSONDecodeError, AttributeError):
+        answer = orjson.loads(content)
+    except orjson.JSONDecodeError:
         return
-    if isinstance(figures, dict):
-        exchange.input_tokens = int(figures.get("prompt_tokens") or 0)
-        exchange.output_tokens = int(figures.get("completion_tokens") or 0)
+    if isinstance(answer, dict):
+        _take_usage(exchange, answer.get("usage"))
 
 
 def _regions_overlap(target_regions: frozenset[str], allowed: frozenset[str] | None) -> bool:

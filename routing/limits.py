@@ -252,7 +252,8 @@ class RedisLimiter:
     def __init__(self, url: str) -> None:
         import redis.asyncio as redis
 
-        self._redis = redis.Redis.from_url(url)
+        # Short timeouts: a limiter that stops answering must not hold requests forever.
+        self._redis = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self._admit = self._redis.register_script(_ADMIT)
         self._settle = self._redis.register_script(_SETTLE)
 

@@ -4,12 +4,15 @@ credentials, so admins and owners manage them."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import socket
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import ProtectedError
 
@@ -67,13 +70,34 @@ def _validate_provider(name: str, base_url: str, region: str, input_price: Decim
     if not PROVIDER_NAME.match(name):
         raise ServiceError("Use 1-60 lowercase letters, digits and dashes, starting with a letter or digit.", field="name")
     parts = urlsplit(base_url)
+    try:
+        parts.port  # noqa: B018 - raises on a port out of range
+    except ValueError:
+        raise ServiceError("The URL's port is not a valid port number.", field="base_url") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ServiceError("Give the provider's API root as an http(s) URL, e.g. https://api.example.com/v1.", field="base_url")
+    if not settings.ALLOW_PRIVATE_PROVIDERS and _is_private(parts.hostname):
+        raise ServiceError("Providers must be on the public internet: private, loopback and link-local addresses are refused.", field="base_url")
     if not region or len(region) > 40:
         raise ServiceError("Name the region the provider processes requests in (up to 40 characters).", field="region")
     for label, price in (("input_price_per_mtok", input_price), ("output_price_per_mtok", output_price)):
         if price < 0 or price >= Decimal("100000000") or price != price.quantize(Decimal("0.000001")):
             raise ServiceError("Prices are per million tokens: zero or more, at most six decimals.", field=label)
+
+
+def _is_private(host: str) -> bool:
+    """Whether the host is, or resolves to, an address inside the platform's own networks
+    (a provider there could reach replicas or internal services)."""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False  # unresolvable now; the gateway's connection will fail instead
+    return any(not ipaddress.ip_address(address.split("%")[0]).is_global for address in addresses)
+
+
+def _validate_api_key(api_key: str) -> None:
+    if any(ord(char) < 32 or ord(char) == 127 for char in api_key) or len(api_key) > 500:
+        raise ServiceError("An API key is up to 500 printable characters, without line breaks.", field="api_key")
 
 
 def _price(value: object, field_name: str) -> Decimal:
@@ -88,6 +112,7 @@ def create_provider(ctx: OrgContext, *, name: str, base_url: str, region: str, a
     ctx.require_role(Role.ADMIN, "manage external providers")
     input_price, output_price = _price(input_price_per_mtok, "input_price_per_mtok"), _price(output_price_per_mtok, "output_price_per_mtok")
     _validate_provider(name, base_url, region, input_price, output_price)
+    _validate_api_key(api_key)
     if ExternalProvider.objects.for_org(ctx.organization).filter(name=name).exists():
         raise Conflict(f"A provider named {name!r} already exists.", field="name")
     provider = ExternalProvider.objects.create(
@@ -123,6 +148,7 @@ def update_provider(ctx: OrgContext, provider: ExternalProvider, **changes: Any)
     provider.input_price_per_mtok, provider.output_price_per_mtok = input_price, output_price
     api_key = changes.get("api_key")
     if api_key:
+        _validate_api_key(api_key)
         provider.api_key_encrypted, provider.api_key_last4 = secrets.encrypt(api_key), api_key[-4:]
     provider.save()
     audit.record(ctx, "provider.updated", target_type="provider", target_id=provider.pk, before=before, after=provider_snapshot(provider))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import http.cookiejar
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -87,6 +88,12 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        response = self.response
+        if response is not None and response.head.done() and exc is None and response.delimited_by_close:
+            # A body with neither length nor chunking ends when the server hangs up.
+            self.response = None
+            response.finish()
+            return
         self._fail("the upstream closed the connection")
 
     # httptools callbacks
@@ -100,11 +107,20 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         response = self.response
-        if response is not None:
-            response.status = self.parser.get_status_code()
-            response.keep_alive = self.parser.should_keep_alive()
-            if not response.head.done():
-                response.head.set_result(None)
+        if response is None:
+            return
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            # An interim answer (100 Continue, 103 Early Hints): the real one follows.
+            response.interim = True
+            response.headers.clear()
+            return
+        response.status = status
+        response.keep_alive = self.parser.should_keep_alive()
+        names = {name for name, _ in response.headers}
+        response.delimited_by_close = b"content-length" not in names and b"transfer-encoding" not in names
+        if not response.head.done():
+            response.head.set_result(None)
 
     def on_body(self, body: bytes) -> None:
         response = self.response
@@ -115,13 +131,19 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         response = self.response
-        if response is not None:
-            response.finish()
-            self.response = None
-            if response.keep_alive and not self.closed:
-                self.pool.release(self)
-            else:
-                self.close()
+        if response is None:
+            return
+        if response.interim:
+            response.interim = False
+            return
+        response.finish()
+        self.response = None
+        if response.keep_alive and not self.closed:
+            if self.transport is not None:
+                self.transport.resume_reading()  # it may have been paused for this body
+            self.pool.release(self)
+        else:
+            self.close()
 
     def _fail(self, message: str) -> None:
         response = self.response
@@ -146,6 +168,8 @@ class _Http1Response(UpstreamResponse):
     status: int = 0
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     keep_alive: bool = False
+    interim: bool = False
+    delimited_by_close: bool = False
     started: bool = False
     complete: bool = False
     buffered: int = 0
@@ -177,7 +201,7 @@ class _Http1Response(UpstreamResponse):
             while self._chunks:
                 data = self._chunks.popleft()
                 self.buffered -= len(data)
-                if self.buffered < _HIGH_WATER // 2:
+                if self.buffered < _HIGH_WATER // 2 and self.connection.response is self:
                     self.connection.resume()
                 yield data
             if self.complete:
@@ -211,6 +235,10 @@ class Http1Pool:
     async def send(self, url: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> UpstreamResponse:
         """POST (or GET when body is empty) and wait for the response head."""
         parts = urlsplit(url)
+        try:
+            port = parts.port or 80
+        except ValueError:
+            raise UpstreamError(f"invalid upstream URL {url!r}", before_response=True) from None
         origin = parts.netloc
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         method = b"POST" if body else b"GET"
@@ -228,7 +256,7 @@ class Http1Pool:
                 # processed, so sending again on a fresh connection is safe.
                 if not error.before_response:
                     raise
-        connection = await self._connect(parts.hostname or "127.0.0.1", parts.port or 80, origin)
+        connection = await self._connect(parts.hostname or "127.0.0.1", port, origin)
         return await self._exchange(connection, payload)
 
     async def _exchange(self, connection: _Connection, payload: bytes) -> UpstreamResponse:
@@ -306,13 +334,17 @@ class HttpxUpstream:
             timeout=httpx.Timeout(None, connect=connect_timeout),
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
             follow_redirects=False,
+            # Bodies are relayed as they come, so they must come uncompressed; and one
+            # tenant's provider must never set cookies that travel with another's calls.
+            headers={"accept-encoding": "identity"},
+            cookies=http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
         )
 
     async def send(self, url: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> UpstreamResponse:
-        request = self.client.build_request("POST" if body else "GET", url, content=body or None, headers=headers)
         try:
+            request = self.client.build_request("POST" if body else "GET", url, content=body or None, headers=headers)
             response = await self.client.send(request, stream=True)
-        except httpx.HTTPError as error:
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as error:
             raise UpstreamError(f"{type(error).__name__}: {error}", before_response=True) from None
         return _HttpxResponse(response)
 

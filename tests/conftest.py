@@ -63,9 +63,9 @@ def _fast_password_hashing(settings) -> None:  # type: ignore[no-untyped-def]
 def live_server_url(django_db_setup, django_db_blocker) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """The project's ASGI application under uvicorn, on the test database. Tests that
     use it need `transactional_db` so the server sees their rows."""
-    from tests.servers import asgi_server, child_database_url, child_env
+    from tests.servers import asgi_server, child_database_url, child_env, usage_ingester
 
     with django_db_blocker.unblock():
         database_url = child_database_url()
-    with asgi_server(child_env(DATABASE_URL=database_url)) as url:
+    with asgi_server(child_env(DATABASE_URL=database_url)) as url, usage_ingester(child_env(DATABASE_URL=database_url)):
         yield url

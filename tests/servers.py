@@ -70,6 +70,16 @@ def asgi_server(env: dict[str, str]) -> Iterator[str]:
 
 
 @contextmanager
+def usage_ingester(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """`manage.py ingest_usage`: what moves the gateways' usage events into the database."""
+    process = subprocess.Popen([sys.executable, "manage.py", "ingest_usage"], cwd=ROOT, env=env)
+    try:
+        yield process
+    finally:
+        stop(process)
+
+
+@contextmanager
 def model_server(model: str, *options: str, wait_ready: bool = True) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A `manage.py serve_model` process; yields its base URL and the process."""
     from deployments.serving.processes import model_server as serving_process

@@ -143,3 +143,16 @@ def test_playground_page_carries_a_token_for_this_organization_only(tenants: Ten
     token = html.split('data-token="', 1)[1].split('"', 1)[0]
     caller = asyncio.run(authenticate(f"Bearer {token}".encode()))
     assert caller.org_id == tenants.org_a.pk and caller.key_id == ""
+
+
+def test_provider_addresses_and_keys_are_checked(tenants: Tenants, settings) -> None:  # type: ignore[no-untyped-def]
+    api = session_api(tenants.admin_a, tenants.org_a)
+    bad_key = api.post("/api/v1/providers/", _provider_body(api_key="sk-x\r\nX-Injected: 1"), format="json")
+    assert bad_key.status_code == 400 and "line breaks" in bad_key.json()["error"]["message"]
+    bad_port = api.post("/api/v1/providers/", _provider_body(base_url="https://llm.example.test:99999/v1"), format="json")
+    assert bad_port.status_code == 400
+    settings.ALLOW_PRIVATE_PROVIDERS = False
+    for url in ("http://127.0.0.1:9101/v1", "http://10.0.0.7/v1", "http://[::1]:8000/v1", "http://169.254.169.254/latest"):
+        refused = api.post("/api/v1/providers/", _provider_body(name="inside", base_url=url), format="json")
+        assert refused.status_code == 400 and "public internet" in refused.json()["error"]["message"], url
+    assert not ExternalProvider.objects.for_org(tenants.org_a).exists()

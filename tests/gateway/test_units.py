@@ -251,3 +251,53 @@ def test_endpoints_unused_for_an_hour_are_forgotten() -> None:
     book.pick(["recent"], now + 3000, 1.0)
     book.prune(now + 3700)
     assert forgotten == ["old"] and {h.key for h in book.all()} == {"busy", "recent"}
+
+
+def test_the_relay_understands_crlf_events_a_last_event_without_blank_line_and_bad_figures() -> None:
+    exchange = _exchange()
+    relay = _SseRelay(exchange, inject_usage=True)
+    upstream = (
+        b'event: message\r\ndata:{"choices":[{"delta":{"content":"Hi"}}],"usage":null}\r\n\r\n'
+        b': a comment\r\n\r\n'
+        b'data: {"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":1}}'
+    )
+    out = relay.feed(upstream) + relay.flush()
+    assert out == b'event: message\r\ndata:{"choices":[{"delta":{"content":"Hi"}}]}\r\n\r\n: a comment\r\n\r\n'
+    assert (exchange.input_tokens, exchange.output_tokens, exchange.usage_reported) == (4, 1, True)
+
+    odd = _exchange()
+    relay = _SseRelay(odd, inject_usage=False)
+    weird = b'data: {"choices":[],"usage":{"prompt_tokens":-1,"completion_tokens":"many"}}\n\ndata: {not json "usage": 1}\n\n'
+    assert relay.feed(weird) == weird  # passed through untouched, nothing counted
+    assert (odd.input_tokens, odd.output_tokens, odd.usage_reported) == (0, 0, False)
+
+
+def test_the_http_pool_skips_interim_answers_and_reads_bodies_ended_by_close() -> None:
+    from routing.upstream import Http1Pool
+
+    answers = [
+        b"HTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-n: 1\r\n\r\nfirst",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecond",
+        b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nthird, until the server hangs up",
+    ]
+
+    async def scenario() -> list[tuple[int, bytes, bytes | None]]:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            for answer in answers:
+                await reader.readuntil(b"\r\n\r\n")
+                await reader.readexactly(2)
+                writer.write(answer)
+                await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = Http1Pool()
+        results = []
+        for _ in answers:
+            response = await pool.send(f"http://127.0.0.1:{port}/v1/x", b"{}", [])
+            results.append((response.status, await response.read(), response.header(b"x-n")))
+        server.close()
+        return results
+
+    assert asyncio.run(scenario()) == [(200, b"first", b"1"), (200, b"second", None), (200, b"third, until the server hangs up", None)]

@@ -39,6 +39,7 @@ class Command(BaseCommand):
             "web": [python, "-m", "uvicorn", "console.asgi:application", "--host", options["host"], "--port", str(options["port"]), "--no-access-log"],
             "worker": [python, "-m", "celery", "-A", "console", "worker", "--loglevel=INFO", "--concurrency=2"],
             "beat": [python, "-m", "celery", "-A", "console", "beat", "--loglevel=INFO", "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME],
+            "usage ingester": [python, "manage.py", "ingest_usage"],
         }
         for cluster in clusters:
             processes[f"agent {cluster.name}"] = [python, "manage.py", "cluster_agent", "--cluster", cluster.name, "--port", str(cluster.port)]

@@ -1,0 +1,24 @@
+"""`manage.py ingest_usage [--once]`: move usage events from the gateway's durable hand-off
+(spool files, and the Redis stream when REDIS_URL is set) into the database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from billing import ingest
+
+
+class Command(BaseCommand):
+    help = __doc__
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--once", action="store_true", help="Write what is there now, then exit.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["once"]:
+            written = ingest.ingest_available(ingest.sources())
+            self.stdout.write(f"{written} usage events written")
+            return
+        ingest.run_forever()
