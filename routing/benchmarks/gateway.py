@@ -3,7 +3,7 @@ proxy, side by side in one run.
 
 It starts the trivial OpenAI-compatible backend (routing.benchmarks.backend), the gateway
 (this project's ASGI application under uvicorn, one worker, production settings, on its
-own SQLite database with a route to the backend) and LiteLLM's proxy (one worker, same
+own SQLite database with a route to the backend, with the usage ingester beside it) and LiteLLM's proxy (one worker, same
 backend; installed by this benchmark into .var/bench/litellm-venv the first time). wrk,
 from Debian's packages (installed when missing and possible), sends the same chat
 request to each at 1 and at 64 connections.
@@ -218,12 +218,16 @@ def _gateway(root: Path, work: Path, backend_url: str, log: Callable[[str], None
         env=env,
         stderr=subprocess.DEVNULL,  # the gateway's own access log: one line per request
     )
+    # The ingester writes the usage events into the database, as it does beside every
+    # gateway: its CPU is part of what a request costs here.
+    ingester = subprocess.Popen([sys.executable, "manage.py", "ingest_usage"], cwd=root, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait(url + "/metrics", process)
         yield url, key
     finally:
         stop(process)
+        stop(ingester)
 
 
 def prepare(backend_url: str) -> str:
