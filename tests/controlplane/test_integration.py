@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from deployments.local_clusters import LocalCluster, register
-from deployments.models import Replica
+from deployments.models import Deployment, Replica
 from tests.conftest import Tenants
 from tests.factories import create_deployment
 from tests.servers import ROOT, child_database_url, child_env, free_port, stop, wait_until_up
@@ -86,8 +86,9 @@ def test_replicas_come_up_ready_and_a_killed_one_is_replaced(tenants: Tenants, a
     replica.refresh_from_db()
     assert replica.state == Replica.State.FAILED and "exited" in replica.reason
     assert replacement.cluster_id == "local-eu-west"
-    deployment.refresh_from_db()
-    assert deployment.status == "active"
+    # The status follows the replicas one reconcile pass later (a pass can see the
+    # replacement READY after it has written the status).
+    _wait("the deployment active again", lambda: Deployment.objects.for_org(tenants.org_a).get(pk=deployment.pk).status == "active", timeout=30)
 
 
 def test_idle_scales_to_zero_and_a_request_brings_it_back(tenants: Tenants, agents: list[LocalCluster], control_plane: None) -> None:
