@@ -167,19 +167,26 @@ def write_batch(records: list[UsageRecord]) -> None:
 def _insert(records: list[UsageRecord]) -> None:
     from django.db import connection, transaction
 
+    from billing import rollups
     from billing.models import UsageEvent
 
     table = connection.ops.quote_name(UsageEvent._meta.db_table)
     columns = ", ".join(connection.ops.quote_name(UsageEvent._meta.get_field(name).column) for name in _COLUMNS)
     placeholders = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
     with transaction.atomic():
+        new_ids: set[str] = set()
         # SQLite allows 32,766 parameters per statement; 19 columns x 1,000 rows fit.
         for start in range(0, len(records), 1000):
             chunk = records[start : start + 1000]
             params = [value for record in chunk for value in _row(record, connection)]
-            sql = f"INSERT INTO {table} ({columns}) VALUES {', '.join([placeholders] * len(chunk))} ON CONFLICT (request_id) DO NOTHING"
+            sql = f"INSERT INTO {table} ({columns}) VALUES {', '.join([placeholders] * len(chunk))} ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
             with connection.cursor() as cursor:
                 cursor.execute(sql, params)
+                new_ids.update(row[0] for row in cursor.fetchall())
+        # Only what was new adds to the rollups: replays and duplicates add nothing.
+        seen: set[str] = set()
+        fresh = [r for r in records if r.request_id in new_ids and not (r.request_id in seen or seen.add(r.request_id))]  # type: ignore[func-returns-value]
+        rollups.apply(fresh)
 
 
 def _row(record: UsageRecord, connection: object) -> list[object]:

@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from billing.api import views
+
+urlpatterns = [
+    path("usage/", views.UsageView.as_view(), name="api-usage"),
+    path("usage/events.csv", views.UsageEventsCsvView.as_view(), name="api-usage-events-csv"),
+    path("usage/series.csv", views.UsageRollupsCsvView.as_view(), name="api-usage-series-csv"),
+]

@@ -1,0 +1,102 @@
+"""Usage queries over the rollups: filters, grouping, granularity and time zones."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from django.db.models import QuerySet
+
+from billing import histogram
+from billing.models import Granularity, UsageEvent, UsageRollup
+from console.models import Organization
+
+DIMENSIONS = ("route", "deployment_id", "region", "key_id", "model")
+MAX_SPAN = {Granularity.MINUTE: timedelta(days=7), Granularity.HOUR: timedelta(days=92), Granularity.DAY: timedelta(days=3 * 366)}
+
+
+@dataclass(frozen=True)
+class UsageQuery:
+    start: datetime
+    end: datetime
+    granularity: str
+    timezone: ZoneInfo
+    group_by: tuple[str, ...] = ()
+    filters: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Point:
+    bucket: datetime
+    group: dict[str, str]
+    requests: int = 0
+    client_errors: int = 0
+    server_errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: Decimal = Decimal(0)
+    latency: dict[str, int] = field(default_factory=dict)
+
+    def add(self, row: UsageRollup) -> None:
+        self.requests += row.requests
+        self.client_errors += row.client_errors
+        self.server_errors += row.server_errors
+        self.input_tokens += row.input_tokens
+        self.output_tokens += row.output_tokens
+        self.cost += row.cost
+        self.latency = histogram.merge([self.latency, row.latency_histogram])
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "bucket": self.bucket.isoformat(),
+            **self.group,
+            "requests": self.requests,
+            "client_errors": self.client_errors,
+            "server_errors": self.server_errors,
+            "error_rate": round((self.client_errors + self.server_errors) / self.requests, 6) if self.requests else 0.0,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost": str(self.cost),
+            "latency_ms": {name: _rounded(histogram.percentile(self.latency, q)) for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
+        }
+
+
+def _rounded(value: float | None) -> float | None:
+    return round(value, 3) if value is not None else None
+
+
+def _rows(org: Organization, query: UsageQuery, granularity: str) -> QuerySet[UsageRollup]:
+    rows = UsageRollup.objects.for_org(org).filter(granularity=granularity, bucket__gte=query.start, bucket__lt=query.end)
+    for name, value in query.filters.items():
+        rows = rows.filter(**{name: value})
+    return rows
+
+
+def usage_series(org: Organization, query: UsageQuery) -> tuple[list[Point], Point]:
+    """Points per bucket (in the query's time zone) and group, and the total."""
+    # Days in a time zone other than UTC are built from hours, so they start at local midnight.
+    local_days = query.granularity == Granularity.DAY and query.timezone.key != "UTC"
+    source = Granularity.HOUR if local_days else query.granularity
+    points: dict[tuple[datetime, tuple[str, ...]], Point] = {}
+    total = Point(bucket=query.start.astimezone(query.timezone), group={})
+    for row in _rows(org, query, source).order_by("bucket").iterator(chunk_size=2000):
+        bucket = row.bucket.astimezone(query.timezone)
+        if local_days:
+            bucket = bucket.replace(hour=0, minute=0, second=0, microsecond=0)
+        group = tuple(getattr(row, name) for name in query.group_by)
+        point = points.get((bucket, group))
+        if point is None:
+            point = points[(bucket, group)] = Point(bucket=bucket, group=dict(zip(query.group_by, group, strict=True)))
+        point.add(row)
+        total.add(row)
+    return sorted(points.values(), key=lambda p: (p.bucket, tuple(p.group.values()))), total
+
+
+def raw_events(org: Organization, start: datetime, end: datetime, filters: dict[str, str]) -> Iterator[UsageEvent]:
+    events = UsageEvent.objects.for_org(org).filter(at__gte=start, at__lt=end)
+    for name, value in filters.items():
+        events = events.filter(**{name: value})
+    return events.order_by("at", "id").iterator(chunk_size=5000)
