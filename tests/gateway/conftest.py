@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -62,6 +63,39 @@ def backends(backend_pool: list[Backend]) -> list[Backend]:
 @pytest.fixture
 def gateway(live_server_url: str, transactional_db: None) -> str:
     return live_server_url
+
+
+@pytest.fixture(autouse=True)
+def usage_drained(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that ran gateways against the database, wait until the ingester has
+    written their usage: flushing the tables while it writes can deadlock on PostgreSQL
+    (TRUNCATE against its foreign-key checks)."""
+    yield
+    if "transactional_db" in request.fixturenames or request.node.get_closest_marker("django_db") and request.node.get_closest_marker("django_db").kwargs.get("transaction"):
+        wait_until_usage_drained()
+
+
+def wait_until_usage_drained(timeout: float = 15.0) -> None:
+    from django.conf import settings
+
+    from billing.spool import spool_directory, stream_key
+
+    def pending() -> bool:
+        directory = spool_directory()
+        for path in directory.glob("*.jsonl") if directory.exists() else []:
+            offset_path = path.with_suffix(".offset")
+            offset = int(offset_path.read_text()) if offset_path.exists() else 0
+            if path.stat().st_size > offset:
+                return True
+        if settings.REDIS_URL:
+            import redis
+
+            return bool(redis.Redis.from_url(settings.REDIS_URL).xlen(stream_key()))
+        return False
+
+    deadline = time.monotonic() + timeout
+    while pending() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def set_limits(org: Organization, **limits: int | None) -> None:
