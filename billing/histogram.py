@@ -29,9 +29,13 @@ def add(histogram: dict[str, int], value_ms: float, count: int = 1) -> None:
 def merge(histograms: Iterable[Mapping[str, int]]) -> dict[str, int]:
     merged: dict[str, int] = {}
     for histogram in histograms:
-        for key, count in histogram.items():
-            merged[key] = merged.get(key, 0) + count
+        merge_into(merged, histogram)
     return merged
+
+
+def merge_into(target: dict[str, int], source: Mapping[str, int]) -> None:
+    for key, count in source.items():
+        target[key] = target.get(key, 0) + count
 
 
 def percentile(histogram: Mapping[str, int], fraction: float) -> float | None:

@@ -9,11 +9,14 @@ it; `manage.py up` starts one.
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import socket
 import time
+import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -21,17 +24,21 @@ import orjson
 from django.db import DataError, IntegrityError
 from django.db import Error as DatabaseError
 
+from billing import copy_events
 from billing.records import UsageRecord
-from billing.spool import SPOOL_SUFFIX, decode, from_dict, spool_directory, stream_key
+from billing.spool import SPOOL_SUFFIX, encode, from_dict, spool_directory, stream_key
 
 log = logging.getLogger("switchboard.ingest")
-READ_BYTES = 4 << 20
+# A batch's rollup rows cost about the same however many events it holds, so a backlog
+# is read in big batches; under normal load a batch is what arrived since the last.
+READ_BYTES = 32 << 20
 STREAM_GROUP = "ingest"
 
 
 @dataclass
 class Batch:
-    records: list[UsageRecord]
+    payloads: list[bytes]  # as handed over: a JSON event, or a JSON array of events
+    events: int  # how many events the payloads hold, at most
     acknowledge: Callable[[], None]
 
 
@@ -71,12 +78,7 @@ class SpoolSource:
                     path.unlink(missing_ok=True)
                     offset_path.unlink(missing_ok=True)
                 return None
-        records = []
-        for line in data.splitlines():
-            try:
-                records.append(decode(line))
-            except (ValueError, TypeError, KeyError) as error:
-                log.error("skipping an unreadable usage line in %s: %s", path.name, error)
+        lines = data.splitlines()
         end = offset + len(data)
 
         def acknowledge() -> None:
@@ -84,7 +86,7 @@ class SpoolSource:
             temporary.write_text(str(end))
             os.replace(temporary, offset_path)
 
-        return Batch(records, acknowledge)
+        return Batch(lines, len(lines), acknowledge)
 
 
 def _finished(fd: int) -> bool:
@@ -117,7 +119,7 @@ class StreamSource:
 
     def read(self) -> Batch | None:
         start = "0" if self._backlog else ">"
-        reply = self.redis.xreadgroup(STREAM_GROUP, self.consumer, {self.key: start}, count=100, block=None if self._backlog else self.block_ms)
+        reply = self.redis.xreadgroup(STREAM_GROUP, self.consumer, {self.key: start}, count=5000, block=None if self._backlog else self.block_ms)
         entries = reply[0][1] if reply else []
         if self._backlog and not entries:
             self._backlog = False
@@ -125,7 +127,7 @@ class StreamSource:
         if not entries:
             return None
         ids = [entry_id for entry_id, _ in entries]
-        records = [decode_event for _, fields_ in entries for decode_event in _decode_entry(fields_)]
+        payloads = [fields_[b"e"] for _, fields_ in entries]
 
         def acknowledge() -> None:
             pipe = self.redis.pipeline()
@@ -133,26 +135,39 @@ class StreamSource:
             pipe.xdel(self.key, *ids)
             pipe.execute()
 
-        return Batch(records, acknowledge)
-
-
-def _decode_entry(entry: dict[bytes, bytes]) -> list[UsageRecord]:
-    return [from_dict(item) for item in orjson.loads(entry[b"e"])]
+        # An entry holds the events of one group commit; count its top-level objects.
+        return Batch(payloads, sum(payload.count(b'"request_id"') for payload in payloads), acknowledge)
 
 
 # ---------------------------------------------------------------------------------------
 # Writing
 
 
-_COLUMNS = [f.name for f in fields(UsageRecord)]
-_AT, _COST = _COLUMNS.index("at"), _COLUMNS.index("cost")
+def write_payloads(payloads: list[bytes]) -> None:
+    """Writes events as they were handed over: each payload one JSON event (a spool line) or
+    a JSON array of them (a stream entry)."""
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        try:
+            copy_events.write(payloads)
+            return
+        except (IntegrityError, DataError) as error:
+            log.warning("a usage batch was refused as a whole (%s); writing it in parts", error)
+    write_batch(decode_payloads(payloads), bulk=False)
 
 
-def write_batch(records: list[UsageRecord]) -> None:
-    """Multi-row INSERT ... ON CONFLICT (request_id) DO NOTHING: a request id already
-    written is skipped, so replays change nothing. A batch the database refuses is split
-    until the refused rows are found, so one bad event (an organization deleted since the
-    request, a figure out of range) never blocks the others; those are logged and dropped."""
+def write_batch(records: list[UsageRecord], bulk: bool = True) -> None:
+    """Writes events, each once: a request id already written is skipped, so replays change
+    nothing. On PostgreSQL the batch goes through COPY (billing.copy_events). A batch the
+    database refuses is split until the refused rows are found, so one bad event (an
+    organization deleted since the request, a figure out of range) never blocks the
+    others; those are logged and dropped."""
+    from django.db import connection
+
+    if bulk and connection.vendor == "postgresql":
+        write_payloads([encode(record) for record in records])
+        return
     try:
         _insert(records)
     except (IntegrityError, DataError) as error:
@@ -160,11 +175,28 @@ def write_batch(records: list[UsageRecord]) -> None:
             log.error("dropping usage event %s the database refuses: %s", records[0].request_id, error)
             return
         middle = len(records) // 2
-        write_batch(records[:middle])
-        write_batch(records[middle:])
+        write_batch(records[:middle], bulk=False)
+        write_batch(records[middle:], bulk=False)
+
+
+def decode_payloads(payloads: list[bytes]) -> list[UsageRecord]:
+    records = []
+    for payload in payloads:
+        try:
+            items = orjson.loads(payload)
+            records.extend(from_dict(item) for item in (items if isinstance(items, list) else [items]))
+        except (ValueError, TypeError, KeyError) as error:
+            log.error("skipping an unreadable usage payload: %s", error)
+    return records
+
+
+_COLUMNS = [f.name for f in fields(UsageRecord)]
+_AT, _COST = _COLUMNS.index("at"), _COLUMNS.index("cost")
 
 
 def _insert(records: list[UsageRecord]) -> None:
+    """Multi-row INSERT ... ON CONFLICT (request_id) DO NOTHING RETURNING, then the new
+    events into the rollups in Python, in one transaction."""
     from django.db import connection, transaction
 
     from billing import rollups
@@ -173,6 +205,13 @@ def _insert(records: list[UsageRecord]) -> None:
     table = connection.ops.quote_name(UsageEvent._meta.db_table)
     columns = ", ".join(connection.ops.quote_name(UsageEvent._meta.get_field(name).column) for name in _COLUMNS)
     placeholders = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
+    from console.models import Organization
+
+    known = set(Organization.objects.filter(pk__in={r.organization_id for r in records}).values_list("pk", flat=True))
+    for record in records:
+        if record.organization_id not in known:
+            log.error("dropping usage event %s of organization %s, which no longer exists", record.request_id, record.organization_id)
+    records = [record for record in records if record.organization_id in known]
     with transaction.atomic():
         new_ids: set[str] = set()
         # SQLite allows 32,766 parameters per statement; 19 columns x 1,000 rows fit.
@@ -209,25 +248,65 @@ def sources() -> list[SpoolSource | StreamSource]:
     return found
 
 
-def ingest_available(found: list[SpoolSource | StreamSource]) -> int:
-    """One pass over every source; returns how many events were written."""
-    from django.db import close_old_connections
-
+def ingest_available(found: list[SpoolSource | StreamSource], workers: int = 1) -> int:
+    """One pass over every source; returns how many events were written. With several
+    workers, each batch is split by organization and its parts are written at once on
+    separate connections (their rollup rows are disjoint, so they never wait on each
+    other); the batch is acknowledged when every part is committed. A part that fails
+    leaves the batch unacknowledged, and the parts already written add nothing when it is
+    read again."""
     written = 0
     for source in found:
         while (batch := source.read()) is not None:
-            try:
-                if batch.records:
-                    write_batch(batch.records)
-            except DatabaseError:
-                close_old_connections()
-                raise
+            if batch.payloads:
+                parts = split_by_organization(batch.payloads, workers)
+                if len(parts) == 1:
+                    _write_part(parts[0])
+                else:
+                    for future in [_pool(workers).submit(_write_part, part) for part in parts]:
+                        future.result()
             batch.acknowledge()
-            written += len(batch.records)
+            written += batch.events
     return written
 
 
-def run_forever(idle_sleep_s: float = 0.1, batch_pause_s: float = 0.5) -> None:
+def split_by_organization(payloads: list[bytes], parts: int) -> list[list[bytes]]:
+    if parts <= 1:
+        return [payloads]
+    split: list[list[bytes]] = [[] for _ in range(parts)]
+    for index, payload in enumerate(payloads):
+        # A spool line is one event; find its organization without parsing the line. A
+        # stream entry (an array, several organizations) goes by position.
+        start = payload.find(b'"organization_id":"') if payload[:1] == b"{" else -1
+        key = payload[start + 19 : payload.find(b'"', start + 19)] if start >= 0 else str(index).encode()
+        split[zlib.crc32(key) % parts].append(payload)
+    return [part for part in split if part]
+
+
+def _write_part(payloads: list[bytes]) -> None:
+    from django.db import connection
+
+    try:
+        write_payloads(payloads)
+    except DatabaseError:
+        connection.close()  # this thread's connection; the next write opens a fresh one
+        raise
+
+
+@functools.cache
+def _pool(workers: int) -> ThreadPoolExecutor:
+    # Threads suffice: the work is in the database, and psycopg releases the GIL while it waits.
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest")
+
+
+def default_workers() -> int:
+    """One writer per core on PostgreSQL; SQLite takes one writer at a time."""
+    from django.db import connection
+
+    return max(1, min(4, os.cpu_count() or 1)) if connection.vendor == "postgresql" else 1
+
+
+def run_forever(workers: int = 1, idle_sleep_s: float = 0.1, batch_pause_s: float = 0.5) -> None:
     """Polls the stores. After writing, it pauses so the next batch is bigger: rollup work
     is per batch, and on a busy machine the ingester's CPU is the gateway's loss. Usage
     reaches the database within about half a second plus the write."""
@@ -237,7 +316,7 @@ def run_forever(idle_sleep_s: float = 0.1, batch_pause_s: float = 0.5) -> None:
     while True:
         try:
             found = found or sources()
-            time.sleep(batch_pause_s if ingest_available(found) else idle_sleep_s)
+            time.sleep(batch_pause_s if ingest_available(found, workers) else idle_sleep_s)
         except DatabaseError as error:
             log.warning("database unavailable; usage waits in its durable store: %s", error)
             time.sleep(1.0)

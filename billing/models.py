@@ -11,8 +11,14 @@ from console.tenancy import TenantManager
 
 class UsageEvent(models.Model):
     # The gateway's request id, unique so a replayed event is written once.
-    request_id = models.CharField(max_length=40, unique=True)
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    request_id = models.CharField(max_length=40)
+    # Each index and constraint costs every insert, and ingest speed is the point: the
+    # (organization, at) index below serves the foreign key too; a constraint rather than
+    # unique=True, which would add a second (pattern-matching) index on PostgreSQL; and
+    # no database-level foreign key, whose check per row costs as much as the insert. The
+    # ingester writes only events of existing organizations (billing.copy_events), and
+    # deleting an organization deletes its usage (Django's cascade).
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False)
     at = models.DateTimeField(default=timezone.now, help_text="When the request arrived.")
     key_id = models.CharField(max_length=40, blank=True, help_text="Public id of the API key; empty for console playground calls.")
     endpoint = models.CharField(max_length=30)
@@ -37,10 +43,8 @@ class UsageEvent(models.Model):
 
     class Meta:
         ordering = ["-at"]
-        indexes = [
-            models.Index(fields=["organization", "at"], name="usage_org_at"),
-            models.Index(fields=["organization", "route", "at"], name="usage_org_route_at"),
-        ]
+        constraints = [models.UniqueConstraint(fields=["request_id"], name="one_usage_event_per_request")]
+        indexes = [models.Index(fields=["organization", "at"], name="usage_org_at")]
 
 
 class Granularity(models.TextChoices):
@@ -49,14 +53,31 @@ class Granularity(models.TextChoices):
     DAY = "day", "Day"
 
 
+class Breakdown(models.TextChoices):
+    """Which dimensions a rollup row keeps; the others hold ''. Every event adds to one
+    row of each breakdown, so a question about one dimension (or none) reads a few rows
+    per bucket instead of every combination (billing.rollups)."""
+
+    ALL = "all", "Every dimension"
+    NONE = "none", "Organization total"
+    ROUTE = "route", "Route"
+    DEPLOYMENT = "deployment_id", "Deployment"
+    REGION = "region", "Region"
+    KEY = "key_id", "API key"
+    MODEL = "model", "Model"
+
+
 class UsageRollup(models.Model):
     """Usage summed per time bucket (UTC) and per combination of dimensions. Rows only
     ever grow by what newly ingested events add (billing.rollups), so they stay equal to
     an aggregation of the events, and latency percentiles come from mergeable histograms."""
 
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    # The unique constraint's leading columns index organization, granularity and bucket;
+    # no database-level foreign key, as for UsageEvent.
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False)
     granularity = models.CharField(max_length=6, choices=Granularity.choices)
     bucket = models.DateTimeField()
+    breakdown = models.CharField(max_length=13, choices=Breakdown.choices, default=Breakdown.ALL)
     route = models.CharField(max_length=100, blank=True)
     deployment_id = models.CharField(max_length=40, blank=True)
     region = models.CharField(max_length=40, blank=True)
@@ -75,7 +96,6 @@ class UsageRollup(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["organization", "granularity", "bucket", "route", "deployment_id", "region", "key_id", "model"], name="one_rollup_per_bucket_and_dimensions"
+                fields=["organization", "granularity", "bucket", "breakdown", "route", "deployment_id", "region", "key_id", "model"], name="one_rollup_per_bucket_and_dimensions"
             )
         ]
-        indexes = [models.Index(fields=["organization", "granularity", "bucket"], name="rollup_org_granularity_bucket")]

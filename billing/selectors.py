@@ -8,13 +8,14 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from django.db.models import QuerySet
+import orjson
+from django.db.models import QuerySet, TextField
+from django.db.models.functions import Cast
 
-from billing import histogram
+from billing import histogram, rollups
 from billing.models import Granularity, UsageEvent, UsageRollup
 from console.models import Organization
 
-DIMENSIONS = ("route", "deployment_id", "region", "key_id", "model")
 MAX_SPAN = {Granularity.MINUTE: timedelta(days=7), Granularity.HOUR: timedelta(days=92), Granularity.DAY: timedelta(days=3 * 366)}
 
 
@@ -40,14 +41,14 @@ class Point:
     cost: Decimal = Decimal(0)
     latency: dict[str, int] = field(default_factory=dict)
 
-    def add(self, row: UsageRollup) -> None:
-        self.requests += row.requests
-        self.client_errors += row.client_errors
-        self.server_errors += row.server_errors
-        self.input_tokens += row.input_tokens
-        self.output_tokens += row.output_tokens
-        self.cost += row.cost
-        self.latency = histogram.merge([self.latency, row.latency_histogram])
+    def add(self, requests: int, client_errors: int, server_errors: int, input_tokens: int, output_tokens: int, cost: Decimal, latency: dict[str, int]) -> None:
+        self.requests += requests
+        self.client_errors += client_errors
+        self.server_errors += server_errors
+        self.input_tokens += input_tokens
+        self.output_tokens += output_tokens
+        self.cost += cost
+        histogram.merge_into(self.latency, latency)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -69,7 +70,8 @@ def _rounded(value: float | None) -> float | None:
 
 
 def _rows(org: Organization, query: UsageQuery, granularity: str) -> QuerySet[UsageRollup]:
-    rows = UsageRollup.objects.for_org(org).filter(granularity=granularity, bucket__gte=query.start, bucket__lt=query.end)
+    breakdown = rollups.breakdown_for([*query.filters, *query.group_by])
+    rows = UsageRollup.objects.for_org(org).filter(granularity=granularity, breakdown=breakdown, bucket__gte=query.start, bucket__lt=query.end)
     for name, value in query.filters.items():
         rows = rows.filter(**{name: value})
     return rows
@@ -82,16 +84,22 @@ def usage_series(org: Organization, query: UsageQuery) -> tuple[list[Point], Poi
     source = Granularity.HOUR if local_days else query.granularity
     points: dict[tuple[datetime, tuple[str, ...]], Point] = {}
     total = Point(bucket=query.start.astimezone(query.timezone), group={})
-    for row in _rows(org, query, source).order_by("bucket").iterator(chunk_size=2000):
-        bucket = row.bucket.astimezone(query.timezone)
+    # Plain tuples, not model instances: a month split by key is thousands of rows.
+    # Histograms come as text and are parsed by orjson, several times faster than json.
+    columns = ("bucket", *query.group_by, "requests", "client_errors", "server_errors", "input_tokens", "output_tokens", "cost", "histogram_text")
+    width = len(query.group_by)
+    rows = _rows(org, query, source).annotate(histogram_text=Cast("latency_histogram", TextField()))
+    for row in rows.order_by("bucket").values_list(*columns).iterator(chunk_size=2000):
+        bucket = row[0].astimezone(query.timezone)
         if local_days:
             bucket = bucket.replace(hour=0, minute=0, second=0, microsecond=0)
-        group = tuple(getattr(row, name) for name in query.group_by)
+        group = row[1 : 1 + width]
         point = points.get((bucket, group))
         if point is None:
             point = points[(bucket, group)] = Point(bucket=bucket, group=dict(zip(query.group_by, group, strict=True)))
-        point.add(row)
-        total.add(row)
+        point.add(*row[1 + width : -1], orjson.loads(row[-1]))
+    for point in points.values():
+        total.add(point.requests, point.client_errors, point.server_errors, point.input_tokens, point.output_tokens, point.cost, point.latency)
     return sorted(points.values(), key=lambda p: (p.bucket, tuple(p.group.values()))), total
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from billing import ingest
-from billing.models import UsageEvent
+from billing.models import UsageEvent, UsageRollup
 from billing.records import UsageRecord
 from billing.spool import SpoolSink, encode
 from tests.conftest import Tenants
@@ -61,8 +61,8 @@ def test_the_spool_is_read_once_and_an_ingester_crash_before_the_ack_writes_noth
     sink = _spool_with(tmp_path, [_record(tenants.org_a.pk, f"req_{i}") for i in range(30)])
     source = ingest.SpoolSource(tmp_path)
     batch = source.read()
-    assert batch is not None and len(batch.records) == 30
-    ingest.write_batch(batch.records)  # written, then the ingester "dies" before acknowledging
+    assert batch is not None and batch.events == 30
+    ingest.write_payloads(batch.payloads)  # written, then the ingester "dies" before acknowledging
     assert ingest.ingest_available([source]) == 30  # read again from the last acknowledged offset
     assert UsageEvent.objects.for_org(tenants.org_a).count() == 30
     assert ingest.ingest_available([source]) == 0
@@ -79,3 +79,13 @@ def test_a_line_cut_by_a_crash_is_not_an_event(tenants: Tenants, tmp_path: Path)
     assert ingest.ingest_available([ingest.SpoolSource(tmp_path)]) == 1
     assert list(UsageEvent.objects.for_org(tenants.org_a).values_list("request_id", flat=True)) == ["req_whole"]
     assert not path.exists()
+
+
+def test_spool_lines_and_stream_entries_are_written_alike_and_an_unreadable_one_is_skipped(tenants: Tenants) -> None:
+    line = encode(_record(tenants.org_a.pk, "req_line"))
+    entry = b"[" + b",".join(encode(_record(tenants.org_a.pk, f"req_entry_{i}", input_tokens=i)) for i in range(3)) + b"]"
+    ingest.write_payloads([line, entry, b'{"request_id": "req_broken", "organi', line])
+    assert sorted(UsageEvent.objects.for_org(tenants.org_a).values_list("request_id", "input_tokens")) == [
+        ("req_entry_0", 0), ("req_entry_1", 1), ("req_entry_2", 2), ("req_line", 10)
+    ]
+    assert UsageRollup.objects.for_org(tenants.org_a).get(granularity="day", breakdown="none").requests == 4
