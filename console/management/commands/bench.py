@@ -14,6 +14,7 @@ BENCHMARKS = {
     "serving": "deployments.benchmarks.serving",
     "controlplane": "deployments.benchmarks.controlplane",
     "gateway": "routing.benchmarks.gateway",
+    "metering": "billing.benchmarks.metering",
 }
 
 
