@@ -1,25 +1,27 @@
-"""Usage in the management API: series from the rollups, and CSV exports streamed row by
-row (a month of events never sits in memory)."""
+"""Usage in the management API: series from the rollups, CSV exports streamed row by row
+(a month of events never sits in memory), and dedicated replica time in GPU-seconds."""
 
 from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from django.http import StreamingHttpResponse
+from django.http import Http404, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from billing import selectors
+from billing import gpu_time, selectors
 from billing.models import Granularity
 from console.api.serializers import validated
 from console.api.views import OrgAPIView
 from console.errors import ServiceError
+from deployments.models import Deployment
 
 FILTERS = {"route": "route", "deployment": "deployment_id", "region": "region", "key": "key_id", "model": "model"}
 GROUPS = {"route": "route", "deployment": "deployment_id", "region": "region", "key": "key_id", "model": "model"}
@@ -130,3 +132,75 @@ class UsageRollupsCsvView(OrgAPIView):
                 yield [data["bucket"], *(point.group[GROUPS[g]] for g in groups), point.requests, point.client_errors, point.server_errors, point.input_tokens, point.output_tokens, data["cost"], latency["p50"], latency["p95"], latency["p99"]]  # type: ignore[index]
 
         return _csv(rows(), header, "usage.csv")
+
+
+GPU_GROUPS = {"deployment": "deployment_id", "gpu_type": "gpu_type", "region": "region", "cluster": "cluster"}
+
+
+class GpuSecondsQuerySerializer(serializers.Serializer):
+    start = serializers.DateTimeField(required=False, help_text="Inclusive; default: 24 hours ago.")
+    end = serializers.DateTimeField(required=False, help_text="Exclusive; default: now. Running replicas count until now.")
+    group_by = serializers.CharField(default="deployment", allow_blank=True, help_text="Comma-separated: " + ", ".join(GPU_GROUPS) + "; empty for the total only.")
+    deployment = serializers.CharField(required=False, max_length=40, help_text="Only this deployment's replicas.")
+
+
+class GpuSecondsRowSerializer(serializers.Serializer):
+    deployment_id = serializers.CharField(required=False, help_text="With group_by deployment.")
+    deployment_name = serializers.CharField(required=False, help_text="With group_by deployment.")
+    gpu_type = serializers.CharField(required=False, help_text="With group_by gpu_type.")
+    region = serializers.CharField(required=False, help_text="With group_by region.")
+    cluster = serializers.CharField(required=False, help_text="With group_by cluster.")
+    gpu_seconds = serializers.DecimalField(max_digits=24, decimal_places=6, help_text="Exact, as a decimal string.")
+
+
+class GpuSecondsSerializer(serializers.Serializer):
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    group_by = serializers.ListField(child=serializers.CharField())
+    rows = GpuSecondsRowSerializer(many=True)
+    total_gpu_seconds = serializers.DecimalField(max_digits=24, decimal_places=6)
+
+
+def _row(row: gpu_time.GpuSecondsRow, groups: list[str]) -> dict[str, str | None]:
+    body: dict[str, str | None] = {}
+    if "deployment" in groups:
+        body.update(deployment_id=row.deployment_id, deployment_name=row.deployment_name)
+    for name in ("gpu_type", "region", "cluster"):
+        if name in groups:
+            body[name] = getattr(row, name)
+    body["gpu_seconds"] = str(row.gpu_seconds)
+    return body
+
+
+class GpuSecondsView(OrgAPIView):
+    serializer_class = GpuSecondsQuerySerializer
+
+    @extend_schema(
+        parameters=[OpenApiParameter(name, str, required=False) for name in ("start", "end", "group_by", "deployment")],
+        responses={200: GpuSecondsSerializer},
+        description="GPU-seconds held by dedicated replicas, from the start of provisioning (cold start included) until stopped or failed.",
+    )
+    def get(self, request: Request) -> Response:
+        data = validated(GpuSecondsQuerySerializer, request.query_params)
+        end = data.get("end") or datetime.now(UTC)
+        start = data.get("start") or end - timedelta(hours=24)
+        if start >= end:
+            raise ServiceError("start must be before end.", field="start")
+        groups = list(dict.fromkeys(name.strip() for name in data["group_by"].split(",") if name.strip()))
+        unknown = [name for name in groups if name not in GPU_GROUPS]
+        if unknown:
+            raise ServiceError(f"Cannot group by {', '.join(unknown)}; choose from {', '.join(GPU_GROUPS)}.", field="group_by")
+        deployment_id = data.get("deployment")
+        # Soft-deleted deployments included: their replicas were billed. Another tenant's
+        # id answers like one that does not exist.
+        if deployment_id and not Deployment.objects.for_org(self.ctx.organization).filter(pk=deployment_id).exists():
+            raise Http404("No such deployment in this organization.")
+        rows = gpu_time.gpu_seconds(self.ctx.organization, start, end, tuple(GPU_GROUPS[name] for name in groups), deployment_id=deployment_id)
+        body = {
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "group_by": groups,
+            "rows": [_row(row, groups) for row in rows],
+            "total_gpu_seconds": str(sum((row.gpu_seconds for row in rows), Decimal("0.000000"))),
+        }
+        return Response(body)
