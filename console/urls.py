@@ -25,6 +25,7 @@ org_patterns = [
     path("settings/delete/", org_settings.delete_organization, name="organization-delete"),
     path("deployments/", include("deployments.urls")),
     path("routing/", include("routing.urls")),
+    path("usage/", include("billing.urls")),
     path("<str:page>/", pages.upcoming, name="upcoming"),
 ]
 

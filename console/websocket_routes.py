@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from django.urls import path
 
+from billing.consumers import UsageConsumer
 from deployments.consumers import DeploymentStatusConsumer
 
 websocket_urlpatterns = [
     path("ws/o/<slug:org_slug>/deployments/<str:deployment_id>/", DeploymentStatusConsumer.as_asgi()),
+    path("ws/o/<slug:org_slug>/usage/", UsageConsumer.as_asgi()),
 ]

@@ -8,6 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from billing import dashboards
 from console.context import OrgContext
 from console.errors import ServiceError
 from console.models import Role
@@ -70,8 +71,15 @@ def deployment_detail(request: HttpRequest, ctx: OrgContext, deployment_id: str)
         "scale_form": ScaleForm(initial={"min_replicas": deployment.current_revision.min_replicas, "max_replicas": deployment.current_revision.max_replicas}),
         "can_change": ctx.role.at_least(Role.MEMBER),
         "active_nav": "deployments",
+        "traffic": dashboards.deployment_dashboard(ctx.organization, deployment.id, _traffic_params(request, deployment.id)),
+        "traffic_ranges": [(key, dashboards.RANGES[key].label) for key in dashboards.DEPLOYMENT_RANGES],
     }
     return render(request, "deployments/detail.html", context)
+
+
+def _traffic_params(request: HttpRequest, deployment_id: str) -> dashboards.DashboardParams:
+    query = {"range": request.GET.get("range", ""), "deployment": deployment_id}
+    return dashboards.DashboardParams.parse(query, default_range="1h", fallback_tz=request.COOKIES.get("sb_tz"))
 
 
 def _act(request: HttpRequest, ctx: OrgContext, deployment_id: str, action, success: str) -> HttpResponse:  # type: ignore[no-untyped-def]

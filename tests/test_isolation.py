@@ -109,7 +109,7 @@ ORG_ROUTES = [route for route in ROUTES if "org_slug" in route.params]
 def test_non_members_get_404_for_every_org_page(tenants: Tenants, route: Route) -> None:
     values = {param: OBJECT_MAKERS[param](tenants.org_a) for param in route.params if param in OBJECT_MAKERS}
     if "page" in route.params:
-        values["page"] = "usage"
+        values["page"] = "billing"
     url = route.build(org_slug=tenants.org_a.slug, **values)
     client = _console_client(tenants.owner_b)
     for method in ("get", "post"):

@@ -1,0 +1,94 @@
+"""The Usage page updates live in a real browser (Playwright, Debian Chromium): requests
+sent through the gateway with the official openai SDK show on the open page within
+about two seconds, without a reload, and another tenant's requests never do."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from tests.browser import UNLABELLED_CONTROLS_JS, chromium
+from tests.conftest import Tenants
+from tests.factories import issue_key
+from tests.gateway.conftest import Backend
+from tests.gateway.helpers import client, provider_for, route_to
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+# The gateway makes the event durable before answering; the ingester writes it within
+# about a second; the page's socket polls once a second. Three seconds proves the push.
+LIVE_WITHIN_S = 3.0
+
+DISPLAYED_REQUESTS = "() => (document.querySelector('[data-testid=usage-requests]') || {}).textContent"
+
+
+def _session_cookie(user) -> str:  # type: ignore[no-untyped-def]
+    browser_client = Client()
+    browser_client.force_login(user)
+    return browser_client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+def _setup(tenants: Tenants, backends: list[Backend]) -> tuple[str, str, str]:
+    route_to(tenants.org_a, "chat-live", [(provider_for(tenants.org_a, backends[0]), 100)])
+    route_to(tenants.org_b, "chat-live", [(provider_for(tenants.org_b, backends[1]), 100)])
+    key_a = issue_key(tenants.org_a, ["inference"], name="acme-live-key").plaintext
+    key_b = issue_key(tenants.org_b, ["inference"], name="globex-live-key").plaintext
+    return key_a, key_b, _session_cookie(tenants.member_a)
+
+
+def _wait_for_requests(page, count: int, timeout_s: float) -> float:  # type: ignore[no-untyped-def]
+    """Seconds until the page shows `count` requests."""
+    started = time.monotonic()
+    page.wait_for_function(f"() => ({DISPLAYED_REQUESTS})().replace(/,/g, '') === '{count}'", timeout=timeout_s * 1000, polling=50)
+    return time.monotonic() - started
+
+
+def test_requests_through_the_gateway_appear_on_the_open_usage_page(gateway: str, tenants: Tenants, backends: list[Backend]) -> None:
+    orm = ThreadPoolExecutor(1)  # ORM work off Playwright's thread (it runs an event loop)
+    key_a, key_b, session = orm.submit(_setup, tenants, backends).result()
+    sdk_a, sdk_b = client(gateway, key_a), client(gateway, key_b)
+
+    def ask(sdk) -> None:  # type: ignore[no-untyped-def]
+        answer = sdk.chat.completions.create(model="chat-live", messages=[{"role": "user", "content": "Hello"}])
+        assert answer.choices[0].message.content
+
+    with chromium() as browser:
+        context = browser.new_context()
+        context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": session, "url": gateway}])
+        page = context.new_page()
+        page.goto(f"{gateway}/o/{tenants.org_a.slug}/usage/?range=1h")
+        assert page.evaluate(UNLABELLED_CONTROLS_JS) == []
+        page.get_by_text("Live", exact=True).wait_for(timeout=10_000)
+        # No usage yet: the page says how to make a first request.
+        assert page.get_by_test_id("usage-empty").is_visible()
+        page.evaluate("window.__sameDocument = true")
+
+        # The first request turns the empty state into the dashboard.
+        ask(sdk_a)
+        first = _wait_for_requests(page, 1, LIVE_WITHIN_S + 2)  # the first event also starts the ingester's spool file
+        assert not page.get_by_test_id("usage-empty").is_visible()
+
+        # N more, and one of the other tenant's, which must not count here.
+        before = int(page.evaluate(DISPLAYED_REQUESTS).replace(",", ""))
+        n = 5
+        ask(sdk_b)
+        for _ in range(n):
+            ask(sdk_a)
+        delay = _wait_for_requests(page, before + n, LIVE_WITHIN_S)
+        print(f"first request shown after {first:.2f} s, {n} more after {delay:.2f} s")
+        time.sleep(2.0)  # time for a wrong push to arrive
+        assert page.evaluate(DISPLAYED_REQUESTS).replace(",", "") == str(before + n)
+        assert page.evaluate("window.__sameDocument") is True  # pushed, never reloaded
+        assert page.locator("[data-chart=requests] svg rect.chart-bar").count() >= 1
+
+        # Split by key: the member sees their organization's key, never the other's.
+        page.get_by_label("Split by").select_option("key")
+        page.locator("[data-chart=requests] .chart-legend li", has_text="acme-live-key").wait_for(timeout=10_000)
+        page.get_by_text("Live", exact=True).wait_for(timeout=10_000)  # a new socket for the new split
+        assert "globex-live-key" not in page.content()
+        assert page.evaluate(DISPLAYED_REQUESTS).replace(",", "") == str(before + n)
+    orm.shutdown()
