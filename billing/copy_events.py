@@ -126,13 +126,13 @@ rolled AS (
         )
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM inserted), (SELECT count(*) FROM rolled)
+SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM rolled)
 """
 
 
-def write(payloads: list[bytes]) -> tuple[int, int]:
+def write(payloads: list[bytes]) -> int:
     """Writes the payloads (each a JSON event or a JSON array of events) in one
-    transaction; returns (events read, events new). Raises IntegrityError or DataError when
+    transaction; returns how many events were new. Raises IntegrityError or DataError when
     the database refuses any of them, having written none."""
     outer = connection.in_atomic_block
     with transaction.atomic(), connection.cursor() as cursor:
@@ -147,5 +147,5 @@ def write(payloads: list[bytes]) -> tuple[int, int]:
         cursor.execute("SET LOCAL jit = off")
         cursor.execute("SET LOCAL work_mem = '64MB'")
         cursor.execute(statement())
-        read, new, _ = cursor.fetchone()
-    return read, new
+        new, _ = cursor.fetchone()
+    return int(new)

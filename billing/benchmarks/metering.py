@@ -242,7 +242,7 @@ def _query_tenant(log: Callable[[str], None]) -> Any:
     UsageRollup.objects.for_org(org).delete()
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     start = end - timedelta(days=QUERY_DAYS)
-    per_day = QUERY_EVENTS // QUERY_DAYS
+    per_day = -(-QUERY_EVENTS // QUERY_DAYS)
     models = "ARRAY[" + ", ".join(f"'{m}'" for m in MODELS) + "]"
     regions = "ARRAY[" + ", ".join(f"'{r}'" for r in REGIONS) + "]"
     # Every combination of model, region and key occurs each hour (the most rollup rows);
@@ -262,9 +262,9 @@ def _query_tenant(log: Callable[[str], None]) -> Any:
     sql = statement(generated)
     for day in range(QUERY_DAYS):
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(sql, {"org": org.pk, "start": start, "first": day * per_day, "last": (day + 1) * per_day - 1})
+            cursor.execute(sql, {"org": org.pk, "start": start, "first": day * per_day, "last": min((day + 1) * per_day, QUERY_EVENTS) - 1})
         if day % 5 == 4:
-            log(f"metering: {(day + 1) * per_day:,} events")
+            log(f"metering: {min((day + 1) * per_day, QUERY_EVENTS):,} events")
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
     return org
