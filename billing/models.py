@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
+from console.ids import public_id_field
 from console.models import Organization
 from console.tenancy import TenantManager
 
@@ -99,3 +100,162 @@ class UsageRollup(models.Model):
                 fields=["organization", "granularity", "bucket", "breakdown", "route", "deployment_id", "region", "key_id", "model"], name="one_rollup_per_bucket_and_dimensions"
             )
         ]
+
+
+# ---------------------------------------------------------------------------------------
+# Plans, the price book, credits and invoices. Money is Decimal in the organization's
+# currency; unit prices keep their sub-cent precision and rounding happens once, on each
+# invoice line (billing.rating).
+
+
+class Plan(models.TextChoices):
+    FREE = "free", "Free"
+    PAY_AS_YOU_GO = "payg", "Pay as you go"
+    ENTERPRISE = "enterprise", "Enterprise"
+
+
+class BillingAccount(models.Model):
+    """An organization's plan and spend settings. Created on first use with the default
+    plan (billing.accounts.account_for)."""
+
+    organization = models.OneToOneField(Organization, on_delete=models.CASCADE, related_name="billing_account")
+    plan = models.CharField(max_length=10, choices=Plan.choices, default=Plan.PAY_AS_YOU_GO)
+    currency = models.CharField(max_length=3, default="usd")
+    monthly_budget = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True, help_text="Alerts at 50%, 80% and 100%; does not stop traffic.")
+    alert_webhook_url = models.URLField(blank=True, help_text="Budget alerts are also POSTed here as JSON.")
+    committed_monthly_minimum = models.DecimalField(max_digits=14, decimal_places=2, default=0, help_text="Enterprise: a month is invoiced at least this much.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TenantManager()
+
+
+class ModelPrice(models.Model):
+    """Prices per million tokens of a model name, from `effective_from` until the next
+    version. An organization's own row (an enterprise deal) wins over the platform's."""
+
+    organization = models.ForeignKey(Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="+", help_text="Empty: the platform's price.")
+    model = models.CharField(max_length=100)
+    input_price_per_mtok = models.DecimalField(max_digits=18, decimal_places=9)
+    output_price_per_mtok = models.DecimalField(max_digits=18, decimal_places=9)
+    effective_from = models.DateTimeField(help_text="On a whole hour (UTC).")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["model", "-effective_from"]
+        constraints = [models.UniqueConstraint(fields=["organization", "model", "effective_from"], name="one_model_price_version", nulls_distinct=False)]
+
+
+class GpuPrice(models.Model):
+    """What a dedicated replica costs per GPU-second of its GPU type, cold start included."""
+
+    organization = models.ForeignKey(Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="+", help_text="Empty: the platform's price.")
+    gpu_type = models.ForeignKey("deployments.GpuType", on_delete=models.PROTECT, related_name="+")
+    price_per_second = models.DecimalField(max_digits=20, decimal_places=12)
+    effective_from = models.DateTimeField(help_text="On a whole hour (UTC).")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["gpu_type", "-effective_from"]
+        constraints = [models.UniqueConstraint(fields=["organization", "gpu_type", "effective_from"], name="one_gpu_price_version", nulls_distinct=False)]
+
+
+class ProviderMarkup(models.Model):
+    """External providers' cost is passed through with this markup."""
+
+    organization = models.ForeignKey(Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="+", help_text="Empty: the platform's markup.")
+    percent = models.DecimalField(max_digits=7, decimal_places=3)
+    effective_from = models.DateTimeField(help_text="On a whole hour (UTC).")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-effective_from"]
+        constraints = [models.UniqueConstraint(fields=["organization", "effective_from"], name="one_markup_version", nulls_distinct=False)]
+
+
+class CreditGrant(models.Model):
+    """Prepaid or promotional credit, drawn down (earliest expiry first) before charging."""
+
+    id = public_id_field("crd")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    reason = models.CharField(max_length=200)
+    granted_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TenantManager()
+
+    class Meta:
+        ordering = ["expires_at", "granted_at"]
+
+
+class Invoice(models.Model):
+    """A closed month: immutable once written (billing.invoices.close_period)."""
+
+    id = public_id_field("inv")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    currency = models.CharField(max_length=3)
+    plan = models.CharField(max_length=10, choices=Plan.choices)
+    subtotal = models.DecimalField(max_digits=14, decimal_places=2)
+    credits_applied = models.DecimalField(max_digits=14, decimal_places=2)
+    minimum_adjustment = models.DecimalField(max_digits=14, decimal_places=2)
+    total = models.DecimalField(max_digits=14, decimal_places=2)
+    closed_at = models.DateTimeField(default=timezone.now)
+
+    objects = TenantManager()
+
+    class Meta:
+        ordering = ["-period_start"]
+        constraints = [models.UniqueConstraint(fields=["organization", "period_start"], name="one_invoice_per_period")]
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if not self._state.adding:
+            raise ValueError("A closed invoice is immutable.")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+
+class InvoiceLine(models.Model):
+    class Kind(models.TextChoices):
+        TOKENS = "tokens", "Tokens"
+        PROVIDER = "provider", "External provider"
+        GPU = "gpu", "Dedicated GPU time"
+
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
+    position = models.PositiveIntegerField()
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    description = models.CharField(max_length=300)
+    quantity = models.DecimalField(max_digits=24, decimal_places=6)
+    unit = models.CharField(max_length=40)
+    unit_price = models.DecimalField(max_digits=24, decimal_places=12)
+    exact_amount = models.DecimalField(max_digits=30, decimal_places=12)
+    amount = models.DecimalField(max_digits=14, decimal_places=2, help_text="exact_amount rounded half up to the cent: the only rounding.")
+
+    class Meta:
+        ordering = ["position"]
+
+
+class BudgetAlert(models.Model):
+    """One per organization, month and threshold: sent once."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    period_start = models.DateTimeField()
+    threshold_percent = models.PositiveSmallIntegerField()
+    budget = models.DecimalField(max_digits=14, decimal_places=2)
+    spend = models.DecimalField(max_digits=14, decimal_places=2)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = TenantManager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["organization", "period_start", "threshold_percent"], name="one_budget_alert_per_threshold")]
+
+
+class CreditDrawdown(models.Model):
+    """How much of a grant a closed invoice used: what remains of a grant is its amount
+    less its drawdowns."""
+
+    grant = models.ForeignKey(CreditGrant, on_delete=models.CASCADE, related_name="drawdowns")
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="drawdowns")
+    amount = models.DecimalField(max_digits=14, decimal_places=2)

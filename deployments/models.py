@@ -90,6 +90,8 @@ class Quota(models.Model):
     key_requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
     key_tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
     key_concurrent_requests = models.PositiveIntegerField(null=True, blank=True)
+    # A hard cap on a calendar month's spend: past it the gateway answers 402.
+    monthly_spend_cap = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = TenantManager()

@@ -1,0 +1,156 @@
+"""Invoices: the running preview of the current month and closed, immutable months.
+
+A month's charges are its rated lines (billing.rating), raised to the plan's committed
+minimum (enterprise); credits are then drawn down, the grants that expire first first,
+and what is left is the total. The free plan carries a monthly credit of its own
+(FREE_PLAN_MONTHLY_CREDIT) and its hard limit is its credit: past it, the gateway refuses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q, Sum
+
+from billing import rating
+from billing.models import BillingAccount, CreditDrawdown, CreditGrant, Invoice, InvoiceLine, Plan
+from console.models import Organization
+
+
+def free_plan_monthly_credit() -> Decimal:
+    return Decimal(str(getattr(settings, "FREE_PLAN_MONTHLY_CREDIT", "5.00")))
+
+
+def account_for(org: Organization) -> BillingAccount:
+    account, _ = BillingAccount.objects.get_or_create(organization=org)
+    return account
+
+
+@dataclass
+class CreditUse:
+    grant_id: str  # "" for the free plan's monthly credit
+    description: str
+    amount: Decimal
+
+
+@dataclass
+class Draft:
+    organization: Organization
+    period_start: datetime
+    period_end: datetime
+    plan: str
+    currency: str
+    lines: list[rating.Line]
+    subtotal: Decimal
+    minimum_adjustment: Decimal
+    credits: list[CreditUse] = field(default_factory=list)
+
+    @property
+    def credits_applied(self) -> Decimal:
+        return sum((use.amount for use in self.credits), Decimal(0))
+
+    @property
+    def total(self) -> Decimal:
+        return self.subtotal + self.minimum_adjustment - self.credits_applied
+
+
+def remaining_credit(grant: CreditGrant) -> Decimal:
+    used = grant.drawdowns.aggregate(used=Sum("amount"))["used"] or Decimal(0)
+    return grant.amount - used
+
+
+def _usable_grants(org: Organization, period_start: datetime, period_end: datetime) -> list[CreditGrant]:
+    # A grant counts for a month it was granted before the end of and had not expired by
+    # the start of.
+    return list(
+        CreditGrant.objects.for_org(org)
+        .filter(granted_at__lt=period_end)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=period_start))
+        .order_by(F("expires_at").asc(nulls_last=True), "granted_at", "id")
+    )
+
+
+def draft(org: Organization, period_start: datetime, *, now: datetime | None = None) -> Draft:
+    """The invoice for the month starting at period_start, as it stands at `now`."""
+    now = now or datetime.now(UTC)
+    period_end = rating.next_month(period_start)
+    account = account_for(org)
+    lines = [line for line in rating.rate(org, period_start, period_end, now=now) if line.amount or line.exact_amount]
+    subtotal = rating.subtotal(lines)
+    minimum = account.committed_monthly_minimum if account.plan == Plan.ENTERPRISE else Decimal(0)
+    invoice = Draft(org, period_start, period_end, account.plan, account.currency, lines, subtotal, max(Decimal(0), minimum - subtotal))
+    owed = invoice.subtotal + invoice.minimum_adjustment
+    if account.plan == Plan.FREE and owed > 0:
+        use = min(owed, free_plan_monthly_credit())
+        invoice.credits.append(CreditUse("", "Free plan monthly credit", use))
+        owed -= use
+    for grant in _usable_grants(org, period_start, period_end):
+        if owed <= 0:
+            break
+        use = min(owed, remaining_credit(grant))
+        if use > 0:
+            invoice.credits.append(CreditUse(grant.pk, f"Credit {grant.pk}: {grant.reason}", use))
+            owed -= use
+    return invoice
+
+
+def preview(org: Organization, *, now: datetime | None = None) -> Draft:
+    now = now or datetime.now(UTC)
+    return draft(org, rating.month_start(now), now=now)
+
+
+def close_period(org: Organization, period_start: datetime, *, now: datetime | None = None) -> Invoice:
+    """Writes the month's invoice once it is over; closing it again returns the same one."""
+    now = now or datetime.now(UTC)
+    if rating.next_month(period_start) > now:
+        raise ValueError("A month can be closed only once it is over.")
+    existing = Invoice.objects.for_org(org).filter(period_start=period_start).first()
+    if existing is not None:
+        return existing
+    invoice_draft = draft(org, period_start, now=now)
+    try:
+        with transaction.atomic():
+            invoice = Invoice.objects.create(
+                organization=org,
+                period_start=period_start,
+                period_end=invoice_draft.period_end,
+                currency=invoice_draft.currency,
+                plan=invoice_draft.plan,
+                subtotal=invoice_draft.subtotal,
+                credits_applied=invoice_draft.credits_applied,
+                minimum_adjustment=invoice_draft.minimum_adjustment,
+                total=invoice_draft.total,
+                closed_at=now,
+            )
+            InvoiceLine.objects.bulk_create(
+                InvoiceLine(
+                    invoice=invoice, position=position, kind=line.kind, description=line.description, quantity=line.quantity.quantize(Decimal("0.000001")),
+                    unit=line.unit, unit_price=line.unit_price, exact_amount=line.exact_amount, amount=line.amount,
+                )  # fmt: skip
+                for position, line in enumerate(invoice_draft.lines)
+            )
+            CreditDrawdown.objects.bulk_create(CreditDrawdown(grant_id=use.grant_id, invoice=invoice, amount=use.amount) for use in invoice_draft.credits if use.grant_id)
+    except IntegrityError:  # closed by another worker at the same moment
+        return Invoice.objects.for_org(org).get(period_start=period_start)
+    return invoice
+
+
+def spend_limit(org: Organization, *, now: datetime | None = None) -> Decimal | None:
+    """The most this month may cost before the gateway refuses with 402: the staff's hard
+    cap, and on the free plan what its credits cover; None when unlimited."""
+    from deployments.models import Quota
+
+    now = now or datetime.now(UTC)
+    limits = []
+    cap = Quota.objects.filter(organization=org).values_list("monthly_spend_cap", flat=True).first()
+    if cap is not None:
+        limits.append(cap)
+    if account_for(org).plan == Plan.FREE:
+        period_start = rating.month_start(now)
+        grants = sum((remaining_credit(grant) for grant in _usable_grants(org, period_start, rating.next_month(period_start))), Decimal(0))
+        limits.append(free_plan_monthly_credit() + grants)
+    return min(limits) if limits else None

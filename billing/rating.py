@@ -1,0 +1,208 @@
+"""Rating: metered usage priced with the price book, into invoice lines.
+
+What is charged, per usage source:
+- a request served by a dedicated deployment: nothing per token; its replicas' GPU-seconds
+  (billing.gpu_time, cold start included) at the GPU type's price per second;
+- a request for a model the price book prices (ModelPrice): its input and output tokens
+  at that model's prices per million;
+- any other request through an external provider: the provider's cost (on the usage
+  event, exact) passed through with the markup (ProviderMarkup).
+
+Each version of a price holds from its `effective_from` (a whole hour) until the next; an
+organization's own versions (an enterprise deal) win over the platform's. Usage is read
+from the hourly rollups, so every hour is priced at the version in force in it, exactly
+as each of its events would be. Amounts are exact decimals until each invoice line, which
+rounds half up to the cent: the only rounding.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from django.db.models import Q, QuerySet, Sum
+
+from billing import gpu_time
+from billing.models import Breakdown, GpuPrice, Granularity, InvoiceLine, ModelPrice, ProviderMarkup, UsageRollup
+from console.models import Organization
+
+MILLION = Decimal(1_000_000)
+CENT = Decimal("0.01")
+
+
+def round_to_cents(amount: Decimal) -> Decimal:
+    return amount.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def month_start(at: datetime) -> datetime:
+    at = at.astimezone(UTC)
+    return at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def next_month(start: datetime) -> datetime:
+    return (start + timedelta(days=32)).replace(day=1)
+
+
+# ---------------------------------------------------------------------------------------
+# The price book in force
+
+
+class Versions:
+    """Versions of one price, each in force from its start until the next one's."""
+
+    def __init__(self, versions: Iterable[tuple[datetime, Any]]) -> None:
+        ordered = sorted(versions, key=lambda version: version[0])
+        self.starts = [start for start, _ in ordered]
+        self.values = [value for _, value in ordered]
+
+    def at(self, moment: datetime) -> Any | None:
+        index = bisect.bisect_right(self.starts, moment) - 1
+        return self.values[index] if index >= 0 else None
+
+
+
+def _for(org: Organization, rows: QuerySet[Any]) -> QuerySet[Any]:
+    return rows.filter(Q(organization=org) | Q(organization__isnull=True))
+
+
+@dataclass
+class PriceBook:
+    """Everything that prices one organization's usage, loaded once."""
+
+    model_prices: dict[str, Versions]
+    gpu_prices: dict[str, Versions]
+    markup: Versions
+
+    @classmethod
+    def load(cls, org: Organization) -> PriceBook:
+        def chosen(rows: Iterable[Any], key: str) -> dict[str, Versions]:
+            # The organization's own versions replace the platform's for that key.
+            platform: dict[str, list[tuple[datetime, Any]]] = defaultdict(list)
+            own: dict[str, list[tuple[datetime, Any]]] = defaultdict(list)
+            for row in rows:
+                (own if row.organization_id else platform)[getattr(row, key)].append((row.effective_from, row))
+            return {name: Versions(own.get(name) or platform[name]) for name in {*platform, *own}}
+
+        markups = list(_for(org, ProviderMarkup.objects.all()))
+        own_markups = [(m.effective_from, m.percent) for m in markups if m.organization_id]
+        return cls(
+            model_prices=chosen(_for(org, ModelPrice.objects.all()), "model"),
+            gpu_prices=chosen(_for(org, GpuPrice.objects.all()), "gpu_type_id"),
+            markup=Versions(own_markups or [(m.effective_from, m.percent) for m in markups if not m.organization_id]),
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Lines
+
+
+@dataclass
+class Line:
+    kind: str
+    description: str
+    unit: str
+    unit_price: Decimal
+    quantity: Decimal = Decimal(0)
+    exact_amount: Decimal = Decimal(0)
+
+    @property
+    def amount(self) -> Decimal:
+        return round_to_cents(self.exact_amount)
+
+    def add(self, quantity: Decimal, amount: Decimal) -> None:
+        self.quantity += quantity
+        self.exact_amount += amount
+
+
+def _hourly_usage(org: Organization, start: datetime, end: datetime) -> Iterable[dict[str, Any]]:
+    """Per hour and model, split by whether a deployment served it: tokens and cost."""
+    return (
+        UsageRollup.objects.for_org(org)
+        .filter(granularity=Granularity.HOUR, breakdown=Breakdown.ALL, bucket__gte=start, bucket__lt=end)
+        .annotate(dedicated=~Q(deployment_id=""))
+        .values("bucket", "model", "dedicated")
+        .annotate(input_tokens=Sum("input_tokens"), output_tokens=Sum("output_tokens"), cost=Sum("cost"))
+        .order_by("bucket", "model")
+    )
+
+
+def rate(org: Organization, start: datetime, end: datetime, *, now: datetime | None = None, book: PriceBook | None = None) -> list[Line]:
+    """The lines for [start, end) (whole hours), in a stable order."""
+    book = book or PriceBook.load(org)
+    lines: dict[tuple[object, ...], Line] = {}
+
+    def line(key: tuple[object, ...], **spec: Any) -> Line:
+        if key not in lines:
+            lines[key] = Line(**spec)
+        return lines[key]
+
+    for row in _hourly_usage(org, start, end):
+        if row["dedicated"]:
+            continue  # billed as GPU time
+        hour, model = row["bucket"], row["model"]
+        versions = book.model_prices.get(model)
+        price = versions.at(hour) if versions else None
+        if price is not None:
+            for direction, tokens, unit_price in (("input", row["input_tokens"], price.input_price_per_mtok), ("output", row["output_tokens"], price.output_price_per_mtok)):
+                if tokens:
+                    spec = {"kind": InvoiceLine.Kind.TOKENS, "description": f"{model}: {direction} tokens", "unit": "1M tokens", "unit_price": unit_price}
+                    line(("tokens", model, direction, price.pk), **spec).add(Decimal(tokens) / MILLION, tokens * unit_price / MILLION)
+            continue
+        if row["cost"]:
+            percent = book.markup.at(hour) or Decimal(0)
+            multiplier = 1 + percent / 100
+            spec = {"kind": InvoiceLine.Kind.PROVIDER, "description": f"{model}: external provider cost + {percent.normalize():f}%", "unit": "USD of provider cost", "unit_price": multiplier}
+            line(("provider", model, percent), **spec).add(row["cost"], row["cost"] * multiplier)
+
+    _rate_gpu_time(org, start, end, now, book, line)
+    return sorted(lines.values(), key=lambda item: ([InvoiceLine.Kind.TOKENS, InvoiceLine.Kind.PROVIDER, InvoiceLine.Kind.GPU].index(item.kind), item.description))
+
+
+def _rate_gpu_time(org: Organization, start: datetime, end: datetime, now: datetime | None, book: PriceBook, line: Any) -> None:
+    # One GPU-seconds query per stretch of time in which no GPU price changes.
+    edges = sorted({start, end, *(moment for versions in book.gpu_prices.values() for moment in versions.starts if start < moment < end)})
+    for begin, finish in zip(edges, edges[1:], strict=False):
+        if begin >= (now or datetime.now(UTC)):
+            break
+        for row in gpu_time.gpu_seconds(org, begin, finish, ("deployment_id", "gpu_type"), now=now):
+            versions = book.gpu_prices.get(row.gpu_type or "")
+            price = versions.at(begin) if versions else None
+            if price is None:
+                continue  # no price for this GPU type: not charged, never guessed
+            spec = {
+                "kind": InvoiceLine.Kind.GPU,
+                "description": f"{row.deployment_name}: {row.gpu_type} GPU-seconds",
+                "unit": "GPU-second",
+                "unit_price": price.price_per_second,
+            }
+            line(("gpu", row.deployment_id, row.gpu_type, price.pk), **spec).add(row.gpu_seconds, row.gpu_seconds * price.price_per_second)
+
+
+def subtotal(lines: Sequence[Line]) -> Decimal:
+    return sum((line.amount for line in lines), Decimal(0))
+
+
+def month_to_date(org: Organization, now: datetime | None = None) -> Decimal:
+    """This month's charges so far, before credits: the sum of the rounded lines."""
+    now = now or datetime.now(UTC)
+    start = month_start(now)
+    return subtotal(rate(org, start, now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1), now=now))
+
+
+def hourly_amounts_micros(org: Organization, start: datetime, end: datetime, *, now: datetime | None = None) -> dict[datetime, int]:
+    """Exact charges per closed hour in [start, end), in micro-dollars (rounded half up),
+    before credits: what is pushed to Stripe's meter hour by hour."""
+    book = PriceBook.load(org)
+    amounts = {}
+    hour = start
+    while hour < end:
+        following = hour + timedelta(hours=1)
+        exact = sum((item.exact_amount for item in rate(org, hour, following, now=now, book=book)), Decimal(0))
+        amounts[hour] = int((exact * MILLION).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+        hour = following
+    return amounts
