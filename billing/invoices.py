@@ -26,8 +26,9 @@ def free_plan_monthly_credit() -> Decimal:
 
 
 def account_for(org: Organization) -> BillingAccount:
-    account, _ = BillingAccount.objects.get_or_create(organization=org)
-    return account
+    """The organization's account, or the defaults if it never changed them (unsaved:
+    reading never writes)."""
+    return BillingAccount.objects.filter(organization=org).first() or BillingAccount(organization=org)
 
 
 @dataclass
@@ -139,7 +140,13 @@ def close_period(org: Organization, period_start: datetime, *, now: datetime | N
     return invoice
 
 
-def spend_limit(org: Organization, *, now: datetime | None = None) -> Decimal | None:
+@dataclass(frozen=True)
+class SpendLimit:
+    amount: Decimal
+    reason: str  # says what the limit is, in the gateway's 402
+
+
+def spend_limit(org: Organization, *, now: datetime | None = None) -> SpendLimit | None:
     """The most this month may cost before the gateway refuses with 402: the staff's hard
     cap, and on the free plan what its credits cover; None when unlimited."""
     from deployments.models import Quota
@@ -148,9 +155,10 @@ def spend_limit(org: Organization, *, now: datetime | None = None) -> Decimal | 
     limits = []
     cap = Quota.objects.filter(organization=org).values_list("monthly_spend_cap", flat=True).first()
     if cap is not None:
-        limits.append(cap)
+        limits.append(SpendLimit(cap, f"monthly spend cap of ${cap}"))
     if account_for(org).plan == Plan.FREE:
         period_start = rating.month_start(now)
         grants = sum((remaining_credit(grant) for grant in _usable_grants(org, period_start, rating.next_month(period_start))), Decimal(0))
-        limits.append(free_plan_monthly_credit() + grants)
-    return min(limits) if limits else None
+        credit = free_plan_monthly_credit() + grants
+        limits.append(SpendLimit(credit, f"free plan credit of ${credit}"))
+    return min(limits, key=lambda limit: limit.amount) if limits else None

@@ -187,11 +187,13 @@ def subtotal(lines: Sequence[Line]) -> Decimal:
     return sum((line.amount for line in lines), Decimal(0))
 
 
-def month_to_date(org: Organization, now: datetime | None = None) -> Decimal:
-    """This month's charges so far, before credits: the sum of the rounded lines."""
+def month_to_date(org: Organization, now: datetime | None = None, *, exact: bool = False) -> Decimal:
+    """This month's charges so far, before credits: the sum of the rounded lines (or of
+    their exact amounts)."""
     now = now or datetime.now(UTC)
     start = month_start(now)
-    return subtotal(rate(org, start, now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1), now=now))
+    lines = rate(org, start, now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1), now=now)
+    return sum((line.exact_amount for line in lines), Decimal(0)) if exact else subtotal(lines)
 
 
 def hourly_amounts_micros(org: Organization, start: datetime, end: datetime, *, now: datetime | None = None) -> dict[datetime, int]:

@@ -5,7 +5,7 @@ over the headers, a cached key and organization snapshot, one limiter call, then
 upstream exchange. Database work happens only when a cache entry is stale, in a thread.
 
 Order of checks: body size (413), key (401/403), JSON (400), organization standing (403),
-model (404), limits (429), then targets (503 when none is healthy in the allowed regions).
+model (404), limits (429), the monthly spend limit (402), then targets (503 when none is healthy in the allowed regions).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from django.conf import settings
 
 from billing import usage
 from console.models import Organization
-from routing import metrics, pricing
+from routing import metrics, pricing, spend
 from routing.access_log import AccessLog
 from routing.auth import Caller, authenticate
 from routing.cache import DatabaseUnavailable, RefreshingCache, run_db
@@ -35,6 +35,7 @@ from routing.health import EndpointHealth, HealthBook
 from routing.limits import Admission, Limiter, MemoryLimiter, RedisLimiter, scopes_for
 from routing.policy import order_targets
 from routing.snapshot import Endpoint, OrgSnapshot, Route, Target, load_snapshot
+from routing.spend import MemorySpendLedger, RedisSpendLedger, SpendLedger, SpendPolicy
 from routing.upstream import UpstreamError, UpstreamResponse, Upstreams
 
 Scope = MutableMapping[str, Any]
@@ -83,6 +84,8 @@ class Exchange:
     recorded: bool = False
     admission: Admission | None = None  # set once admitted: settled on every way out
     usage_reported: bool = False  # the upstream said how many tokens it used
+    spend_policy: SpendPolicy | None = None
+    spend_reserved: int | None = None  # micro-dollars held under the spend limit: settled on every way out
 
 
 @dataclass(slots=True)
@@ -106,6 +109,7 @@ class Gateway:
         self.upstreams = Upstreams()
         self.health = HealthBook(on_change=_publish_breaker, on_forget=_forget_endpoint)
         self.limiter: Limiter = RedisLimiter(settings.REDIS_URL) if settings.REDIS_URL else MemoryLimiter()
+        self.spend: SpendLedger = RedisSpendLedger(settings.REDIS_URL) if settings.REDIS_URL else MemorySpendLedger()
         self.snapshots: RefreshingCache[str, OrgSnapshot] = RefreshingCache(
             load_snapshot,
             ttl=settings.GATEWAY_ROUTES_CACHE_SECONDS,
@@ -174,6 +178,8 @@ class Gateway:
             raise GatewayError(404, f"The model '{exchange.model}' does not exist for this organization. GET /v1/models lists what you can call.", "model_not_found", param="model")
         exchange.route = route.name
         exchange.admission = admission = await self._admit(exchange, caller, snapshot, payload)
+        if snapshot.spend is not None:
+            await self._reserve_spend(exchange, snapshot, snapshot.spend, route, payload)
         # If the client goes away, cancel this task: that closes the upstream connection,
         # which stops the upstream's work too.
         task = asyncio.current_task()
@@ -213,6 +219,27 @@ class Gateway:
                 message = f"Rate limit reached for {who}: {admission.exceeded} per minute. Retry after {max(1, round(admission.retry_after_s))} s, or ask for a higher quota."
             raise GatewayError(429, message, f"rate_limit_{admission.exceeded}", headers=admission.headers())
         return admission
+
+    async def _reserve_spend(self, exchange: Exchange, snapshot: OrgSnapshot, policy: SpendPolicy, route: Route, payload: dict[str, Any]) -> None:
+        """Holds the most this request can be charged under the monthly limit, or refuses
+        it with 402. Requests already in flight are never cut off."""
+        prompt_bound, output_bound = _spend_token_bounds(payload, exchange.endpoint)
+        providers = [t for r in self._chain(snapshot, route) for t in r.targets if t.kind == "provider"]
+        dearest = (max(t.input_price_per_mtok for t in providers), max(t.output_price_per_mtok for t in providers)) if providers else None
+        micros = spend.to_micros(spend.charge(policy, exchange.model, prompt_bound, output_bound, dearest), up=True)
+        try:
+            held = await self.spend.reserve(snapshot.org_id, policy, micros)
+        except Exception:  # noqa: BLE001 - as for rate limits: a store outage must not refuse every tenant
+            log.exception("spend ledger unavailable; admitting %s unchecked", exchange.request_id)
+            return
+        if not held:
+            metrics.SPEND_REFUSED.labels(snapshot.org_id).inc()
+            raise GatewayError(
+                402,
+                f"This organization has reached its {policy.reason} for this month. New requests are refused until an owner or admin raises the limit or adds credit (Billing page).",
+                "spend_limit_reached",
+            )
+        exchange.spend_policy, exchange.spend_reserved = policy, micros
 
     # -----------------------------------------------------------------------------------
     # Routing and proxying
@@ -455,6 +482,13 @@ class Gateway:
                 await self.limiter.settle(exchange.request_id, admission, used_tokens)
             except Exception:  # noqa: BLE001 - a lost settle only leaks a lease until it expires
                 log.exception("settling limits for %s failed", exchange.request_id)
+        if exchange.spend_reserved is not None and exchange.spend_policy is not None and caller is not None:
+            provider = (exchange.input_price, exchange.output_price) if exchange.target and not exchange.deployment_id else None
+            charged = spend.charge(exchange.spend_policy, exchange.model, exchange.input_tokens, exchange.output_tokens, provider)
+            try:
+                await self.spend.settle(caller.org_id, exchange.spend_reserved, spend.to_micros(charged))
+            except Exception:  # noqa: BLE001 - a lost settle keeps a reservation until its key expires
+                log.exception("settling spend for %s failed", exchange.request_id)
         cost = pricing.cost(exchange.input_tokens, exchange.output_tokens, exchange.input_price, exchange.output_price)
         if not exchange.recorded:
             await self._record(exchange)
@@ -712,6 +746,19 @@ def _token_estimate(payload: dict[str, Any], endpoint: str) -> int:
         chars = len(value) if isinstance(value, str) else sum(len(str(item)) for item in value)
     output = 0 if endpoint == "embeddings" else int(payload.get("max_completion_tokens") or payload.get("max_tokens") or DEFAULT_OUTPUT_RESERVATION)
     return chars // 4 + 1 + output
+
+
+def _spend_token_bounds(payload: dict[str, Any], endpoint: str) -> tuple[int, int]:
+    """Upper bounds on the tokens a request can be charged for: a token is at least one
+    byte of text (plus a few for each chat message's template), and the answer at most
+    max_tokens."""
+    if endpoint == "chat/completions":
+        prompt = sum(len(str(m.get("content") or "").encode()) + 16 for m in payload["messages"])
+    else:
+        value = payload.get(_REQUIRED_INPUT[endpoint])
+        prompt = len(value.encode()) if isinstance(value, str) else sum(len(str(item).encode()) for item in value)
+    output = 0 if endpoint == "embeddings" else int(payload.get("max_completion_tokens") or payload.get("max_tokens") or DEFAULT_OUTPUT_RESERVATION)
+    return prompt + 1, output
 
 
 def _count_usage(exchange: Exchange, content: bytes) -> None:

@@ -23,6 +23,7 @@ UPSTREAM_ERRORS = Counter("switchboard_gateway_upstream_errors", "Failed upstrea
 RETRIES = Counter("switchboard_gateway_retries", "Attempts after the first.", ["organization", "route"], registry=registry)
 BREAKER = Gauge("switchboard_gateway_circuit_state", "Circuit breaker per endpoint: 0 closed, 1 half open, 2 open.", ["endpoint"], registry=registry)
 RATE_LIMITED = Counter("switchboard_gateway_rate_limited", "Requests refused by a limit.", ["organization", "limit"], registry=registry)
+SPEND_REFUSED = Counter("switchboard_gateway_spend_refused", "Requests refused with 402: the monthly spend limit is reached.", ["organization"], registry=registry)
 USAGE_LOST = Counter("switchboard_gateway_usage_unrecorded", "Answers whose usage event could not be made durable (disk full, and Redis down).", registry=registry)
 IN_FLIGHT = Gauge("switchboard_gateway_in_flight", "Requests being served.", registry=registry)
 

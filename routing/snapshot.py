@@ -16,6 +16,7 @@ from deployments.models import ClusterGpu, Deployment, Quota, Replica
 from deployments.services import quota_for
 from routing import pricing, secrets
 from routing.models import ModelRoute, RouteTarget, Strategy
+from routing.spend import SpendPolicy, to_micros
 
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_ATTEMPT_TIMEOUT_S = 30.0
@@ -88,6 +89,7 @@ class OrgSnapshot:
     limits: Limits
     routes: dict[str, Route]
     loaded_at: float
+    spend: SpendPolicy | None = None  # None: no monthly limit
 
     @property
     def suspended(self) -> bool:
@@ -168,7 +170,29 @@ def load_snapshot(org_id: str) -> OrgSnapshot:
             targets=tuple(sorted(targets, key=lambda t: t.position)),
             created=int(route.created_at.timestamp()),
         )
-    return OrgSnapshot(org_id=org.pk, status=org.status, status_reason=org.status_reason, limits=limits, routes=routes, loaded_at=time.monotonic())
+    return OrgSnapshot(org_id=org.pk, status=org.status, status_reason=org.status_reason, limits=limits, routes=routes, loaded_at=time.monotonic(), spend=_spend_policy(org))
+
+
+def _spend_policy(org: Organization) -> SpendPolicy | None:
+    """The monthly limit with the month's spend so far and today's prices; rated only for
+    organizations that have a limit."""
+    from django.utils import timezone
+
+    from billing import invoices, rating
+
+    limit = invoices.spend_limit(org)
+    if limit is None:
+        return None
+    now = timezone.now()
+    book = rating.PriceBook.load(org)
+    current = {model: versions.at(now) for model, versions in book.model_prices.items()}
+    return SpendPolicy(
+        limit_micros=to_micros(limit.amount),
+        spent_micros=to_micros(rating.month_to_date(org, now, exact=True), up=True),
+        reason=limit.reason,
+        model_prices={model: (price.input_price_per_mtok, price.output_price_per_mtok) for model, price in current.items() if price is not None},
+        markup=1 + (book.markup.at(now) or Decimal(0)) / 100,
+    )
 
 
 def _deployment_target(deployment: Deployment, replicas: list[Replica], gpu_prices: dict[tuple[str, str], Decimal]) -> Target:

@@ -1,0 +1,128 @@
+"""Spend caps in the gateway: a request is admitted only if the most it can cost still fits
+under the organization's monthly limit (the staff's hard cap, or on the free plan what
+its credits cover), counting what other requests have reserved.
+
+Money here is integer micro-dollars. The month's spend as rated from the database comes
+with the organization's snapshot (refreshed every few seconds). Between refreshes, and
+until the ingester has written a finished request's usage, the ledger holds:
+- reservations of requests in flight (their most possible charge), and
+- the real charges of requests settled in the last SETTLED_WINDOW_S seconds.
+A settled charge can be counted twice for a moment (in the window and already in the
+database): that errs towards refusing early, never towards overspending.
+
+With REDIS_URL the ledger is one Lua script per admission on Redis (atomic across gateway
+processes); on the embedded default it lives in the one gateway process.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Protocol
+
+MICROS = Decimal(1_000_000)
+SETTLED_WINDOW_S = 10  # longer than a snapshot's age plus the ingester's delay
+
+
+@dataclass(frozen=True, slots=True)
+class SpendPolicy:
+    """An organization's monthly limit and prices, as of its snapshot."""
+
+    limit_micros: int
+    spent_micros: int  # this month, rated from the database
+    reason: str  # what the limit is, for the 402 message
+    model_prices: dict[str, tuple[Decimal, Decimal]]  # model -> input, output per million tokens
+    markup: Decimal  # external providers' cost multiplier
+
+
+def to_micros(amount: Decimal, *, up: bool = False) -> int:
+    micros = amount * MICROS
+    return math.ceil(micros) if up else int(micros.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def charge(policy: SpendPolicy, model: str, input_tokens: int, output_tokens: int, provider_prices: tuple[Decimal, Decimal] | None) -> Decimal:
+    """What a request is charged: at the model's price-book price, else an external
+    provider's cost with the markup; a dedicated deployment's requests are billed as GPU
+    time instead, so 0 here."""
+    prices = policy.model_prices.get(model)
+    if prices is not None:
+        return (input_tokens * prices[0] + output_tokens * prices[1]) / MICROS
+    if provider_prices is not None:
+        return (input_tokens * provider_prices[0] + output_tokens * provider_prices[1]) / MICROS * policy.markup
+    return Decimal(0)
+
+
+class SpendLedger(Protocol):
+    async def reserve(self, org_id: str, policy: SpendPolicy, micros: int) -> bool: ...
+
+    async def settle(self, org_id: str, reserved: int, actual: int) -> None: ...
+
+
+class MemorySpendLedger:
+    def __init__(self) -> None:
+        self._inflight: dict[str, int] = {}
+        self._settled: dict[str, deque[tuple[float, int]]] = {}
+
+    def _recent(self, org_id: str) -> int:
+        settled = self._settled.setdefault(org_id, deque())
+        horizon = time.monotonic() - SETTLED_WINDOW_S
+        while settled and settled[0][0] < horizon:
+            settled.popleft()
+        return sum(amount for _, amount in settled)
+
+    async def reserve(self, org_id: str, policy: SpendPolicy, micros: int) -> bool:
+        committed = policy.spent_micros + self._inflight.get(org_id, 0) + self._recent(org_id)
+        if committed >= policy.limit_micros or committed + micros > policy.limit_micros:
+            return False
+        self._inflight[org_id] = self._inflight.get(org_id, 0) + micros
+        return True
+
+    async def settle(self, org_id: str, reserved: int, actual: int) -> None:
+        self._inflight[org_id] = self._inflight.get(org_id, 0) - reserved
+        if actual:
+            self._settled.setdefault(org_id, deque()).append((time.monotonic(), actual))
+
+
+# KEYS[1]: in-flight reservations; KEYS[2..]: settled charges of the window's seconds.
+# ARGV: limit, spent, micros. Keys expire, so a crashed process leaks a reservation for at
+# most RESERVATION_TTL_S.
+_RESERVE = """
+local committed = tonumber(ARGV[2]) + tonumber(redis.call('GET', KEYS[1]) or '0')
+for i = 2, #KEYS do committed = committed + tonumber(redis.call('GET', KEYS[i]) or '0') end
+local limit, micros = tonumber(ARGV[1]), tonumber(ARGV[3])
+if committed >= limit or committed + micros > limit then return 0 end
+redis.call('INCRBY', KEYS[1], micros)
+redis.call('EXPIRE', KEYS[1], 3600)
+return 1
+"""
+
+
+class RedisSpendLedger:
+    def __init__(self, url: str) -> None:
+        import redis.asyncio as redis
+
+        self._redis = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=1.0)
+        self._reserve = self._redis.register_script(_RESERVE)
+
+    @staticmethod
+    def _keys(org_id: str, now: int) -> list[str]:
+        return [f"sb:spend:{org_id}:inflight", *(f"sb:spend:{org_id}:settled:{second}" for second in range(now - SETTLED_WINDOW_S, now + 1))]
+
+    async def reserve(self, org_id: str, policy: SpendPolicy, micros: int) -> bool:
+        # Redis's clock is not needed: only this window's keys are summed, and a second
+        # of skew between gateway hosts shifts it by a second.
+        keys = self._keys(org_id, int(time.time()))
+        return bool(await self._reserve(keys=keys, args=[policy.limit_micros, policy.spent_micros, micros]))
+
+    async def settle(self, org_id: str, reserved: int, actual: int) -> None:
+        now = int(time.time())
+        pipe = self._redis.pipeline()
+        pipe.decrby(f"sb:spend:{org_id}:inflight", reserved)
+        if actual:
+            settled = f"sb:spend:{org_id}:settled:{now}"
+            pipe.incrby(settled, actual)
+            pipe.expire(settled, SETTLED_WINDOW_S + 5)
+        await pipe.execute()

@@ -1,0 +1,109 @@
+"""The monthly spend limit in the gateway: 402 once reached, no overspending under
+concurrent load (across two gateway processes on Redis), streams in flight finish, and
+the free plan stops at its credit."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from decimal import Decimal
+
+import httpx
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from billing import ingest
+from billing.models import BillingAccount, ModelPrice, Plan
+from tests.billing.test_usage_pipeline import _record
+from tests.conftest import Tenants
+from tests.factories import issue_key
+from tests.gateway.conftest import Backend, set_limits
+from tests.gateway.helpers import chat, provider_for, route_to, wait_for
+from tests.servers import asgi_server, child_database_url, child_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+PER_TOKEN = Decimal("0.001")  # $1,000 per million tokens, input and output
+
+
+def _priced_route(tenants: Tenants, backend: Backend) -> None:
+    ModelPrice.objects.create(model="priced", input_price_per_mtok=Decimal(1000), output_price_per_mtok=Decimal(1000), effective_from=timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(days=40))
+    for org in (tenants.org_a, tenants.org_b):
+        route_to(org, "priced", [(provider_for(org, backend), 100)])
+
+
+def _charge_of_one(gateway: str, tenants: Tenants) -> Decimal:
+    """What one request costs, measured on the other tenant, which has no limit."""
+    usage = chat(gateway, issue_key(tenants.org_b).plaintext, "priced", max_tokens=7).json()["usage"]
+    return usage["total_tokens"] * PER_TOKEN
+
+
+def test_concurrent_requests_from_two_gateways_cannot_overspend(gateway: str, tenants: Tenants, backends: list[Backend]) -> None:
+    _priced_route(tenants, backends[0])
+    one = _charge_of_one(gateway, tenants)
+    set_limits(tenants.org_a, monthly_spend_cap=one * 10)  # a budget for exactly ten requests
+    backends[0].control(latency_ms=300)  # all of them in flight together
+    key = issue_key(tenants.org_a).plaintext
+
+    def burst(urls: list[str]) -> list[httpx.Response]:
+        with ThreadPoolExecutor(50) as pool:
+            return list(pool.map(lambda i: chat(urls[i % len(urls)], key, "priced", max_tokens=7), range(50)))
+
+    if settings.REDIS_URL:
+        with asgi_server(child_env(DATABASE_URL=child_database_url())) as second:
+            responses = burst([gateway, second])
+            later = [chat(url, key, "priced", max_tokens=7) for url in (gateway, second) * 6]
+    else:  # the embedded default runs one gateway process
+        responses = burst([gateway])
+        later = [chat(gateway, key, "priced", max_tokens=7) for _ in range(12)]
+    served = [r for r in responses + later if r.status_code == 200]
+    codes = Counter(r.status_code for r in responses + later)
+    assert set(codes) == {200, 402}, codes
+    assert 1 <= len(served) <= 10
+    assert sum(r.json()["usage"]["total_tokens"] for r in served) * PER_TOKEN <= one * 10
+    refused = next(r for r in responses if r.status_code == 402).json()["error"]
+    assert refused["code"] == "spend_limit_reached" and refused["type"] == "insufficient_quota"
+    assert "monthly spend cap of $" in refused["message"] and "raises the limit" in refused["message"]
+    # The other tenant is not limited by this one's cap.
+    assert chat(gateway, issue_key(tenants.org_b).plaintext, "priced", max_tokens=7).status_code == 200
+
+
+def test_a_stream_in_flight_finishes_and_the_next_request_is_refused(gateway: str, tenants: Tenants, backends: list[Backend]) -> None:
+    _priced_route(tenants, backends[0])
+    set_limits(tenants.org_a, monthly_spend_cap=Decimal("1.00"))
+    key = issue_key(tenants.org_a).plaintext
+    backends[0].control(chunk_delay_ms=800)  # five chunks: about four seconds of stream
+    lines: list[str] = []
+
+    def stream() -> None:
+        body = {"model": "priced", "messages": [{"role": "user", "content": "Hello there"}], "stream": True, "max_tokens": 7}
+        with httpx.stream("POST", gateway + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30) as response:
+            assert response.status_code == 200
+            lines.extend(line for line in response.iter_lines() if line)
+
+    reader = threading.Thread(target=stream)
+    reader.start()
+    wait_for(lambda: lines, timeout=5)  # the stream has started
+    set_limits(tenants.org_a, monthly_spend_cap=Decimal("0.00"))  # the cap is reached mid-stream
+    refused = wait_for(lambda: (r := chat(gateway, key, "priced", max_tokens=7)).status_code == 402 and r, timeout=6, interval=0.3)
+    assert refused.json()["error"]["code"] == "spend_limit_reached"
+    assert reader.is_alive(), "the stream should still be running when the next request is refused"
+    reader.join(timeout=15)
+    assert lines[-1] == "data: [DONE]"
+
+
+def test_the_free_plan_stops_at_its_credit(gateway: str, tenants: Tenants, backends: list[Backend]) -> None:
+    route_to(tenants.org_a, "external", [(provider_for(tenants.org_a, backends[0]), 100)])
+    BillingAccount.objects.create(organization=tenants.org_a, plan=Plan.FREE)
+    key = issue_key(tenants.org_a).plaintext
+    assert chat(gateway, key, "external").status_code == 200
+    # This month's usage so far: $6 of provider cost, past the $5 free credit.
+    ingest.write_batch([_record(tenants.org_a.pk, "earlier", at=timezone.now() - timedelta(minutes=1), model="external", route="external", cost=Decimal(6))])
+    refused = wait_for(lambda: (r := chat(gateway, key, "external")).status_code == 402 and r, timeout=6, interval=0.3)
+    assert "free plan credit of $5.00" in refused.json()["error"]["message"]
+    # The other tenant, on the default plan, is untouched.
+    route_to(tenants.org_b, "external", [(provider_for(tenants.org_b, backends[0]), 100)])
+    assert chat(gateway, issue_key(tenants.org_b).plaintext, "external").status_code == 200
