@@ -53,8 +53,8 @@ SPLIT_NOUNS = {"none": "", "model": "model", "deployment": "deployment", "region
 DEPLOYMENT_RANGES = ("1h", "24h", "7d")  # uniform steps, as gpu_time.replicas_over_time takes them
 TOP_GROUPS = 5  # the largest groups by requests get their own series; the rest are "Other"
 OTHER = "Other"
-STEP_SECONDS = {Granularity.MINUTE: 60, Granularity.HOUR: 3600, Granularity.DAY: 86400}
-PER_STEP = {Granularity.MINUTE: "per minute", Granularity.HOUR: "per hour", Granularity.DAY: "per day"}
+STEP_SECONDS: dict[str, int] = {Granularity.MINUTE: 60, Granularity.HOUR: 3600, Granularity.DAY: 86400}
+PER_STEP: dict[str, str] = {Granularity.MINUTE: "per minute", Granularity.HOUR: "per hour", Granularity.DAY: "per day"}
 
 
 def _zone(name: str | None) -> ZoneInfo:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from django.db import DataError, IntegrityError
@@ -27,6 +28,9 @@ from django.db import Error as DatabaseError
 from billing import copy_events
 from billing.records import UsageRecord
 from billing.spool import SPOOL_SUFFIX, encode, from_dict, spool_directory, stream_key
+
+if TYPE_CHECKING:
+    from django.db.models import Field
 
 log = logging.getLogger("switchboard.ingest")
 # A batch's rollup rows cost about the same however many events it holds, so a backlog
@@ -119,7 +123,9 @@ class StreamSource:
 
     def read(self) -> Batch | None:
         start = "0" if self._backlog else ">"
-        reply = self.redis.xreadgroup(STREAM_GROUP, self.consumer, {self.key: start}, count=5000, block=None if self._backlog else self.block_ms)
+        # redis-py types the reply as a union of every command shape; this one is
+        # [[stream, [(entry_id, {field: value}), ...]]].
+        reply: Any = self.redis.xreadgroup(STREAM_GROUP, self.consumer, {self.key: start}, count=5000, block=None if self._backlog else self.block_ms)
         entries = reply[0][1] if reply else []
         if self._backlog and not entries:
             self._backlog = False
@@ -180,7 +186,7 @@ def write_batch(records: list[UsageRecord], bulk: bool = True) -> None:
 
 
 def decode_payloads(payloads: list[bytes]) -> list[UsageRecord]:
-    records = []
+    records: list[UsageRecord] = []
     for payload in payloads:
         try:
             items = orjson.loads(payload)
@@ -203,7 +209,7 @@ def _insert(records: list[UsageRecord]) -> None:
     from billing.models import UsageEvent
 
     table = connection.ops.quote_name(UsageEvent._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(UsageEvent._meta.get_field(name).column) for name in _COLUMNS)
+    columns = ", ".join(connection.ops.quote_name(cast("Field[Any, Any]", UsageEvent._meta.get_field(name)).column) for name in _COLUMNS)
     placeholders = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
     from console.models import Organization
 
@@ -217,7 +223,7 @@ def _insert(records: list[UsageRecord]) -> None:
         # SQLite allows 32,766 parameters per statement; 19 columns x 1,000 rows fit.
         for start in range(0, len(records), 1000):
             chunk = records[start : start + 1000]
-            params = [value for record in chunk for value in _row(record, connection)]
+            params: list[Any] = [value for record in chunk for value in _row(record, connection)]
             sql = f"INSERT INTO {table} ({columns}) VALUES {', '.join([placeholders] * len(chunk))} ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
             with connection.cursor() as cursor:
                 cursor.execute(sql, params)

@@ -9,7 +9,7 @@ and what is left is the total. The free plan carries a monthly credit of its own
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -22,7 +22,7 @@ from console.models import Organization
 
 
 def free_plan_monthly_credit() -> Decimal:
-    return Decimal(str(getattr(settings, "FREE_PLAN_MONTHLY_CREDIT", "5.00")))
+    return settings.FREE_PLAN_MONTHLY_CREDIT
 
 
 def account_for(org: Organization) -> BillingAccount:
@@ -162,3 +162,33 @@ def spend_limit(org: Organization, *, now: datetime | None = None) -> SpendLimit
         credit = free_plan_monthly_credit() + grants
         limits.append(SpendLimit(credit, f"free plan credit of ${credit}"))
     return min(limits, key=lambda limit: limit.amount) if limits else None
+
+
+def credit_for_month(org: Organization, period_start: datetime) -> Decimal:
+    """What credit can cover in the month: the free plan's monthly credit and what
+    remains of the grants usable in it."""
+    grants = sum((remaining_credit(grant) for grant in _usable_grants(org, period_start, rating.next_month(period_start))), Decimal(0))
+    return grants + (free_plan_monthly_credit() if account_for(org).plan == Plan.FREE else Decimal(0))
+
+
+def hourly_amounts_micros(org: Organization, start: datetime, end: datetime, *, now: datetime | None = None) -> dict[datetime, int]:
+    """What each closed hour in [start, end) is charged, in micro-dollars, after credits:
+    within a month, credits cover its first charges, so an hour is charged only what the
+    month's charges up to it exceed the month's credit by. What is pushed to Stripe's meter
+    hour by hour. (A committed minimum is not metered: the invoice raises a month to it.)"""
+    book = rating.PriceBook.load(org)
+    amounts: dict[datetime, int] = {}
+    hour = start
+    while hour < end:
+        period = rating.month_start(hour)
+        stop = min(rating.next_month(period), end)
+        before = sum((line.exact_amount for line in rating.rate(org, period, hour, now=now, book=book)), Decimal(0)) if hour > period else Decimal(0)
+        credit_left = max(Decimal(0), credit_for_month(org, period) - before)
+        while hour < stop:
+            following = hour + timedelta(hours=1)
+            gross = sum((line.exact_amount for line in rating.rate(org, hour, following, now=now, book=book)), Decimal(0))
+            covered = min(gross, credit_left)
+            credit_left -= covered
+            amounts[hour] = rating.to_micros(gross - covered)
+            hour = following
+    return amounts

@@ -102,9 +102,9 @@ class UsageFeed:
         if mark != self.usage_mark:
             self.dirty, self.usage_mark = True, mark
         if self.params.deployment_id:
-            mark = newest_replica_event_id(org, self.params.deployment_id)
-            self.dirty |= mark != self.replica_mark
-            self.replica_mark = mark
+            replica_mark = newest_replica_event_id(org, self.params.deployment_id)
+            self.dirty |= replica_mark != self.replica_mark
+            self.replica_mark = replica_mark
         self.dirty |= self._window_start() != self.window_start
         self.dirty |= role.at_least(Role.ADMIN) != self.show_cost
         self.dirty |= self.clock() - self.computed_at >= REFRESH_S

@@ -160,7 +160,8 @@ def rate(org: Organization, start: datetime, end: datetime, *, now: datetime | N
             line(("provider", model, percent), **spec).add(row["cost"], row["cost"] * multiplier)
 
     _rate_gpu_time(org, start, end, now, book, line)
-    return sorted(lines.values(), key=lambda item: ([InvoiceLine.Kind.TOKENS, InvoiceLine.Kind.PROVIDER, InvoiceLine.Kind.GPU].index(item.kind), item.description))
+    order: list[str] = [InvoiceLine.Kind.TOKENS, InvoiceLine.Kind.PROVIDER, InvoiceLine.Kind.GPU]
+    return sorted(lines.values(), key=lambda item: (order.index(item.kind), item.description))
 
 
 def _rate_gpu_time(org: Organization, start: datetime, end: datetime, now: datetime | None, book: PriceBook, line: Any) -> None:
@@ -196,15 +197,7 @@ def month_to_date(org: Organization, now: datetime | None = None, *, exact: bool
     return sum((line.exact_amount for line in lines), Decimal(0)) if exact else subtotal(lines)
 
 
-def hourly_amounts_micros(org: Organization, start: datetime, end: datetime, *, now: datetime | None = None) -> dict[datetime, int]:
-    """Exact charges per closed hour in [start, end), in micro-dollars (rounded half up),
-    before credits: what is pushed to Stripe's meter hour by hour."""
-    book = PriceBook.load(org)
-    amounts = {}
-    hour = start
-    while hour < end:
-        following = hour + timedelta(hours=1)
-        exact = sum((item.exact_amount for item in rate(org, hour, following, now=now, book=book)), Decimal(0))
-        amounts[hour] = int((exact * MILLION).quantize(Decimal(1), rounding=ROUND_HALF_UP))
-        hour = following
-    return amounts
+
+def to_micros(amount: Decimal) -> int:
+    """Whole micro-dollars, rounded half up."""
+    return int((amount * MILLION).quantize(Decimal(1), rounding=ROUND_HALF_UP))

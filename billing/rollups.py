@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import cast
 
 from billing import histogram
 from billing.models import Breakdown, Granularity, UsageRollup
@@ -62,7 +63,7 @@ def deltas(records: Iterable[UsageRecord]) -> dict[Key, Delta]:
         values = {name: getattr(record, name) for name in DIMENSIONS}
         for granularity, breakdown in ((g, b) for g in Granularity.values for b in KEPT):
             kept = KEPT[breakdown]
-            key = (record.organization_id, granularity, bucket_start(record.at, granularity), breakdown, *(values[name] if name in kept else "" for name in DIMENSIONS))
+            key = cast(Key, (record.organization_id, granularity, bucket_start(record.at, granularity), breakdown, *(values[name] if name in kept else "" for name in DIMENSIONS)))
             delta = found.get(key)
             if delta is None:
                 delta = found[key] = Delta()

@@ -97,7 +97,8 @@ def usage_series(org: Organization, query: UsageQuery) -> tuple[list[Point], Poi
         point = points.get((bucket, group))
         if point is None:
             point = points[(bucket, group)] = Point(bucket=bucket, group=dict(zip(query.group_by, group, strict=True)))
-        point.add(*row[1 + width : -1], orjson.loads(row[-1]))
+        requests, client_errors, server_errors, input_tokens, output_tokens, cost = row[1 + width : -1]
+        point.add(requests, client_errors, server_errors, input_tokens, output_tokens, cost, orjson.loads(row[-1]))
     for point in points.values():
         total.add(point.requests, point.client_errors, point.server_errors, point.input_tokens, point.output_tokens, point.cost, point.latency)
     return sorted(points.values(), key=lambda p: (p.bucket, tuple(p.group.values()))), total

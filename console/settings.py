@@ -9,10 +9,12 @@ Two stacks from one code base:
 from __future__ import annotations
 
 import warnings
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import dj_database_url
 
+from billing.stripe_settings import read_stripe_settings
 from console.env import Env, EnvError
 
 env = Env()
@@ -159,7 +161,23 @@ GATEWAY_METRICS_TOKEN = env.str("SWITCHBOARD_METRICS_TOKEN", "")
 ALLOW_PRIVATE_PROVIDERS = env.bool("SWITCHBOARD_ALLOW_PRIVATE_PROVIDERS", DEBUG)
 # One JSON line per /v1 request on stderr (ids, figures, never prompt or completion text).
 GATEWAY_ACCESS_LOG = env.bool("SWITCHBOARD_GATEWAY_ACCESS_LOG", True)
-CELERY_BEAT_SCHEDULE = {"reconcile-all": {"task": "deployments.tasks.reconcile_all", "schedule": float(RECONCILE_INTERVAL_SECONDS)}}
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-all": {"task": "deployments.tasks.reconcile_all", "schedule": float(RECONCILE_INTERVAL_SECONDS)},
+    "billing-check-budgets": {"task": "billing.tasks.check_budgets", "schedule": 300.0},
+    "billing-close-invoices": {"task": "billing.tasks.close_invoices", "schedule": 3600.0},
+    "stripe-push-meter-events": {"task": "billing.tasks.push_meter_events", "schedule": 300.0},
+    "stripe-suspend-overdue": {"task": "billing.tasks.suspend_overdue_organizations", "schedule": 900.0},
+}
+
+# --- Billing -------------------------------------------------------------------------------
+
+# The free plan's usage included each month, in USD; past it the gateway answers 402.
+try:
+    FREE_PLAN_MONTHLY_CREDIT = Decimal(env.str("SWITCHBOARD_FREE_PLAN_MONTHLY_CREDIT", "5.00") or "0").quantize(Decimal("0.01"))
+except InvalidOperation:
+    raise EnvError("SWITCHBOARD_FREE_PLAN_MONTHLY_CREDIT must be an amount of dollars, such as 5.00.") from None
+# Stripe: off (invoices internal only) while SWITCHBOARD_STRIPE_SECRET_KEY is empty.
+globals().update(read_stripe_settings(env))
 
 # --- Auth ----------------------------------------------------------------------------------
 

@@ -25,8 +25,7 @@ org_patterns = [
     path("settings/delete/", org_settings.delete_organization, name="organization-delete"),
     path("deployments/", include("deployments.urls")),
     path("routing/", include("routing.urls")),
-    path("usage/", include("billing.urls")),
-    path("<str:page>/", pages.upcoming, name="upcoming"),
+    path("", include("billing.urls")),
 ]
 
 account_patterns = [
@@ -46,6 +45,7 @@ urlpatterns = [
     path("invitations/<str:token>/", accounts.accept_invitation, name="accept-invitation"),
     path("o/<slug:org_slug>/", include(org_patterns)),
     path("staff/", staff.tenants, name="staff-tenants"),
+    path("billing/stripe/", include("billing.stripe_urls")),
     path("django-admin/", admin.site.urls),
     path("api/v1/", include("console.api.urls")),
 ]

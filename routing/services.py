@@ -4,9 +4,7 @@ credentials, so admins and owners manage them."""
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import socket
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -20,6 +18,7 @@ from console import audit
 from console.context import OrgContext
 from console.errors import Conflict, ServiceError
 from console.models import Role
+from console.network import is_private_host
 from deployments.models import Cluster, Deployment
 from routing import secrets
 from routing.models import MODEL_NAME_PATTERN, ExternalProvider, ModelRoute, RouteTarget, Strategy
@@ -76,23 +75,13 @@ def _validate_provider(name: str, base_url: str, region: str, input_price: Decim
         raise ServiceError("The URL's port is not a valid port number.", field="base_url") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ServiceError("Give the provider's API root as an http(s) URL, e.g. https://api.example.com/v1.", field="base_url")
-    if not settings.ALLOW_PRIVATE_PROVIDERS and _is_private(parts.hostname):
+    if not settings.ALLOW_PRIVATE_PROVIDERS and is_private_host(parts.hostname):
         raise ServiceError("Providers must be on the public internet: private, loopback and link-local addresses are refused.", field="base_url")
     if not region or len(region) > 40:
         raise ServiceError("Name the region the provider processes requests in (up to 40 characters).", field="region")
     for label, price in (("input_price_per_mtok", input_price), ("output_price_per_mtok", output_price)):
         if price < 0 or price >= Decimal("100000000") or price != price.quantize(Decimal("0.000001")):
             raise ServiceError("Prices are per million tokens: zero or more, at most six decimals.", field=label)
-
-
-def _is_private(host: str) -> bool:
-    """Whether the host is, or resolves to, an address inside the platform's own networks
-    (a provider there could reach replicas or internal services)."""
-    try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
-    except OSError:
-        return False  # unresolvable now; the gateway's connection will fail instead
-    return any(not ipaddress.ip_address(address.split("%")[0]).is_global for address in addresses)
 
 
 def _validate_api_key(api_key: str) -> None:

@@ -105,3 +105,13 @@ def create_route(org: Organization, name: str = "chat-default", *, targets: list
             provider, model = target  # type: ignore[misc]
             specs.append(routing_services.TargetSpec(provider_id=provider.pk, provider_model=model, weight=weight))
     return routing_services.create_route(owner_context(org), routing_services.RouteSpec(name=name, targets=tuple(specs), **options))  # type: ignore[arg-type]
+
+
+def closed_invoice(org: Organization, month: str = "2026-10"):  # type: ignore[no-untyped-def]
+    """A closed month with no usage: an empty, immutable invoice."""
+    from datetime import UTC, datetime
+
+    from billing import invoices
+
+    start = datetime.fromisoformat(f"{month}-01").replace(tzinfo=UTC)
+    return invoices.close_period(org, start, now=datetime(2026, 11, 15, tzinfo=UTC))

@@ -15,7 +15,7 @@ from console.models import Organization, Role
 from console.selectors import audit_entries
 from console.services import create_invitation
 from tests.conftest import Tenants
-from tests.factories import MembershipFactory, create_deployment, create_provider, create_route, issue_key, owner_context
+from tests.factories import MembershipFactory, closed_invoice, create_deployment, create_provider, create_route, issue_key, owner_context
 from tests.helpers import key_api, session_api
 from tests.urlmatrix import Route, all_routes
 
@@ -28,15 +28,22 @@ OBJECT_MAKERS: dict[str, Callable[[Organization], str]] = {
     "route_id": lambda org: create_route(org, name="victim-route").id,
     "provider_id": lambda org: create_provider(org, name="victim-provider").id,
     "entry_id": lambda org: (issue_key(org, ["read"], name="audited"), audit_entries(org).first())[1].id,  # type: ignore[union-attr]
+    "invoice_id": lambda org: closed_invoice(org).id,
 }
 # Parameters that name no tenant object, and why.
 NON_OBJECT_PARAMS = {
     "org_slug": "the organization itself; covered by test_non_members_get_404_for_every_org_page",
-    "page": "a static page name of the console",
+    "kind": "a download format (csv, pdf)",
+    "action": "a payment-method action (checkout, portal)",
     "token": "an invitation or password-reset secret, not an id",
     "uidb64": "Django's password-reset user reference, paired with its token",
 }
+STATIC_VALUES = {"kind": "pdf", "action": "portal"}
 UNKNOWN_ID = "zzz_doesnotexist000000000"
+
+
+def static_values(route: Route) -> dict[str, str]:
+    return {param: STATIC_VALUES[param] for param in route.params if param in STATIC_VALUES}
 
 ROUTES = all_routes()
 OBJECT_ROUTES = [route for route in ROUTES if any(param in OBJECT_MAKERS for param in route.params)]
@@ -68,8 +75,6 @@ def _status(client, method: str, url: str) -> int:  # type: ignore[no-untyped-de
 def test_foreign_object_ids_answer_404(tenants: Tenants, route: Route) -> None:
     org_a, org_b = tenants.org_a, tenants.org_b
     values = {param: OBJECT_MAKERS[param](org_a) for param in route.params if param in OBJECT_MAKERS}
-    if "page" in route.params:
-        values["page"] = "deployments"
 
     if route.is_api:
         b_key = issue_key(org_b, ["read", "write"], name="attacker").plaintext
@@ -79,8 +84,8 @@ def test_foreign_object_ids_answer_404(tenants: Tenants, route: Route) -> None:
         clients = {"session": _console_client(tenants.owner_b)}
         methods = ["get", "post"]
 
-    url_foreign = route.build(org_slug=org_b.slug, **values)
-    url_missing = route.build(org_slug=org_b.slug, **{param: UNKNOWN_ID for param in values if param != "page"}, **({"page": "deployments"} if "page" in values else {}))
+    url_foreign = route.build(org_slug=org_b.slug, **values, **static_values(route))
+    url_missing = route.build(org_slug=org_b.slug, **{param: UNKNOWN_ID for param in values}, **static_values(route))
     for client_name, client in clients.items():
         statuses = {}
         for method in methods:
@@ -108,8 +113,7 @@ ORG_ROUTES = [route for route in ROUTES if "org_slug" in route.params]
 @pytest.mark.parametrize("route", ORG_ROUTES, ids=lambda route: route.template)
 def test_non_members_get_404_for_every_org_page(tenants: Tenants, route: Route) -> None:
     values = {param: OBJECT_MAKERS[param](tenants.org_a) for param in route.params if param in OBJECT_MAKERS}
-    if "page" in route.params:
-        values["page"] = "billing"
+    values.update(static_values(route))
     url = route.build(org_slug=tenants.org_a.slug, **values)
     client = _console_client(tenants.owner_b)
     for method in ("get", "post"):

@@ -7,7 +7,7 @@ from django.test import Client
 
 from tests.conftest import Tenants
 from tests.factories import invitation_token, issue_invitation, issue_key
-from tests.test_isolation import OBJECT_MAKERS
+from tests.test_isolation import OBJECT_MAKERS, static_values
 from tests.urlmatrix import Route, all_routes
 
 BODIES = [None, "{", '{"name": ' + '"x", ' * 3 + "}", "[1, 2]", '{"name": {"nested": true}, "scopes": "read", "role": 7, "email": []}']
@@ -16,7 +16,8 @@ BODIES = [None, "{", '{"name": ' + '"x", ' * 3 + "}", "[1, 2]", '{"name": {"nest
 @pytest.mark.parametrize("route", all_routes(), ids=lambda route: route.template)
 def test_no_route_answers_500(tenants: Tenants, route: Route) -> None:
     values = {param: OBJECT_MAKERS[param](tenants.org_a) for param in route.params if param in OBJECT_MAKERS}
-    values.update(org_slug=tenants.org_a.slug, page="billing", uidb64="MQ", token=invitation_token(issue_invitation(tenants.org_a)))
+    values.update(static_values(route))
+    values.update(org_slug=tenants.org_a.slug, uidb64="MQ", token=invitation_token(issue_invitation(tenants.org_a)))
     url = route.build(**values)
     key = issue_key(tenants.org_a, ["read", "write"]).plaintext
     callers: dict[str, Client] = {"anonymous": Client(), "key": Client(HTTP_AUTHORIZATION=f"Bearer {key}")}

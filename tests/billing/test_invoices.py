@@ -179,3 +179,18 @@ def test_spend_limit_is_the_cap_or_the_free_credit(tenants: Tenants) -> None:
     assert invoices.spend_limit(tenants.org_a, now=AFTER) == invoices.SpendLimit(Decimal("8.00"), "free plan credit of $8.00")
     assert invoices.spend_limit(tenants.org_b, now=AFTER) is None
     assert rating.month_to_date(tenants.org_b, now=AFTER) == 0
+
+
+def test_hourly_amounts_for_stripe_are_after_credits(tenants: Tenants) -> None:
+    _price_book()
+    first, second = MONTH + timedelta(hours=5), MONTH + timedelta(hours=6)
+    ingest.write_batch(
+        [
+            _record(tenants.org_a.pk, "a", at=first, model="llama", route="llama", input_tokens=10_000_000, output_tokens=0),  # $1.50000123
+            _record(tenants.org_a.pk, "b", at=second, model="llama", route="llama", input_tokens=10_000_000, output_tokens=0),
+        ]
+    )
+    CreditGrant.objects.create(organization=tenants.org_a, amount=Decimal("2"), reason="prepaid", granted_at=MONTH)
+    amounts = invoices.hourly_amounts_micros(tenants.org_a, MONTH + timedelta(hours=4), MONTH + timedelta(hours=7), now=AFTER)
+    assert amounts == {MONTH + timedelta(hours=4): 0, first: 0, second: 1_000_002}  # $3.00000246 - $2 of credit
+    assert invoices.hourly_amounts_micros(tenants.org_b, first, second, now=AFTER) == {first: 0}

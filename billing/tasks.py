@@ -1,0 +1,65 @@
+"""Celery tasks of billing: thin, idempotent, by id.
+
+Scheduled by Celery beat (console/settings.py, CELERY_BEAT_SCHEDULE): budgets every 5
+minutes, invoice closing hourly, Stripe meter pushes every 5 minutes and past-due
+suspensions every 15 (those two do nothing while Stripe is off).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from celery import shared_task
+from django.utils import timezone
+
+from billing import stripe_sync
+
+
+@shared_task(acks_late=True, time_limit=60, soft_time_limit=50)
+def push_meter_events() -> int:
+    """Fans out one push per organization with a Stripe subscription."""
+    org_ids = stripe_sync.organizations_to_push()
+    for org_id in org_ids:
+        push_organization_meter_events.delay(org_id)
+    return len(org_ids)
+
+
+@shared_task(acks_late=True, time_limit=240, soft_time_limit=220)
+def push_organization_meter_events(org_id: str) -> dict[str, int] | None:
+    report = stripe_sync.push_organization(org_id)
+    if report is None:
+        return None
+    return {"sent": len(report.sent), "already_sent": len(report.already_sent), "pending": len(report.pending), "expired": len(report.expired)}
+
+
+@shared_task(acks_late=True, time_limit=60, soft_time_limit=50)
+def suspend_overdue_organizations() -> list[str]:
+    return stripe_sync.suspend_overdue()
+
+
+@shared_task(acks_late=True, time_limit=240, soft_time_limit=220)
+def check_budgets() -> int:
+    """Sends the budget alerts newly reached, for every organization with a budget."""
+    from billing import budgets
+    from billing.models import BillingAccount
+    from console.models import Organization
+
+    sent = 0
+    for org in Organization.objects.filter(pk__in=BillingAccount.objects.unscoped_across_tenants().exclude(monthly_budget=None).values("organization_id")):
+        sent += len(budgets.check(org))
+    return sent
+
+
+@shared_task(acks_late=True, time_limit=600, soft_time_limit=580)
+def close_invoices() -> int:
+    """Closes last month's invoice of every organization (idempotent: a closed month is
+    returned as it is). Runs hourly, so a month closes within an hour of its end."""
+    from billing import invoices, rating
+    from console.models import Organization
+
+    now = timezone.now()
+    last_month = rating.month_start(rating.month_start(now) - timedelta(days=1))
+    organizations = list(Organization.objects.filter(created_at__lt=rating.next_month(last_month)))
+    for org in organizations:
+        invoices.close_period(org, last_month, now=now)
+    return len(organizations)
