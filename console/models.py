@@ -194,3 +194,27 @@ class AuditEntry(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["organization", "-created_at"], name="audit_org_recent")]
+
+
+class StaffAuditEntry(models.Model):
+    """A change made by platform staff in the Admin console: clusters, the platform price
+    book, and every change to a tenant (which the tenant's own audit log records too, with
+    the staff user as actor). Platform-wide, so not scoped to an organization; kept when
+    the organization it names is deleted."""
+
+    id = public_id_field("sau")
+    organization = models.ForeignKey(Organization, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    organization_name = models.CharField(max_length=100, blank=True, help_text="Kept as text, for after the organization is gone.")
+    actor_user = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor_label = models.CharField(max_length=200)
+    action = models.CharField(max_length=60)
+    target_type = models.CharField(max_length=40)
+    target_id = models.CharField(max_length=100)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]

@@ -21,14 +21,27 @@ class ClusterGpuInline(admin.TabularInline):
 
 @admin.register(Cluster)
 class ClusterAdmin(admin.ModelAdmin):
+    """Status changes go through the Admin console (/staff/clusters/), which audits them and
+    reconciles the deployments they move; here the status is shown, not edited."""
+
     list_display = ["name", "provider", "region", "driver", "status", "simulated"]
     list_filter = ["status", "region", "provider"]
+    readonly_fields = ["status"]
     inlines = [ClusterGpuInline]
 
 
 @admin.register(Quota)
 class QuotaAdmin(CrossTenantAdmin):
-    list_display = ["organization", "max_replicas", "gpus", "requests_per_minute", "tokens_per_minute", "concurrent_requests", "updated_at"]
+    """Read-only: quotas change in the Admin console (/staff/tenants/<id>/quota/), where
+    every change is audited in the staff log and the tenant's own log."""
+
+    list_display = ["organization", "max_replicas", "gpus", "requests_per_minute", "tokens_per_minute", "concurrent_requests", "monthly_spend_cap", "updated_at"]
+
+    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
 
 
 @admin.register(Deployment)

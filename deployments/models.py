@@ -35,6 +35,9 @@ class Cluster(models.Model):
     class Status(models.TextChoices):
         ACTIVE = "active", "Active"
         CORDONED = "cordoned", "Cordoned (no new replicas)"
+        # Cordoned, and its replicas move: each is replaced elsewhere in its deployment's
+        # allowed regions and drained once the replacement is READY (deployments.reconcile).
+        DRAINING = "draining", "Draining (replicas move elsewhere)"
         DOWN = "down", "Down"
 
     class Driver(models.TextChoices):

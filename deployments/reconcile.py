@@ -64,6 +64,7 @@ class PassResult:
     created: list[str] = field(default_factory=list)
     drained: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    evicted: list[str] = field(default_factory=list)  # on a cluster marked down: replaced, not counted as failures
     desired: int = 0
     status: str = ""
 
@@ -133,8 +134,10 @@ def _pass(deployment_id: str, drivers: DriverFactory, probe: Probe, desired_repl
                 _transition(replica, Replica.State.STOPPED, "drained", stopped_at=now)
             continue
         if cluster.status == Cluster.Status.DOWN:
+            # The replica did nothing wrong: replace it at once, with no backoff, and never
+            # let a cluster going down count towards the deployment's crash loop.
             _transition(replica, Replica.State.FAILED, f"cluster {cluster.name} was marked down", stopped_at=now)
-            result.failed.append(replica.id)
+            result.evicted.append(replica.id)
             continue
         if cluster.name in unreachable:
             continue  # no news is not bad news: try again next pass
@@ -161,7 +164,12 @@ def _pass(deployment_id: str, drivers: DriverFactory, probe: Probe, desired_repl
         deployment.next_attempt_at = now + timedelta(seconds=min(2 ** deployment.failure_count, 300))
     live = [replica for replica in replicas if replica.state in LIVE]
     _adopt_compatible(deployment, live)
-    current = [replica for replica in live if replica.revision_id == deployment.current_revision_id]
+    # Replicas on a draining cluster do not count as placed: replacements go elsewhere,
+    # and they serve until those are READY (step 5).
+    evacuating = [
+        replica for replica in live if replica.revision_id == deployment.current_revision_id and replica.cluster.status == Cluster.Status.DRAINING
+    ]
+    current = [replica for replica in live if replica.revision_id == deployment.current_revision_id and replica not in evacuating]
     old = [replica for replica in live if replica.revision_id != deployment.current_revision_id]
     ready_current = [replica for replica in current if replica.state == Replica.State.READY]
     if ready_current and not result.failed:
@@ -206,6 +214,14 @@ def _pass(deployment_id: str, drivers: DriverFactory, probe: Probe, desired_repl
         ]
         if surrender and not any(replica.state == Replica.State.DRAINING for replica in replicas if replica.revision_id != deployment.current_revision_id):
             _drain(sorted(surrender, key=lambda r: (r.state == Replica.State.READY, r.created_at))[0], drivers, result)
+    if evacuating and not deployment.deleted_at:
+        # Hand over from a draining cluster: keep as many of its READY replicas as the
+        # replacements still lack, drain the rest (those not serving at once).
+        ready_elsewhere = sum(1 for replica in current if replica.state == Replica.State.READY)
+        serving = sorted((r for r in evacuating if r.state == Replica.State.READY), key=lambda r: r.created_at)
+        keep = max(0, desired - ready_elsewhere)
+        for replica in [r for r in evacuating if r.state != Replica.State.READY] + serving[keep:]:
+            _drain(replica, drivers, result)
     if deployment.deleted_at:
         for replica in live:
             if replica.state in LIVE:
@@ -217,6 +233,12 @@ def _pass(deployment_id: str, drivers: DriverFactory, probe: Probe, desired_repl
 
     # 6. status
     deployment.status, deployment.status_reason = _status(deployment, desired, current, old, crash_loop, missing)
+    still_evacuating = [replica for replica in evacuating if replica.state in LIVE]
+    if still_evacuating and not crash_loop and not old:
+        clusters = ", ".join(sorted({replica.cluster_id for replica in still_evacuating}))
+        waiting = f"; no free capacity elsewhere in {', '.join(deployment.current_revision.allowed_regions)} yet" if missing > 0 and len(current) < desired else ""  # type: ignore[union-attr]
+        deployment.status = Deployment.Status.UPDATING
+        deployment.status_reason = f"moving {len(still_evacuating)} replica(s) off draining cluster {clusters}{waiting}"
     result.status = deployment.status
     Deployment.objects.unscoped_across_tenants().filter(pk=deployment.pk).update(
         status=deployment.status, status_reason=deployment.status_reason, failure_count=deployment.failure_count, next_attempt_at=deployment.next_attempt_at

@@ -135,3 +135,34 @@ MUTATING_CALLS = [
     ApiCall("update provider", "patch", "/api/v1/providers/<str:provider_id>/", Role.ADMIN, _provider, {"input_price_per_mtok": "0.3"}),
     ApiCall("delete provider", "delete", "/api/v1/providers/<str:provider_id>/", Role.ADMIN, _unused_provider),
 ]
+
+
+@dataclass(frozen=True)
+class StaffCall:
+    """A mutating admin API call (`/api/v1/admin/`): staff only, 404 for everyone else,
+    whatever their role (tests/test_admin_console.py)."""
+
+    name: str
+    method: str
+    route: str
+    body: dict[str, Any] | None = None
+
+    def url(self, params: dict[str, str]) -> str:
+        path = self.route
+        for name, value in params.items():
+            path = path.replace(f"<str:{name}>", value)
+        return path
+
+
+STAFF_CALLS = [
+    StaffCall("change quota", "patch", "/api/v1/admin/tenants/<str:org_id>/quota/", {"requests_per_minute": 5}),
+    StaffCall("suspend tenant", "post", "/api/v1/admin/tenants/<str:org_id>/status/", {"status": "suspended", "reason": "abuse report 42"}),
+    StaffCall(
+        "add cluster", "post", "/api/v1/admin/clusters/",
+        {"name": "aws-us-west-2a", "provider": "aws", "region": "us-west", "agent_url": "http://10.0.0.5:9101", "inventory": [{"gpu_type": "T4", "count": 4}]},
+    ),
+    StaffCall("cordon cluster", "post", "/api/v1/admin/clusters/<str:cluster_name>/cordon/", {"reason": "maintenance"}),
+    StaffCall("drain cluster", "post", "/api/v1/admin/clusters/<str:cluster_name>/drain/", {"reason": "maintenance"}),
+    StaffCall("mark cluster down", "post", "/api/v1/admin/clusters/<str:cluster_name>/down/", {"reason": "outage"}),
+    StaffCall("mark cluster up", "post", "/api/v1/admin/clusters/<str:cluster_name>/up/", {"reason": "recovered"}),
+]

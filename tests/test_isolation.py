@@ -37,8 +37,11 @@ NON_OBJECT_PARAMS = {
     "action": "a payment-method action (checkout, portal)",
     "token": "an invitation or password-reset secret, not an id",
     "uidb64": "Django's password-reset user reference, paired with its token",
+    "org_id": "a tenant, on the staff-only Admin pages and admin API (404 to non-staff: test_admin_console)",
+    "cluster_name": "a cluster, a platform object on the staff-only Admin pages and admin API",
+    "version_id": "a price-book version, a platform object on the staff-only Admin pages",
 }
-STATIC_VALUES = {"kind": "pdf", "action": "portal"}
+STATIC_VALUES = {"kind": "pdf", "action": "portal", "org_id": "org_doesnotexist0000000000", "cluster_name": "local-us-east", "version_id": "1"}
 UNKNOWN_ID = "zzz_doesnotexist000000000"
 
 
