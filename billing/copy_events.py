@@ -1,31 +1,38 @@
-"""Writing usage on PostgreSQL: COPY, then one statement that inserts the new events and
-adds them to the rollups.
+"""Writing usage on PostgreSQL: COPY, one INSERT for the events, the rollups from what it
+returned.
 
-The handed-over JSON goes into a temporary table through COPY untouched (Python never
-parses it), and a single statement does the rest inside the database: it expands the
-payloads, inserts the events with `ON CONFLICT (request_id) DO NOTHING RETURNING`, groups
-exactly the returned (new) events by bucket and dimensions, and upserts them into the
-rollups, merging latency histograms. A replay inserts nothing, so it adds nothing.
+The handed-over JSON goes into temporary tables through COPY untouched (Python never
+parses it). One statement expands the payloads and inserts the events with
+`ON CONFLICT (request_id) DO NOTHING RETURNING` the few columns the rollups need, already
+reduced to integers (minute, latency bucket, cost units). Exactly the returned (new)
+events are aggregated (billing.rollups.aggregate, vectorised) and upserted into the
+rollups through a second COPY, merging latency histograms, in the same transaction. A
+replay inserts nothing, so it adds nothing.
 
-This is billing.rollups in SQL; the rollup tests run against both (SQLite takes the Python
-path), so they cannot drift apart.
+SQLite takes billing.ingest's Python path, which aggregates with the same function; the
+rollup tests run against both.
 """
 
 from __future__ import annotations
 
 import math
-from functools import cache
+from collections.abc import Mapping
+from typing import Any
 
+import orjson
 from django.db import connection, transaction
 
+from billing import histogram
 from billing.histogram import GROWTH
-from billing.models import Granularity, UsageEvent, UsageRollup
-from billing.rollups import DIMENSIONS, KEPT
+from billing.models import UsageEvent, UsageRollup
+from billing.rollups import COST_PLACES, DIMENSIONS, EventColumns, Key, aggregate, lock_organizations
 from console.models import Organization
 
-INCOMING = "usage_incoming"
-# CSV with quote and delimiter bytes that JSON never holds raw, so each line is one value.
-_COPY = f"COPY {INCOMING} (doc) FROM STDIN (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')"
+# Spool lines are single events; stream entries are arrays of them. They are staged apart
+# so single events skip the array expansion, which costs as much as parsing them.
+SINGLE_EVENTS = "usage_incoming_event"
+EVENT_ARRAYS = "usage_incoming_array"
+INCOMING_ROLLUPS = "usage_incoming_rollup"
 
 # The event's columns and their SQL types, as billing.records.UsageRecord holds them.
 EVENT_COLUMNS = {
@@ -49,103 +56,120 @@ EVENT_COLUMNS = {
     "ttft_ms": "float8",
     "cost": "numeric",
 }
-_DIMENSIONS = ["organization_id", "granularity", "bucket", "breakdown", *DIMENSIONS]
-_SUMS = ["requests", "client_errors", "server_errors", "input_tokens", "output_tokens", "cost"]
-
-
-_FROM_PAYLOADS = f"""
-    SELECT event.* FROM {INCOMING},
-        json_array_elements(CASE json_typeof(doc) WHEN 'array' THEN doc ELSE json_build_array(doc) END) AS payload,
-        json_to_record(payload) AS event ({", ".join(f"{name} {kind}" for name, kind in EVENT_COLUMNS.items())})
+_RECORD = f"AS event ({', '.join(f'{name} {kind}' for name, kind in EVENT_COLUMNS.items())})"
+STAGED_EVENTS = f"""
+    SELECT event.* FROM {SINGLE_EVENTS}, json_to_record(doc) {_RECORD}
+    UNION ALL
+    SELECT event.* FROM {EVENT_ARRAYS}, json_array_elements(doc) AS payload, json_to_record(payload) {_RECORD}
 """
-
-
-@cache
-def statement(events_query: str = _FROM_PAYLOADS) -> str:
-    """The insert-and-roll-up statement over `events_query`, a SELECT of the event columns
-    (the benchmark generates its data through the same statement)."""
-    events = connection.ops.quote_name(UsageEvent._meta.db_table)
-    rollups = connection.ops.quote_name(UsageRollup._meta.db_table)
-    organizations = connection.ops.quote_name(Organization._meta.db_table)
-    columns = ", ".join(EVENT_COLUMNS)
-    granularities = ", ".join(f"('{value}')" for value in Granularity.values)
-    dimensions = ", ".join(_DIMENSIONS)
-    sums = ", ".join(f"sum({name}) AS {name}" for name in _SUMS)
-    # GROUPING() sets bit (4 - i) when the i-th dimension is rolled up (not kept).
-    breakdown_names = " ".join(
-        f"WHEN {sum(1 << (len(DIMENSIONS) - 1 - i) for i, name in enumerate(DIMENSIONS) if name not in kept)} THEN '{breakdown}'" for breakdown, kept in KEPT.items()
-    )
-    grouping_sets = ", ".join("(" + ", ".join(kept) + ")" for kept in KEPT.values())
-    return f"""
-WITH events AS ({events_query}),
-inserted AS (
-    INSERT INTO {events} ({columns}) SELECT {columns} FROM events
-    WHERE organization_id IN (SELECT id FROM {organizations})  -- usage of a deleted organization is dropped
-    ON CONFLICT (request_id) DO NOTHING
-    RETURNING organization_id, at, route, deployment_id, region, key_id, model, status, input_tokens, output_tokens, latency_ms, cost
-),
--- Minutes first, then hours and days from the minutes: fewer rows to group than three
--- passes over the events.
-per_minute AS (
-    SELECT date_trunc('minute', at, 'UTC') AS minute, organization_id, route, deployment_id, region, key_id, model,
-        -- billing.histogram.bucket_of: the same double-precision logarithm (repr round-trips)
-        CASE WHEN latency_ms < 1 THEN 0 ELSE floor(ln(latency_ms) / {math.log(GROWTH)!r}::float8)::int END AS latency_bucket,
-        count(*) AS requests,
-        count(*) FILTER (WHERE status BETWEEN 400 AND 499) AS client_errors,
-        count(*) FILTER (WHERE status >= 500) AS server_errors,
-        sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, sum(cost) AS cost
-    FROM inserted
-    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
-),
-per_latency_bucket AS (
-    SELECT g.granularity, date_trunc(g.granularity, m.minute, 'UTC') AS bucket, organization_id, route, deployment_id, region, key_id, model, latency_bucket,
-        {sums}
-    FROM per_minute AS m CROSS JOIN (VALUES {granularities}) AS g (granularity)
-    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
-),
-per_breakdown AS (
-    SELECT granularity, bucket, organization_id, CASE GROUPING({", ".join(DIMENSIONS)}) {breakdown_names} END AS breakdown,
-        {", ".join(f"coalesce({name}, '') AS {name}" for name in DIMENSIONS)}, latency_bucket, {sums}
-    FROM per_latency_bucket
-    GROUP BY granularity, bucket, organization_id, latency_bucket, GROUPING SETS ({grouping_sets})
-),
-rolled AS (
-    INSERT INTO {rollups} AS r ({dimensions}, {", ".join(_SUMS)}, latency_histogram)
-    SELECT {dimensions}, {", ".join(f"sum({name})" for name in _SUMS)}, jsonb_object_agg(latency_bucket::text, requests)
-    FROM per_breakdown
-    GROUP BY {dimensions}
-    ORDER BY {dimensions}  -- one lock order, so two ingesters cannot deadlock
-    ON CONFLICT ({dimensions}) DO UPDATE SET
-        {", ".join(f"{name} = r.{name} + EXCLUDED.{name}" for name in _SUMS)},
-        latency_histogram = (
-            SELECT jsonb_object_agg(key, total) FROM (
-                SELECT key, sum(value::bigint) AS total
-                FROM (SELECT * FROM jsonb_each_text(r.latency_histogram) UNION ALL SELECT * FROM jsonb_each_text(EXCLUDED.latency_histogram)) AS both_
-                GROUP BY key
-            ) AS merged
-        )
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM rolled)
-"""
+_ROLLUP_KEY = ["organization_id", "granularity", "bucket", "breakdown", *DIMENSIONS]
+_ROLLUP_SUMS = ["requests", "client_errors", "server_errors", "input_tokens", "output_tokens", "cost"]
 
 
 def write(payloads: list[bytes]) -> int:
     """Writes the payloads (each a JSON event or a JSON array of events) in one
     transaction; returns how many events were new. Raises IntegrityError or DataError when
     the database refuses any of them, having written none."""
-    outer = connection.in_atomic_block
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {INCOMING} (doc json) ON COMMIT DELETE ROWS")
-        if outer:  # inside a caller's transaction the rows of an earlier call are still there
-            cursor.execute(f"TRUNCATE {INCOMING}")
-        # The raw cursor's COPY: wrapped so its errors are Django's, as execute()'s are.
-        with connection.wrap_database_errors, cursor.cursor.copy(_COPY) as copy:
-            copy.write(b"\n".join(payloads))
+        for table in (SINGLE_EVENTS, EVENT_ARRAYS):
+            cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} (doc json) ON COMMIT DELETE ROWS")
+            # Inside a caller's transaction the rows of an earlier call are still there.
+            cursor.execute(f"TRUNCATE {table}")
+        singles = [payload for payload in payloads if payload[:1] != b"["]
+        arrays = [payload for payload in payloads if payload[:1] == b"["]
+        for table, staged in ((SINGLE_EVENTS, singles), (EVENT_ARRAYS, arrays)):
+            if staged:
+                _copy_json(cursor, table, staged)
+        return insert_and_roll_up(STAGED_EVENTS)
+
+
+def insert_and_roll_up(events_query: str, params: Mapping[str, Any] | None = None) -> int:
+    """Inserts the events `events_query` selects (the event columns), skipping request ids
+    already stored and events of organizations that no longer exist, and adds the new
+    ones to the rollups. Call inside a transaction; returns how many were new. (The
+    benchmark generates its data through here too.)"""
+    events = connection.ops.quote_name(UsageEvent._meta.db_table)
+    organizations = connection.ops.quote_name(Organization._meta.db_table)
+    columns = ", ".join(EVENT_COLUMNS)
+    with connection.cursor() as cursor:
         # The planner cannot know how many events the payloads hold; its guess is huge, and
         # compiling the statement (JIT) would then cost more than running it.
         cursor.execute("SET LOCAL jit = off")
-        cursor.execute("SET LOCAL work_mem = '64MB'")
-        cursor.execute(statement())
-        new, _ = cursor.fetchone()
-    return int(new)
+        cursor.execute(
+            f"""
+            INSERT INTO {events} ({columns}) SELECT {columns} FROM ({events_query}) AS events
+            WHERE organization_id IN (SELECT id FROM {organizations})  -- usage of a deleted organization is dropped
+            ON CONFLICT (request_id) DO NOTHING
+            RETURNING organization_id, floor(extract(epoch FROM at) / 60)::bigint, route, deployment_id, region, key_id, model, status,
+                input_tokens, output_tokens,
+                -- billing.histogram.bucket_of: the same double-precision logarithm (repr round-trips)
+                CASE WHEN latency_ms < 1 THEN 0 ELSE floor(ln(latency_ms) / {math.log(GROWTH)!r}::float8)::int END,
+                (cost * 1e{COST_PLACES})::bigint
+            """,
+            params,
+        )
+        new = EventColumns.from_rows(cursor.fetchall())
+        if len(new):
+            _add_to_rollups(cursor, new)
+    return len(new)
+
+
+def _add_to_rollups(cursor: Any, new: EventColumns) -> None:
+    """Upserts the new events' changes. Histograms are merged here, not in SQL (where a
+    merge costs more than the rest of the row): under the organizations' rollup lock,
+    the stored histograms are read, merged with the changes and written back."""
+    changes = aggregate(new)
+    lock_organizations({key[0] for key in changes})
+    stored = _stored_histograms(cursor, list(changes))
+    rollups = connection.ops.quote_name(UsageRollup._meta.db_table)
+    key, sums = ", ".join(_ROLLUP_KEY), ", ".join(_ROLLUP_SUMS)
+    cursor.execute(
+        f"""CREATE TEMP TABLE IF NOT EXISTS {INCOMING_ROLLUPS} (organization_id text, granularity text, bucket timestamptz, breakdown text,
+            {", ".join(f"{name} text" for name in DIMENSIONS)}, requests bigint, client_errors bigint, server_errors bigint,
+            input_tokens bigint, output_tokens bigint, cost numeric, latency_histogram jsonb) ON COMMIT DELETE ROWS"""
+    )
+    cursor.execute(f"TRUNCATE {INCOMING_ROLLUPS}")
+    with connection.wrap_database_errors, cursor.cursor.copy(f"COPY {INCOMING_ROLLUPS} FROM STDIN") as copy:
+        for row_key, delta in changes.items():
+            latency = delta.latency
+            if (before := stored.get(row_key)) is not None:
+                latency = orjson.loads(before)
+                histogram.merge_into(latency, delta.latency)
+            copy.write_row(
+                (*row_key, delta.requests, delta.client_errors, delta.server_errors, delta.input_tokens, delta.output_tokens, delta.cost, orjson.dumps(latency).decode())
+            )
+    cursor.execute(
+        f"""
+        INSERT INTO {rollups} AS r ({key}, {sums}, latency_histogram)
+        SELECT {key}, {sums}, latency_histogram FROM {INCOMING_ROLLUPS}
+        ORDER BY {key}
+        ON CONFLICT ({key}) DO UPDATE SET
+            {", ".join(f"{name} = r.{name} + EXCLUDED.{name}" for name in _ROLLUP_SUMS)},
+            latency_histogram = EXCLUDED.latency_histogram  -- already merged
+        """
+    )
+
+
+def _stored_histograms(cursor: Any, keys: list[Key]) -> dict[Key, str]:
+    """The stored histograms (JSON) of those of these rollup rows that exist."""
+    rollups = connection.ops.quote_name(UsageRollup._meta.db_table)
+    types = ["text", "text", "timestamptz", "text", *(["text"] * len(DIMENSIONS))]
+    cursor.execute(
+        f"""
+        SELECT {", ".join(f"r.{name}" for name in _ROLLUP_KEY)}, r.latency_histogram::text
+        FROM unnest({", ".join(f"%s::{kind}[]" for kind in types)}) AS wanted ({", ".join(_ROLLUP_KEY)})
+        JOIN {rollups} AS r USING ({", ".join(_ROLLUP_KEY)})
+        """,
+        [list(column) for column in zip(*keys, strict=True)],
+    )
+    return {tuple(row[:-1]): row[-1] for row in cursor.fetchall()}  # type: ignore[misc]
+
+
+def _copy_json(cursor: Any, table: str, payloads: list[bytes]) -> None:
+    # CSV with quote and delimiter bytes that JSON never holds raw, so each line is one value.
+    command = f"COPY {table} (doc) FROM STDIN (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')"
+    # The raw cursor's COPY: wrapped so its errors are Django's, as execute()'s are.
+    with connection.wrap_database_errors, cursor.cursor.copy(command) as copy:
+        copy.write(b"\n".join(payloads))
+
+

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchboard.ingest")
 # A batch's rollup rows cost about the same however many events it holds, so a backlog
 # is read in big batches; under normal load a batch is what arrived since the last.
-READ_BYTES = 32 << 20
+READ_BYTES = 64 << 20
 STREAM_GROUP = "ingest"
 
 

@@ -11,11 +11,15 @@ a late event lands in the bucket of its own timestamp.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal
-from typing import cast
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import numpy as np
 
 from billing import histogram
 from billing.models import Breakdown, Granularity, UsageRollup
@@ -57,32 +61,150 @@ def breakdown_for(dimensions: Iterable[str]) -> str:
     return Breakdown.ALL
 
 
-def deltas(records: Iterable[UsageRecord]) -> dict[Key, Delta]:
+# Minutes per bucket of each granularity. Buckets are counted from the epoch (a UTC
+# midnight), so whole days are UTC days.
+MINUTES = {Granularity.MINUTE: 1, Granularity.HOUR: 60, Granularity.DAY: 1440}
+COST_PLACES = 12  # the scale of the cost columns: costs are summed as whole 10^-12 units
+
+
+@dataclass(frozen=True)
+class EventColumns:
+    """New events, column by column: what the rollups need of each."""
+
+    organization_id: Sequence[str]
+    minute: Sequence[int]  # minutes since the epoch
+    route: Sequence[str]
+    deployment_id: Sequence[str]
+    region: Sequence[str]
+    key_id: Sequence[str]
+    model: Sequence[str]
+    status: Sequence[int]
+    input_tokens: Sequence[int]
+    output_tokens: Sequence[int]
+    latency_bucket: Sequence[int]  # billing.histogram.bucket_of(latency_ms)
+    cost_units: Sequence[int]  # cost x 10^COST_PLACES, exact
+
+    def __len__(self) -> int:
+        return len(self.organization_id)
+
+    @classmethod
+    def of(cls, records: Iterable[UsageRecord]) -> EventColumns:
+        rows = [
+            (
+                r.organization_id, int(r.at.timestamp()) // 60, r.route, r.deployment_id, r.region, r.key_id, r.model, r.status, r.input_tokens,
+                r.output_tokens, histogram.bucket_of(r.latency_ms), int(r.cost.scaleb(COST_PLACES).to_integral_value(ROUND_HALF_UP)),
+            )
+            for r in records
+        ]  # fmt: skip
+        return cls.from_rows(rows)
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Sequence[Any]]) -> EventColumns:
+        """From rows holding the fields in declaration order (as a database returns them)."""
+        columns = list(zip(*rows, strict=True)) if rows else [()] * 12
+        return cls(*columns)
+
+
+def aggregate(events: EventColumns) -> dict[Key, Delta]:
+    """The change each rollup row gets from these events, in every breakdown and
+    granularity. Vectorised: the events are grouped by integer codes (numpy), once per
+    breakdown and granularity, so the cost per event stays small at any batch size."""
+    count = len(events)
+    if not count:
+        return {}
+    # Each distinct combination of organization and dimensions, once.
+    combinations: dict[tuple[str, ...], int] = {}
+    combination_of = np.fromiter(
+        (combinations.setdefault(c, len(combinations)) for c in zip(events.organization_id, *(getattr(events, name) for name in DIMENSIONS), strict=True)),
+        np.int64,
+        count,
+    )
+    status = np.asarray(events.status, np.int64)
+    ones = np.ones(count, np.int64)
+    # Integer sums, exact: requests, 4xx, 5xx, input and output tokens.
+    counters = np.column_stack([ones, (status >= 400) & (status < 500), status >= 500, np.asarray(events.input_tokens, np.int64), np.asarray(events.output_tokens, np.int64)]).astype(np.int64)
+    costs = _exact_array(events.cost_units)
+    minute = np.asarray(events.minute, np.int64)
+    latency = np.asarray(events.latency_bucket, np.int64)
+    lowest_latency = int(latency.min())
+    latency_span = int(latency.max()) - lowest_latency + 1
+
     found: dict[Key, Delta] = {}
-    for record in records:
-        values = {name: getattr(record, name) for name in DIMENSIONS}
-        for granularity, breakdown in ((g, b) for g in Granularity.values for b in KEPT):
-            kept = KEPT[breakdown]
-            key = cast(Key, (record.organization_id, granularity, bucket_start(record.at, granularity), breakdown, *(values[name] if name in kept else "" for name in DIMENSIONS)))
-            delta = found.get(key)
-            if delta is None:
-                delta = found[key] = Delta()
-            delta.requests += 1
-            delta.client_errors += 400 <= record.status < 500
-            delta.server_errors += record.status >= 500
-            delta.input_tokens += record.input_tokens
-            delta.output_tokens += record.output_tokens
-            delta.cost += record.cost
-            histogram.add(delta.latency, record.latency_ms)
+    for breakdown, kept in KEPT.items():
+        positions = [1 + DIMENSIONS.index(name) for name in kept]
+        labels: dict[tuple[str, ...], int] = {}
+        label_of_combination = np.fromiter(
+            (labels.setdefault((c[0], *(c[p] for p in positions)), len(labels)) for c in combinations), np.int64, len(combinations)
+        )
+        label_names = [(label[0], *_dimensions(kept, label[1:])) for label in labels]
+        label_of = label_of_combination[combination_of]
+        for granularity, minutes in MINUTES.items():
+            period = minute // minutes
+            first_period = int(period.min())
+            groups, group_of = np.unique((period - first_period) * len(labels) + label_of, return_inverse=True)
+            order = np.argsort(group_of, kind="stable")
+            starts = np.searchsorted(group_of[order], np.arange(len(groups)))
+            sums = np.add.reduceat(counters[order], starts, axis=0).tolist()
+            cost_sums = np.add.reduceat(costs[order], starts).tolist()
+            pairs, pair_counts = np.unique(group_of * latency_span + (latency - lowest_latency), return_counts=True)
+            bounds = np.searchsorted(pairs // latency_span, np.arange(1, len(groups)))
+            latency_buckets = np.split(pairs % latency_span + lowest_latency, bounds)
+            latency_counts = np.split(pair_counts, bounds)
+            for index, group in enumerate(groups.tolist()):
+                period_offset, label = divmod(group, len(labels))
+                organization, *dimensions = label_names[label]
+                bucket = _bucket((first_period + period_offset) * minutes)
+                requests, client_errors, server_errors, input_tokens, output_tokens = sums[index]
+                found[(organization, granularity, bucket, breakdown, *dimensions)] = Delta(  # type: ignore[index]
+                    requests, client_errors, server_errors, input_tokens, output_tokens, Decimal(cost_sums[index]).scaleb(-COST_PLACES),
+                    dict(zip(map(str, latency_buckets[index].tolist()), latency_counts[index].tolist(), strict=True)),
+                )  # fmt: skip
     return found
+
+
+def deltas(records: Iterable[UsageRecord]) -> dict[Key, Delta]:
+    return aggregate(EventColumns.of(records))
+
+
+def _dimensions(kept: tuple[str, ...], values: tuple[str, ...]) -> list[str]:
+    by_name = dict(zip(kept, values, strict=True))
+    return [by_name.get(name, "") for name in DIMENSIONS]
+
+
+def _exact_array(units: Sequence[int]) -> np.ndarray[Any, Any]:
+    """int64 when no sum can overflow it, else Python integers (exact at any size)."""
+    largest = max(map(abs, units))
+    return np.asarray(units, np.int64 if largest * len(units) < 2**62 else object)
+
+
+@functools.lru_cache(maxsize=4096)
+def _bucket(minutes_since_epoch: int) -> datetime:
+    return datetime.fromtimestamp(minutes_since_epoch * 60, UTC)
+
+
+def lock_organizations(organization_ids: Iterable[str]) -> None:
+    """Takes, until the transaction ends, the lock on writing these organizations' rollups
+    (PostgreSQL; SQLite has one writer at a time). Every rollup writer takes it, in one
+    order, so a read-merge-write of a histogram never interleaves with another's."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        for lock in sorted({zlib.crc32(org.encode()) - 2**31 for org in organization_ids}):
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_ROLLUP_LOCKS, lock])
+
+
+_ROLLUP_LOCKS = 0x726F6C6C  # the advisory lock namespace of rollup writers
 
 
 def apply(records: list[UsageRecord]) -> None:
     """Adds newly written events to the rollups. Call inside the transaction that wrote
-    them; rows are locked on PostgreSQL, so two ingesters cannot lose each other's sums."""
+    them."""
     if not records:
         return
     changes = deltas(records)
+    lock_organizations({key[0] for key in changes})
     rows = UsageRollup.objects.unscoped_across_tenants().select_for_update().filter(
         organization_id__in={key[0] for key in changes}, bucket__in={key[2] for key in changes}
     )

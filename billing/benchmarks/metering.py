@@ -9,8 +9,8 @@ a child process so the caller's database is never touched.
   lines, timestamps 40 µs apart), then billing.ingest drains them: durable in the table,
   deduplicated by request id, and rolled up per minute, hour and day, committed. The
   events are then replayed, which must add nothing.
-- Query: one tenant with 10 million events over 30 days (generated once in SQL through
-  the same insert-and-roll-up statement, then kept), and the queries the Usage page makes
+- Query: one tenant with 10 million events over 30 days (generated once in SQL and written
+  through the same insert-and-roll-up path, then kept), and the queries the Usage page makes
   for a 30-day range: totals and a daily series in the viewer's time zone, plain and
   split by model.
 """
@@ -231,7 +231,7 @@ def _query_tenant(log: Callable[[str], None]) -> Any:
 
     from django.db import connection, transaction
 
-    from billing.copy_events import statement
+    from billing.copy_events import insert_and_roll_up
     from billing.models import UsageEvent
     from console.models import Organization
 
@@ -263,10 +263,9 @@ def _query_tenant(log: Callable[[str], None]) -> Any:
         FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS i,
             LATERAL (SELECT ({models})[1 + floor(random() * {len(MODELS)} + i * 0)::int] AS model) AS drawn
     """
-    sql = statement(generated)
     for day in range(QUERY_DAYS):
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(sql, {"org": org.pk, "start": start, "first": day * per_day, "last": min((day + 1) * per_day, QUERY_EVENTS) - 1})
+        with transaction.atomic():
+            insert_and_roll_up(generated, {"org": org.pk, "start": start, "first": day * per_day, "last": min((day + 1) * per_day, QUERY_EVENTS) - 1})
         if day % 5 == 4:
             log(f"metering: {min((day + 1) * per_day, QUERY_EVENTS):,} events")
     with connection.cursor() as cursor:
