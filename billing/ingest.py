@@ -14,9 +14,9 @@ import logging
 import os
 import socket
 import time
-import zlib
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -51,10 +51,16 @@ class Batch:
 
 
 class SpoolSource:
-    """Spool files: each has a sidecar `.offset` with how far it is in the database."""
+    """Spool files: each has a sidecar `.offset` with how far it is in the database. Reads
+    run ahead of the acknowledgements (the next batch is read while the last is written);
+    `rewind` goes back to what is acknowledged."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._read_to: dict[Path, int] = {}
+
+    def rewind(self) -> None:
+        self._read_to.clear()
 
     def read(self) -> Batch | None:
         if not self.directory.exists():
@@ -67,7 +73,8 @@ class SpoolSource:
 
     def _read_file(self, path: Path) -> Batch | None:
         offset_path = path.with_suffix(".offset")
-        offset = int(offset_path.read_text()) if offset_path.exists() else 0
+        acknowledged = int(offset_path.read_text()) if offset_path.exists() else 0
+        offset = max(acknowledged, self._read_to.get(path, 0))
         with open(path, "rb") as spool:
             spool.seek(offset)
             data = spool.read(READ_BYTES)
@@ -76,14 +83,15 @@ class SpoolSource:
             elif b"\n" not in data:
                 data = b""
             if not data:
-                if _finished(spool.fileno()):
+                if offset == acknowledged and _finished(spool.fileno()):
                     # Everything up to the last complete line is in; a partial last line
                     # is an event whose write was cut, so its answer was never sent.
                     path.unlink(missing_ok=True)
                     offset_path.unlink(missing_ok=True)
+                    self._read_to.pop(path, None)
                 return None
         lines = data.splitlines()
-        end = offset + len(data)
+        end = self._read_to[path] = offset + len(data)
 
         def acknowledge() -> None:
             temporary = offset_path.with_suffix(".offset.tmp")
@@ -114,22 +122,28 @@ class StreamSource:
         self.key = key
         self.consumer = consumer or socket.gethostname()
         self.block_ms = block_ms
-        self._backlog = True
+        self.rewind()
         try:
             self.redis.xgroup_create(self.key, STREAM_GROUP, id="0", mkstream=True)
         except redis.ResponseError as error:
             if "BUSYGROUP" not in str(error):
                 raise
 
+    def rewind(self) -> None:
+        # What this consumer was given and did not acknowledge comes first.
+        self._backlog, self._backlog_after = True, "0"
+
     def read(self) -> Batch | None:
-        start = "0" if self._backlog else ">"
-        # redis-py types the reply as a union of every command shape; this one is
-        # [[stream, [(entry_id, {field: value}), ...]]].
-        reply: Any = self.redis.xreadgroup(STREAM_GROUP, self.consumer, {self.key: start}, count=5000, block=None if self._backlog else self.block_ms)
-        entries = reply[0][1] if reply else []
-        if self._backlog and not entries:
-            self._backlog = False
-            return None
+        entries: list[Any] = []
+        if self._backlog:
+            # From the pending list, past what this pass already took (reads run ahead).
+            entries = self._read(self._backlog_after, block=None)
+            if entries:
+                self._backlog_after = entries[-1][0]
+            else:
+                self._backlog = False
+        if not entries:
+            entries = self._read(">", block=self.block_ms)
         if not entries:
             return None
         ids = [entry_id for entry_id, _ in entries]
@@ -143,6 +157,12 @@ class StreamSource:
 
         # An entry holds the events of one group commit; count its top-level objects.
         return Batch(payloads, sum(payload.count(b'"request_id"') for payload in payloads), acknowledge)
+
+    def _read(self, start: str | bytes, block: int | None) -> list[Any]:
+        # redis-py types the reply as a union of every command shape; this one is
+        # [[stream, [(entry_id, {field: value}), ...]]].
+        reply: Any = self.redis.xreadgroup(STREAM_GROUP, self.consumer, {self.key: start}, count=5000, block=block)
+        return list(reply[0][1]) if reply else []
 
 
 # ---------------------------------------------------------------------------------------
@@ -258,34 +278,65 @@ def ingest_available(found: list[SpoolSource | StreamSource], workers: int = 1) 
     """One pass over every source; returns how many events were written. With several
     workers, each batch is split by organization and its parts are written at once on
     separate connections (their rollup rows are disjoint, so they never wait on each
-    other); the batch is acknowledged when every part is committed. A part that fails
-    leaves the batch unacknowledged, and the parts already written add nothing when it is
-    read again."""
+    other), while the next batch is read; a batch is acknowledged when every part is
+    committed. A part that fails leaves its batch unacknowledged: the next pass reads it
+    again (sources rewind to what is acknowledged), and the parts already written add
+    nothing."""
     written = 0
     for source in found:
-        while (batch := source.read()) is not None:
-            if batch.payloads:
-                parts = split_by_organization(batch.payloads, workers)
-                if len(parts) == 1:
-                    _write_part(parts[0])
-                else:
-                    for future in [_pool(workers).submit(_write_part, part) for part in parts]:
-                        future.result()
-            batch.acknowledge()
-            written += batch.events
+        source.rewind()
+        if workers <= 1:
+            while (batch := source.read()) is not None:
+                if batch.payloads:
+                    _write_part(batch.payloads)
+                batch.acknowledge()
+                written += batch.events
+            continue
+        # The next batch is read and queued while the last is written, so no worker waits
+        # for the slowest part of a batch. Batches are acknowledged in order.
+        in_flight: deque[tuple[Batch, list[Future[None]]]] = deque()
+        try:
+            while True:
+                batch = source.read()
+                if batch is not None:
+                    in_flight.append((batch, [_pool(workers).submit(_write_part, part) for part in split_by_organization(batch.payloads, workers)]))
+                if len(in_flight) > 1 or (batch is None and in_flight):
+                    written += _finish(*in_flight.popleft())
+                elif batch is None:
+                    break
+        except BaseException:
+            # Let the parts still running end; nothing after a failed batch is acknowledged,
+            # so the next pass reads it (and what followed) again.
+            wait([part for _, parts in in_flight for part in parts])
+            raise
     return written
 
 
+def _finish(batch: Batch, parts: list[Future[None]]) -> int:
+    """Waits for every part of the batch; acknowledges it if all were committed."""
+    wait(parts)
+    for part in parts:
+        part.result()  # raises the first part's error: the batch stays unacknowledged
+    batch.acknowledge()
+    return batch.events
+
+
 def split_by_organization(payloads: list[bytes], parts: int) -> list[list[bytes]]:
+    """Splits a batch into at most `parts` parts of about the same size, no organization
+    in two parts (as far as the payloads tell)."""
     if parts <= 1:
         return [payloads]
-    split: list[list[bytes]] = [[] for _ in range(parts)]
+    by_organization: dict[bytes, list[bytes]] = {}
     for index, payload in enumerate(payloads):
         # A spool line is one event; find its organization without parsing the line. A
-        # stream entry (an array, several organizations) goes by position.
+        # stream entry (an array, several organizations) is a group of its own; rollup
+        # writers lock organizations, so two parts holding one are merely serialised.
         start = payload.find(b'"organization_id":"') if payload[:1] == b"{" else -1
-        key = payload[start + 19 : payload.find(b'"', start + 19)] if start >= 0 else str(index).encode()
-        split[zlib.crc32(key) % parts].append(payload)
+        key = payload[start + 19 : payload.find(b'"', start + 19)] if start >= 0 else b"%d" % index
+        by_organization.setdefault(key, []).append(payload)
+    split: list[list[bytes]] = [[] for _ in range(parts)]
+    for group in sorted(by_organization.values(), key=len, reverse=True):  # largest first, to the smallest part
+        min(split, key=len).extend(group)
     return [part for part in split if part]
 
 

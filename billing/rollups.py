@@ -20,6 +20,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import numpy as np
+import orjson
 
 from billing import histogram
 from billing.models import Breakdown, Granularity, UsageRollup
@@ -71,13 +72,10 @@ COST_PLACES = 12  # the scale of the cost columns: costs are summed as whole 10^
 class EventColumns:
     """New events, column by column: what the rollups need of each."""
 
-    organization_id: Sequence[str]
+    # The organization and the dimensions (DIMENSIONS order) as a JSON array: one value to
+    # group by, unambiguous whatever the names hold.
+    combination: Sequence[str]
     minute: Sequence[int]  # minutes since the epoch
-    route: Sequence[str]
-    deployment_id: Sequence[str]
-    region: Sequence[str]
-    key_id: Sequence[str]
-    model: Sequence[str]
     status: Sequence[int]
     input_tokens: Sequence[int]
     output_tokens: Sequence[int]
@@ -85,24 +83,18 @@ class EventColumns:
     cost_units: Sequence[int]  # cost x 10^COST_PLACES, exact
 
     def __len__(self) -> int:
-        return len(self.organization_id)
+        return len(self.combination)
 
     @classmethod
     def of(cls, records: Iterable[UsageRecord]) -> EventColumns:
         rows = [
             (
-                r.organization_id, int(r.at.timestamp()) // 60, r.route, r.deployment_id, r.region, r.key_id, r.model, r.status, r.input_tokens,
-                r.output_tokens, histogram.bucket_of(r.latency_ms), int(r.cost.scaleb(COST_PLACES).to_integral_value(ROUND_HALF_UP)),
+                orjson.dumps([r.organization_id, *(getattr(r, name) for name in DIMENSIONS)]).decode(), int(r.at.timestamp()) // 60, r.status,
+                r.input_tokens, r.output_tokens, histogram.bucket_of(r.latency_ms), int(r.cost.scaleb(COST_PLACES).to_integral_value(ROUND_HALF_UP)),
             )
             for r in records
         ]  # fmt: skip
-        return cls.from_rows(rows)
-
-    @classmethod
-    def from_rows(cls, rows: Sequence[Sequence[Any]]) -> EventColumns:
-        """From rows holding the fields in declaration order (as a database returns them)."""
-        columns = list(zip(*rows, strict=True)) if rows else [()] * 12
-        return cls(*columns)
+        return cls(*zip(*rows, strict=True)) if rows else cls((), (), (), (), (), (), ())
 
 
 def aggregate(events: EventColumns) -> dict[Key, Delta]:
@@ -113,12 +105,9 @@ def aggregate(events: EventColumns) -> dict[Key, Delta]:
     if not count:
         return {}
     # Each distinct combination of organization and dimensions, once.
-    combinations: dict[tuple[str, ...], int] = {}
-    combination_of = np.fromiter(
-        (combinations.setdefault(c, len(combinations)) for c in zip(events.organization_id, *(getattr(events, name) for name in DIMENSIONS), strict=True)),
-        np.int64,
-        count,
-    )
+    codes: dict[str, int] = {}
+    combination_of = np.fromiter((codes.setdefault(c, len(codes)) for c in events.combination), np.int64, count)
+    combinations: list[list[str]] = [orjson.loads(c) for c in codes]
     status = np.asarray(events.status, np.int64)
     ones = np.ones(count, np.int64)
     # Integer sums, exact: requests, 4xx, 5xx, input and output tokens.
@@ -147,17 +136,20 @@ def aggregate(events: EventColumns) -> dict[Key, Delta]:
             sums = np.add.reduceat(counters[order], starts, axis=0).tolist()
             cost_sums = np.add.reduceat(costs[order], starts).tolist()
             pairs, pair_counts = np.unique(group_of * latency_span + (latency - lowest_latency), return_counts=True)
-            bounds = np.searchsorted(pairs // latency_span, np.arange(1, len(groups)))
-            latency_buckets = np.split(pairs % latency_span + lowest_latency, bounds)
-            latency_counts = np.split(pair_counts, bounds)
+            # Each group's (bucket, count) pairs, sorted by group: slice plain lists (numpy
+            # views per group would cost more than the rest).
+            edges = [0, *np.searchsorted(pairs // latency_span, np.arange(1, len(groups))).tolist(), len(pairs)]
+            latency_buckets = [str(value) for value in (pairs % latency_span + lowest_latency).tolist()]
+            latency_counts = pair_counts.tolist()
+            label_count = len(labels)
             for index, group in enumerate(groups.tolist()):
-                period_offset, label = divmod(group, len(labels))
+                period_offset, label = divmod(group, label_count)
                 organization, *dimensions = label_names[label]
-                bucket = _bucket((first_period + period_offset) * minutes)
                 requests, client_errors, server_errors, input_tokens, output_tokens = sums[index]
-                found[(organization, granularity, bucket, breakdown, *dimensions)] = Delta(  # type: ignore[index]
+                first, last = edges[index], edges[index + 1]
+                found[(organization, granularity, _bucket((first_period + period_offset) * minutes), breakdown, *dimensions)] = Delta(  # type: ignore[index]
                     requests, client_errors, server_errors, input_tokens, output_tokens, Decimal(cost_sums[index]).scaleb(-COST_PLACES),
-                    dict(zip(map(str, latency_buckets[index].tolist()), latency_counts[index].tolist(), strict=True)),
+                    dict(zip(latency_buckets[first:last], latency_counts[first:last], strict=True)),
                 )  # fmt: skip
     return found
 
