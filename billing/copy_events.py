@@ -1,8 +1,8 @@
 """Writing usage on PostgreSQL: COPY, one INSERT for the events, the rollups from what it
 returned.
 
-The handed-over JSON goes into temporary tables through COPY untouched (Python never
-parses it). One statement expands the payloads and inserts the events with
+The handed-over lines go into a temporary table through COPY untouched (they are COPY's
+text format already; Python never parses them). One statement inserts the events with
 `ON CONFLICT (request_id) DO NOTHING RETURNING` the few columns the rollups need, already
 reduced to integers (minute, latency bucket, cost units). Exactly the returned (new)
 events are aggregated (billing.rollups.aggregate, vectorised) and upserted into the
@@ -28,8 +28,9 @@ from billing.models import UsageEvent, UsageRollup
 from billing.rollups import COST_PLACES, DIMENSIONS, EventColumns, Key, aggregate, lock_organizations
 from console.models import Organization
 
-# Spool lines are single events; stream entries are arrays of them. They are staged apart
-# so single events skip the array expansion, which costs as much as parsing them.
+# Events arrive as lines of COPY text (billing.spool), which go into a typed table as they
+# are. An earlier version's JSON events and arrays of them are staged apart and parsed.
+EVENT_LINES = "usage_incoming_line"
 SINGLE_EVENTS = "usage_incoming_event"
 EVENT_ARRAYS = "usage_incoming_array"
 INCOMING_ROLLUPS = "usage_incoming_rollup"
@@ -58,6 +59,8 @@ EVENT_COLUMNS = {
 }
 _RECORD = f"AS event ({', '.join(f'{name} {kind}' for name, kind in EVENT_COLUMNS.items())})"
 STAGED_EVENTS = f"""
+    SELECT * FROM {EVENT_LINES}
+    UNION ALL
     SELECT event.* FROM {SINGLE_EVENTS}, json_to_record(doc) {_RECORD}
     UNION ALL
     SELECT event.* FROM {EVENT_ARRAYS}, json_array_elements(doc) AS payload, json_to_record(payload) {_RECORD}
@@ -71,15 +74,20 @@ def write(payloads: list[bytes]) -> int:
     transaction; returns how many events were new. Raises IntegrityError or DataError when
     the database refuses any of them, having written none."""
     with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {EVENT_LINES} ({', '.join(f'{name} {kind}' for name, kind in EVENT_COLUMNS.items())}) ON COMMIT DELETE ROWS")
         for table in (SINGLE_EVENTS, EVENT_ARRAYS):
             cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} (doc json) ON COMMIT DELETE ROWS")
-            # Inside a caller's transaction the rows of an earlier call are still there.
-            cursor.execute(f"TRUNCATE {table}")
-        singles = [payload for payload in payloads if payload[:1] != b"["]
-        arrays = [payload for payload in payloads if payload[:1] == b"["]
-        for table, staged in ((SINGLE_EVENTS, singles), (EVENT_ARRAYS, arrays)):
-            if staged:
-                _copy_json(cursor, table, staged)
+        # Inside a caller's transaction the rows of an earlier call are still there.
+        cursor.execute(f"TRUNCATE {EVENT_LINES}, {SINGLE_EVENTS}, {EVENT_ARRAYS}")
+        staged: dict[str, list[bytes]] = {EVENT_LINES: [], SINGLE_EVENTS: [], EVENT_ARRAYS: []}
+        for payload in payloads:
+            staged[SINGLE_EVENTS if payload[:1] == b"{" else EVENT_ARRAYS if payload[:1] == b"[" else EVENT_LINES].append(payload)
+        if staged[EVENT_LINES]:
+            _copy(cursor, f"COPY {EVENT_LINES} FROM STDIN", staged[EVENT_LINES])
+        for table in (SINGLE_EVENTS, EVENT_ARRAYS):
+            if staged[table]:
+                # CSV with quote and delimiter bytes that JSON never holds raw: a line is one value.
+                _copy(cursor, f"COPY {table} (doc) FROM STDIN (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')", staged[table])
         return insert_and_roll_up(STAGED_EVENTS)
 
 
@@ -171,11 +179,7 @@ def _stored_histograms(cursor: Any, keys: list[Key]) -> dict[Key, str]:
     return {tuple(row[:-1]): row[-1] for row in cursor.fetchall()}  # type: ignore[misc]
 
 
-def _copy_json(cursor: Any, table: str, payloads: list[bytes]) -> None:
-    # CSV with quote and delimiter bytes that JSON never holds raw, so each line is one value.
-    command = f"COPY {table} (doc) FROM STDIN (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')"
+def _copy(cursor: Any, command: str, lines: list[bytes]) -> None:
     # The raw cursor's COPY: wrapped so its errors are Django's, as execute()'s are.
     with connection.wrap_database_errors, cursor.cursor.copy(command) as copy:
-        copy.write(b"\n".join(payloads))
-
-
+        copy.write(b"\n".join(lines))

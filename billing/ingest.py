@@ -27,7 +27,7 @@ from django.db import Error as DatabaseError
 
 from billing import copy_events
 from billing.records import UsageRecord
-from billing.spool import SPOOL_SUFFIX, encode, from_dict, spool_directory, stream_key
+from billing.spool import LEGACY_SPOOL_SUFFIX, SPOOL_SUFFIX, decode, encode, from_dict, is_json, spool_directory, stream_key
 
 if TYPE_CHECKING:
     from django.db.models import Field
@@ -65,7 +65,7 @@ class SpoolSource:
     def read(self) -> Batch | None:
         if not self.directory.exists():
             return None
-        for path in sorted(self.directory.glob("*" + SPOOL_SUFFIX)):
+        for path in sorted([*self.directory.glob("*" + SPOOL_SUFFIX), *self.directory.glob("*" + LEGACY_SPOOL_SUFFIX)]):
             batch = self._read_file(path)
             if batch is not None:
                 return batch
@@ -155,8 +155,9 @@ class StreamSource:
             pipe.xdel(self.key, *ids)
             pipe.execute()
 
-        # An entry holds the events of one group commit; count its top-level objects.
-        return Batch(payloads, sum(payload.count(b'"request_id"') for payload in payloads), acknowledge)
+        # An entry holds the events of one group commit, a line each (or, from an earlier
+        # version, a JSON array of them).
+        return Batch(payloads, sum(payload.count(b'"request_id"') if is_json(payload) else payload.count(b"\n") + 1 for payload in payloads), acknowledge)
 
     def _read(self, start: str | bytes, block: int | None) -> list[Any]:
         # redis-py types the reply as a union of every command shape; this one is
@@ -209,10 +210,18 @@ def decode_payloads(payloads: list[bytes]) -> list[UsageRecord]:
     records: list[UsageRecord] = []
     for payload in payloads:
         try:
-            items = orjson.loads(payload)
-            records.extend(from_dict(item) for item in (items if isinstance(items, list) else [items]))
+            if is_json(payload):
+                items = orjson.loads(payload)
+                records.extend(from_dict(item) for item in (items if isinstance(items, list) else [items]))
+                continue
         except (ValueError, TypeError, KeyError) as error:
             log.error("skipping an unreadable usage payload: %s", error)
+            continue
+        for line in payload.split(b"\n"):
+            try:
+                records.append(decode(line))
+            except (ValueError, TypeError, KeyError, UnicodeDecodeError) as error:
+                log.error("skipping an unreadable usage line: %s", error)
     return records
 
 
@@ -328,16 +337,24 @@ def split_by_organization(payloads: list[bytes], parts: int) -> list[list[bytes]
         return [payloads]
     by_organization: dict[bytes, list[bytes]] = {}
     for index, payload in enumerate(payloads):
-        # A spool line is one event; find its organization without parsing the line. A
-        # stream entry (an array, several organizations) is a group of its own; rollup
-        # writers lock organizations, so two parts holding one are merely serialised.
-        start = payload.find(b'"organization_id":"') if payload[:1] == b"{" else -1
-        key = payload[start + 19 : payload.find(b'"', start + 19)] if start >= 0 else b"%d" % index
-        by_organization.setdefault(key, []).append(payload)
+        by_organization.setdefault(_organization_of(payload) or b"%d" % index, []).append(payload)
     split: list[list[bytes]] = [[] for _ in range(parts)]
     for group in sorted(by_organization.values(), key=len, reverse=True):  # largest first, to the smallest part
         min(split, key=len).extend(group)
     return [part for part in split if part]
+
+
+def _organization_of(payload: bytes) -> bytes | None:
+    """The organization of a spool line (one event), found without parsing the line. A
+    stream entry holds several events, of any organizations: None. Rollup writers lock
+    organizations, so two parts holding one are merely serialised."""
+    if payload[:1] == b"{":  # an earlier version's JSON line
+        start = payload.find(b'"organization_id":"')
+        return payload[start + 19 : payload.find(b'"', start + 19)] if start >= 0 else None
+    if payload[:1] == b"[" or b"\n" in payload:
+        return None
+    first = payload.find(b"\t")
+    return payload[first + 1 : payload.find(b"\t", first + 1)]
 
 
 def _write_part(payloads: list[bytes]) -> None:

@@ -28,7 +28,6 @@ import hashlib
 import os
 import socket
 import time
-from dataclasses import asdict
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -39,15 +38,57 @@ import orjson
 from billing.records import UsageRecord
 
 SPOOL_ROTATE_BYTES = 64 << 20
-SPOOL_SUFFIX = ".jsonl"
+SPOOL_SUFFIX = ".events"
+# Earlier versions spooled JSON lines (and streamed JSON arrays); they are still read.
+LEGACY_SPOOL_SUFFIX = ".jsonl"
+
+# An event on the wire is one line of PostgreSQL's COPY text format: the fields of
+# UsageRecord in order, tab-separated, so the database takes spooled lines as they are
+# (parsing JSON in SQL cost as much as inserting the row). Text is escaped as COPY reads it.
+_ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_UNESCAPE = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
+FIELD_COUNT = 19
 
 
 def encode(record: UsageRecord) -> bytes:
-    return orjson.dumps(asdict(record), default=str)
+    r = record
+    return "\t".join(
+        (
+            r.request_id.translate(_ESCAPE), r.organization_id.translate(_ESCAPE), r.at.isoformat(), r.key_id.translate(_ESCAPE),
+            r.endpoint.translate(_ESCAPE), r.model.translate(_ESCAPE), r.route.translate(_ESCAPE), r.target.translate(_ESCAPE),
+            r.deployment_id.translate(_ESCAPE), r.region.translate(_ESCAPE), str(r.status), r.error_code.translate(_ESCAPE), "t" if r.streamed else "f",
+            str(r.attempts), str(r.input_tokens), str(r.output_tokens), repr(float(r.latency_ms)), "\\N" if r.ttft_ms is None else repr(float(r.ttft_ms)),
+            str(r.cost),
+        )
+    ).encode()  # fmt: skip
+
+
+def is_json(payload: bytes) -> bool:
+    """True for a payload of an earlier version: a JSON event or a JSON array of them."""
+    return payload[:1] in (b"{", b"[")
 
 
 def decode(line: bytes) -> UsageRecord:
-    return from_dict(orjson.loads(line))
+    if is_json(line):
+        return from_dict(orjson.loads(line))
+    values = [_unescape(value) for value in line.decode().split("\t")]
+    if len(values) != FIELD_COUNT:
+        raise ValueError(f"a usage line has {len(values)} fields, not {FIELD_COUNT}")
+    (request_id, organization_id, at, key_id, endpoint, model, route, target, deployment_id, region, status, error_code, streamed, attempts,
+     input_tokens, output_tokens, latency_ms, ttft_ms, cost) = values  # fmt: skip
+    return UsageRecord(
+        request_id, organization_id, datetime.fromisoformat(at), key_id, endpoint, model, route, target, deployment_id, region, int(status), error_code,
+        streamed == "t", int(attempts), int(input_tokens), int(output_tokens), float(latency_ms), None if ttft_ms == "\\N" else float(ttft_ms), Decimal(cost),
+    )  # fmt: skip
+
+
+def _unescape(value: str) -> str:
+    if "\\" not in value or value == "\\N":
+        return value
+    out, characters = [], iter(value)
+    for character in characters:
+        out.append(_UNESCAPE[next(characters)] if character == "\\" else character)
+    return "".join(out)
 
 
 def from_dict(data: dict[str, Any]) -> UsageRecord:
@@ -122,7 +163,7 @@ class StreamSink:
         done, self._done = self._done, None
         assert done is not None
         try:
-            await self._redis.xadd(self._key, {"e": b"[" + b",".join(encode(event) for event in events) + b"]"})
+            await self._redis.xadd(self._key, {"e": b"\n".join(encode(event) for event in events)})
         except Exception:  # noqa: BLE001 - any Redis failure: keep the events locally
             try:
                 for event in events:

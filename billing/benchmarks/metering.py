@@ -5,8 +5,8 @@ It works in its own database (`switchboard_bench_metering`, created and migrated
 PostgreSQL of DATABASE_URL, or of 127.0.0.1:5432 when DATABASE_URL is not PostgreSQL), in
 a child process so the caller's database is never touched.
 
-- Ingest: events for 20 tenants, as a busy gateway hands them over (spool files of JSON
-  lines, timestamps 40 µs apart), then billing.ingest drains them: durable in the table,
+- Ingest: events for 20 tenants, as a busy gateway hands them over (spool files, a line
+  each, timestamps 40 µs apart), then billing.ingest drains them: durable in the table,
   deduplicated by request id, and rolled up per minute, hour and day, committed. The
   events are then replayed, which must add nothing.
 - Query: one tenant with 10 million events over 30 days (generated once in SQL and written
@@ -171,7 +171,7 @@ def _measure_ingest(log: Callable[[str], None]) -> tuple[float, float]:
     from billing import ingest
     from billing.models import UsageEvent, UsageRollup
     from billing.records import UsageRecord
-    from billing.spool import encode
+    from billing.spool import SPOOL_SUFFIX, encode
 
     tenants = _organizations("ingest", 20)
     UsageEvent.objects.unscoped_across_tenants().filter(organization_id__in=tenants).delete()
@@ -183,7 +183,7 @@ def _measure_ingest(log: Callable[[str], None]) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as directory:
         spool = Path(directory)
         log(f"metering: writing {INGEST_EVENTS:,} events to spool files, as two gateway processes would")
-        files = [open(spool / f"gateway-{n}.jsonl", "wb") for n in range(2)]  # noqa: SIM115
+        files = [open(spool / f"gateway-{n}{SPOOL_SUFFIX}", "wb") for n in range(2)]  # noqa: SIM115
         for n in range(INGEST_EVENTS):
             model = rng.choice(MODELS)
             tokens_in, tokens_out = rng.randint(20, 2000), rng.randint(1, 600)
@@ -208,7 +208,7 @@ def _measure_ingest(log: Callable[[str], None]) -> tuple[float, float]:
                 written += ingest.ingest_available([source], workers)
             return time.perf_counter() - began
 
-        copies = {path: path.read_bytes() for path in spool.glob("*.jsonl")}
+        copies = {path: path.read_bytes() for path in spool.glob("*" + SPOOL_SUFFIX)}
         log(f"metering: ingesting with {workers} writers")
         ingest_seconds = drain()
         stored = UsageEvent.objects.unscoped_across_tenants().filter(organization_id__in=tenants).count()

@@ -17,7 +17,7 @@ from django.db import OperationalError, connection
 from billing import ingest
 from billing.models import UsageEvent, UsageRollup
 from billing.records import UsageRecord
-from billing.spool import SpoolSink, encode
+from billing.spool import SPOOL_SUFFIX, SpoolSink, encode
 from tests.billing.test_usage_pipeline import _record
 from tests.conftest import Tenants
 
@@ -77,7 +77,7 @@ def test_a_failed_part_leaves_its_batch_and_every_later_one_to_the_next_pass(ten
     failures = []
 
     def failing_once(payloads: list[bytes]) -> None:
-        if not failures and any(b'"req_150"' in payload for payload in payloads):
+        if not failures and any(payload.startswith(b"req_150\t") for payload in payloads):
             failures.append(len(payloads))
             raise OperationalError("connection lost mid-batch")
         write(payloads)
@@ -88,8 +88,8 @@ def test_a_failed_part_leaves_its_batch_and_every_later_one_to_the_next_pass(ten
         ingest.ingest_available([source], workers=2)
     assert failures
     acknowledged = int(next(tmp_path.glob("*.offset")).read_text())
-    spooled = next(tmp_path.glob("*.jsonl")).read_bytes()
-    assert b'"req_150"' in spooled[acknowledged:]  # the failed batch is not behind the offset
+    spooled = next(tmp_path.glob("*" + SPOOL_SUFFIX)).read_bytes()
+    assert b"\nreq_150\t" in spooled[acknowledged - 1 :]  # the failed batch is not behind the offset
     assert UsageEvent.objects.unscoped_across_tenants().filter(request_id="req_150").count() == 0
 
     assert ingest.ingest_available([source], workers=2) > 0  # the same source, rewound
@@ -101,7 +101,7 @@ def test_batches_split_into_parts_of_about_the_same_size_without_sharing_an_orga
     lines = [encode(_record(f"org_{n % 7}", f"req_{n}")) for n in range(700)]
     parts = ingest.split_by_organization(lines, 2)
     assert sorted(len(part) for part in parts) == [300, 400]  # seven organizations of 100: 4 and 3
-    organizations = [{line.split(b'"organization_id":"')[1].split(b'"')[0] for line in part} for part in parts]
+    organizations = [{line.split(b"\t")[1] for line in part} for part in parts]
     assert not organizations[0] & organizations[1]
 
 
@@ -113,11 +113,11 @@ def test_a_stream_batch_that_failed_is_read_again_by_the_same_ingester(tenants: 
     client = redis.Redis.from_url(settings.REDIS_URL)
     try:
         for n in range(3):
-            entry = b"[" + b",".join(encode(_record(tenants.org_a.pk, f"req_{n}_{i}")) for i in range(5)) + b"]"
+            entry = b"\n".join(encode(_record(tenants.org_a.pk, f"req_{n}_{i}")) for i in range(5))
             client.xadd(key, {"e": entry})
         source = ingest.StreamSource(settings.REDIS_URL, key, consumer="test")
         assert ingest.ingest_available([source], workers=2) == 15
-        client.xadd(key, {"e": b"[" + encode(_record(tenants.org_b.pk, "req_late")) + b"]"})
+        client.xadd(key, {"e": encode(_record(tenants.org_b.pk, "req_late"))})
         monkeypatch.setattr(ingest, "write_payloads", lambda payloads: (_ for _ in ()).throw(OperationalError("database down")))
         with pytest.raises(OperationalError):
             ingest.ingest_available([source], workers=2)

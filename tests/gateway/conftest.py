@@ -78,11 +78,11 @@ def usage_drained(request: pytest.FixtureRequest) -> Iterator[None]:
 def wait_until_usage_drained(timeout: float = 15.0) -> None:
     from django.conf import settings
 
-    from billing.spool import spool_directory, stream_key
+    from billing.spool import LEGACY_SPOOL_SUFFIX, SPOOL_SUFFIX, spool_directory, stream_key
 
     def pending() -> bool:
         directory = spool_directory()
-        for path in directory.glob("*.jsonl") if directory.exists() else []:
+        for path in [*directory.glob("*" + SPOOL_SUFFIX), *directory.glob("*" + LEGACY_SPOOL_SUFFIX)] if directory.exists() else []:
             offset_path = path.with_suffix(".offset")
             offset = int(offset_path.read_text()) if offset_path.exists() else 0
             if path.stat().st_size > offset:
