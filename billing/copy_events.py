@@ -57,7 +57,8 @@ EVENT_COLUMNS = {
     "ttft_ms": "float8",
     "cost": "numeric",
 }
-_RECORD = f"AS event ({', '.join(f'{name} {kind}' for name, kind in EVENT_COLUMNS.items())})"
+_COLUMN_TYPES = ", ".join(f"{name} {kind}" for name, kind in EVENT_COLUMNS.items())
+_RECORD = f"AS event ({_COLUMN_TYPES})"
 STAGED_EVENTS = f"""
     SELECT * FROM {EVENT_LINES}
     UNION ALL
@@ -70,11 +71,12 @@ _ROLLUP_SUMS = ["requests", "client_errors", "server_errors", "input_tokens", "o
 
 
 def write(payloads: list[bytes]) -> int:
-    """Writes the payloads (each a JSON event or a JSON array of events) in one
-    transaction; returns how many events were new. Raises IntegrityError or DataError when
+    """Writes the payloads (each an event line, a stream entry of lines, or an earlier
+    version's JSON event or array of them) in one transaction; returns how many events
+    were new. Raises IntegrityError or DataError when
     the database refuses any of them, having written none."""
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {EVENT_LINES} ({', '.join(f'{name} {kind}' for name, kind in EVENT_COLUMNS.items())}) ON COMMIT DELETE ROWS")
+        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {EVENT_LINES} ({_COLUMN_TYPES}) ON COMMIT DELETE ROWS")
         for table in (SINGLE_EVENTS, EVENT_ARRAYS):
             cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} (doc json) ON COMMIT DELETE ROWS")
         # Inside a caller's transaction the rows of an earlier call are still there.

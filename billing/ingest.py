@@ -41,7 +41,7 @@ STREAM_GROUP = "ingest"
 
 @dataclass
 class Batch:
-    payloads: list[bytes]  # as handed over: a JSON event, or a JSON array of events
+    payloads: list[bytes]  # as handed over: an event line (spool), or lines (a stream entry)
     events: int  # how many events the payloads hold, at most
     acknowledge: Callable[[], None]
 
@@ -171,8 +171,8 @@ class StreamSource:
 
 
 def write_payloads(payloads: list[bytes]) -> None:
-    """Writes events as they were handed over: each payload one JSON event (a spool line) or
-    a JSON array of them (a stream entry)."""
+    """Writes events as they were handed over: each payload one event line (spool), several
+    (a stream entry), or an earlier version's JSON event or array."""
     from django.db import connection
 
     if connection.vendor == "postgresql":
