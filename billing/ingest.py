@@ -286,8 +286,8 @@ def sources() -> list[SpoolSource | StreamSource]:
 def ingest_available(found: list[SpoolSource | StreamSource], workers: int = 1) -> int:
     """One pass over every source; returns how many events were written. With several
     workers, each batch is split by organization and its parts are written at once on
-    separate connections (their rollup rows are disjoint, so they never wait on each
-    other), while the next batch is read; a batch is acknowledged when every part is
+    separate connections (parts that share an organization, as stream entries or two
+    batches in flight can, wait only for its rollup lock), while the next batch is read; a batch is acknowledged when every part is
     committed. A part that fails leaves its batch unacknowledged: the next pass reads it
     again (sources rewind to what is acknowledged), and the parts already written add
     nothing."""

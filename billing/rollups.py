@@ -4,7 +4,7 @@ organization's total, and each dimension alone (billing.models.Breakdown). A que
 the smallest breakdown that answers it (`breakdown_for`).
 
 They are incremental and idempotent by construction: the ingester inserts events with
-`ON CONFLICT DO NOTHING RETURNING request_id` and adds exactly the returned (new) events to
+`ON CONFLICT DO NOTHING RETURNING` and adds exactly the returned (new) events to
 the rollups in the same transaction. A replayed event is not returned, so it adds nothing;
 a late event lands in the bucket of its own timestamp.
 """
