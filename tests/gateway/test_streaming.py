@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import socket
-import time
 
 import httpx
 import openai
@@ -66,7 +65,9 @@ def test_a_stream_cut_midway_ends_with_a_clear_error_event(gateway: str, tenants
 def test_a_client_disconnect_cancels_the_upstream_request(gateway: str, tenants: Tenants, backends: list[Backend]) -> None:
     route_to(tenants.org_a, "streamer", [(provider_for(tenants.org_a, backends[0]), 100)])
     key = issue_key(tenants.org_a).plaintext
-    backends[0].control(chunk_delay_ms=500)  # five chunks: 2.5 s if read to the end
+    # Five chunks, 50 s if read to the end. The backend counts a disconnect only for a
+    # stream cancelled before its end, so the count alone shows the cancel went through.
+    backends[0].control(chunk_delay_ms=10_000)
     host, port = gateway.removeprefix("http://").split(":")
     body = httpx.Request("POST", "/", json=BODY).content
     request = (
@@ -78,8 +79,6 @@ def test_a_client_disconnect_cancels_the_upstream_request(gateway: str, tenants:
         received = b""
         while b"data: " not in received:  # until the first chunk arrived
             received += sock.recv(65536)
-    started = time.monotonic()
-    wait_for(lambda: backends[0].stats()["disconnects"] == 1, timeout=2.0, interval=0.05)
-    assert time.monotonic() - started < 2.0
+    wait_for(lambda: backends[0].stats()["disconnects"] == 1, timeout=30.0, interval=0.05)
     event = wait_for(lambda: UsageEvent.objects.for_org(tenants.org_a).first())
     assert event.status == 499 and event.error_code == "client_disconnected"

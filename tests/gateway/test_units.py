@@ -67,9 +67,11 @@ def test_ordered_keeps_positions() -> None:
 
 
 def test_breaker_opens_after_consecutive_failures_probes_once_and_closes_on_success() -> None:
+    # Moments are given relative to when the breaker opened, so a stalled machine cannot
+    # move the test past the cooldown.
     changes: list[str] = []
     book = HealthBook(on_change=lambda health: changes.append(health.state))
-    health = book.pick(["e1"], time.monotonic(), cooldown_s=0.2)
+    health = book.pick(["e1"], time.monotonic(), cooldown_s=5.0)
     assert health is not None
     for _ in range(2):
         book.failed(health, threshold=3)
@@ -77,15 +79,14 @@ def test_breaker_opens_after_consecutive_failures_probes_once_and_closes_on_succ
     for _ in range(3):
         book.failed(health, threshold=3)
     assert health.state == OPEN
-    assert book.pick(["e1"], time.monotonic(), cooldown_s=0.2) is None  # open: nothing goes through
-    time.sleep(0.25)
-    probe = book.pick(["e1"], time.monotonic(), cooldown_s=0.2)
+    assert book.pick(["e1"], health.opened_at + 4.9, cooldown_s=5.0) is None  # open: nothing goes through
+    probe = book.pick(["e1"], health.opened_at + 5.0, cooldown_s=5.0)
     assert probe is health and health.state == HALF_OPEN
-    assert book.pick(["e1"], time.monotonic(), cooldown_s=0.2) is None  # one probe at a time
+    assert book.pick(["e1"], health.opened_at + 5.1, cooldown_s=5.0) is None  # one probe at a time
     book.failed(health, threshold=3)  # a failed probe reopens at once
     assert health.state == OPEN
-    time.sleep(0.25)
-    book.succeeded(book.pick(["e1"], time.monotonic(), cooldown_s=0.2))  # type: ignore[arg-type]
+    assert book.pick(["e1"], health.opened_at + 4.9, cooldown_s=5.0) is None
+    book.succeeded(book.pick(["e1"], health.opened_at + 5.0, cooldown_s=5.0))  # type: ignore[arg-type]
     assert health.state == CLOSED
     assert changes == [CLOSED, OPEN, HALF_OPEN, OPEN, HALF_OPEN, CLOSED]
 

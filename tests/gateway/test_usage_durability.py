@@ -16,7 +16,7 @@ from billing.models import UsageEvent
 from deployments.serving.processes import free_port, stop
 from tests.conftest import Tenants
 from tests.factories import issue_key
-from tests.gateway.conftest import Backend
+from tests.gateway.conftest import Backend, set_limits
 from tests.gateway.helpers import provider_for, route_to, wait_for
 from tests.servers import ROOT, child_database_url, child_env, wait_until_up
 
@@ -27,6 +27,8 @@ def test_no_answered_request_loses_its_event_when_the_gateway_is_killed(live_ser
     """SIGKILL a gateway in the middle of a steady load; every request that got a 2xx has
     exactly one usage event once a new gateway runs (the ingester runs beside them)."""
     route_to(tenants.org_a, "chat-default", [(provider_for(tenants.org_a, backends[0]), 100)])
+    # The load runs as fast as the machine allows: a quota no machine reaches keeps 429s out.
+    set_limits(tenants.org_a, requests_per_minute=1_000_000, tokens_per_minute=1_000_000_000, concurrent_requests=1_000)
     key = issue_key(tenants.org_a).plaintext
     env = child_env(DATABASE_URL=child_database_url())
 
@@ -53,13 +55,13 @@ def test_no_answered_request_loses_its_event_when_the_gateway_is_killed(live_ser
     workers = [threading.Thread(target=load) for _ in range(6)]
     for worker in workers:
         worker.start()
-    wait_for(lambda: len(answered) > 300, timeout=30)
+    wait_for(lambda: len(answered) > 300, timeout=180)  # counted in answers; the timeout only stops a hang
     os.kill(gateway.pid, signal.SIGKILL)
     gateway.wait()
     killed_at = len(answered)
     time.sleep(0.5)
     gateway = start_gateway(port)  # the same port: the load goes on against the new process
-    wait_for(lambda: len(answered) > killed_at + 100, timeout=30)
+    wait_for(lambda: len(answered) > killed_at + 100, timeout=180)
     stopping.set()
     for worker in workers:
         worker.join()
@@ -67,6 +69,6 @@ def test_no_answered_request_loses_its_event_when_the_gateway_is_killed(live_ser
 
     expected = set(answered)
     assert len(expected) == len(answered)
-    stored = wait_for(lambda: (rows := set(UsageEvent.objects.for_org(tenants.org_a).values_list("request_id", flat=True))) >= expected and rows, timeout=30)
+    stored = wait_for(lambda: (rows := set(UsageEvent.objects.for_org(tenants.org_a).values_list("request_id", flat=True))) >= expected and rows, timeout=120)
     assert expected <= stored
     assert UsageEvent.objects.for_org(tenants.org_a).filter(request_id__in=expected, status=200).count() == len(expected)

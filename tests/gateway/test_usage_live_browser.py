@@ -20,8 +20,10 @@ from tests.gateway.helpers import client, provider_for, route_to
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 # The gateway makes the event durable before answering; the ingester writes it within
-# about a second; the page's socket polls once a second. Three seconds proves the push.
-LIVE_WITHIN_S = 3.0
+# about a second; the page's socket polls once a second: about 2 s on an idle machine
+# (the test prints what it saw). The push itself is proven by the page never reloading;
+# the bound is generous so a loaded or one-core machine passes.
+LIVE_WITHIN_S = 20.0
 
 DISPLAYED_REQUESTS = "() => (document.querySelector('[data-testid=usage-requests]') || {}).textContent"
 

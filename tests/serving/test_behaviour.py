@@ -21,6 +21,17 @@ def _chat_body(prompt: str, max_tokens: int, **extra: object) -> dict[str, objec
     return {"model": CHAT_MODEL, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "temperature": 0, **extra}
 
 
+def _refused_within(url: str, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=2)
+        except httpx.TransportError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_health_is_503_until_ready_then_sigterm_drains_in_flight_streams() -> None:
     with model_server(CHAT_MODEL, "--drain-seconds", "60", wait_ready=False) as (url, process):
         seen: list[int] = []
@@ -46,9 +57,9 @@ def test_health_is_503_until_ready_then_sigterm_drains_in_flight_streams() -> No
                     frames.append(line)
                     break
             process.send_signal(signal.SIGTERM)
-            time.sleep(0.5)
-            with pytest.raises(httpx.TransportError):
-                httpx.get(url + "/health", timeout=2)  # no new connections while draining
+            # Once the server has taken the signal it accepts no new connection while it
+            # drains; how soon it takes it depends on the machine, so wait for the refusal.
+            assert _refused_within(url + "/health", 30.0), "the draining server still accepted connections"
             frames.extend(line for line in lines if line.startswith("data: "))
         assert process.wait(timeout=60) == 0
     assert frames[-1] == "data: [DONE]"
@@ -96,25 +107,30 @@ def test_a_full_queue_answers_503_with_retry_after(narrow_server: str) -> None:
 
 
 def test_a_disconnect_frees_its_batch_slot(narrow_server: str) -> None:
+    generated_before = metric(narrow_server, "switchboard:generation_tokens_total")
     started, release = threading.Event(), threading.Event()
     holder = threading.Thread(target=_hold_a_stream, args=(narrow_server, started, release))
     holder.start()
     assert started.wait(60)
     assert metric(narrow_server, "switchboard:num_requests_running") == 1
-    release.set()  # the client hangs up with ~990 tokens still to go (about 40 s of work)
+    release.set()  # the client hangs up with ~990 of its 1,000 tokens still to go
     holder.join(10)
-    started_at = time.monotonic()
-    response = httpx.post(narrow_server + "/v1/chat/completions", json=_chat_body("Say yes.", 3), timeout=60)
+    response = httpx.post(narrow_server + "/v1/chat/completions", json=_chat_body("Say yes.", 3), timeout=300)
     assert response.status_code == 200
-    assert time.monotonic() - started_at < 10, "the abandoned stream kept the only batch slot"
+    # Counted in tokens, not seconds: had the abandoned stream kept the only batch slot, the
+    # short request would have waited for all 1,000 of its tokens.
+    generated = metric(narrow_server, "switchboard:generation_tokens_total") - generated_before
+    assert generated < 500, f"the abandoned stream kept the only batch slot ({generated} tokens generated)"
 
 
 def test_a_non_streaming_client_that_gives_up_frees_its_slot(narrow_server: str) -> None:
+    generated_before = metric(narrow_server, "switchboard:generation_tokens_total")
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(narrow_server + "/v1/chat/completions", json=_chat_body("Write an essay about mountains.", 1000), timeout=2)
-    started_at = time.monotonic()
-    response = httpx.post(narrow_server + "/v1/chat/completions", json=_chat_body("Say yes.", 3), timeout=60)
-    assert response.status_code == 200 and time.monotonic() - started_at < 10
+    response = httpx.post(narrow_server + "/v1/chat/completions", json=_chat_body("Say yes.", 3), timeout=300)
+    assert response.status_code == 200
+    generated = metric(narrow_server, "switchboard:generation_tokens_total") - generated_before
+    assert generated < 500, f"the abandoned request kept the only batch slot ({generated} tokens generated)"
 
 
 def test_metrics_use_the_documented_names(narrow_server: str) -> None:
