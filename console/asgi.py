@@ -19,8 +19,8 @@ from channels.routing import URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from console.asgi_limits import BodySizeLimit  # noqa: E402
 from console.websocket_routes import websocket_urlpatterns  # noqa: E402
+from modelserver.body_limit import BodySizeLimit  # noqa: E402
 from routing.gateway import Gateway, Receive, Scope, Send  # noqa: E402
 from routing.metrics_endpoint import metrics_endpoint  # noqa: E402
 

@@ -23,6 +23,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DEBUG = env.bool("SWITCHBOARD_DEBUG", True)
 DATA_DIR = Path(env.str("SWITCHBOARD_DATA_DIR", str(BASE_DIR / ".var")))
 DATA_DIR.mkdir(parents=True, exist_ok=True)
+# Model servers started from here keep converted weights in the data directory.
+MODEL_CACHE_DIR = DATA_DIR / "model-cache"
 
 _DEV_SECRET = "switchboard-development-secret-key-not-for-production-use-0123456789"
 SECRET_KEY = env.str("SWITCHBOARD_SECRET_KEY", _DEV_SECRET if DEBUG else None, required=not DEBUG)

@@ -1,1 +1,2 @@
-"""Control plane and serving: catalog, clusters, deployments, replicas, reconcile loop, drivers, model server. Arrives with the model server and control plane issues."""
+"""The control plane: catalog, clusters, deployments, replicas, the reconcile loop,
+autoscaler, placement and drivers. The model server it starts lives in `modelserver/`."""

@@ -11,17 +11,18 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from deployments.serving.catalog import CATALOG
-from deployments.serving.processes import start_model_server, stop
+from modelserver.catalog import CATALOG
+from modelserver.processes import start_model_server, stop
 
 log = logging.getLogger(__name__)
-# Replica options the control plane may pass, and the serve_model flag each becomes.
+# Replica options the control plane may pass, and the model server flag each becomes.
 OPTION_FLAGS = {"max_batch_size": "--max-batch-size", "max_queue": "--max-queue", "max_wait_ms": "--max-wait-ms", "drain_seconds": "--drain-seconds"}
 
 
@@ -39,8 +40,9 @@ class ManagedReplica:
 
 
 class Agent:
-    def __init__(self, cluster: str) -> None:
+    def __init__(self, cluster: str, *, model_cache_dir: Path) -> None:
         self.cluster = cluster
+        self.model_cache_dir = model_cache_dir
         self.replicas: dict[str, ManagedReplica] = {}
         self._lock = threading.Lock()
 
@@ -52,7 +54,7 @@ class Agent:
             args: list[str] = []
             for key, value in options.items():
                 args += [OPTION_FLAGS[key], str(value)]
-            server = start_model_server(model, *args)
+            server = start_model_server(model, *args, cache_dir=self.model_cache_dir)
             replica = ManagedReplica(replica_id=replica_id, model=model, endpoint=server.url, process=server.process)
             self.replicas[replica_id] = replica
             log.info("%s: started replica %s (%s) at %s, pid %s", self.cluster, replica_id, model, server.url, server.process.pid)
@@ -84,8 +86,8 @@ class Agent:
             stop(replica.process, timeout=10)
 
 
-def build_agent_app(cluster: str) -> Starlette:
-    agent = Agent(cluster)
+def build_agent_app(cluster: str, *, model_cache_dir: Path) -> Starlette:
+    agent = Agent(cluster, model_cache_dir=model_cache_dir)
 
     async def list_replicas(request: Request) -> JSONResponse:
         return JSONResponse({"cluster": cluster, "replicas": [replica.as_json() for replica in list(agent.replicas.values())]})

@@ -3,4 +3,4 @@ from django.apps import AppConfig
 
 class DeploymentsConfig(AppConfig):
     name = "deployments"
-    verbose_name = "Control plane and serving"
+    verbose_name = "Control plane"

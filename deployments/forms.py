@@ -4,7 +4,7 @@ from django import forms
 
 from deployments import selectors
 from deployments.models import Deployment
-from deployments.serving.catalog import CATALOG
+from modelserver.catalog import CATALOG
 
 
 class DeploymentForm(forms.Form):

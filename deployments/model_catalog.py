@@ -8,7 +8,7 @@ from django.db.models import Q, QuerySet
 
 from console.models import Organization
 from deployments.models import CatalogModel
-from deployments.serving.catalog import CATALOG
+from modelserver.catalog import CATALOG
 
 
 def ensure_builtin_models(catalog_model: Any = None) -> None:

@@ -224,7 +224,7 @@ class ReplicaEvent(models.Model):
 
 class CatalogModel(models.Model):
     """A model that can be deployed. Built-in entries have no organization and mirror the
-    model server's catalog (deployments/serving/catalog.py); a tenant-registered model
+    model server's catalog (modelserver/catalog.py); a tenant-registered model
     will be a row with its organization and its own source, format and limits."""
 
     class Task(models.TextChoices):

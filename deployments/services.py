@@ -18,7 +18,7 @@ from console.errors import Conflict, ServiceError
 from console.models import Organization, Role
 from deployments import selectors
 from deployments.models import Deployment, DeploymentRevision, GpuType, Quota
-from deployments.serving.catalog import CATALOG
+from modelserver.catalog import CATALOG
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,59}$")
 MAX_REPLICAS_PER_DEPLOYMENT = 100

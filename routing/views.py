@@ -12,7 +12,7 @@ from console.context import OrgContext
 from console.errors import ServiceError
 from console.models import Role
 from console.views.decorators import org_page
-from deployments.serving.catalog import CATALOG, Task
+from modelserver.catalog import CATALOG, Task
 from routing import auth, selectors, services
 from routing.forms import ProviderForm, RouteForm, TargetFormSet, route_spec, target_choices
 from routing.health import CLOSED

@@ -15,7 +15,8 @@ import httpx
 from django.conf import settings
 from django.db import connection
 
-from deployments.serving.processes import free_port, stop
+from modelserver.processes import free_port, stop
+from modelserver.processes import model_server as serving_process
 
 ROOT = Path(settings.BASE_DIR)
 
@@ -81,8 +82,6 @@ def usage_ingester(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
 
 @contextmanager
 def model_server(model: str, *options: str, wait_ready: bool = True) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A `manage.py serve_model` process; yields its base URL and the process."""
-    from deployments.serving.processes import model_server as serving_process
-
-    with serving_process(model, *options, wait=wait_ready) as server:
+    """A `python -m modelserver` process; yields its base URL and the process."""
+    with serving_process(model, *options, cache_dir=settings.MODEL_CACHE_DIR, wait=wait_ready) as server:
         yield server.url, server.process

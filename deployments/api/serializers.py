@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from deployments import services
 from deployments.models import CatalogModel, Deployment, DeploymentRevision, GpuType
-from deployments.serving.catalog import CATALOG
+from modelserver.catalog import CATALOG
 
 
 class GpuTypeSerializer(serializers.ModelSerializer):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -24,7 +25,7 @@ from deployments.drivers.memory import InMemoryDriver
 from deployments.gpu_catalog import ensure_gpu_types
 from deployments.models import Cluster, ClusterGpu, Deployment, DeploymentRevision, Replica
 from deployments.reconcile import reconcile_fleet
-from deployments.serving.processes import start_model_server, stop
+from modelserver.processes import start_model_server, stop
 
 DEPLOYMENTS = 10_000
 CLUSTERS = 87
@@ -117,7 +118,7 @@ def reconcile_pass_seconds(log: Any) -> float:
 def cold_start_seconds(model: str = "all-minilm-l6-v2") -> float:
     """A new model-server process for the embeddings model, until its first answer."""
     started = time.perf_counter()
-    server = start_model_server(model)
+    server = start_model_server(model, cache_dir=settings.MODEL_CACHE_DIR)
     try:
         while True:
             if server.process.poll() is not None:

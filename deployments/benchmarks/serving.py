@@ -20,12 +20,13 @@ from typing import Any
 
 import httpx
 import torch
+from django.conf import settings
 
 from deployments.benchmarks.loadgen import LoadResult, run_load
-from deployments.serving import loading
-from deployments.serving.catalog import get_spec
-from deployments.serving.embedding import embed_token_ids
-from deployments.serving.processes import model_server
+from modelserver import loading
+from modelserver.catalog import get_spec
+from modelserver.embedding import embed_token_ids
+from modelserver.processes import model_server
 
 EMBEDDING_MODEL = "all-minilm-l6-v2"
 CHAT_MODEL = "smollm2-135m-instruct"
@@ -87,7 +88,7 @@ def _percentile(values: list[float], fraction: float) -> float:
 def raw_embedding_rate(texts: list[str], seconds: float, batch_size: int, parallel: int = 1) -> float:
     """Texts/s of the bare forward pass on pre-tokenized batches: `parallel` passes at a
     time, the cores shared out between them (1: one pass on every core)."""
-    loaded = loading.load(get_spec(EMBEDDING_MODEL))
+    loaded = loading.load(get_spec(EMBEDDING_MODEL), cache_dir=settings.MODEL_CACHE_DIR)
     token_ids = loaded.tokenizer(texts, add_special_tokens=True)["input_ids"]
     batches = [token_ids[start : start + batch_size] for start in range(0, len(token_ids), batch_size)]
     threads = max(1, (os.cpu_count() or 1) // parallel)
@@ -168,7 +169,7 @@ def steady_chat(port: int, prompts: list[str], clients: int, seconds: float) -> 
 
 def static_batch_rate(prompts: list[str]) -> float:
     torch.set_num_threads(os.cpu_count() or 1)  # the raw embedding runs may have narrowed it
-    loaded = loading.load(get_spec(CHAT_MODEL))
+    loaded = loading.load(get_spec(CHAT_MODEL), cache_dir=settings.MODEL_CACHE_DIR)
     tokenizer = loaded.tokenizer
     tokenizer.padding_side = "left"
     texts = [tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False) for prompt in prompts]
@@ -194,16 +195,16 @@ def run(*, seconds: float = 10.0, log: Any = print) -> ServingFigures:
     plain = max(raw_embedding_rate(texts, seconds / 3, 32), raw_embedding_rate(texts, seconds / 3, 64))
     raw = max(plain, raw_embedding_rate(texts, seconds / 3, EMBED_BATCH, parallel=EMBED_PARALLEL))
     log(f"  {raw:.1f} texts/s (one pass on all cores: {plain:.1f})")
-    with model_server(EMBEDDING_MODEL, "--max-batch-size", str(EMBED_BATCH), "--parallel-batches", str(EMBED_PARALLEL)) as server:
+    with model_server(EMBEDDING_MODEL, "--max-batch-size", str(EMBED_BATCH), "--parallel-batches", str(EMBED_PARALLEL), cache_dir=settings.MODEL_CACHE_DIR) as server:
         log(f"embeddings: {EMBED_CLIENTS} HTTP clients, dynamic batching ({EMBED_PARALLEL} passes of up to {EMBED_BATCH} at once) ...")
         served = served_embedding_rate(server.port, texts, seconds)
         log(f"  {served:.1f} texts/s")
-    with model_server(EMBEDDING_MODEL, "--no-batching") as server:
+    with model_server(EMBEDDING_MODEL, "--no-batching", cache_dir=settings.MODEL_CACHE_DIR) as server:
         log(f"embeddings: {EMBED_CLIENTS} HTTP clients, batching off ...")
         unbatched = served_embedding_rate(server.port, texts, seconds)
         log(f"  {unbatched:.1f} texts/s")
     prompts = chat_prompts(64)
-    with model_server(CHAT_MODEL, "--max-batch-size", str(CHAT_CLIENTS)) as server:
+    with model_server(CHAT_MODEL, "--max-batch-size", str(CHAT_CLIENTS), cache_dir=settings.MODEL_CACHE_DIR) as server:
         streamed_chat(server.port, prompts[:2], clients=1, requests_per_client=1)  # warm-up
         log(f"chat: 1 streaming client, up to {CHAT_TOKENS} tokens per request ...")
         single, _ = steady_chat(server.port, prompts, clients=1, seconds=seconds)

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 from django.conf import settings
 
-from deployments.serving.processes import free_port, stop
+from modelserver.processes import free_port, stop
 
 # The newest LiteLLM whose proxy extra installs from the registries this project uses
 # (1.78 and later ask for litellm-proxy / litellm-enterprise builds not published there).

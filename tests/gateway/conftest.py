@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from console.models import Organization
-from deployments.serving.processes import free_port, stop
+from modelserver.processes import free_port, stop
 from tests.servers import ROOT, wait_until_up
 
 

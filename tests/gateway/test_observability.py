@@ -12,7 +12,7 @@ import httpx
 import pytest
 from django.test import override_settings
 
-from deployments.serving.processes import free_port, stop
+from modelserver.processes import free_port, stop
 from routing.metrics_endpoint import metrics_endpoint
 from tests.conftest import Tenants
 from tests.factories import issue_key

@@ -12,7 +12,7 @@ import pytest
 
 from billing.models import UsageEvent
 from deployments.models import Cluster, Deployment, Replica
-from deployments.serving.processes import stop
+from modelserver.processes import stop
 from tests.conftest import Tenants
 from tests.factories import issue_key
 from tests.gateway.conftest import Backend, set_limits, start_backend

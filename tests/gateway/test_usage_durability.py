@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from billing.models import UsageEvent
-from deployments.serving.processes import free_port, stop
+from modelserver.processes import free_port, stop
 from tests.conftest import Tenants
 from tests.factories import issue_key
 from tests.gateway.conftest import Backend, set_limits

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from django.conf import settings
 
 from tests.servers import model_server
 
@@ -26,9 +27,9 @@ def embedding_server() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def chat_tokenizer():  # type: ignore[no-untyped-def]
-    from deployments.serving.loading import smollm2_tokenizer
+    from modelserver.loading import smollm2_tokenizer
 
-    return smollm2_tokenizer()
+    return smollm2_tokenizer(cache_dir=settings.MODEL_CACHE_DIR)
 
 
 @pytest.fixture(scope="session")

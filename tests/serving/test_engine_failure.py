@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from django.conf import settings
 from starlette.testclient import TestClient
 
-from deployments.serving.app import ServerOptions, build_app
-from deployments.serving.catalog import get_spec
+from modelserver.app import ServerOptions, build_app
+from modelserver.catalog import get_spec
 
 
 def _wait_ready(client: TestClient) -> None:
@@ -20,7 +21,7 @@ def _wait_ready(client: TestClient) -> None:
 
 @pytest.mark.parametrize("model", ["tiny-chat", "tiny-embedding"])
 def test_a_failing_forward_pass_marks_the_server_broken(model: str) -> None:
-    app, server = build_app(get_spec(model), ServerOptions(max_batch_size=4, max_queue=8))
+    app, server = build_app(get_spec(model), ServerOptions(cache_dir=settings.MODEL_CACHE_DIR, max_batch_size=4, max_queue=8))
     with TestClient(app) as client:
         _wait_ready(client)
 

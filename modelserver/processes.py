@@ -1,5 +1,5 @@
-"""Starting and stopping model-server processes on this machine (benchmarks, the local
-cluster agent, tests)."""
+"""Starting and stopping model-server processes on this machine (the local cluster agent,
+benchmarks, tests): `python -m modelserver` under the current interpreter."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from django.conf import settings
 
 
 def free_port() -> int:
@@ -30,12 +29,11 @@ class RunningServer:
     process: subprocess.Popen[bytes]
 
 
-def start_model_server(model: str, *options: str, port: int | None = None, env: dict[str, str] | None = None) -> RunningServer:
+def start_model_server(model: str, *options: str, cache_dir: Path, port: int | None = None, env: dict[str, str] | None = None) -> RunningServer:
     port = port or free_port()
-    child_env = {**os.environ, "SWITCHBOARD_NO_BOOTSTRAP": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     process = subprocess.Popen(
-        [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "serve_model", "--model", model, "--port", str(port), *options],
-        cwd=settings.BASE_DIR,
+        [sys.executable, "-m", "modelserver", "--model", model, "--port", str(port), "--cache-dir", str(cache_dir), *options],
         env=child_env,
     )
     return RunningServer(url=f"http://127.0.0.1:{port}", port=port, process=process)
@@ -67,8 +65,8 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
 
 
 @contextmanager
-def model_server(model: str, *options: str, wait: bool = True) -> Iterator[RunningServer]:
-    server = start_model_server(model, *options)
+def model_server(model: str, *options: str, cache_dir: Path, wait: bool = True) -> Iterator[RunningServer]:
+    server = start_model_server(model, *options, cache_dir=cache_dir)
     try:
         if wait:
             wait_until_healthy(server)

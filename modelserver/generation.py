@@ -21,10 +21,10 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from deployments.serving.errors import EngineUnavailable, QueueFull
-from deployments.serving.kv_cache import BatchCache
-from deployments.serving.loading import LoadedModel
-from deployments.serving.metrics import ServingMetrics
+from modelserver.errors import EngineUnavailable, QueueFull
+from modelserver.kv_cache import BatchCache
+from modelserver.loading import LoadedModel
+from modelserver.metrics import ServingMetrics
 
 log = logging.getLogger(__name__)
 GREEDY_BELOW = 1e-4  # temperatures under this sample greedily

@@ -8,9 +8,9 @@ from types import FrameType
 
 import uvicorn
 
-from console.asgi_limits import BodySizeLimit
-from deployments.serving.app import ServerOptions, build_app
-from deployments.serving.catalog import get_spec
+from modelserver.app import ServerOptions, build_app
+from modelserver.body_limit import BodySizeLimit
+from modelserver.catalog import get_spec
 
 log = logging.getLogger(__name__)
 
