@@ -269,6 +269,7 @@ class ContinuousBatchingEngine:
         hit_eos = token in self.loaded.eos_token_ids
         ids = sequence.generated[:-1] if hit_eos else sequence.generated
         text = self._tokenizer.decode(ids, skip_special_tokens=True)
+        assert isinstance(text, str)  # one sequence of ids decodes to one string
         reason: str | None = "stop" if hit_eos else None
         for stop in params.stop:
             found = text.find(stop, max(0, sequence.emitted_chars - len(stop)))

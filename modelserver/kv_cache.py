@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 from transformers import DynamicCache, PretrainedConfig
+from transformers.cache_utils import DynamicLayer
 
 
 def _pad_left(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
@@ -20,6 +21,14 @@ def _pad_left(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
     shape = list(tensor.shape)
     shape[dim] = missing
     return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+def _filled(layer: object) -> tuple[DynamicLayer, torch.Tensor, torch.Tensor]:
+    """A layer of the decoder-only models served here (full attention) with its keys and
+    values, which the prefill has filled."""
+    if not isinstance(layer, DynamicLayer) or layer.keys is None or layer.values is None:
+        raise TypeError(f"expected a filled DynamicLayer, got {type(layer).__name__}")
+    return layer, layer.keys, layer.values
 
 
 class BatchCache:
@@ -43,9 +52,10 @@ class BatchCache:
             return
         length = max(self.length, other_mask.shape[1])
         merged = DynamicCache(config=self.config)
-        for index, (mine, theirs) in enumerate(zip(self.cache.layers, other_cache.layers, strict=True)):
-            keys = torch.cat([_pad_left(mine.keys, length, 2), _pad_left(theirs.keys, length, 2)], dim=0)
-            values = torch.cat([_pad_left(mine.values, length, 2), _pad_left(theirs.values, length, 2)], dim=0)
+        for index, layers in enumerate(zip(self.cache.layers, other_cache.layers, strict=True)):
+            (_, my_keys, my_values), (_, their_keys, their_values) = _filled(layers[0]), _filled(layers[1])
+            keys = torch.cat([_pad_left(my_keys, length, 2), _pad_left(their_keys, length, 2)], dim=0)
+            values = torch.cat([_pad_left(my_values, length, 2), _pad_left(their_values, length, 2)], dim=0)
             merged.update(keys, values, index)
         self.mask = torch.cat([_pad_left(self.mask, length, 1), _pad_left(other_mask, length, 1)], dim=0)
         self.cache = merged
@@ -70,7 +80,7 @@ class BatchCache:
         real_columns = self.mask.any(dim=0).nonzero()
         start = int(real_columns[0]) if real_columns.numel() else self.length
         if start > 0:
-            for layer in self.cache.layers:
-                layer.keys = layer.keys[:, :, start:, :]
-                layer.values = layer.values[:, :, start:, :]
+            for layer, keys, values in map(_filled, self.cache.layers):
+                layer.keys = keys[:, :, start:, :]
+                layer.values = values[:, :, start:, :]
             self.mask = self.mask[:, start:]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
@@ -20,7 +21,7 @@ class _DrainingServer(uvicorn.Server):
     requests in flight (streams included) finish within the drain deadline, then the
     engine stops and the process exits 0."""
 
-    def __init__(self, config: uvicorn.Config, on_drain: callable) -> None:  # type: ignore[valid-type]
+    def __init__(self, config: uvicorn.Config, on_drain: Callable[[], None]) -> None:
         super().__init__(config)
         self._on_drain = on_drain
 
