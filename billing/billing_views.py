@@ -30,7 +30,8 @@ def _money_context(ctx: OrgContext, form: BudgetForm | None = None) -> dict[str,
         "limit": invoices.spend_limit(org),
         "alerts": list(BudgetAlert.objects.for_org(org)[:12]),
         "past_invoices": list(Invoice.objects.for_org(org)[:24]),
-        "budget_form": form or BudgetForm(initial={"monthly_budget": account.monthly_budget, "alert_webhook_url": account.alert_webhook_url}),
+        "budget_form": form
+        or BudgetForm(initial={"monthly_budget": account.monthly_budget, "alert_webhook_url": account.alert_webhook_url}),
         "payments": _payments_enabled(),
         "free_credit": invoices.free_plan_monthly_credit(),
     }

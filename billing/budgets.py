@@ -39,9 +39,15 @@ def set_budget(ctx: OrgContext, monthly_budget: Decimal | None, alert_webhook_ur
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ServiceError("Give the alert webhook as an http(s) URL.", field="alert_webhook_url")
         if not settings.ALLOW_PRIVATE_PROVIDERS and is_private_host(parts.hostname):
-            raise ServiceError("Alert webhooks must be on the public internet: private, loopback and link-local addresses are refused.", field="alert_webhook_url")
+            raise ServiceError(
+                "Alert webhooks must be on the public internet: private, loopback and link-local addresses are refused.",
+                field="alert_webhook_url",
+            )
     account = account_for(ctx.organization)
-    before = {"monthly_budget": str(account.monthly_budget) if account.monthly_budget is not None else None, "alert_webhook_url": account.alert_webhook_url}
+    before = {
+        "monthly_budget": str(account.monthly_budget) if account.monthly_budget is not None else None,
+        "alert_webhook_url": account.alert_webhook_url,
+    }
     with transaction.atomic():
         account.monthly_budget, account.alert_webhook_url = monthly_budget, alert_webhook_url
         account.save()
@@ -64,7 +70,14 @@ def check(org: Organization, *, now: datetime | None = None) -> list[BudgetAlert
             break
         try:
             with transaction.atomic():
-                alert = BudgetAlert.objects.create(organization=org, period_start=period, threshold_percent=threshold, budget=account.monthly_budget, spend=spend, created_at=now)
+                alert = BudgetAlert.objects.create(
+                    organization=org,
+                    period_start=period,
+                    threshold_percent=threshold,
+                    budget=account.monthly_budget,
+                    spend=spend,
+                    created_at=now,
+                )
         except IntegrityError:
             continue  # sent already (or by another worker just now)
         _notify(org, account, alert)

@@ -152,7 +152,16 @@ def _add_to_rollups(cursor: Any, new: EventColumns) -> None:
                 latency = orjson.loads(before)
                 histogram.merge_into(latency, delta.latency)
             copy.write_row(
-                (*row_key, delta.requests, delta.client_errors, delta.server_errors, delta.input_tokens, delta.output_tokens, delta.cost, orjson.dumps(latency).decode())
+                (
+                    *row_key,
+                    delta.requests,
+                    delta.client_errors,
+                    delta.server_errors,
+                    delta.input_tokens,
+                    delta.output_tokens,
+                    delta.cost,
+                    orjson.dumps(latency).decode(),
+                )
             )
     cursor.execute(
         f"""

@@ -97,9 +97,13 @@ def window(range_: DashboardRange, zone: ZoneInfo, now: datetime) -> tuple[list[
     if range_.granularity == Granularity.DAY:
         today = now.astimezone(zone).date()
         days = [today - timedelta(days=range_.buckets - 1 - i) for i in range(range_.buckets)]
-        return [datetime.combine(day, time(), tzinfo=zone) for day in days], datetime.combine(today + timedelta(days=1), time(), tzinfo=zone)
+        return [datetime.combine(day, time(), tzinfo=zone) for day in days], datetime.combine(
+            today + timedelta(days=1), time(), tzinfo=zone
+        )
     step = timedelta(seconds=STEP_SECONDS[range_.granularity])
-    last = now.replace(second=0, microsecond=0) if range_.granularity == Granularity.MINUTE else now.replace(minute=0, second=0, microsecond=0)
+    last = (
+        now.replace(second=0, microsecond=0) if range_.granularity == Granularity.MINUTE else now.replace(minute=0, second=0, microsecond=0)
+    )
     return [last - step * (range_.buckets - 1 - i) for i in range(range_.buckets)], last + step
 
 
@@ -206,7 +210,9 @@ def aggregate(org: Organization, params: DashboardParams, now: datetime) -> Aggr
     buckets, end = window(range_, zone, now)
     column = SPLITS[params.split][1]
     filters = {"deployment_id": params.deployment_id} if params.deployment_id else {}
-    query = selectors.UsageQuery(start=buckets[0], end=end, granularity=range_.granularity, timezone=zone, group_by=(column,) if column else (), filters=filters)
+    query = selectors.UsageQuery(
+        start=buckets[0], end=end, granularity=range_.granularity, timezone=zone, group_by=(column,) if column else (), filters=filters
+    )
     points, _ = selectors.usage_series(org, query)
 
     position = {int(bucket.timestamp()): i for i, bucket in enumerate(buckets)}
@@ -242,7 +248,9 @@ def aggregate(org: Organization, params: DashboardParams, now: datetime) -> Aggr
     return Aggregate(buckets=buckets, end=end, overall=overall, total=total, groups=groups)
 
 
-def _payload(org: Organization, params: DashboardParams, usage: Aggregate, charts: list[dict[str, object]], show_cost: bool) -> dict[str, object]:
+def _payload(
+    org: Organization, params: DashboardParams, usage: Aggregate, charts: list[dict[str, object]], show_cost: bool
+) -> dict[str, object]:
     range_ = RANGES[params.range]
     return {
         "range": range_.key,
@@ -272,35 +280,117 @@ def usage_dashboard(org: Organization, params: DashboardParams, *, show_cost: bo
     charts: list[dict[str, object]] = []
     if params.split != "none":
         groups = usage.groups
-        charts.append(_chart("requests", f"Requests {per}", "count", "stacked", [_series(name, [c.requests for c in cells], other=o) for name, cells, _, o in groups], by))
-        charts.append(_chart("tokens", f"Tokens {per}", "count", "stacked", [_series(name, [c.input_tokens + c.output_tokens for c in cells], other=o) for name, cells, _, o in groups], f"input and output, {by}"))
+        charts.append(
+            _chart(
+                "requests",
+                f"Requests {per}",
+                "count",
+                "stacked",
+                [_series(name, [c.requests for c in cells], other=o) for name, cells, _, o in groups],
+                by,
+            )
+        )
+        charts.append(
+            _chart(
+                "tokens",
+                f"Tokens {per}",
+                "count",
+                "stacked",
+                [_series(name, [c.input_tokens + c.output_tokens for c in cells], other=o) for name, cells, _, o in groups],
+                f"input and output, {by}",
+            )
+        )
         if show_cost:
-            charts.append(_chart("cost", f"Cost {per}", "usd", "stacked", [_series(name, [_float(c.cost) for c in cells], other=o) for name, cells, _, o in groups], by))
-        charts.append(_chart("latency", "Latency p95", "ms", "lines", [_series(name, [c.percentile(0.95) for c in cells], other=o) for name, cells, _, o in groups], by))
-        charts.append(_chart("errors", "Error rate", "percent", "lines", [_series(name, [c.error_rate for c in cells], other=o) for name, cells, _, o in groups], f"4xx and 5xx answers, {by}"))
+            charts.append(
+                _chart(
+                    "cost",
+                    f"Cost {per}",
+                    "usd",
+                    "stacked",
+                    [_series(name, [_float(c.cost) for c in cells], other=o) for name, cells, _, o in groups],
+                    by,
+                )
+            )
+        charts.append(
+            _chart(
+                "latency",
+                "Latency p95",
+                "ms",
+                "lines",
+                [_series(name, [c.percentile(0.95) for c in cells], other=o) for name, cells, _, o in groups],
+                by,
+            )
+        )
+        charts.append(
+            _chart(
+                "errors",
+                "Error rate",
+                "percent",
+                "lines",
+                [_series(name, [c.error_rate for c in cells], other=o) for name, cells, _, o in groups],
+                f"4xx and 5xx answers, {by}",
+            )
+        )
     else:
         overall = usage.overall
         charts.append(_chart("requests", f"Requests {per}", "count", "stacked", [_series("Requests", [c.requests for c in overall])]))
-        charts.append(_chart("tokens", f"Tokens {per}", "count", "stacked", [_series("Input", [c.input_tokens for c in overall]), _series("Output", [c.output_tokens for c in overall])]))
+        charts.append(
+            _chart(
+                "tokens",
+                f"Tokens {per}",
+                "count",
+                "stacked",
+                [_series("Input", [c.input_tokens for c in overall]), _series("Output", [c.output_tokens for c in overall])],
+            )
+        )
         if show_cost:
             charts.append(_chart("cost", f"Cost {per}", "usd", "stacked", [_series("Cost", [_float(c.cost) for c in overall])]))
-        charts.append(_chart("latency", "Latency", "ms", "lines", [_series(name, [c.percentile(q) for c in overall]) for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))]))
-        charts.append(_chart("errors", "Error rate", "percent", "lines", [_series("Error rate", [c.error_rate for c in overall])], "4xx and 5xx answers"))
+        charts.append(
+            _chart(
+                "latency",
+                "Latency",
+                "ms",
+                "lines",
+                [_series(name, [c.percentile(q) for c in overall]) for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))],
+            )
+        )
+        charts.append(
+            _chart(
+                "errors", "Error rate", "percent", "lines", [_series("Error rate", [c.error_rate for c in overall])], "4xx and 5xx answers"
+            )
+        )
     return _payload(org, params, usage, charts, show_cost)
 
 
-def deployment_dashboard(org: Organization, deployment_id: str, params: DashboardParams, *, now: datetime | None = None) -> dict[str, object]:
+def deployment_dashboard(
+    org: Organization, deployment_id: str, params: DashboardParams, *, now: datetime | None = None
+) -> dict[str, object]:
     """A deployment's page: requests per second and latency (p50, p95) from its rollups,
     and its replicas over time from the control plane's replica events. No money."""
     now = now or timezone.now()
-    params = DashboardParams(range=params.range if params.range in DEPLOYMENT_RANGES else DEPLOYMENT_RANGES[0], tz=params.tz, deployment_id=deployment_id)
+    params = DashboardParams(
+        range=params.range if params.range in DEPLOYMENT_RANGES else DEPLOYMENT_RANGES[0], tz=params.tz, deployment_id=deployment_id
+    )
     usage = aggregate(org, params, now)
     granularity = RANGES[params.range].granularity
     step_s = STEP_SECONDS[granularity]
     replicas = gpu_time.replicas_over_time(org, deployment_id, usage.buckets[0], usage.end, step_s, now=now)
     charts = [
-        _chart("rps", "Requests per second", "rps", "lines", [_series("Requests/s", [round(c.requests / step_s, 4) for c in usage.overall])], f"average {PER_STEP[granularity]}"),
-        _chart("latency", "Latency", "ms", "lines", [_series(name, [c.percentile(q) for c in usage.overall]) for name, q in (("p50", 0.5), ("p95", 0.95))]),
+        _chart(
+            "rps",
+            "Requests per second",
+            "rps",
+            "lines",
+            [_series("Requests/s", [round(c.requests / step_s, 4) for c in usage.overall])],
+            f"average {PER_STEP[granularity]}",
+        ),
+        _chart(
+            "latency",
+            "Latency",
+            "ms",
+            "lines",
+            [_series(name, [c.percentile(q) for c in usage.overall]) for name, q in (("p50", 0.5), ("p95", 0.95))],
+        ),
         _chart(
             "replicas",
             "Replicas",

@@ -157,7 +157,11 @@ class StreamSource:
 
         # An entry holds the events of one group commit, a line each (or, from an earlier
         # version, a JSON array of them).
-        return Batch(payloads, sum(payload.count(b'"request_id"') if is_json(payload) else payload.count(b"\n") + 1 for payload in payloads), acknowledge)
+        return Batch(
+            payloads,
+            sum(payload.count(b'"request_id"') if is_json(payload) else payload.count(b"\n") + 1 for payload in payloads),
+            acknowledge,
+        )
 
     def _read(self, start: str | bytes, block: int | None) -> list[Any]:
         # redis-py types the reply as a union of every command shape; this one is
@@ -308,7 +312,9 @@ def ingest_available(found: list[SpoolSource | StreamSource], workers: int = 1) 
             while True:
                 batch = source.read()
                 if batch is not None:
-                    in_flight.append((batch, [_pool(workers).submit(_write_part, part) for part in split_by_organization(batch.payloads, workers)]))
+                    in_flight.append(
+                        (batch, [_pool(workers).submit(_write_part, part) for part in split_by_organization(batch.payloads, workers)])
+                    )
                 if len(in_flight) > 1 or (batch is None and in_flight):
                     written += _finish(*in_flight.popleft())
                 elif batch is None:

@@ -11,7 +11,10 @@ from billing.models import Invoice
 
 
 def _rows(invoice: Invoice) -> list[list[str]]:
-    rows = [[line.description, f"{line.quantity.normalize():f}", line.unit, f"{line.unit_price.normalize():f}", f"{line.amount}"] for line in invoice.lines.all()]
+    rows = [
+        [line.description, f"{line.quantity.normalize():f}", line.unit, f"{line.unit_price.normalize():f}", f"{line.amount}"]
+        for line in invoice.lines.all()
+    ]
     rows.append(["Subtotal", "", "", "", f"{invoice.subtotal}"])
     if invoice.minimum_adjustment:
         rows.append(["Committed monthly minimum", "", "", "", f"{invoice.minimum_adjustment}"])
@@ -24,7 +27,16 @@ def _rows(invoice: Invoice) -> list[list[str]]:
 def as_csv(invoice: Invoice) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["invoice", invoice.pk, "period", f"{invoice.period_start:%Y-%m-%d} to {invoice.period_end:%Y-%m-%d}", "currency", invoice.currency.upper()])
+    writer.writerow(
+        [
+            "invoice",
+            invoice.pk,
+            "period",
+            f"{invoice.period_start:%Y-%m-%d} to {invoice.period_end:%Y-%m-%d}",
+            "currency",
+            invoice.currency.upper(),
+        ]
+    )
     writer.writerow(["description", "quantity", "unit", "unit_price", "amount"])
     writer.writerows(_rows(invoice))
     return out.getvalue()

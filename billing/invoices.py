@@ -129,12 +129,21 @@ def close_period(org: Organization, period_start: datetime, *, now: datetime | N
             )
             InvoiceLine.objects.bulk_create(
                 InvoiceLine(
-                    invoice=invoice, position=position, kind=line.kind, description=line.description, quantity=line.quantity.quantize(Decimal("0.000001")),
-                    unit=line.unit, unit_price=line.unit_price, exact_amount=line.exact_amount, amount=line.amount,
+                    invoice=invoice,
+                    position=position,
+                    kind=line.kind,
+                    description=line.description,
+                    quantity=line.quantity.quantize(Decimal("0.000001")),
+                    unit=line.unit,
+                    unit_price=line.unit_price,
+                    exact_amount=line.exact_amount,
+                    amount=line.amount,
                 )  # fmt: skip
                 for position, line in enumerate(invoice_draft.lines)
             )
-            CreditDrawdown.objects.bulk_create(CreditDrawdown(grant_id=use.grant_id, invoice=invoice, amount=use.amount) for use in invoice_draft.credits if use.grant_id)
+            CreditDrawdown.objects.bulk_create(
+                CreditDrawdown(grant_id=use.grant_id, invoice=invoice, amount=use.amount) for use in invoice_draft.credits if use.grant_id
+            )
     except IntegrityError:  # closed by another worker at the same moment
         return Invoice.objects.for_org(org).get(period_start=period_start)
     return invoice
@@ -182,7 +191,11 @@ def hourly_amounts_micros(org: Organization, start: datetime, end: datetime, *, 
     while hour < end:
         period = rating.month_start(hour)
         stop = min(rating.next_month(period), end)
-        before = sum((line.exact_amount for line in rating.rate(org, period, hour, now=now, book=book)), Decimal(0)) if hour > period else Decimal(0)
+        before = (
+            sum((line.exact_amount for line in rating.rate(org, period, hour, now=now, book=book)), Decimal(0))
+            if hour > period
+            else Decimal(0)
+        )
         credit_left = max(Decimal(0), credit_for_month(org, period) - before)
         while hour < stop:
             following = hour + timedelta(hours=1)

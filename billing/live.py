@@ -61,7 +61,9 @@ def _live_deployment(org: Organization, deployment_id: str) -> bool:
 class UsageFeed:
     """One open dashboard: its parameters, what it last sent and the change watermarks."""
 
-    def __init__(self, user_id: int, org_slug: str, params: dashboards.DashboardParams, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, user_id: int, org_slug: str, params: dashboards.DashboardParams, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.user_id = user_id
         self.org_slug = org_slug
         self.params = params

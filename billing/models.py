@@ -97,7 +97,8 @@ class UsageRollup(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["organization", "granularity", "bucket", "breakdown", "route", "deployment_id", "region", "key_id", "model"], name="one_rollup_per_bucket_and_dimensions"
+                fields=["organization", "granularity", "bucket", "breakdown", "route", "deployment_id", "region", "key_id", "model"],
+                name="one_rollup_per_bucket_and_dimensions",
             )
         ]
 
@@ -121,9 +122,13 @@ class BillingAccount(models.Model):
     organization = models.OneToOneField(Organization, on_delete=models.CASCADE, related_name="billing_account")
     plan = models.CharField(max_length=10, choices=Plan.choices, default=Plan.PAY_AS_YOU_GO)
     currency = models.CharField(max_length=3, default="usd")
-    monthly_budget = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True, help_text="Alerts at 50%, 80% and 100%; does not stop traffic.")
+    monthly_budget = models.DecimalField(
+        max_digits=14, decimal_places=2, null=True, blank=True, help_text="Alerts at 50%, 80% and 100%; does not stop traffic."
+    )
     alert_webhook_url = models.URLField(blank=True, help_text="Budget alerts are also POSTed here as JSON.")
-    committed_monthly_minimum = models.DecimalField(max_digits=14, decimal_places=2, default=0, help_text="Enterprise: a month is invoiced at least this much.")
+    committed_monthly_minimum = models.DecimalField(
+        max_digits=14, decimal_places=2, default=0, help_text="Enterprise: a month is invoiced at least this much."
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = TenantManager()
@@ -133,7 +138,9 @@ class ModelPrice(models.Model):
     """Prices per million tokens of a model name, from `effective_from` until the next
     version. An organization's own row (an enterprise deal) wins over the platform's."""
 
-    organization = models.ForeignKey(Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="+", help_text="Empty: the platform's price.")
+    organization = models.ForeignKey(
+        Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="+", help_text="Empty: the platform's price."
+    )
     model = models.CharField(max_length=100)
     input_price_per_mtok = models.DecimalField(max_digits=18, decimal_places=9)
     output_price_per_mtok = models.DecimalField(max_digits=18, decimal_places=9)
@@ -142,13 +149,19 @@ class ModelPrice(models.Model):
 
     class Meta:
         ordering = ["model", "-effective_from"]
-        constraints = [models.UniqueConstraint(fields=["organization", "model", "effective_from"], name="one_model_price_version", nulls_distinct=False)]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "model", "effective_from"], name="one_model_price_version", nulls_distinct=False
+            )
+        ]
 
 
 class GpuPrice(models.Model):
     """What a dedicated replica costs per GPU-second of its GPU type, cold start included."""
 
-    organization = models.ForeignKey(Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="+", help_text="Empty: the platform's price.")
+    organization = models.ForeignKey(
+        Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="+", help_text="Empty: the platform's price."
+    )
     gpu_type = models.ForeignKey("deployments.GpuType", on_delete=models.PROTECT, related_name="+")
     price_per_second = models.DecimalField(max_digits=20, decimal_places=12)
     effective_from = models.DateTimeField(help_text="On a whole hour (UTC).")
@@ -156,13 +169,19 @@ class GpuPrice(models.Model):
 
     class Meta:
         ordering = ["gpu_type", "-effective_from"]
-        constraints = [models.UniqueConstraint(fields=["organization", "gpu_type", "effective_from"], name="one_gpu_price_version", nulls_distinct=False)]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "gpu_type", "effective_from"], name="one_gpu_price_version", nulls_distinct=False
+            )
+        ]
 
 
 class ProviderMarkup(models.Model):
     """External providers' cost is passed through with this markup."""
 
-    organization = models.ForeignKey(Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="+", help_text="Empty: the platform's markup.")
+    organization = models.ForeignKey(
+        Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="+", help_text="Empty: the platform's markup."
+    )
     percent = models.DecimalField(max_digits=7, decimal_places=3)
     effective_from = models.DateTimeField(help_text="On a whole hour (UTC).")
     created_at = models.DateTimeField(default=timezone.now)
@@ -249,7 +268,9 @@ class BudgetAlert(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        constraints = [models.UniqueConstraint(fields=["organization", "period_start", "threshold_percent"], name="one_budget_alert_per_threshold")]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "period_start", "threshold_percent"], name="one_budget_alert_per_threshold")
+        ]
 
 
 class CreditDrawdown(models.Model):

@@ -101,8 +101,12 @@ def usage_per_day(now: datetime | None = None, days: int = 30) -> list[DayUsage]
         .filter(granularity=Granularity.DAY, breakdown=Breakdown.NONE, bucket__gte=start)
         .values("bucket")
         .annotate(
-            requests=Sum("requests"), client_errors=Sum("client_errors"), server_errors=Sum("server_errors"),
-            input_tokens=Sum("input_tokens"), output_tokens=Sum("output_tokens"), cost=Sum("cost"),
+            requests=Sum("requests"),
+            client_errors=Sum("client_errors"),
+            server_errors=Sum("server_errors"),
+            input_tokens=Sum("input_tokens"),
+            output_tokens=Sum("output_tokens"),
+            cost=Sum("cost"),
         )  # fmt: skip
     }
     result = []
@@ -125,8 +129,16 @@ def usage_per_day(now: datetime | None = None, days: int = 30) -> list[DayUsage]
 def _gpu_org_ids(start: datetime) -> set[str]:
     """Organizations whose replicas held a GPU this month: a transition since `start`, or
     a replica still holding one (started earlier)."""
-    moved = ReplicaEvent.objects.unscoped_across_tenants().filter(at__gte=start).order_by().values_list("organization_id", flat=True).distinct()
-    holding = Replica.objects.unscoped_across_tenants().filter(state__in=HOLDS_GPU).order_by().values_list("organization_id", flat=True).distinct()
+    moved = (
+        ReplicaEvent.objects.unscoped_across_tenants().filter(at__gte=start).order_by().values_list("organization_id", flat=True).distinct()
+    )
+    holding = (
+        Replica.objects.unscoped_across_tenants()
+        .filter(state__in=HOLDS_GPU)
+        .order_by()
+        .values_list("organization_id", flat=True)
+        .distinct()
+    )
     return {*moved, *holding}
 
 

@@ -65,7 +65,6 @@ class Versions:
         return self.values[index] if index >= 0 else None
 
 
-
 def _for(org: Organization, rows: QuerySet[Any]) -> QuerySet[Any]:
     return rows.filter(Q(organization=org) | Q(organization__isnull=True))
 
@@ -148,15 +147,28 @@ def rate(org: Organization, start: datetime, end: datetime, *, now: datetime | N
         versions = book.model_prices.get(model)
         price = versions.at(hour) if versions else None
         if price is not None:
-            for direction, tokens, unit_price in (("input", row["input_tokens"], price.input_price_per_mtok), ("output", row["output_tokens"], price.output_price_per_mtok)):
+            for direction, tokens, unit_price in (
+                ("input", row["input_tokens"], price.input_price_per_mtok),
+                ("output", row["output_tokens"], price.output_price_per_mtok),
+            ):
                 if tokens:
-                    spec = {"kind": InvoiceLine.Kind.TOKENS, "description": f"{model}: {direction} tokens", "unit": "1M tokens", "unit_price": unit_price}
+                    spec = {
+                        "kind": InvoiceLine.Kind.TOKENS,
+                        "description": f"{model}: {direction} tokens",
+                        "unit": "1M tokens",
+                        "unit_price": unit_price,
+                    }
                     line(("tokens", model, direction, price.pk), **spec).add(Decimal(tokens) / MILLION, tokens * unit_price / MILLION)
             continue
         if row["cost"]:
             percent = book.markup.at(hour) or Decimal(0)
             multiplier = 1 + percent / 100
-            spec = {"kind": InvoiceLine.Kind.PROVIDER, "description": f"{model}: external provider cost + {percent.normalize():f}%", "unit": "USD of provider cost", "unit_price": multiplier}
+            spec = {
+                "kind": InvoiceLine.Kind.PROVIDER,
+                "description": f"{model}: external provider cost + {percent.normalize():f}%",
+                "unit": "USD of provider cost",
+                "unit_price": multiplier,
+            }
             line(("provider", model, percent), **spec).add(row["cost"], row["cost"] * multiplier)
 
     _rate_gpu_time(org, start, end, now, book, line)
@@ -195,7 +207,6 @@ def month_to_date(org: Organization, now: datetime | None = None, *, exact: bool
     start = month_start(now)
     lines = rate(org, start, now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1), now=now)
     return sum((line.exact_amount for line in lines), Decimal(0)) if exact else subtotal(lines)
-
 
 
 def to_micros(amount: Decimal) -> int:

@@ -111,7 +111,15 @@ def aggregate(events: EventColumns) -> dict[Key, Delta]:
     status = np.asarray(events.status, np.int64)
     ones = np.ones(count, np.int64)
     # Integer sums, exact: requests, 4xx, 5xx, input and output tokens.
-    counters = np.column_stack([ones, (status >= 400) & (status < 500), status >= 500, np.asarray(events.input_tokens, np.int64), np.asarray(events.output_tokens, np.int64)]).astype(np.int64)
+    counters = np.column_stack(
+        [
+            ones,
+            (status >= 400) & (status < 500),
+            status >= 500,
+            np.asarray(events.input_tokens, np.int64),
+            np.asarray(events.output_tokens, np.int64),
+        ]
+    ).astype(np.int64)
     costs = _exact_array(events.cost_units)
     minute = np.asarray(events.minute, np.int64)
     latency = np.asarray(events.latency_bucket, np.int64)
@@ -197,17 +205,29 @@ def apply(records: list[UsageRecord]) -> None:
         return
     changes = deltas(records)
     lock_organizations({key[0] for key in changes})
-    rows = UsageRollup.objects.unscoped_across_tenants().select_for_update().filter(
-        organization_id__in={key[0] for key in changes}, bucket__in={key[2] for key in changes}
+    rows = (
+        UsageRollup.objects.unscoped_across_tenants()
+        .select_for_update()
+        .filter(organization_id__in={key[0] for key in changes}, bucket__in={key[2] for key in changes})
     )
-    existing = {(r.organization_id, r.granularity, r.bucket, r.breakdown, r.route, r.deployment_id, r.region, r.key_id, r.model): r for r in rows}
+    existing = {
+        (r.organization_id, r.granularity, r.bucket, r.breakdown, r.route, r.deployment_id, r.region, r.key_id, r.model): r for r in rows
+    }
     updated, created = [], []
     for key, delta in changes.items():
         row = existing.get(key)
         if row is None:
             org, granularity, bucket, breakdown, route, deployment, region, api_key, model = key
             row = UsageRollup(
-                organization_id=org, granularity=granularity, bucket=bucket, breakdown=breakdown, route=route, deployment_id=deployment, region=region, key_id=api_key, model=model
+                organization_id=org,
+                granularity=granularity,
+                bucket=bucket,
+                breakdown=breakdown,
+                route=route,
+                deployment_id=deployment,
+                region=region,
+                key_id=api_key,
+                model=model,
             )
             created.append(row)
         else:

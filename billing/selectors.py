@@ -41,7 +41,16 @@ class Point:
     cost: Decimal = Decimal(0)
     latency: dict[str, int] = field(default_factory=dict)
 
-    def add(self, requests: int, client_errors: int, server_errors: int, input_tokens: int, output_tokens: int, cost: Decimal, latency: dict[str, int]) -> None:
+    def add(
+        self,
+        requests: int,
+        client_errors: int,
+        server_errors: int,
+        input_tokens: int,
+        output_tokens: int,
+        cost: Decimal,
+        latency: dict[str, int],
+    ) -> None:
         self.requests += requests
         self.client_errors += client_errors
         self.server_errors += server_errors
@@ -61,7 +70,9 @@ class Point:
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cost": str(self.cost),
-            "latency_ms": {name: _rounded(histogram.percentile(self.latency, q)) for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
+            "latency_ms": {
+                name: _rounded(histogram.percentile(self.latency, q)) for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+            },
         }
 
 
@@ -71,7 +82,9 @@ def _rounded(value: float | None) -> float | None:
 
 def _rows(org: Organization, query: UsageQuery, granularity: str) -> QuerySet[UsageRollup]:
     breakdown = rollups.breakdown_for([*query.filters, *query.group_by])
-    rows = UsageRollup.objects.for_org(org).filter(granularity=granularity, breakdown=breakdown, bucket__gte=query.start, bucket__lt=query.end)
+    rows = UsageRollup.objects.for_org(org).filter(
+        granularity=granularity, breakdown=breakdown, bucket__gte=query.start, bucket__lt=query.end
+    )
     for name, value in query.filters.items():
         rows = rows.filter(**{name: value})
     return rows
@@ -86,7 +99,17 @@ def usage_series(org: Organization, query: UsageQuery) -> tuple[list[Point], Poi
     total = Point(bucket=query.start.astimezone(query.timezone), group={})
     # Plain tuples, not model instances: a month split by key is thousands of rows.
     # Histograms come as text and are parsed by orjson, several times faster than json.
-    columns = ("bucket", *query.group_by, "requests", "client_errors", "server_errors", "input_tokens", "output_tokens", "cost", "histogram_text")
+    columns = (
+        "bucket",
+        *query.group_by,
+        "requests",
+        "client_errors",
+        "server_errors",
+        "input_tokens",
+        "output_tokens",
+        "cost",
+        "histogram_text",
+    )
     width = len(query.group_by)
     rows = _rows(org, query, source).annotate(histogram_text=Cast("latency_histogram", TextField()))
     for row in rows.order_by("bucket").values_list(*columns).iterator(chunk_size=2000):
@@ -100,7 +123,9 @@ def usage_series(org: Organization, query: UsageQuery) -> tuple[list[Point], Poi
         requests, client_errors, server_errors, input_tokens, output_tokens, cost = row[1 + width : -1]
         point.add(requests, client_errors, server_errors, input_tokens, output_tokens, cost, orjson.loads(row[-1]))
     for point in points.values():
-        total.add(point.requests, point.client_errors, point.server_errors, point.input_tokens, point.output_tokens, point.cost, point.latency)
+        total.add(
+            point.requests, point.client_errors, point.server_errors, point.input_tokens, point.output_tokens, point.cost, point.latency
+        )
     return sorted(points.values(), key=lambda p: (p.bucket, tuple(p.group.values()))), total
 
 

@@ -40,7 +40,16 @@ def next_whole_hour(now: datetime | None = None) -> datetime:
     return hour if hour == now else hour + timedelta(hours=1)
 
 
-def _decimal(value: object, field: str, what: str, *, places: int, integer_digits: int, minimum: Decimal = Decimal(0), strictly_positive: bool = False) -> Decimal:
+def _decimal(
+    value: object,
+    field: str,
+    what: str,
+    *,
+    places: int,
+    integer_digits: int,
+    minimum: Decimal = Decimal(0),
+    strictly_positive: bool = False,
+) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
         raise ServiceError(f"{what} must be a number like 1.25.", field=field)
     try:
@@ -80,16 +89,34 @@ def _who(organization: Organization | None) -> str:
 
 
 def price_snapshot(row: Model) -> dict[str, Any]:
-    base: dict[str, Any] = {"id": row.pk, "organization": getattr(row, "organization_id", None), "effective_from": row.effective_from.isoformat()}  # type: ignore[attr-defined]
+    base: dict[str, Any] = {
+        "id": row.pk,
+        "organization": getattr(row, "organization_id", None),
+        "effective_from": row.effective_from.isoformat(),
+    }  # type: ignore[attr-defined]
     if isinstance(row, ModelPrice):
-        return {**base, "kind": "model", "model": row.model, "input_price_per_mtok": str(row.input_price_per_mtok), "output_price_per_mtok": str(row.output_price_per_mtok)}
+        return {
+            **base,
+            "kind": "model",
+            "model": row.model,
+            "input_price_per_mtok": str(row.input_price_per_mtok),
+            "output_price_per_mtok": str(row.output_price_per_mtok),
+        }
     if isinstance(row, GpuPrice):
         return {**base, "kind": "gpu", "gpu_type": row.gpu_type_id, "price_per_second": str(row.price_per_second)}
     assert isinstance(row, ProviderMarkup)
     return {**base, "kind": "markup", "percent": str(row.percent)}
 
 
-def _audit_price(staff: StaffContext, action: str, row: Model, organization: Organization | None, *, before: dict[str, Any] | None = None, after: dict[str, Any] | None = None) -> None:
+def _audit_price(
+    staff: StaffContext,
+    action: str,
+    row: Model,
+    organization: Organization | None,
+    *,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> None:
     kind = price_snapshot(row)["kind"]
     record(staff, action, target_type=f"{kind}_price", target_id=str(row.pk), organization=organization, before=before, after=after)
 
@@ -118,7 +145,10 @@ def add_model_price(
     }
     start = _effective_from(effective_from, now)
     if ModelPrice.objects.filter(organization=organization, model=model, effective_from=start).exists():
-        raise Conflict(f"{_who(organization).capitalize()} price book already has a version of {model} from {start:%Y-%m-%d %H:%M} UTC.", field="effective_from")
+        raise Conflict(
+            f"{_who(organization).capitalize()} price book already has a version of {model} from {start:%Y-%m-%d %H:%M} UTC.",
+            field="effective_from",
+        )
     row = ModelPrice.objects.create(organization=organization, model=model, effective_from=start, **prices)
     _audit_price(staff, "price.model_version_added", row, organization, after=price_snapshot(row))
     return row
@@ -126,7 +156,13 @@ def add_model_price(
 
 @transaction.atomic
 def add_gpu_price(
-    staff: StaffContext, *, gpu_type: str, price_per_second: object, effective_from: datetime | None, organization: Organization | None = None, now: datetime | None = None
+    staff: StaffContext,
+    *,
+    gpu_type: str,
+    price_per_second: object,
+    effective_from: datetime | None,
+    organization: Organization | None = None,
+    now: datetime | None = None,
 ) -> GpuPrice:
     now = now or timezone.now()
     if not GpuType.objects.filter(code=gpu_type).exists():
@@ -135,7 +171,10 @@ def add_gpu_price(
     price = _decimal(price_per_second, "price_per_second", "The price per GPU-second", places=12, integer_digits=8)
     start = _effective_from(effective_from, now)
     if GpuPrice.objects.filter(organization=organization, gpu_type_id=gpu_type, effective_from=start).exists():
-        raise Conflict(f"{_who(organization).capitalize()} price book already has a {gpu_type} version from {start:%Y-%m-%d %H:%M} UTC.", field="effective_from")
+        raise Conflict(
+            f"{_who(organization).capitalize()} price book already has a {gpu_type} version from {start:%Y-%m-%d %H:%M} UTC.",
+            field="effective_from",
+        )
     row = GpuPrice.objects.create(organization=organization, gpu_type_id=gpu_type, price_per_second=price, effective_from=start)
     _audit_price(staff, "price.gpu_version_added", row, organization, after=price_snapshot(row))
     return row
@@ -143,13 +182,21 @@ def add_gpu_price(
 
 @transaction.atomic
 def add_markup(
-    staff: StaffContext, *, percent: object, effective_from: datetime | None, organization: Organization | None = None, now: datetime | None = None
+    staff: StaffContext,
+    *,
+    percent: object,
+    effective_from: datetime | None,
+    organization: Organization | None = None,
+    now: datetime | None = None,
 ) -> ProviderMarkup:
     now = now or timezone.now()
     value = _decimal(percent, "percent", "The markup", places=3, integer_digits=4)
     start = _effective_from(effective_from, now)
     if ProviderMarkup.objects.filter(organization=organization, effective_from=start).exists():
-        raise Conflict(f"{_who(organization).capitalize()} price book already has a markup version from {start:%Y-%m-%d %H:%M} UTC.", field="effective_from")
+        raise Conflict(
+            f"{_who(organization).capitalize()} price book already has a markup version from {start:%Y-%m-%d %H:%M} UTC.",
+            field="effective_from",
+        )
     row = ProviderMarkup.objects.create(organization=organization, percent=value, effective_from=start)
     _audit_price(staff, "price.markup_version_added", row, organization, after=price_snapshot(row))
     return row
@@ -178,7 +225,14 @@ def cancel_upcoming(staff: StaffContext, kind: str, version_id: int, *, now: dat
     before = price_snapshot(row)
     organization = row.organization
     row.delete()
-    record(staff, f"price.{kind}_version_cancelled", target_type=f"{kind}_price", target_id=str(version_id), organization=organization, before=before)
+    record(
+        staff,
+        f"price.{kind}_version_cancelled",
+        target_type=f"{kind}_price",
+        target_id=str(version_id),
+        organization=organization,
+        before=before,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -186,11 +240,18 @@ def cancel_upcoming(staff: StaffContext, kind: str, version_id: int, *, now: dat
 
 
 def credit_snapshot(grant: CreditGrant) -> dict[str, Any]:
-    return {"id": grant.pk, "amount": str(grant.amount), "reason": grant.reason, "expires_at": grant.expires_at.isoformat() if grant.expires_at else None}
+    return {
+        "id": grant.pk,
+        "amount": str(grant.amount),
+        "reason": grant.reason,
+        "expires_at": grant.expires_at.isoformat() if grant.expires_at else None,
+    }
 
 
 @transaction.atomic
-def grant_credit(staff: StaffContext, org: Organization, *, amount: object, reason: str, expires_at: datetime | None = None, now: datetime | None = None) -> CreditGrant:
+def grant_credit(
+    staff: StaffContext, org: Organization, *, amount: object, reason: str, expires_at: datetime | None = None, now: datetime | None = None
+) -> CreditGrant:
     now = now or timezone.now()
     value = _decimal(amount, "amount", "The credit", places=2, integer_digits=12, strictly_positive=True)
     reason = (reason or "").strip()
@@ -216,9 +277,18 @@ def set_plan(staff: StaffContext, org: Organization, *, plan: str, committed_mon
     enterprise minimum, shows on the running invoice at once."""
     if plan not in Plan.values:
         raise ServiceError(f"Unknown plan {plan!r}; choose {', '.join(Plan.values)}.", field="plan")
-    minimum = _decimal(committed_monthly_minimum if committed_monthly_minimum not in (None, "") else "0", "committed_monthly_minimum", "The committed minimum", places=2, integer_digits=12)
+    minimum = _decimal(
+        committed_monthly_minimum if committed_monthly_minimum not in (None, "") else "0",
+        "committed_monthly_minimum",
+        "The committed minimum",
+        places=2,
+        integer_digits=12,
+    )
     if minimum and plan != Plan.ENTERPRISE:
-        raise ServiceError("A committed monthly minimum belongs to the enterprise plan; set it to 0 or choose Enterprise.", field="committed_monthly_minimum")
+        raise ServiceError(
+            "A committed monthly minimum belongs to the enterprise plan; set it to 0 or choose Enterprise.",
+            field="committed_monthly_minimum",
+        )
     account = BillingAccount.objects.select_for_update().filter(organization=org).first() or account_for(org)
     before = plan_snapshot(account)
     account.plan, account.committed_monthly_minimum = plan, minimum

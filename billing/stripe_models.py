@@ -81,7 +81,9 @@ class MeterPush(models.Model):
 
     class Meta:
         ordering = ["hour", "revision"]
-        constraints = [models.UniqueConstraint(fields=["organization", "meter", "hour", "revision"], name="one_meter_push_per_hour_revision")]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "meter", "hour", "revision"], name="one_meter_push_per_hour_revision")
+        ]
         indexes = [models.Index(fields=["status", "organization"], name="meter_push_status_org")]
 
     def __str__(self) -> str:

@@ -346,7 +346,9 @@ def _send(client: stripe.StripeClient, account: StripeAccount, push: MeterPush, 
     return True
 
 
-def _plan_hour(org: Organization, hour: datetime, amount: int, latest: MeterPush | None, now: datetime, report: PushReport) -> MeterPush | None:
+def _plan_hour(
+    org: Organization, hour: datetime, amount: int, latest: MeterPush | None, now: datetime, report: PushReport
+) -> MeterPush | None:
     """The ledger row to send for an hour worth `amount`, written before anything is sent;
     None when nothing needs sending."""
     if latest is None:
@@ -388,7 +390,14 @@ def _plan_hour(org: Organization, hour: datetime, amount: int, latest: MeterPush
         return None
     push, _ = MeterPush.objects.for_org(org).get_or_create(
         identifier=meter_identifier(org, hour, revision),
-        defaults={"organization": org, "meter": METER_EVENT_NAME, "hour": hour, "revision": revision, "value": amount, "timestamp": timestamp},
+        defaults={
+            "organization": org,
+            "meter": METER_EVENT_NAME,
+            "hour": hour,
+            "revision": revision,
+            "value": amount,
+            "timestamp": timestamp,
+        },
     )
     return push if push.status == MeterPushStatus.PENDING else None
 
@@ -495,7 +504,13 @@ def _invoice_label(invoice: Mapping[str, Any]) -> str:
 def _apply_invoice_event(event: stripe.Event, created: datetime) -> str:
     invoice = event.data.object.to_dict()
     customer_id = _id_of(invoice.get("customer"))
-    account = StripeAccount.objects.unscoped_across_tenants().select_for_update().select_related("organization").filter(customer_id=customer_id).first()
+    account = (
+        StripeAccount.objects.unscoped_across_tenants()
+        .select_for_update()
+        .select_related("organization")
+        .filter(customer_id=customer_id)
+        .first()
+    )
     if account is None:
         return "ignored"
     paid = event.type == "invoice.paid"
@@ -553,7 +568,9 @@ def handle_webhook(payload: bytes, signature: str | None) -> WebhookResult:
     """Verify, deduplicate by event id and apply one webhook delivery."""
     config = stripe_settings()
     if not config.enabled or not config.webhook_secret:
-        return WebhookResult(404, "Stripe is not configured on this platform (SWITCHBOARD_STRIPE_SECRET_KEY or SWITCHBOARD_STRIPE_WEBHOOK_SECRET is empty).")
+        return WebhookResult(
+            404, "Stripe is not configured on this platform (SWITCHBOARD_STRIPE_SECRET_KEY or SWITCHBOARD_STRIPE_WEBHOOK_SECRET is empty)."
+        )
     if not signature:
         return WebhookResult(400, "Missing Stripe-Signature header.")
     try:
@@ -563,7 +580,12 @@ def handle_webhook(payload: bytes, signature: str | None) -> WebhookResult:
     except (ValueError, TypeError, KeyError, AttributeError):  # undecodable bytes, not JSON, not an event
         return WebhookResult(400, "Invalid payload: not a JSON Stripe event.")
     fields = event.to_dict(recursive=False)
-    if not isinstance(fields.get("id"), str) or not isinstance(fields.get("type"), str) or not isinstance(fields.get("created"), int) or "data" not in fields:
+    if (
+        not isinstance(fields.get("id"), str)
+        or not isinstance(fields.get("type"), str)
+        or not isinstance(fields.get("created"), int)
+        or "data" not in fields
+    ):
         return WebhookResult(400, "Invalid payload: an event needs an id, a type and a created time.")
     created = datetime.fromtimestamp(event.created, tz=UTC)
     with transaction.atomic():
@@ -587,11 +609,22 @@ def suspend_overdue(now: datetime | None = None) -> list[str]:
     """Suspend past-due organizations whose grace is over; the ids suspended."""
     now = now or timezone.now()
     suspended: list[str] = []
-    due = StripeAccount.objects.unscoped_across_tenants().filter(grace_until__lte=now, organization__status=OrgStatus.PAST_DUE).values_list("pk", flat=True)
+    due = (
+        StripeAccount.objects.unscoped_across_tenants()
+        .filter(grace_until__lte=now, organization__status=OrgStatus.PAST_DUE)
+        .values_list("pk", flat=True)
+    )
     for pk in list(due):
         with transaction.atomic():
-            account = StripeAccount.objects.unscoped_across_tenants().select_for_update().select_related("organization").filter(pk=pk).first()
-            if account is None or account.grace_until is None or account.grace_until > now or account.organization.status != OrgStatus.PAST_DUE:
+            account = (
+                StripeAccount.objects.unscoped_across_tenants().select_for_update().select_related("organization").filter(pk=pk).first()
+            )
+            if (
+                account is None
+                or account.grace_until is None
+                or account.grace_until > now
+                or account.organization.status != OrgStatus.PAST_DUE
+            ):
                 continue
             _set_status(
                 account.organization,

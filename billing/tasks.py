@@ -29,7 +29,12 @@ def push_organization_meter_events(org_id: str) -> dict[str, int] | None:
     report = stripe_sync.push_organization(org_id)
     if report is None:
         return None
-    return {"sent": len(report.sent), "already_sent": len(report.already_sent), "pending": len(report.pending), "expired": len(report.expired)}
+    return {
+        "sent": len(report.sent),
+        "already_sent": len(report.already_sent),
+        "pending": len(report.pending),
+        "expired": len(report.expired),
+    }
 
 
 @shared_task(acks_late=True, time_limit=60, soft_time_limit=50)
@@ -45,7 +50,9 @@ def check_budgets() -> int:
     from console.models import Organization
 
     sent = 0
-    for org in Organization.objects.filter(pk__in=BillingAccount.objects.unscoped_across_tenants().exclude(monthly_budget=None).values("organization_id")):
+    for org in Organization.objects.filter(
+        pk__in=BillingAccount.objects.unscoped_across_tenants().exclude(monthly_budget=None).values("organization_id")
+    ):
         sent += len(budgets.check(org))
     return sent
 

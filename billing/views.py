@@ -23,7 +23,11 @@ def _example_model(ctx: OrgContext) -> str:
     from deployments.selectors import live_deployments
 
     routes = apps.get_model("routing", "ModelRoute").objects.for_org(ctx.organization).order_by("name")
-    return routes.values_list("name", flat=True).first() or live_deployments(ctx.organization).order_by("name").values_list("name", flat=True).first() or "chat-default"
+    return (
+        routes.values_list("name", flat=True).first()
+        or live_deployments(ctx.organization).order_by("name").values_list("name", flat=True).first()
+        or "chat-default"
+    )
 
 
 @org_page()

@@ -146,9 +146,7 @@ class ApiKey(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
-    rotated_from = models.OneToOneField(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="rotated_to"
-    )
+    rotated_from = models.OneToOneField("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="rotated_to")
 
     objects = TenantManager()
 

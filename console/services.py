@@ -132,7 +132,9 @@ def change_member_role(ctx: OrgContext, membership: Membership, role: str) -> Me
     before = membership_snapshot(membership)
     membership.role = role
     membership.save(update_fields=["role"])
-    audit.record(ctx, "member.role_changed", target_type="membership", target_id=membership.id, before=before, after=membership_snapshot(membership))
+    audit.record(
+        ctx, "member.role_changed", target_type="membership", target_id=membership.id, before=before, after=membership_snapshot(membership)
+    )
     return membership
 
 
@@ -198,16 +200,15 @@ def revoke_invitation(ctx: OrgContext, invitation: Invitation) -> Invitation:
     before = invitation_snapshot(invitation)
     invitation.revoked_at = timezone.now()
     invitation.save(update_fields=["revoked_at"])
-    audit.record(ctx, "invitation.revoked", target_type="invitation", target_id=invitation.id, before=before, after=invitation_snapshot(invitation))
+    audit.record(
+        ctx, "invitation.revoked", target_type="invitation", target_id=invitation.id, before=before, after=invitation_snapshot(invitation)
+    )
     return invitation
 
 
 def find_pending_invitation(token: str) -> Invitation | None:
     invitation = (
-        Invitation.objects.unscoped_across_tenants()
-        .select_related("organization")
-        .filter(token_hash=_invitation_token_hash(token))
-        .first()
+        Invitation.objects.unscoped_across_tenants().select_related("organization").filter(token_hash=_invitation_token_hash(token)).first()
     )
     return invitation if invitation is not None and invitation.is_pending else None
 
@@ -224,7 +225,11 @@ def accept_invitation(user: User, token: str, *, ip_address: str | None = None, 
         raise Conflict(f"You are already a member of {org.name}.")
     # Claim the invitation with a conditional update, so two people using the same link
     # at once cannot both join.
-    claimed = Invitation.objects.for_org(org).filter(pk=invitation.pk, accepted_at=None, revoked_at=None).update(accepted_at=timezone.now(), accepted_by=user)
+    claimed = (
+        Invitation.objects.for_org(org)
+        .filter(pk=invitation.pk, accepted_at=None, revoked_at=None)
+        .update(accepted_at=timezone.now(), accepted_by=user)
+    )
     if claimed != 1:
         raise ServiceError("This invitation link is invalid, expired, revoked or already used.")
     membership = Membership.objects.create(organization=org, user=user, role=invitation.role)
@@ -251,7 +256,9 @@ def _validated_scopes(scopes: list[str]) -> list[str]:
     return sorted(set(scopes))
 
 
-def _new_key_row(ctx: OrgContext, *, name: str, scopes: list[str], expires_at: datetime | None, rotated_from: ApiKey | None = None) -> IssuedKey:
+def _new_key_row(
+    ctx: OrgContext, *, name: str, scopes: list[str], expires_at: datetime | None, rotated_from: ApiKey | None = None
+) -> IssuedKey:
     for _ in range(3):
         material = keys.generate_key()
         try:

@@ -120,5 +120,13 @@ def set_organization_status(staff: StaffContext, org: Organization, status: str,
     org.status_reason = reason if status == OrgStatus.SUSPENDED else ""
     org.save(update_fields=["status", "status_reason"])
     action = "organization.suspended" if status == OrgStatus.SUSPENDED else "organization.reactivated"
-    record(staff, action, target_type="organization", target_id=org.pk, organization=org, before=before, after={**standing_snapshot(org), "reason": reason})
+    record(
+        staff,
+        action,
+        target_type="organization",
+        target_id=org.pk,
+        organization=org,
+        before=before,
+        after={**standing_snapshot(org), "reason": reason},
+    )
     return org

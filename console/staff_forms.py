@@ -31,15 +31,35 @@ class UtcDateTimeInput(forms.DateTimeInput):
 
 
 class QuotaForm(forms.Form):
-    max_replicas = forms.IntegerField(min_value=0, max_value=MAX_INT, label="Replicas", help_text="Across all deployments, each counted at its max replicas; checked on deploy and scale.")
-    requests_per_minute = forms.IntegerField(min_value=1, max_value=MAX_INT, label="Requests per minute", help_text="Organization-wide, in the gateway (429 past it).")
-    tokens_per_minute = forms.IntegerField(min_value=1, max_value=MAX_INT, label="Tokens per minute", help_text="Prompt plus max_tokens reserved per request, refunded after.")
+    max_replicas = forms.IntegerField(
+        min_value=0,
+        max_value=MAX_INT,
+        label="Replicas",
+        help_text="Across all deployments, each counted at its max replicas; checked on deploy and scale.",
+    )
+    requests_per_minute = forms.IntegerField(
+        min_value=1, max_value=MAX_INT, label="Requests per minute", help_text="Organization-wide, in the gateway (429 past it)."
+    )
+    tokens_per_minute = forms.IntegerField(
+        min_value=1, max_value=MAX_INT, label="Tokens per minute", help_text="Prompt plus max_tokens reserved per request, refunded after."
+    )
     concurrent_requests = forms.IntegerField(min_value=1, max_value=MAX_INT, label="Concurrent requests")
-    key_requests_per_minute = forms.IntegerField(min_value=1, max_value=MAX_INT, required=False, label="Requests per minute per key", help_text="Empty: a key may use the whole organization's allowance.")
+    key_requests_per_minute = forms.IntegerField(
+        min_value=1,
+        max_value=MAX_INT,
+        required=False,
+        label="Requests per minute per key",
+        help_text="Empty: a key may use the whole organization's allowance.",
+    )
     key_tokens_per_minute = forms.IntegerField(min_value=1, max_value=MAX_INT, required=False, label="Tokens per minute per key")
     key_concurrent_requests = forms.IntegerField(min_value=1, max_value=MAX_INT, required=False, label="Concurrent requests per key")
     monthly_spend_cap = forms.DecimalField(
-        min_value=0, max_digits=14, decimal_places=2, required=False, label="Monthly spend cap (USD)", help_text="A hard cap: past it the gateway answers 402. Empty: none."
+        min_value=0,
+        max_digits=14,
+        decimal_places=2,
+        required=False,
+        label="Monthly spend cap (USD)",
+        help_text="A hard cap: past it the gateway answers 402. Empty: none.",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -78,13 +98,20 @@ class QuotaForm(forms.Form):
 
 class StatusForm(forms.Form):
     status = forms.ChoiceField(choices=[(OrgStatus.ACTIVE, "Active"), (OrgStatus.SUSPENDED, "Suspended")])
-    reason = forms.CharField(max_length=300, help_text="Shown to the tenant when suspended (the gateway's 403 says it), and kept in both audit logs.")
+    reason = forms.CharField(
+        max_length=300, help_text="Shown to the tenant when suspended (the gateway's 403 says it), and kept in both audit logs."
+    )
 
 
 class PlanForm(forms.Form):
     plan = forms.ChoiceField(choices=Plan.choices)
     committed_monthly_minimum = forms.DecimalField(
-        min_value=0, max_digits=14, decimal_places=2, initial=0, label="Committed monthly minimum (USD)", help_text="Enterprise only: a month is invoiced at least this much."
+        min_value=0,
+        max_digits=14,
+        decimal_places=2,
+        initial=0,
+        label="Committed monthly minimum (USD)",
+        help_text="Enterprise only: a month is invoiced at least this much.",
     )
 
 
@@ -99,9 +126,13 @@ class ClusterForm(forms.Form):
     provider = forms.CharField(max_length=40, help_text="aws, gcp, azure, local ...")
     region = forms.CharField(max_length=40, help_text="Deployments choose regions; e.g. us-east.")
     driver = forms.ChoiceField(choices=Cluster.Driver.choices)
-    agent_url = forms.CharField(max_length=300, label="Agent URL", help_text="Where the driver reaches the cluster, e.g. http://10.0.0.5:9101.")
+    agent_url = forms.CharField(
+        max_length=300, label="Agent URL", help_text="Where the driver reaches the cluster, e.g. http://10.0.0.5:9101."
+    )
     status = forms.ChoiceField(
-        choices=[(Cluster.Status.ACTIVE, "Active"), (Cluster.Status.CORDONED, "Cordoned")], label="Starts", help_text="Cordoned: check it before it takes replicas, then mark it up."
+        choices=[(Cluster.Status.ACTIVE, "Active"), (Cluster.Status.CORDONED, "Cordoned")],
+        label="Starts",
+        help_text="Cordoned: check it before it takes replicas, then mark it up.",
     )
     simulated = forms.BooleanField(required=False, label="Simulated inventory (declared GPUs, not real hardware)")
 
@@ -140,7 +171,9 @@ class ModelPriceForm(forms.Form):
 
 class GpuPriceForm(forms.Form):
     gpu_type = forms.ChoiceField(label="GPU type")
-    price_per_second = forms.DecimalField(min_value=0, max_digits=20, decimal_places=12, label="Price per GPU-second (USD)", help_text="e.g. 0.000146 is $0.526/h.")
+    price_per_second = forms.DecimalField(
+        min_value=0, max_digits=20, decimal_places=12, label="Price per GPU-second (USD)", help_text="e.g. 0.000146 is $0.526/h."
+    )
     effective_from = forms.DateTimeField(widget=UtcDateTimeInput(), label="Effective from (UTC)", help_text=DATETIME_HELP)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -30,7 +30,9 @@ org_patterns = [
 
 account_patterns = [
     path("signup/", accounts.signup, name="signup"),
-    path("login/", auth_views.LoginView.as_view(authentication_form=EmailAuthenticationForm, redirect_authenticated_user=True), name="login"),
+    path(
+        "login/", auth_views.LoginView.as_view(authentication_form=EmailAuthenticationForm, redirect_authenticated_user=True), name="login"
+    ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("password-reset/", auth_views.PasswordResetView.as_view(), name="password_reset"),
     path("password-reset/sent/", auth_views.PasswordResetDoneView.as_view(), name="password_reset_done"),
@@ -46,13 +48,22 @@ staff_patterns = [
     path("tenants/<str:org_id>/status/", staff.tenant_status, name="staff-tenant-status"),
     path("tenants/<str:org_id>/plan/", staff.tenant_plan, name="staff-tenant-plan"),
     path("tenants/<str:org_id>/credits/", staff.tenant_credit, name="staff-tenant-credit"),
-    *[path(f"tenants/<str:org_id>/prices/{kind}/", staff.tenant_price, {"kind": kind}, name=f"staff-tenant-price-{kind}") for kind in ("model", "gpu", "markup")],
+    *[
+        path(f"tenants/<str:org_id>/prices/{kind}/", staff.tenant_price, {"kind": kind}, name=f"staff-tenant-price-{kind}")
+        for kind in ("model", "gpu", "markup")
+    ],
     path("clusters/", staff.clusters, name="staff-clusters"),
-    *[path(f"clusters/<str:cluster_name>/{action}/", staff.cluster_action, {"action": action}, name=f"staff-cluster-{action}") for action in ("cordon", "drain", "down", "up")],
+    *[
+        path(f"clusters/<str:cluster_name>/{action}/", staff.cluster_action, {"action": action}, name=f"staff-cluster-{action}")
+        for action in ("cordon", "drain", "down", "up")
+    ],
     path("usage/", staff.usage, name="staff-usage"),
     path("prices/", staff.prices, name="staff-prices"),
     *[path(f"prices/{kind}/", staff.price_add, {"kind": kind}, name=f"staff-price-{kind}") for kind in ("model", "gpu", "markup")],
-    *[path(f"prices/{kind}/<int:version_id>/cancel/", staff.price_cancel, {"kind": kind}, name=f"staff-price-{kind}-cancel") for kind in ("model", "gpu", "markup")],
+    *[
+        path(f"prices/{kind}/<int:version_id>/cancel/", staff.price_cancel, {"kind": kind}, name=f"staff-price-{kind}-cancel")
+        for kind in ("model", "gpu", "markup")
+    ],
     path("audit/", staff.audit_log, name="staff-audit"),
 ]
 

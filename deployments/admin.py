@@ -35,7 +35,16 @@ class QuotaAdmin(CrossTenantAdmin):
     """Read-only: quotas change in the Admin console (/staff/tenants/<id>/quota/), where
     every change is audited in the staff log and the tenant's own log."""
 
-    list_display = ["organization", "max_replicas", "gpus", "requests_per_minute", "tokens_per_minute", "concurrent_requests", "monthly_spend_cap", "updated_at"]
+    list_display = [
+        "organization",
+        "max_replicas",
+        "gpus",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "concurrent_requests",
+        "monthly_spend_cap",
+        "updated_at",
+    ]
 
     def has_add_permission(self, request):  # type: ignore[no-untyped-def]
         return False
@@ -57,7 +66,19 @@ class ReplicaAdmin(CrossTenantAdmin):
 
     list_display = ["id", "deployment", "cluster", "state", "restarts", "created_at"]
     list_filter = ["state"]
-    readonly_fields = ["organization", "deployment", "revision", "cluster", "state", "endpoint", "reason", "restarts", "created_at", "ready_at", "stopped_at"]
+    readonly_fields = [
+        "organization",
+        "deployment",
+        "revision",
+        "cluster",
+        "state",
+        "endpoint",
+        "reason",
+        "restarts",
+        "created_at",
+        "ready_at",
+        "stopped_at",
+    ]
 
 
 @admin.register(CatalogModel)

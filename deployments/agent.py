@@ -23,7 +23,12 @@ from modelserver.processes import start_model_server, stop
 
 log = logging.getLogger(__name__)
 # Replica options the control plane may pass, and the model server flag each becomes.
-OPTION_FLAGS = {"max_batch_size": "--max-batch-size", "max_queue": "--max-queue", "max_wait_ms": "--max-wait-ms", "drain_seconds": "--drain-seconds"}
+OPTION_FLAGS = {
+    "max_batch_size": "--max-batch-size",
+    "max_queue": "--max-queue",
+    "max_wait_ms": "--max-wait-ms",
+    "drain_seconds": "--drain-seconds",
+}
 
 
 @dataclass
@@ -36,7 +41,14 @@ class ManagedReplica:
 
     def as_json(self) -> dict[str, object]:
         code = self.process.poll()
-        return {"replica_id": self.replica_id, "model": self.model, "endpoint": self.endpoint, "running": code is None, "exit_code": code, "pid": self.process.pid}
+        return {
+            "replica_id": self.replica_id,
+            "model": self.model,
+            "endpoint": self.endpoint,
+            "running": code is None,
+            "exit_code": code,
+            "pid": self.process.pid,
+        }
 
 
 class Agent:

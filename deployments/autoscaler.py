@@ -59,7 +59,9 @@ def _average(samples: Sequence[Sample], since: float) -> float:
     return sum(window) / len(window) if window else 0.0
 
 
-def decide(policy: ScalingPolicy, samples: Sequence[Sample], ready_replicas: int, now: float, state: AutoscalerState) -> tuple[Decision, AutoscalerState]:
+def decide(
+    policy: ScalingPolicy, samples: Sequence[Sample], ready_replicas: int, now: float, state: AutoscalerState
+) -> tuple[Decision, AutoscalerState]:
     per_replica = policy.target_concurrency * policy.utilisation
     stable = _average(samples, now - policy.stable_window_s)
     panic = _average(samples, now - policy.panic_window_s)

@@ -76,7 +76,9 @@ def _price(value: object, gpu: str) -> Decimal | None:
     try:
         price = Decimal(str(value))
     except InvalidOperation:
-        raise ServiceError(f"The {gpu} price must be an amount per hour like 0.526, or empty for the list price.", field="inventory") from None
+        raise ServiceError(
+            f"The {gpu} price must be an amount per hour like 0.526, or empty for the list price.", field="inventory"
+        ) from None
     if not price.is_finite() or price < 0 or price >= Decimal("1000000") or price != price.quantize(Decimal("0.000001")):
         raise ServiceError(f"The {gpu} price must be between 0 and 999999.999999 per hour, with at most six decimals.", field="inventory")
     return price
@@ -120,14 +122,20 @@ def add_cluster(
             raise ServiceError(f"{row.gpu_type} is listed twice.", field="inventory")
         rows[row.gpu_type] = InventoryRow(row.gpu_type, row.count, _price(row.price_per_hour, row.gpu_type))
     if not any(row.count for row in rows.values()):
-        raise ServiceError("Give the cluster at least one GPU (or CPU slot): a cluster with no inventory can hold no replica.", field="inventory")
+        raise ServiceError(
+            "Give the cluster at least one GPU (or CPU slot): a cluster with no inventory can hold no replica.", field="inventory"
+        )
     if Cluster.objects.select_for_update().filter(pk=name).exists():
         raise Conflict(f"A cluster named {name} already exists.", field="name")
     cluster = Cluster.objects.create(
         name=name, provider=provider, region=region, driver=driver, connection={"agent_url": agent_url}, simulated=simulated, status=status
     )
     ClusterGpu.objects.bulk_create(
-        [ClusterGpu(cluster=cluster, gpu_type_id=row.gpu_type, count=row.count, price_per_hour=row.price_per_hour) for row in rows.values() if row.count]
+        [
+            ClusterGpu(cluster=cluster, gpu_type_id=row.gpu_type, count=row.count, price_per_hour=row.price_per_hour)
+            for row in rows.values()
+            if row.count
+        ]
     )
     record(staff, "cluster.added", target_type="cluster", target_id=cluster.pk, after=cluster_snapshot(cluster))
     return cluster
@@ -160,7 +168,9 @@ def change_status(staff: StaffContext, cluster: Cluster, action: str, reason: st
 
     # Replicas this change moves: only a drain or a down moves any.
     moving = list(
-        Replica.objects.unscoped_across_tenants().filter(cluster=cluster, state__in=LIVE).values_list("organization_id", "deployment_id", "id")
+        Replica.objects.unscoped_across_tenants()
+        .filter(cluster=cluster, state__in=LIVE)
+        .values_list("organization_id", "deployment_id", "id")
         if status in (Cluster.Status.DRAINING, Cluster.Status.DOWN)
         else []
     )

@@ -48,7 +48,9 @@ def _snapshot(user_id: int, org_slug: str, deployment_id: str) -> dict[str, str]
         "status": deployment.status,
         "status_label": deployment.get_status_display(),
         "status_reason": deployment.status_reason,
-        "replicas_html": render_to_string("deployments/_replicas.html", {"deployment": deployment, "replicas_by_region": sorted(by_region.items())}),
+        "replicas_html": render_to_string(
+            "deployments/_replicas.html", {"deployment": deployment, "replicas_by_region": sorted(by_region.items())}
+        ),
     }
 
 

@@ -14,7 +14,9 @@ class DeploymentForm(forms.Form):
     allowed_regions = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple, label="Regions")
     min_replicas = forms.IntegerField(min_value=0, max_value=100, initial=1, help_text="0 lets it scale to zero when idle.")
     max_replicas = forms.IntegerField(min_value=1, max_value=100, initial=1)
-    target_concurrency = forms.IntegerField(min_value=1, max_value=10_000, initial=4, help_text="Requests in flight per replica before scaling up.")
+    target_concurrency = forms.IntegerField(
+        min_value=1, max_value=10_000, initial=4, help_text="Requests in flight per replica before scaling up."
+    )
     scale_down_delay_s = forms.IntegerField(min_value=0, max_value=86_400, initial=60, label="Scale-down delay (s)")
     idle_timeout_s = forms.IntegerField(min_value=0, max_value=604_800, initial=300, label="Scale-to-zero idle timeout (s)")
     environment = forms.ChoiceField(choices=Deployment.Environment.choices)
@@ -22,10 +24,14 @@ class DeploymentForm(forms.Form):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.fields["gpu_type"].choices = [
-            (gpu.code, f"{gpu.code} ({gpu.memory_gb} GB), ${gpu.default_price_per_hour.normalize()}/h list price") for gpu in selectors.gpu_types()
+            (gpu.code, f"{gpu.code} ({gpu.memory_gb} GB), ${gpu.default_price_per_hour.normalize()}/h list price")
+            for gpu in selectors.gpu_types()
         ]
         self.fields["allowed_regions"].choices = [
-            (row["region"], f"{row['region']} ({', '.join(str(c['name']) + (' simulated' if c['simulated'] else '') for c in row['clusters'])})")  # type: ignore[union-attr]
+            (
+                row["region"],
+                f"{row['region']} ({', '.join(str(c['name']) + (' simulated' if c['simulated'] else '') for c in row['clusters'])})",
+            )  # type: ignore[union-attr]
             for row in selectors.regions()
         ]
 

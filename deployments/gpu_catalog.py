@@ -33,4 +33,6 @@ def ensure_gpu_types(gpu_type_model: Any = None) -> None:
     if gpu_type_model is None:
         from deployments.models import GpuType as gpu_type_model
     for code, memory, price, source in GPU_TYPES:
-        gpu_type_model.objects.get_or_create(code=code, defaults={"memory_gb": memory, "default_price_per_hour": Decimal(price), "price_source": source})
+        gpu_type_model.objects.get_or_create(
+            code=code, defaults={"memory_gb": memory, "default_price_per_hour": Decimal(price), "price_source": source}
+        )

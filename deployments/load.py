@@ -74,11 +74,17 @@ def desired_from_store(
     desired = decision.desired
     if woken is not None and woken != served_wake and not ready and now - woken < COLD_START_PATIENCE_S:
         desired = max(desired, min(1, policy.max_replicas))  # a request is waiting for a cold start
-    stored_state = {"panicking_until": state.panicking_until, "recent": state.recent, "last_request_at": state.last_request_at}  # asdict() is 10x slower
+    stored_state = {
+        "panicking_until": state.panicking_until,
+        "recent": state.recent,
+        "last_request_at": state.last_request_at,
+    }  # asdict() is 10x slower
     return desired, {"samples": [(sample.at, sample.concurrency) for sample in samples], "state": stored_state, "served_wake": served_wake}
 
 
-def autoscaled_desired(deployment: Deployment, replicas: list[Replica], *, scrape: Scrape = scrape_concurrency, clock: Callable[[], float] = time.time) -> int:
+def autoscaled_desired(
+    deployment: Deployment, replicas: list[Replica], *, scrape: Scrape = scrape_concurrency, clock: Callable[[], float] = time.time
+) -> int:
     ready = [replica for replica in replicas if replica.state == Replica.State.READY]
     concurrency = scrape([replica.endpoint for replica in ready]) if ready else 0.0
     desired, stored = desired_from_store(deployment, replicas, cache.get(cache_key(deployment.id)), concurrency, clock())

@@ -63,7 +63,9 @@ class ClusterGpu(models.Model):
     cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="inventory")
     gpu_type = models.ForeignKey(GpuType, on_delete=models.PROTECT, related_name="+")
     count = models.PositiveIntegerField()
-    price_per_hour = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True, help_text="Leave empty for the GPU type's default price.")
+    price_per_hour = models.DecimalField(
+        max_digits=12, decimal_places=6, null=True, blank=True, help_text="Leave empty for the GPU type's default price."
+    )
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["cluster", "gpu_type"], name="one_inventory_row_per_gpu_type")]
@@ -140,7 +142,9 @@ class Deployment(models.Model):
     class Meta:
         ordering = ["-created_at", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["organization", "name"], condition=models.Q(deleted_at=None), name="unique_live_deployment_name")
+            models.UniqueConstraint(
+                fields=["organization", "name"], condition=models.Q(deleted_at=None), name="unique_live_deployment_name"
+            )
         ]
 
     def __str__(self) -> str:
@@ -241,7 +245,9 @@ class CatalogModel(models.Model):
         RANDOM = "random", "Randomly initialised (tests)"
 
     id = public_id_field("mdl")
-    organization = models.ForeignKey(Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="+", help_text="Empty for built-in models.")
+    organization = models.ForeignKey(
+        Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="+", help_text="Empty for built-in models."
+    )
     name = models.CharField(max_length=100)
     task = models.CharField(max_length=12, choices=Task.choices)
     source_kind = models.CharField(max_length=10, choices=SourceKind.choices)

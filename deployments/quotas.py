@@ -64,7 +64,7 @@ def _whole(value: object, field: str, label: str, minimum: int) -> int:
 
 def _gpus(value: object, current: dict[str, Any]) -> dict[str, int]:
     if not isinstance(value, dict):
-        raise ServiceError("GPUs per type must be an object of GPU type code to count, e.g. {\"T4\": 2}.", field="gpus")
+        raise ServiceError('GPUs per type must be an object of GPU type code to count, e.g. {"T4": 2}.', field="gpus")
     known = set(GpuType.objects.values_list("code", flat=True))
     unknown = sorted(str(code) for code in value if code not in known)
     if unknown:
@@ -118,5 +118,7 @@ def update_quota(staff: StaffContext, org: Organization, **changes: object) -> Q
         return quota  # nothing changed: no write, no entry
     quota.save()
     changed = sorted(name for name in after if after[name] != before[name])
-    record(staff, "quota.changed", target_type="quota", target_id=org.pk, organization=org, before=before, after={**after, "changed": changed})
+    record(
+        staff, "quota.changed", target_type="quota", target_id=org.pk, organization=org, before=before, after={**after, "changed": changed}
+    )
     return quota

@@ -71,7 +71,10 @@ class PassResult:
 
 def _acquire(deployment_id: str, owner: str, now: datetime) -> bool:
     free = Q(lease_until=None) | Q(lease_until__lt=now) | Q(lease_owner=owner)
-    return Deployment.objects.unscoped_across_tenants().filter(Q(pk=deployment_id) & free).update(lease_owner=owner, lease_until=now + LEASE) == 1
+    return (
+        Deployment.objects.unscoped_across_tenants().filter(Q(pk=deployment_id) & free).update(lease_owner=owner, lease_until=now + LEASE)
+        == 1
+    )
 
 
 def _release(deployment_id: str, owner: str) -> None:
@@ -87,7 +90,12 @@ def _transition(replica: Replica, state: str, reason: str = "", **fields: object
         setattr(replica, name, value)
     replica.save()
     ReplicaEvent.objects.create(
-        organization_id=replica.organization_id, deployment_id=replica.deployment_id, replica=replica, from_state=previous, to_state=state, reason=reason
+        organization_id=replica.organization_id,
+        deployment_id=replica.deployment_id,
+        replica=replica,
+        from_state=previous,
+        to_state=state,
+        reason=reason,
     )
 
 
@@ -114,14 +122,20 @@ def autoscaled(deployment: Deployment, replicas: list[Replica]) -> int:
     return autoscaled_desired(deployment, replicas)
 
 
-def _pass(deployment_id: str, drivers: DriverFactory, probe: Probe, desired_replicas: Callable[[Deployment, list[Replica]], int]) -> PassResult:
+def _pass(
+    deployment_id: str, drivers: DriverFactory, probe: Probe, desired_replicas: Callable[[Deployment, list[Replica]], int]
+) -> PassResult:
     result = PassResult()
     now = timezone.now()
     deployment = (
-        Deployment.objects.unscoped_across_tenants().select_related("current_revision", "current_revision__gpu_type", "organization").get(pk=deployment_id)
+        Deployment.objects.unscoped_across_tenants()
+        .select_related("current_revision", "current_revision__gpu_type", "organization")
+        .get(pk=deployment_id)
     )
     replicas = list(
-        Replica.objects.for_org(deployment.organization).filter(deployment=deployment, state__in=HOLDS_GPU).select_related("cluster", "revision")
+        Replica.objects.for_org(deployment.organization)
+        .filter(deployment=deployment, state__in=HOLDS_GPU)
+        .select_related("cluster", "revision")
     )
     observed, unreachable = _observe(replicas, drivers)
 
@@ -161,13 +175,15 @@ def _pass(deployment_id: str, drivers: DriverFactory, probe: Probe, desired_repl
 
     if result.failed:
         deployment.failure_count += len(result.failed)
-        deployment.next_attempt_at = now + timedelta(seconds=min(2 ** deployment.failure_count, 300))
+        deployment.next_attempt_at = now + timedelta(seconds=min(2**deployment.failure_count, 300))
     live = [replica for replica in replicas if replica.state in LIVE]
     _adopt_compatible(deployment, live)
     # Replicas on a draining cluster do not count as placed: replacements go elsewhere,
     # and they serve until those are READY (step 5).
     evacuating = [
-        replica for replica in live if replica.revision_id == deployment.current_revision_id and replica.cluster.status == Cluster.Status.DRAINING
+        replica
+        for replica in live
+        if replica.revision_id == deployment.current_revision_id and replica.cluster.status == Cluster.Status.DRAINING
     ]
     current = [replica for replica in live if replica.revision_id == deployment.current_revision_id and replica not in evacuating]
     old = [replica for replica in live if replica.revision_id != deployment.current_revision_id]
@@ -200,7 +216,14 @@ def _pass(deployment_id: str, drivers: DriverFactory, probe: Probe, desired_repl
     if old and len(ready_current) >= desired:
         for replica in old:
             _drain(replica, drivers, result)
-    elif old and missing > 0 and len(current) < desired and not crash_loop and not backing_off and all(r.state == Replica.State.READY for r in current):
+    elif (
+        old
+        and missing > 0
+        and len(current) < desired
+        and not crash_loop
+        and not backing_off
+        and all(r.state == Replica.State.READY for r in current)
+    ):
         revision = deployment.current_revision
         assert revision is not None
         # Only an old replica whose GPU the new revision could take: same type, active
@@ -212,7 +235,9 @@ def _pass(deployment_id: str, drivers: DriverFactory, probe: Probe, desired_repl
             and replica.cluster.status == Cluster.Status.ACTIVE
             and replica.cluster.region in revision.allowed_regions
         ]
-        if surrender and not any(replica.state == Replica.State.DRAINING for replica in replicas if replica.revision_id != deployment.current_revision_id):
+        if surrender and not any(
+            replica.state == Replica.State.DRAINING for replica in replicas if replica.revision_id != deployment.current_revision_id
+        ):
             _drain(sorted(surrender, key=lambda r: (r.state == Replica.State.READY, r.created_at))[0], drivers, result)
     if evacuating and not deployment.deleted_at:
         # Hand over from a draining cluster: keep as many of its READY replicas as the
@@ -236,12 +261,19 @@ def _pass(deployment_id: str, drivers: DriverFactory, probe: Probe, desired_repl
     still_evacuating = [replica for replica in evacuating if replica.state in LIVE]
     if still_evacuating and not crash_loop and not old:
         clusters = ", ".join(sorted({replica.cluster_id for replica in still_evacuating}))
-        waiting = f"; no free capacity elsewhere in {', '.join(deployment.current_revision.allowed_regions)} yet" if missing > 0 and len(current) < desired else ""  # type: ignore[union-attr]
+        waiting = (
+            f"; no free capacity elsewhere in {', '.join(deployment.current_revision.allowed_regions)} yet"
+            if missing > 0 and len(current) < desired
+            else ""
+        )  # type: ignore[union-attr]
         deployment.status = Deployment.Status.UPDATING
         deployment.status_reason = f"moving {len(still_evacuating)} replica(s) off draining cluster {clusters}{waiting}"
     result.status = deployment.status
     Deployment.objects.unscoped_across_tenants().filter(pk=deployment.pk).update(
-        status=deployment.status, status_reason=deployment.status_reason, failure_count=deployment.failure_count, next_attempt_at=deployment.next_attempt_at
+        status=deployment.status,
+        status_reason=deployment.status_reason,
+        failure_count=deployment.failure_count,
+        next_attempt_at=deployment.next_attempt_at,
     )
     return result
 
@@ -302,7 +334,9 @@ def _place(deployment: Deployment, cluster_name: str) -> Replica:
         cluster_id=cluster_name,
         restarts=deployment.failure_count,  # replicas failed in a row before this one
     )
-    ReplicaEvent.objects.create(organization=deployment.organization, deployment=deployment, replica=replica, to_state=Replica.State.PENDING, reason="placed")
+    ReplicaEvent.objects.create(
+        organization=deployment.organization, deployment=deployment, replica=replica, to_state=Replica.State.PENDING, reason="placed"
+    )
     return replica
 
 
@@ -333,20 +367,32 @@ def _placements(deployment: Deployment, count: int) -> list[str]:
         gpu_type=revision.gpu_type, cluster__status=Cluster.Status.ACTIVE, cluster__region__in=revision.allowed_regions
     ).select_related("cluster", "gpu_type")
     capacities = [
-        Capacity(cluster=row.cluster_id, region=row.cluster.region, free=row.count - in_use[row.cluster_id], price_per_hour=row.effective_price_per_hour)
+        Capacity(
+            cluster=row.cluster_id,
+            region=row.cluster.region,
+            free=row.count - in_use[row.cluster_id],
+            price_per_hour=row.effective_price_per_hour,
+        )
         for row in inventory
     ]
     existing = Counter(
-        Replica.objects.for_org(deployment.organization).filter(deployment=deployment, state__in=LIVE).values_list("cluster__region", flat=True)
+        Replica.objects.for_org(deployment.organization)
+        .filter(deployment=deployment, state__in=LIVE)
+        .values_list("cluster__region", flat=True)
     )
     return place(count, capacities, list(revision.allowed_regions), dict(existing))
 
 
-def _status(deployment: Deployment, desired: int, current: list[Replica], old: list[Replica], crash_loop: bool, missing: int) -> tuple[str, str]:
+def _status(
+    deployment: Deployment, desired: int, current: list[Replica], old: list[Replica], crash_loop: bool, missing: int
+) -> tuple[str, str]:
     ready = sum(1 for replica in current if replica.state == Replica.State.READY)
     if crash_loop:
         last = (
-            Replica.objects.for_org(deployment.organization).filter(deployment=deployment, state=Replica.State.FAILED).order_by("-stopped_at").first()
+            Replica.objects.for_org(deployment.organization)
+            .filter(deployment=deployment, state=Replica.State.FAILED)
+            .order_by("-stopped_at")
+            .first()
         )
         return Deployment.Status.FAILED, f"{deployment.failure_count} replica failures in a row; last: {last.reason if last else 'unknown'}"
     if old:
@@ -357,7 +403,10 @@ def _status(deployment: Deployment, desired: int, current: list[Replica], old: l
         return Deployment.Status.ACTIVE, ""
     placed_short = missing > 0 and len(current) < desired
     if placed_short:
-        return Deployment.Status.DEPLOYING, f"waiting for capacity: {desired - len(current)} replica(s) could not be placed in {', '.join(deployment.current_revision.allowed_regions)}"  # type: ignore[union-attr]
+        return (
+            Deployment.Status.DEPLOYING,
+            f"waiting for capacity: {desired - len(current)} replica(s) could not be placed in {', '.join(deployment.current_revision.allowed_regions)}",
+        )  # type: ignore[union-attr]
     if deployment.failure_count:
         return Deployment.Status.UNHEALTHY, f"{ready} of {desired} replicas ready after {deployment.failure_count} failure(s)"
     return Deployment.Status.DEPLOYING, f"{ready} of {desired} replicas ready"
@@ -391,7 +440,12 @@ class FleetResult:
 
 
 def _steady(
-    deployment: Deployment, replicas: list[Replica], clusters: dict[str, Cluster], observed: dict[str, ObservedReplica], unreachable: set[str], probe: Probe
+    deployment: Deployment,
+    replicas: list[Replica],
+    clusters: dict[str, Cluster],
+    observed: dict[str, ObservedReplica],
+    unreachable: set[str],
+    probe: Probe,
 ) -> bool:
     """Nothing can need doing: every replica READY on the current revision, on an active
     reachable cluster, running and healthy, and no failures or deletion pending."""
@@ -413,7 +467,11 @@ def _steady(
 
 
 def reconcile_fleet(
-    deployment_ids: list[str], *, drivers: DriverFactory = driver_for, probe: Probe = probe_health, scrape: Callable[[list[str]], float] | None = None
+    deployment_ids: list[str],
+    *,
+    drivers: DriverFactory = driver_for,
+    probe: Probe = probe_health,
+    scrape: Callable[[list[str]], float] | None = None,
 ) -> FleetResult:
     """One pass over many deployments: leases, reads and writes in a handful of queries,
     each cluster observed once, the autoscaler decided from one cache read. Deployments

@@ -38,7 +38,9 @@ def revisions(org: Organization, deployment: Deployment) -> QuerySet[DeploymentR
 
 
 def cheapest_price(gpu_code: str, allowed_regions: Iterable[str]) -> Decimal:
-    inventory = ClusterGpu.objects.filter(gpu_type_id=gpu_code, cluster__region__in=list(allowed_regions), count__gt=0).select_related("gpu_type")
+    inventory = ClusterGpu.objects.filter(gpu_type_id=gpu_code, cluster__region__in=list(allowed_regions), count__gt=0).select_related(
+        "gpu_type"
+    )
     prices = [row.effective_price_per_hour for row in inventory]
     if prices:
         return min(prices)

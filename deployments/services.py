@@ -73,7 +73,9 @@ def validate_spec(spec: DeploymentSpec) -> None:
     known = selectors.region_names()
     unknown = [region for region in spec.allowed_regions if region not in known]
     if unknown:
-        raise ServiceError(f"Unknown region(s) {', '.join(unknown)}; available: {', '.join(sorted(known)) or 'none'}.", field="allowed_regions")
+        raise ServiceError(
+            f"Unknown region(s) {', '.join(unknown)}; available: {', '.join(sorted(known)) or 'none'}.", field="allowed_regions"
+        )
     if spec.max_replicas < 1 or spec.max_replicas > MAX_REPLICAS_PER_DEPLOYMENT:
         raise ServiceError(f"max_replicas must be between 1 and {MAX_REPLICAS_PER_DEPLOYMENT}.", field="max_replicas")
     if spec.min_replicas > spec.max_replicas:
@@ -122,7 +124,9 @@ def deployment_snapshot(deployment: Deployment) -> dict[str, Any]:
 
 
 def _new_revision(ctx: OrgContext, deployment: Deployment, spec: DeploymentSpec) -> DeploymentRevision:
-    latest = DeploymentRevision.objects.for_org(ctx.organization).filter(deployment=deployment).aggregate(latest=Max("number"))["latest"] or 0
+    latest = (
+        DeploymentRevision.objects.for_org(ctx.organization).filter(deployment=deployment).aggregate(latest=Max("number"))["latest"] or 0
+    )
     return DeploymentRevision.objects.create(
         organization=ctx.organization,
         deployment=deployment,
@@ -140,7 +144,9 @@ def _new_revision(ctx: OrgContext, deployment: Deployment, spec: DeploymentSpec)
 
 
 @transaction.atomic
-def create_deployment(ctx: OrgContext, *, name: str, spec: DeploymentSpec, environment: str = Deployment.Environment.DEVELOPMENT) -> Deployment:
+def create_deployment(
+    ctx: OrgContext, *, name: str, spec: DeploymentSpec, environment: str = Deployment.Environment.DEVELOPMENT
+) -> Deployment:
     ctx.require_role(Role.MEMBER, "create deployments")
     if not NAME_PATTERN.match(name):
         raise ServiceError("Use 1-60 lowercase letters, digits and dashes, starting with a letter or digit.", field="name")
@@ -175,7 +181,9 @@ def update_deployment(ctx: OrgContext, deployment: Deployment, **changes: Any) -
     deployment.status = Deployment.Status.UPDATING
     deployment.failure_count, deployment.next_attempt_at = 0, None  # a new revision gets a fresh start
     deployment.save(update_fields=["environment", "current_revision", "status", "failure_count", "next_attempt_at"])
-    audit.record(ctx, "deployment.updated", target_type="deployment", target_id=deployment.id, before=before, after=deployment_snapshot(deployment))
+    audit.record(
+        ctx, "deployment.updated", target_type="deployment", target_id=deployment.id, before=before, after=deployment_snapshot(deployment)
+    )
     return deployment
 
 

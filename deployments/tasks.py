@@ -8,7 +8,15 @@ from deployments import reconcile as loop
 from deployments.drivers import DriverError
 
 
-@shared_task(acks_late=True, time_limit=120, soft_time_limit=100, autoretry_for=(DriverError,), retry_backoff=True, retry_backoff_max=60, max_retries=5)
+@shared_task(
+    acks_late=True,
+    time_limit=120,
+    soft_time_limit=100,
+    autoretry_for=(DriverError,),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=5,
+)
 def reconcile_deployment(deployment_id: str) -> str:
     result = loop.reconcile(deployment_id)
     return "skipped: another reconciler holds the lease" if result is None else result.status

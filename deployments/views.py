@@ -25,8 +25,13 @@ def _deployment(ctx: OrgContext, deployment_id: str):  # type: ignore[no-untyped
 @org_page(read=Role.VIEWER, write=Role.MEMBER)
 def deployment_list(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
     deployments = list(selectors.live_deployments(ctx.organization).select_related("current_revision"))
-    rows = [(deployment, services.estimated_cost_per_hour(services.DeploymentSpec.of(deployment.current_revision))) for deployment in deployments]
-    return render(request, "deployments/list.html", {"rows": rows, "can_deploy": ctx.role.at_least(Role.MEMBER), "active_nav": "deployments"})
+    rows = [
+        (deployment, services.estimated_cost_per_hour(services.DeploymentSpec.of(deployment.current_revision)))
+        for deployment in deployments
+    ]
+    return render(
+        request, "deployments/list.html", {"rows": rows, "can_deploy": ctx.role.at_least(Role.MEMBER), "active_nav": "deployments"}
+    )
 
 
 @org_page(read=Role.MEMBER, write=Role.MEMBER)
@@ -55,7 +60,10 @@ def deployment_create(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
 def deployment_detail(request: HttpRequest, ctx: OrgContext, deployment_id: str) -> HttpResponse:
     deployment = _deployment(ctx, deployment_id)
     replicas = list(
-        Replica.objects.for_org(ctx.organization).filter(deployment=deployment).select_related("cluster", "revision").order_by("cluster__region", "created_at")
+        Replica.objects.for_org(ctx.organization)
+        .filter(deployment=deployment)
+        .select_related("cluster", "revision")
+        .order_by("cluster__region", "created_at")
     )
     by_region: dict[str, list[object]] = {}
     for replica in replicas:
@@ -66,9 +74,13 @@ def deployment_detail(request: HttpRequest, ctx: OrgContext, deployment_id: str)
         "revision": deployment.current_revision,
         "estimate": services.estimated_cost_per_hour(services.DeploymentSpec.of(deployment.current_revision)),
         "replicas_by_region": sorted(by_region.items()),
-        "events": ReplicaEvent.objects.for_org(ctx.organization).filter(deployment=deployment).select_related("replica", "replica__cluster")[:50],
+        "events": ReplicaEvent.objects.for_org(ctx.organization)
+        .filter(deployment=deployment)
+        .select_related("replica", "replica__cluster")[:50],
         "revisions": selectors.revisions(ctx.organization, deployment),
-        "scale_form": ScaleForm(initial={"min_replicas": deployment.current_revision.min_replicas, "max_replicas": deployment.current_revision.max_replicas}),
+        "scale_form": ScaleForm(
+            initial={"min_replicas": deployment.current_revision.min_replicas, "max_replicas": deployment.current_revision.max_replicas}
+        ),
         "can_change": ctx.role.at_least(Role.MEMBER),
         "active_nav": "deployments",
         "traffic": dashboards.deployment_dashboard(ctx.organization, deployment.id, _traffic_params(request, deployment.id)),
@@ -101,7 +113,13 @@ def deployment_scale(request: HttpRequest, ctx: OrgContext, deployment_id: str) 
     if not form.is_valid():
         messages.error(request, "Give whole numbers: min 0 or more, max 1 or more.")
         return redirect("deployment-detail", org_slug=ctx.organization.slug, deployment_id=deployment_id)
-    return _act(request, ctx, deployment_id, lambda d: services.update_deployment(ctx, d, **form.cleaned_data), "Scaling changed: a new revision is rolling out.")
+    return _act(
+        request,
+        ctx,
+        deployment_id,
+        lambda d: services.update_deployment(ctx, d, **form.cleaned_data),
+        "Scaling changed: a new revision is rolling out.",
+    )
 
 
 @org_page(write=Role.MEMBER)

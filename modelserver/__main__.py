@@ -25,16 +25,28 @@ def _positive(text: str) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m modelserver", description="Serve one catalog model over an OpenAI-compatible HTTP API.")
+    parser = argparse.ArgumentParser(
+        prog="python -m modelserver", description="Serve one catalog model over an OpenAI-compatible HTTP API."
+    )
     parser.add_argument("--model", required=True, choices=sorted(CATALOG))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8100)
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="Where converted weights are kept between starts (default: %(default)s).")
-    parser.add_argument("--max-batch-size", type=_positive, default=None, help="Sequences per decode step (default 16) / inputs per embedding pass (default 32).")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="Where converted weights are kept between starts (default: %(default)s)."
+    )
+    parser.add_argument(
+        "--max-batch-size",
+        type=_positive,
+        default=None,
+        help="Sequences per decode step (default 16) / inputs per embedding pass (default 32).",
+    )
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="Longest wait to fill an embedding batch.")
     parser.add_argument("--max-queue", type=_positive, default=None, help="Waiting requests (chat) or inputs (embeddings) before 503.")
     parser.add_argument(
-        "--parallel-batches", type=_positive, default=None, help="Embeddings: forward passes in flight at once, each with its share of the CPU cores (default: 2 on CPU, 1 on a GPU)."
+        "--parallel-batches",
+        type=_positive,
+        default=None,
+        help="Embeddings: forward passes in flight at once, each with its share of the CPU cores (default: 2 on CPU, 1 on a GPU).",
     )
     parser.add_argument("--no-batching", action="store_true", help="Batch size 1: one request at a time.")
     parser.add_argument("--drain-seconds", type=float, default=30.0, help="On SIGTERM, how long requests in flight may take to finish.")
@@ -50,7 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     # other's threads when the event loop takes a core for a moment.
     parallel = 1 if args.no_batching or chat else args.parallel_batches or (1 if torch.cuda.is_available() else min(2, os.cpu_count() or 1))
     queue = args.max_queue or (64 if chat else 2048)
-    options = ServerOptions(cache_dir=args.cache_dir, max_batch_size=batch, max_wait_ms=args.max_wait_ms, max_queue=queue, parallel_batches=parallel)
+    options = ServerOptions(
+        cache_dir=args.cache_dir, max_batch_size=batch, max_wait_ms=args.max_wait_ms, max_queue=queue, parallel_batches=parallel
+    )
     serve(spec.name, host=args.host, port=args.port, options=options, drain_seconds=args.drain_seconds)
 
 

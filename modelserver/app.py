@@ -34,6 +34,8 @@ class FastJSONResponse(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
 from starlette.routing import Route
 from tokenizers import Tokenizer
 
@@ -60,7 +62,16 @@ class ServerOptions:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, *, type_: str = "invalid_request_error", param: str | None = None, code: str | None = None, retry_after: int | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code, self.retry_after = status, message, type_, param, code, retry_after
 
@@ -93,12 +104,18 @@ class ModelServer:
         try:
             self.loaded = await asyncio.to_thread(functools.partial(loading.load, self.spec, cache_dir=self.options.cache_dir))
             if self.spec.task is Task.CHAT:
-                self.generator = ContinuousBatchingEngine(self.loaded, self.metrics, max_batch_size=self.options.max_batch_size, max_queue=self.options.max_queue)
+                self.generator = ContinuousBatchingEngine(
+                    self.loaded, self.metrics, max_batch_size=self.options.max_batch_size, max_queue=self.options.max_queue
+                )
                 self.generator.start()
                 await self._generate_text(self.loaded.tokenizer.encode("Hello"), SamplingParams(max_tokens=1, temperature=0), None)
             else:
                 self.embedder = DynamicBatcher(
-                    self.loaded, self.metrics, max_batch_size=self.options.max_batch_size, max_wait_ms=self.options.max_wait_ms, max_queue=self.options.max_queue,
+                    self.loaded,
+                    self.metrics,
+                    max_batch_size=self.options.max_batch_size,
+                    max_wait_ms=self.options.max_wait_ms,
+                    max_queue=self.options.max_queue,
                     parallel_batches=self.options.parallel_batches,
                 )
                 self.embedder.start()
@@ -127,10 +144,14 @@ class ModelServer:
 
     def _require(self, task: Task, endpoint: str) -> loading.LoadedModel:
         if self.spec.task is not task:
-            raise ApiError(400, f"{endpoint} is not served by {self.spec.name}, a {self.spec.task} model.", param="model", code="unsupported_endpoint")
+            raise ApiError(
+                400, f"{endpoint} is not served by {self.spec.name}, a {self.spec.task} model.", param="model", code="unsupported_endpoint"
+            )
         status, body = self.health()
         if status != 200 or self.loaded is None:
-            raise _unavailable(f"{self.spec.name} is {body['status']}" + (f": {body['reason']}" if "reason" in body else "; retry shortly."))
+            raise _unavailable(
+                f"{self.spec.name} is {body['status']}" + (f": {body['reason']}" if "reason" in body else "; retry shortly.")
+            )
         return self.loaded
 
     # --- generation --------------------------------------------------------------------
@@ -162,7 +183,13 @@ class ModelServer:
             self.generator.submit(request)
         except QueueFull as full:
             self.metrics.queue_rejections.inc()
-            raise ApiError(503, f"The server is at capacity ({full}); retry after a second.", type_="overloaded_error", code="queue_full", retry_after=1) from None
+            raise ApiError(
+                503,
+                f"The server is at capacity ({full}); retry after a second.",
+                type_="overloaded_error",
+                code="queue_full",
+                retry_after=1,
+            ) from None
         except EngineUnavailable as unavailable:
             raise _unavailable(str(unavailable)) from None
         return request
@@ -170,23 +197,40 @@ class ModelServer:
     def sampling_params(self, body: ChatCompletionRequest | CompletionRequest, prompt_tokens: int) -> SamplingParams:
         context = self.spec.max_context
         if prompt_tokens >= context:
-            raise ApiError(400, f"The prompt has {prompt_tokens} tokens; this model's context length is {context}. Shorten it.", param="messages" if isinstance(body, ChatCompletionRequest) else "prompt", code="context_length_exceeded")
+            raise ApiError(
+                400,
+                f"The prompt has {prompt_tokens} tokens; this model's context length is {context}. Shorten it.",
+                param="messages" if isinstance(body, ChatCompletionRequest) else "prompt",
+                code="context_length_exceeded",
+            )
         limit = body.token_limit
         if limit is not None and prompt_tokens + limit > context:
-            param = "max_completion_tokens" if isinstance(body, ChatCompletionRequest) and body.max_completion_tokens is not None else "max_tokens"
+            param = (
+                "max_completion_tokens"
+                if isinstance(body, ChatCompletionRequest) and body.max_completion_tokens is not None
+                else "max_tokens"
+            )
             raise ApiError(
                 400,
                 f"{param}={limit} plus the prompt's {prompt_tokens} tokens exceeds the context length of {context}; set {param} to at most {context - prompt_tokens}.",
                 param=param,
                 code="context_length_exceeded",
             )
-        return SamplingParams(max_tokens=limit or context - prompt_tokens, temperature=body.temperature, top_p=body.top_p, seed=body.seed, stop=body.stop_strings)
+        return SamplingParams(
+            max_tokens=limit or context - prompt_tokens,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            seed=body.seed,
+            stop=body.stop_strings,
+        )
 
     async def chat(self, http: Request) -> Response:
         body = await _parse(http, ChatCompletionRequest)
         self._check_model(body.model)
         self._require(Task.CHAT, "/v1/chat/completions")
-        messages = [{"role": "system" if message.role == "developer" else message.role, "content": message.text()} for message in body.messages]
+        messages = [
+            {"role": "system" if message.role == "developer" else message.role, "content": message.text()} for message in body.messages
+        ]
         prompt_ids = await _off_loop_if_large(sum(len(message["content"]) for message in messages), self._chat_prompt_ids, messages)
         params = self.sampling_params(body, len(prompt_ids))
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
@@ -199,13 +243,17 @@ class ModelServer:
                 "object": "chat.completion",
                 "created": created,
                 "model": self.spec.name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "logprobs": None, "finish_reason": finished.reason}],
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": content}, "logprobs": None, "finish_reason": finished.reason}
+                ],
                 "usage": _usage(finished),
                 "system_fingerprint": None,
             }
         )
 
-    async def _chat_chunks(self, request: GenerationRequest, completion_id: str, created: int, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
+    async def _chat_chunks(
+        self, request: GenerationRequest, completion_id: str, created: int, include_usage: bool
+    ) -> AsyncIterator[dict[str, Any]]:
         def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
             body: dict[str, Any] = {
                 "id": completion_id,
@@ -226,7 +274,15 @@ class ModelServer:
             else:
                 yield chunk({}, event.reason)
                 if include_usage:
-                    yield {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": self.spec.name, "system_fingerprint": None, "choices": [], "usage": _usage(event)}
+                    yield {
+                        "id": completion_id,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": self.spec.name,
+                        "system_fingerprint": None,
+                        "choices": [],
+                        "usage": _usage(event),
+                    }
 
     async def completions(self, http: Request) -> Response:
         body = await _parse(http, CompletionRequest)
@@ -252,7 +308,9 @@ class ModelServer:
             }
         )
 
-    async def _completion_chunks(self, request: GenerationRequest, completion_id: str, created: int, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
+    async def _completion_chunks(
+        self, request: GenerationRequest, completion_id: str, created: int, include_usage: bool
+    ) -> AsyncIterator[dict[str, Any]]:
         def chunk(text: str, finish_reason: str | None = None) -> dict[str, Any]:
             body: dict[str, Any] = {
                 "id": completion_id,
@@ -272,7 +330,15 @@ class ModelServer:
             else:
                 yield chunk("", event.reason)
                 if include_usage:
-                    yield {"id": completion_id, "object": "text_completion", "created": created, "model": self.spec.name, "system_fingerprint": None, "choices": [], "usage": _usage(event)}
+                    yield {
+                        "id": completion_id,
+                        "object": "text_completion",
+                        "created": created,
+                        "model": self.spec.name,
+                        "system_fingerprint": None,
+                        "choices": [],
+                        "usage": _usage(event),
+                    }
 
     # --- embeddings --------------------------------------------------------------------
 
@@ -281,18 +347,33 @@ class ModelServer:
         self._check_model(body.model)
         self._require(Task.EMBEDDING, "/v1/embeddings")
         if body.dimensions is not None and body.dimensions != self.spec.embedding_dimensions:
-            raise ApiError(400, f"{self.spec.name} returns {self.spec.embedding_dimensions} dimensions; omit `dimensions` or set it to that.", param="dimensions")
+            raise ApiError(
+                400,
+                f"{self.spec.name} returns {self.spec.embedding_dimensions} dimensions; omit `dimensions` or set it to that.",
+                param="dimensions",
+            )
         token_ids = await _off_loop_if_large(sum(len(text) for text in body.texts), self._encode_texts, body.texts)
         for index, ids in enumerate(token_ids):
             if len(ids) > self.spec.max_context:
                 where = f"input[{index}]" if isinstance(body.input, list) else "input"
-                raise ApiError(400, f"{where} has {len(ids)} tokens; {self.spec.name} takes at most {self.spec.max_context}. Split or shorten it.", param="input", code="context_length_exceeded")
+                raise ApiError(
+                    400,
+                    f"{where} has {len(ids)} tokens; {self.spec.name} takes at most {self.spec.max_context}. Split or shorten it.",
+                    param="input",
+                    code="context_length_exceeded",
+                )
         assert self.embedder is not None
         try:
             vectors = await _unless_disconnected(http, self.embedder.embed(token_ids))
         except QueueFull as full:
             self.metrics.queue_rejections.inc()
-            raise ApiError(503, f"The server is at capacity ({full}); retry after a second.", type_="overloaded_error", code="queue_full", retry_after=1) from None
+            raise ApiError(
+                503,
+                f"The server is at capacity ({full}); retry after a second.",
+                type_="overloaded_error",
+                code="queue_full",
+                retry_after=1,
+            ) from None
         except EngineUnavailable as unavailable:
             raise _unavailable(str(unavailable)) from None
         data: list[Any]
@@ -332,10 +413,17 @@ class ModelServer:
 
     def _check_model(self, name: str) -> None:
         if name != self.spec.name:
-            raise ApiError(404, f"The model `{name}` does not exist on this server; it serves `{self.spec.name}`.", param="model", code="model_not_found")
+            raise ApiError(
+                404,
+                f"The model `{name}` does not exist on this server; it serves `{self.spec.name}`.",
+                param="model",
+                code="model_not_found",
+            )
 
     async def models(self, http: Request) -> Response:
-        return FastJSONResponse({"object": "list", "data": [{"id": self.spec.name, "object": "model", "created": self.created, "owned_by": "switchboard"}]})
+        return FastJSONResponse(
+            {"object": "list", "data": [{"id": self.spec.name, "object": "model", "created": self.created, "owned_by": "switchboard"}]}
+        )
 
     async def health_endpoint(self, http: Request) -> Response:
         status, body = self.health()
@@ -431,7 +519,11 @@ def _sse(chunks: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
 
 
 def _usage(finished: Finished) -> dict[str, int]:
-    return {"prompt_tokens": finished.prompt_tokens, "completion_tokens": finished.completion_tokens, "total_tokens": finished.prompt_tokens + finished.completion_tokens}
+    return {
+        "prompt_tokens": finished.prompt_tokens,
+        "completion_tokens": finished.completion_tokens,
+        "total_tokens": finished.prompt_tokens + finished.completion_tokens,
+    }
 
 
 def build_app(spec: ModelSpec, options: ServerOptions) -> tuple[Starlette, ModelServer]:
@@ -461,6 +553,7 @@ def build_app(spec: ModelSpec, options: ServerOptions) -> tuple[Starlette, Model
         Route("/v1/completions", endpoint(server.completions), methods=["POST"]),
         Route("/v1/embeddings", endpoint(server.embeddings), methods=["POST"]),
     ]
+
     async def http_error(http: Request, error: Exception) -> Response:
         assert isinstance(error, HTTPException)
         code = "not_found" if error.status_code == 404 else "method_not_allowed" if error.status_code == 405 else None
@@ -469,4 +562,3 @@ def build_app(spec: ModelSpec, options: ServerOptions) -> tuple[Starlette, Model
 
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
     return app, server
-

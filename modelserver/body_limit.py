@@ -59,7 +59,17 @@ class BodySizeLimit:
         message = f"The request body is larger than the limit of {self.max_bytes} bytes; send less."
         body = {"error": {"type": "invalid_request_error", "code": "request_too_large", "message": message}}
         payload = json.dumps(body).encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})
 
 

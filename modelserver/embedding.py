@@ -50,7 +50,14 @@ def embed_token_ids(loaded: LoadedModel, batch: list[list[int]]) -> torch.Tensor
 
 class DynamicBatcher:
     def __init__(
-        self, loaded: LoadedModel, metrics: ServingMetrics, *, max_batch_size: int = 64, max_wait_ms: float = 5.0, max_queue: int = 1024, parallel_batches: int = 1
+        self,
+        loaded: LoadedModel,
+        metrics: ServingMetrics,
+        *,
+        max_batch_size: int = 64,
+        max_wait_ms: float = 5.0,
+        max_queue: int = 1024,
+        parallel_batches: int = 1,
     ) -> None:
         self.loaded = loaded
         self.metrics = metrics

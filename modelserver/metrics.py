@@ -32,7 +32,10 @@ class ServingMetrics:
         self.generation_tokens = counter("generation_tokens", "Tokens generated.")
         self.queue_rejections = counter("queue_rejections", "Requests refused with 503 because the queue was full.")
         self._request_success = Counter(
-            "switchboard:request_success", "Finished requests by reason.", labelnames=["model_name", "finished_reason"], registry=self.registry
+            "switchboard:request_success",
+            "Finished requests by reason.",
+            labelnames=["model_name", "finished_reason"],
+            registry=self.registry,
         )
         gauge("max_batch_size", "Configured maximum batch size (1 means batching is off).").set(max_batch_size)
         gauge("max_wait_ms", "Configured longest wait to fill an embedding batch.").set(max_wait_ms)

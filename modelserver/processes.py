@@ -29,7 +29,9 @@ class RunningServer:
     process: subprocess.Popen[bytes]
 
 
-def start_model_server(model: str, *options: str, cache_dir: Path, port: int | None = None, env: dict[str, str] | None = None) -> RunningServer:
+def start_model_server(
+    model: str, *options: str, cache_dir: Path, port: int | None = None, env: dict[str, str] | None = None
+) -> RunningServer:
     port = port or free_port()
     child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     process = subprocess.Popen(

@@ -60,7 +60,15 @@ class _Generation(_Strict):
     n: Annotated[int, Field(ge=1, le=1)] = 1
     user: str | None = None
 
-    unsupported: ClassVar[dict[str, Any]] = {"logprobs": False, "presence_penalty": 0, "frequency_penalty": 0, "logit_bias": {}, "best_of": 1, "echo": False, "suffix": None}
+    unsupported: ClassVar[dict[str, Any]] = {
+        "logprobs": False,
+        "presence_penalty": 0,
+        "frequency_penalty": 0,
+        "logit_bias": {},
+        "best_of": 1,
+        "echo": False,
+        "suffix": None,
+    }
 
     @property
     def stop_strings(self) -> tuple[str, ...]:
@@ -85,7 +93,14 @@ class ChatCompletionRequest(_Generation):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
 
-    unsupported: ClassVar[dict[str, Any]] = {**_Generation.unsupported, "tools": [], "tool_choice": "none", "functions": [], "response_format": {"type": "text"}, "top_logprobs": 0}
+    unsupported: ClassVar[dict[str, Any]] = {
+        **_Generation.unsupported,
+        "tools": [],
+        "tool_choice": "none",
+        "functions": [],
+        "response_format": {"type": "text"},
+        "top_logprobs": 0,
+    }
 
     @property
     def token_limit(self) -> int | None:

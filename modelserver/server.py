@@ -30,7 +30,9 @@ class _DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve(model: str, *, host: str, port: int, options: ServerOptions, drain_seconds: float = 30.0, max_body_bytes: int = 4 * 1024 * 1024) -> None:
+def serve(
+    model: str, *, host: str, port: int, options: ServerOptions, drain_seconds: float = 30.0, max_body_bytes: int = 4 * 1024 * 1024
+) -> None:
     app, server = build_app(get_spec(model), options)
 
     def start_draining() -> None:

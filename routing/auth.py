@@ -51,7 +51,11 @@ def playground_token(org_id: str, user_id: int) -> str:
 
 async def authenticate(authorization: bytes | None) -> Caller:
     if not authorization:
-        raise GatewayError(401, "Missing API key. Send it as 'Authorization: Bearer sbk_...'; create keys in the console under API keys.", "missing_api_key")
+        raise GatewayError(
+            401,
+            "Missing API key. Send it as 'Authorization: Bearer sbk_...'; create keys in the console under API keys.",
+            "missing_api_key",
+        )
     scheme, _, token = authorization.decode("latin-1").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:

@@ -66,7 +66,16 @@ class _Entry(Generic[V]):
 
 
 class RefreshingCache(Generic[K, V]):
-    def __init__(self, load: Callable[[K], V], *, ttl: float, stale_for: float, negative_ttl: float, refusals: tuple[type[Exception], ...] = (), max_entries: int = 100_000) -> None:
+    def __init__(
+        self,
+        load: Callable[[K], V],
+        *,
+        ttl: float,
+        stale_for: float,
+        negative_ttl: float,
+        refusals: tuple[type[Exception], ...] = (),
+        max_entries: int = 100_000,
+    ) -> None:
         self._load = load
         self.ttl = ttl
         self.stale_for = stale_for

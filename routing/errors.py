@@ -22,7 +22,9 @@ _TYPES = {
 
 
 class GatewayError(Exception):
-    def __init__(self, status: int, message: str, code: str, *, param: str | None = None, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, code: str, *, param: str | None = None, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message

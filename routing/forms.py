@@ -13,10 +13,19 @@ from routing.services import MAX_FALLBACKS, RouteSpec, TargetSpec
 class RouteForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="The model name callers send, e.g. chat-default.")
     strategy = forms.ChoiceField(choices=Strategy.choices)
-    allowed_regions = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple, required=False, label="Allowed regions", help_text="None ticked: any region. Never broken, even on failover.")
-    fallbacks = forms.CharField(required=False, max_length=600, help_text=f"Other routes or deployments to try, in order, comma-separated (up to {MAX_FALLBACKS}).")
+    allowed_regions = forms.MultipleChoiceField(
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        label="Allowed regions",
+        help_text="None ticked: any region. Never broken, even on failover.",
+    )
+    fallbacks = forms.CharField(
+        required=False, max_length=600, help_text=f"Other routes or deployments to try, in order, comma-separated (up to {MAX_FALLBACKS})."
+    )
     max_attempts = forms.IntegerField(min_value=1, max_value=10, initial=3, help_text="Tries in all, fallbacks included.")
-    attempt_timeout_s = forms.FloatField(min_value=0.1, max_value=600, initial=30, label="Attempt timeout (s)", help_text="Until the answer (or a stream's first byte).")
+    attempt_timeout_s = forms.FloatField(
+        min_value=0.1, max_value=600, initial=30, label="Attempt timeout (s)", help_text="Until the answer (or a stream's first byte)."
+    )
     deadline_s = forms.FloatField(min_value=0.1, max_value=3600, initial=120, label="Total deadline (s)")
     breaker_failures = forms.IntegerField(min_value=1, max_value=100, initial=5, label="Breaker opens after (failures)")
     breaker_cooldown_s = forms.FloatField(min_value=0.1, max_value=3600, initial=10, label="Breaker cool-down (s)")
@@ -31,8 +40,12 @@ class RouteForm(forms.Form):
 
 class TargetForm(forms.Form):
     target = forms.ChoiceField(required=False, help_text="A deployment, or a provider's model.")
-    provider_model = forms.CharField(required=False, max_length=200, label="Provider model", help_text="For provider targets: the provider's model name.")
-    weight = forms.IntegerField(min_value=0, max_value=10_000, initial=100, required=False, help_text="For weighted routes: relative share.")
+    provider_model = forms.CharField(
+        required=False, max_length=200, label="Provider model", help_text="For provider targets: the provider's model name."
+    )
+    weight = forms.IntegerField(
+        min_value=0, max_value=10_000, initial=100, required=False, help_text="For weighted routes: relative share."
+    )
 
     def __init__(self, *args: Any, choices: list[tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -77,9 +90,20 @@ def route_spec(form: RouteForm, targets: Any) -> RouteSpec:
 
 class ProviderForm(forms.Form):
     name = forms.SlugField(max_length=60, help_text="Lowercase letters, digits and dashes.")
-    base_url = forms.URLField(max_length=300, assume_scheme="https", label="Base URL", help_text="The OpenAI-compatible API root, e.g. https://api.example.com/v1.")
+    base_url = forms.URLField(
+        max_length=300,
+        assume_scheme="https",
+        label="Base URL",
+        help_text="The OpenAI-compatible API root, e.g. https://api.example.com/v1.",
+    )
     region = forms.CharField(max_length=40, help_text="Where the provider processes requests, for region allow-lists.")
-    api_key = forms.CharField(required=False, max_length=500, label="API key", widget=forms.PasswordInput(render_value=False), help_text="Stored encrypted and never shown again.")
+    api_key = forms.CharField(
+        required=False,
+        max_length=500,
+        label="API key",
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Stored encrypted and never shown again.",
+    )
     input_price_per_mtok = forms.DecimalField(min_value=0, max_digits=14, decimal_places=6, label="Input price ($ per million tokens)")
     output_price_per_mtok = forms.DecimalField(min_value=0, max_digits=14, decimal_places=6, label="Output price ($ per million tokens)")
 

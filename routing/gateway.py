@@ -126,7 +126,12 @@ class Gateway:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
-        exchange = Exchange(request_id="req_" + os.urandom(12).hex(), endpoint=path.removeprefix("/v1/"), started=time.perf_counter(), arrived_at=datetime.now(UTC))
+        exchange = Exchange(
+            request_id="req_" + os.urandom(12).hex(),
+            endpoint=path.removeprefix("/v1/"),
+            started=time.perf_counter(),
+            arrived_at=datetime.now(UTC),
+        )
         metrics.IN_FLIGHT.inc()
         send = self._recording(send, exchange)
         try:
@@ -135,21 +140,35 @@ class Gateway:
             elif path == "/v1/models" or path.startswith("/v1/models/"):
                 await self._models(scope, send, exchange, path[len("/v1/models/") :] if path.startswith("/v1/models/") else None)
             else:
-                raise GatewayError(404, f"Unknown path {path}. The gateway serves /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models.", "unknown_url")
+                raise GatewayError(
+                    404,
+                    f"Unknown path {path}. The gateway serves /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models.",
+                    "unknown_url",
+                )
         except GatewayError as error:
             exchange.status, exchange.error_code = error.status, error.code
             await self._send_error(send, exchange, error)
         except Organization.DoesNotExist:
             exchange.status, exchange.error_code = 401, "organization_deleted"
-            await self._send_error(send, exchange, GatewayError(401, "The organization of this key no longer exists.", "organization_deleted"))
+            await self._send_error(
+                send, exchange, GatewayError(401, "The organization of this key no longer exists.", "organization_deleted")
+            )
         except DatabaseUnavailable:
             exchange.status, exchange.error_code = 503, "database_unavailable"
-            await self._send_error(send, exchange, GatewayError(503, "The gateway cannot reach its database right now. Retry in a few seconds.", "database_unavailable"))
+            await self._send_error(
+                send,
+                exchange,
+                GatewayError(503, "The gateway cannot reach its database right now. Retry in a few seconds.", "database_unavailable"),
+            )
         except Exception:  # noqa: BLE001 - the last line of defence: never a bare 500
             log.exception("gateway error on %s", exchange.request_id)
             exchange.status, exchange.error_code = 500, "internal_error"
             with suppress(Exception):
-                await self._send_error(send, exchange, GatewayError(500, f"Internal error; quote request id {exchange.request_id} to support.", "internal_error"))
+                await self._send_error(
+                    send,
+                    exchange,
+                    GatewayError(500, f"Internal error; quote request id {exchange.request_id} to support.", "internal_error"),
+                )
         finally:
             metrics.IN_FLIGHT.dec()
             await self._finish(exchange)
@@ -172,10 +191,19 @@ class Gateway:
         exchange.streamed = stream = payload.get("stream") is True
         snapshot = await self.snapshots.get(caller.org_id)
         if snapshot.suspended:
-            raise GatewayError(403, f"This organization is suspended: {snapshot.status_reason or 'contact billing support'}. Requests are refused until it is reinstated.", "organization_suspended")
+            raise GatewayError(
+                403,
+                f"This organization is suspended: {snapshot.status_reason or 'contact billing support'}. Requests are refused until it is reinstated.",
+                "organization_suspended",
+            )
         route = snapshot.resolve(exchange.model)
         if route is None:
-            raise GatewayError(404, f"The model '{exchange.model}' does not exist for this organization. GET /v1/models lists what you can call.", "model_not_found", param="model")
+            raise GatewayError(
+                404,
+                f"The model '{exchange.model}' does not exist for this organization. GET /v1/models lists what you can call.",
+                "model_not_found",
+                param="model",
+            )
         exchange.route = route.name
         exchange.admission = admission = await self._admit(exchange, caller, snapshot, payload)
         if snapshot.spend is not None:
@@ -220,7 +248,9 @@ class Gateway:
             raise GatewayError(429, message, f"rate_limit_{admission.exceeded}", headers=admission.headers())
         return admission
 
-    async def _reserve_spend(self, exchange: Exchange, snapshot: OrgSnapshot, policy: SpendPolicy, route: Route, payload: dict[str, Any]) -> None:
+    async def _reserve_spend(
+        self, exchange: Exchange, snapshot: OrgSnapshot, policy: SpendPolicy, route: Route, payload: dict[str, Any]
+    ) -> None:
         """Holds the most this request can be charged under the monthly limit, or refuses
         it with 402. Requests already in flight are never cut off."""
         prompt_bound, output_bound = _spend_token_bounds(payload, exchange.endpoint)
@@ -244,7 +274,17 @@ class Gateway:
     # -----------------------------------------------------------------------------------
     # Routing and proxying
 
-    async def _serve(self, send: Send, exchange: Exchange, snapshot: OrgSnapshot, route: Route, payload: dict[str, Any], upstream_path: str, stream: bool, admission: Admission | None) -> None:
+    async def _serve(
+        self,
+        send: Send,
+        exchange: Exchange,
+        snapshot: OrgSnapshot,
+        route: Route,
+        payload: dict[str, Any],
+        upstream_path: str,
+        stream: bool,
+        admission: Admission | None,
+    ) -> None:
         deadline = exchange.started + route.deadline_s
         woke = False
         tried: set[str] = set()
@@ -271,7 +311,12 @@ class Gateway:
                     last_failure = failure
                     failure_kinds.append(failure.kind)
             if exchange.attempts == 0 and not woke:
-                wakeable = [t for r in self._chain(snapshot, route) for t in r.targets if t.can_wake and not t.endpoints and _regions_overlap(t.regions, route.allowed_regions)]
+                wakeable = [
+                    t
+                    for r in self._chain(snapshot, route)
+                    for t in r.targets
+                    if t.can_wake and not t.endpoints and _regions_overlap(t.regions, route.allowed_regions)
+                ]
                 if wakeable:
                     woke = True
                     snapshot = await self._wake(snapshot.org_id, wakeable, deadline)
@@ -279,14 +324,26 @@ class Gateway:
                     continue
             break
         if failures and all(kind == "timeout" for kind in failure_kinds):
-            raise GatewayError(504, f"Every attempt for '{route.name}' timed out ({exchange.attempts} attempts, {route.attempt_timeout_s:g} s each). Retry, or raise the route's timeouts.", "upstream_timeout")
+            raise GatewayError(
+                504,
+                f"Every attempt for '{route.name}' timed out ({exchange.attempts} attempts, {route.attempt_timeout_s:g} s each). Retry, or raise the route's timeouts.",
+                "upstream_timeout",
+            )
         if last_failure is not None and last_failure.status == 429:
-            raise GatewayError(429, f"Every target for '{route.name}' is rate limiting its callers; retry shortly.", "upstream_rate_limited", headers=[(b"retry-after", b"1")])
+            raise GatewayError(
+                429,
+                f"Every target for '{route.name}' is rate limiting its callers; retry shortly.",
+                "upstream_rate_limited",
+                headers=[(b"retry-after", b"1")],
+            )
         regions = f" in the allowed regions ({', '.join(sorted(route.allowed_regions))})" if route.allowed_regions else ""
         if exchange.attempts == 0:
             message = f"No healthy target for '{route.name}'{regions}: every target is down, cordoned, scaled to zero or paused by its circuit breaker. Retry shortly."
         else:
-            message = f"Every attempt for '{route.name}'{regions} failed ({exchange.attempts} of at most {route.max_attempts}): " + "; ".join(failures[-3:])
+            message = (
+                f"Every attempt for '{route.name}'{regions} failed ({exchange.attempts} of at most {route.max_attempts}): "
+                + "; ".join(failures[-3:])
+            )
         raise GatewayError(503, message, "no_healthy_target")
 
     def _chain(self, snapshot: OrgSnapshot, route: Route) -> list[Route]:
@@ -302,7 +359,11 @@ class Gateway:
         its fallback routes'. The primary route's region allow-list binds them all."""
         allowed = route.allowed_regions
         for current in self._chain(snapshot, route):
-            regions = current.allowed_regions if allowed is None else (allowed if current.allowed_regions is None else allowed & current.allowed_regions)
+            regions = (
+                current.allowed_regions
+                if allowed is None
+                else (allowed if current.allowed_regions is None else allowed & current.allowed_regions)
+            )
             for target in order_targets(current.strategy, current.targets, self._latency_of(stream)):
                 while True:
                     endpoints = {e.key: e for e in target.endpoints if e.key not in tried and (regions is None or e.region in regions)}
@@ -326,7 +387,17 @@ class Gateway:
 
         return latency
 
-    async def _attempt(self, send: Send, exchange: Exchange, attempt: Attempt, payload: dict[str, Any], upstream_path: str, stream: bool, deadline: float, admission: Admission | None) -> None:
+    async def _attempt(
+        self,
+        send: Send,
+        exchange: Exchange,
+        attempt: Attempt,
+        payload: dict[str, Any],
+        upstream_path: str,
+        stream: bool,
+        deadline: float,
+        admission: Admission | None,
+    ) -> None:
         route, target, endpoint, health = attempt.route, attempt.target, attempt.endpoint, attempt.health
         inject_usage = stream and not (payload.get("stream_options") or {}).get("include_usage")
         upstream_payload = {**payload, "model": endpoint.upstream_model}
@@ -371,7 +442,12 @@ class Gateway:
                 content_type = response.header(b"content-type") or b"application/json"
                 cost = pricing.cost(exchange.input_tokens, exchange.output_tokens, exchange.input_price, exchange.output_price)
                 extra = [(b"x-switchboard-cost-usd", str(cost).encode())] if status == 200 else []
-                await _send(send, status, content, [(b"content-type", content_type), *_served_by(exchange, attempt), *extra, *_rate_headers(admission)])
+                await _send(
+                    send,
+                    status,
+                    content,
+                    [(b"content-type", content_type), *_served_by(exchange, attempt), *extra, *_rate_headers(admission)],
+                )
             health.observe_latency((time.perf_counter() - sent_at) * 1000, exchange.ttft_ms)
         finally:
             health.outstanding -= 1
@@ -384,8 +460,23 @@ class Gateway:
             else:
                 self.health.released_probe(health)
 
-    async def _relay_stream(self, send: Send, exchange: Exchange, attempt: Attempt, response: UpstreamResponse, inject_usage: bool, idle_timeout: float, admission: Admission | None) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + _served_by(exchange, attempt) + _rate_headers(admission)})
+    async def _relay_stream(
+        self,
+        send: Send,
+        exchange: Exchange,
+        attempt: Attempt,
+        response: UpstreamResponse,
+        inject_usage: bool,
+        idle_timeout: float,
+        admission: Admission | None,
+    ) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": SSE_HEADERS + _served_by(exchange, attempt) + _rate_headers(admission),
+            }
+        )
         exchange.status = 200
         relay = _SseRelay(exchange, inject_usage)
         chunks = response.chunks().__aiter__()
@@ -407,8 +498,16 @@ class Gateway:
             exchange.status, exchange.error_code = 502, "upstream_stream_interrupted"
             if exchange.output_tokens == 0:
                 exchange.output_tokens = relay.content_events
-            message = f"The upstream ({exchange.target} in {exchange.region}) {reason} mid-stream; the response is incomplete. Retry the request."
-            event = b"data: " + orjson.dumps({"error": {"message": message, "type": "upstream_error", "param": None, "code": "upstream_stream_interrupted"}}) + b"\n\n"
+            message = (
+                f"The upstream ({exchange.target} in {exchange.region}) {reason} mid-stream; the response is incomplete. Retry the request."
+            )
+            event = (
+                b"data: "
+                + orjson.dumps(
+                    {"error": {"message": message, "type": "upstream_error", "param": None, "code": "upstream_stream_interrupted"}}
+                )
+                + b"\n\n"
+            )
             await send({"type": "http.response.body", "body": relay.flush() + event, "more_body": False})
 
     async def _wake(self, org_id: str, targets: list[Target], deadline: float) -> OrgSnapshot:
@@ -427,7 +526,11 @@ class Gateway:
                     await run_db(wake, target.deployment_id)
                 except Exception as error:  # noqa: BLE001 - deleted meanwhile, broker down: say so
                     log.exception("could not wake deployment %s", target.deployment_id)
-                    raise GatewayError(503, "The deployment is scaled to zero and the control plane could not be asked for a replica. Retry shortly.", "cold_start_unavailable") from error
+                    raise GatewayError(
+                        503,
+                        "The deployment is scaled to zero and the control plane could not be asked for a replica. Retry shortly.",
+                        "cold_start_unavailable",
+                    ) from error
         wanted = {t.deployment_id for t in targets}
         give_up = min(time.perf_counter() + settings.GATEWAY_COLD_START_TIMEOUT_SECONDS, deadline)
         while True:
@@ -436,7 +539,11 @@ class Gateway:
             if any(t.endpoints for r in snapshot.routes.values() for t in r.targets if t.deployment_id in wanted):
                 return snapshot
             if time.perf_counter() >= give_up:
-                raise GatewayError(503, f"The deployment is scaled to zero and no replica became ready within {settings.GATEWAY_COLD_START_TIMEOUT_SECONDS} s. Retry shortly.", "cold_start_timeout")
+                raise GatewayError(
+                    503,
+                    f"The deployment is scaled to zero and no replica became ready within {settings.GATEWAY_COLD_START_TIMEOUT_SECONDS} s. Retry shortly.",
+                    "cold_start_timeout",
+                )
             await asyncio.sleep(0.5)
 
     # -----------------------------------------------------------------------------------
@@ -449,14 +556,22 @@ class Gateway:
         exchange.caller = caller = await authenticate(authorization)
         snapshot = await self.snapshots.get(caller.org_id)
         owner = "deployment"
-        models = {name: {"id": name, "object": "model", "created": route.created, "owned_by": owner if route.is_deployment else "route"} for name, route in snapshot.routes.items()}
+        models = {
+            name: {"id": name, "object": "model", "created": route.created, "owned_by": owner if route.is_deployment else "route"}
+            for name, route in snapshot.routes.items()
+        }
         exchange.status = 200
         if model_id is None:
             body = orjson.dumps({"object": "list", "data": sorted(models.values(), key=lambda m: m["id"])})
         elif model_id in models:
             body = orjson.dumps(models[model_id])
         else:
-            raise GatewayError(404, f"The model '{model_id}' does not exist for this organization. GET /v1/models lists what you can call.", "model_not_found", param="model")
+            raise GatewayError(
+                404,
+                f"The model '{model_id}' does not exist for this organization. GET /v1/models lists what you can call.",
+                "model_not_found",
+                param="model",
+            )
         await _send(send, 200, body, JSON_HEADERS + [(b"x-request-id", exchange.request_id.encode())])
 
     # -----------------------------------------------------------------------------------
@@ -744,7 +859,11 @@ def _token_estimate(payload: dict[str, Any], endpoint: str) -> int:
     else:
         value = payload.get(_REQUIRED_INPUT[endpoint])
         chars = len(value) if isinstance(value, str) else sum(len(str(item)) for item in value)
-    output = 0 if endpoint == "embeddings" else int(payload.get("max_completion_tokens") or payload.get("max_tokens") or DEFAULT_OUTPUT_RESERVATION)
+    output = (
+        0
+        if endpoint == "embeddings"
+        else int(payload.get("max_completion_tokens") or payload.get("max_tokens") or DEFAULT_OUTPUT_RESERVATION)
+    )
     return chars // 4 + 1 + output
 
 
@@ -757,7 +876,11 @@ def _spend_token_bounds(payload: dict[str, Any], endpoint: str) -> tuple[int, in
     else:
         value = payload.get(_REQUIRED_INPUT[endpoint])
         prompt = len(value.encode()) if isinstance(value, str) else sum(len(str(item).encode()) for item in value)
-    output = 0 if endpoint == "embeddings" else int(payload.get("max_completion_tokens") or payload.get("max_tokens") or DEFAULT_OUTPUT_RESERVATION)
+    output = (
+        0
+        if endpoint == "embeddings"
+        else int(payload.get("max_completion_tokens") or payload.get("max_tokens") or DEFAULT_OUTPUT_RESERVATION)
+    )
     return prompt + 1, output
 
 

@@ -123,13 +123,27 @@ class MemoryLimiter:
                 bucket = self._level(scope.name + ":r", scope.requests_per_minute, now)
                 if bucket.level < 1:
                     rate = scope.requests_per_minute / 60.0
-                    return Admission(False, "requests", scope.name, (1 - bucket.level) / rate, requests=BucketReading(scope.requests_per_minute, 0, (scope.requests_per_minute - bucket.level) / rate))
+                    return Admission(
+                        False,
+                        "requests",
+                        scope.name,
+                        (1 - bucket.level) / rate,
+                        requests=BucketReading(scope.requests_per_minute, 0, (scope.requests_per_minute - bucket.level) / rate),
+                    )
             if scope.tokens_per_minute:
                 bucket = self._level(scope.name + ":t", scope.tokens_per_minute, now)
                 cost = min(tokens, scope.tokens_per_minute)
                 if bucket.level < cost:
                     rate = scope.tokens_per_minute / 60.0
-                    return Admission(False, "tokens", scope.name, (cost - bucket.level) / rate, tokens=BucketReading(scope.tokens_per_minute, max(0, int(bucket.level)), (scope.tokens_per_minute - bucket.level) / rate))
+                    return Admission(
+                        False,
+                        "tokens",
+                        scope.name,
+                        (cost - bucket.level) / rate,
+                        tokens=BucketReading(
+                            scope.tokens_per_minute, max(0, int(bucket.level)), (scope.tokens_per_minute - bucket.level) / rate
+                        ),
+                    )
             if scope.concurrent:
                 flying = self._in_flight.setdefault(scope.name, {})
                 if len(flying) >= scope.concurrent:
@@ -142,15 +156,21 @@ class MemoryLimiter:
                 bucket = self._buckets[scope.name + ":r"]
                 bucket.level -= 1
                 rate = scope.requests_per_minute / 60.0
-                request_readings.append(BucketReading(scope.requests_per_minute, int(bucket.level), (scope.requests_per_minute - bucket.level) / rate))
+                request_readings.append(
+                    BucketReading(scope.requests_per_minute, int(bucket.level), (scope.requests_per_minute - bucket.level) / rate)
+                )
             if scope.tokens_per_minute:
                 bucket = self._buckets[scope.name + ":t"]
                 bucket.level -= min(tokens, scope.tokens_per_minute)
                 rate = scope.tokens_per_minute / 60.0
-                token_readings.append(BucketReading(scope.tokens_per_minute, max(0, int(bucket.level)), (scope.tokens_per_minute - bucket.level) / rate))
+                token_readings.append(
+                    BucketReading(scope.tokens_per_minute, max(0, int(bucket.level)), (scope.tokens_per_minute - bucket.level) / rate)
+                )
             if scope.concurrent:
                 self._in_flight[scope.name][request_id] = now + CONCURRENCY_LEASE_S
-        return Admission(True, requests=_tightest(request_readings), tokens=_tightest(token_readings), reserved_tokens=tokens, scopes=scopes)
+        return Admission(
+            True, requests=_tightest(request_readings), tokens=_tightest(token_readings), reserved_tokens=tokens, scopes=scopes
+        )
 
     async def settle(self, request_id: str, admission: Admission, used_tokens: int) -> None:
         now = time.monotonic()
@@ -284,11 +304,21 @@ class RedisLimiter:
             request_level, token_level = result[1 + index * 2], result[2 + index * 2]
             if scope.requests_per_minute:
                 level = float(request_level)
-                request_readings.append(BucketReading(scope.requests_per_minute, max(0, int(level)), (scope.requests_per_minute - level) * 60 / scope.requests_per_minute))
+                request_readings.append(
+                    BucketReading(
+                        scope.requests_per_minute, max(0, int(level)), (scope.requests_per_minute - level) * 60 / scope.requests_per_minute
+                    )
+                )
             if scope.tokens_per_minute:
                 level = float(token_level)
-                token_readings.append(BucketReading(scope.tokens_per_minute, max(0, int(level)), (scope.tokens_per_minute - level) * 60 / scope.tokens_per_minute))
-        return Admission(True, requests=_tightest(request_readings), tokens=_tightest(token_readings), reserved_tokens=tokens, scopes=scopes)
+                token_readings.append(
+                    BucketReading(
+                        scope.tokens_per_minute, max(0, int(level)), (scope.tokens_per_minute - level) * 60 / scope.tokens_per_minute
+                    )
+                )
+        return Admission(
+            True, requests=_tightest(request_readings), tokens=_tightest(token_readings), reserved_tokens=tokens, scopes=scopes
+        )
 
     async def settle(self, request_id: str, admission: Admission, used_tokens: int) -> None:
         args: list[str | int] = [request_id]
@@ -299,7 +329,13 @@ class RedisLimiter:
 
 
 def scopes_for(org_id: str, key_id: str, limits: Limits) -> list[LimitScope]:
-    scopes = [LimitScope(f"org:{org_id}", limits.requests_per_minute or None, limits.tokens_per_minute or None, limits.concurrent_requests or None)]
+    scopes = [
+        LimitScope(
+            f"org:{org_id}", limits.requests_per_minute or None, limits.tokens_per_minute or None, limits.concurrent_requests or None
+        )
+    ]
     if key_id and (limits.key_requests_per_minute or limits.key_tokens_per_minute or limits.key_concurrent_requests):
-        scopes.insert(0, LimitScope(f"key:{key_id}", limits.key_requests_per_minute, limits.key_tokens_per_minute, limits.key_concurrent_requests))
+        scopes.insert(
+            0, LimitScope(f"key:{key_id}", limits.key_requests_per_minute, limits.key_tokens_per_minute, limits.key_concurrent_requests)
+        )
     return scopes

@@ -17,14 +17,29 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 REQUESTS = Counter("switchboard_gateway_requests", "Requests by final status.", [*_LABELS, "status"], registry=registry)
 TOKENS = Counter("switchboard_gateway_tokens", "Tokens by direction (input, output).", [*_LABELS, "direction"], registry=registry)
 COST = Counter("switchboard_gateway_cost_usd", "Cost at the route's prices, USD.", _LABELS, registry=registry)
-LATENCY = Histogram("switchboard_gateway_latency_seconds", "Time from request to last byte.", _LABELS, buckets=_LATENCY_BUCKETS, registry=registry)
-TTFT = Histogram("switchboard_gateway_ttft_seconds", "Time to first token, streams only.", _LABELS, buckets=_LATENCY_BUCKETS, registry=registry)
+LATENCY = Histogram(
+    "switchboard_gateway_latency_seconds", "Time from request to last byte.", _LABELS, buckets=_LATENCY_BUCKETS, registry=registry
+)
+TTFT = Histogram(
+    "switchboard_gateway_ttft_seconds", "Time to first token, streams only.", _LABELS, buckets=_LATENCY_BUCKETS, registry=registry
+)
 UPSTREAM_ERRORS = Counter("switchboard_gateway_upstream_errors", "Failed upstream attempts by kind.", [*_LABELS, "kind"], registry=registry)
 RETRIES = Counter("switchboard_gateway_retries", "Attempts after the first.", ["organization", "route"], registry=registry)
-BREAKER = Gauge("switchboard_gateway_circuit_state", "Circuit breaker per endpoint: 0 closed, 1 half open, 2 open.", ["endpoint"], registry=registry)
+BREAKER = Gauge(
+    "switchboard_gateway_circuit_state", "Circuit breaker per endpoint: 0 closed, 1 half open, 2 open.", ["endpoint"], registry=registry
+)
 RATE_LIMITED = Counter("switchboard_gateway_rate_limited", "Requests refused by a limit.", ["organization", "limit"], registry=registry)
-SPEND_REFUSED = Counter("switchboard_gateway_spend_refused", "Requests refused with 402: the monthly spend limit is reached.", ["organization"], registry=registry)
-USAGE_LOST = Counter("switchboard_gateway_usage_unrecorded", "Answers whose usage event could not be made durable (disk full, and Redis down).", registry=registry)
+SPEND_REFUSED = Counter(
+    "switchboard_gateway_spend_refused",
+    "Requests refused with 402: the monthly spend limit is reached.",
+    ["organization"],
+    registry=registry,
+)
+USAGE_LOST = Counter(
+    "switchboard_gateway_usage_unrecorded",
+    "Answers whose usage event could not be made durable (disk full, and Redis down).",
+    registry=registry,
+)
 IN_FLIGHT = Gauge("switchboard_gateway_in_flight", "Requests being served.", registry=registry)
 
 BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}

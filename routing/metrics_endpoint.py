@@ -19,6 +19,13 @@ async def metrics_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     authorization = next((value for name, value in scope["headers"] if name == b"authorization"), b"").decode("latin-1")
     allowed = client[0] in _LOOPBACK or (token and hmac.compare_digest(authorization, f"Bearer {token}"))
     if not allowed:
-        await _send(send, 403, error_body(403, "Metrics are served to loopback scrapers, or with SWITCHBOARD_METRICS_TOKEN as a bearer token.", "metrics_forbidden"), [(b"content-type", b"application/json")])
+        await _send(
+            send,
+            403,
+            error_body(
+                403, "Metrics are served to loopback scrapers, or with SWITCHBOARD_METRICS_TOKEN as a bearer token.", "metrics_forbidden"
+            ),
+            [(b"content-type", b"application/json")],
+        )
         return
     await _send(send, 200, metrics.render(), [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")])

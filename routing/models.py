@@ -15,7 +15,9 @@ from deployments.models import Deployment
 
 # Public model names look like OpenAI's: letters, digits and . _ - : / (e.g. "chat-default").
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$"
-model_name_validator = RegexValidator(MODEL_NAME_PATTERN, "Use letters, digits and . _ - : / (up to 100 characters), starting with a letter or digit.")
+model_name_validator = RegexValidator(
+    MODEL_NAME_PATTERN, "Use letters, digits and . _ - : / (up to 100 characters), starting with a letter or digit."
+)
 
 
 class Strategy(models.TextChoices):
@@ -37,8 +39,12 @@ class ExternalProvider(models.Model):
     region = models.CharField(max_length=40, help_text="Where the provider processes requests, for region allow-lists.")
     api_key_encrypted = models.TextField(blank=True)
     api_key_last4 = models.CharField(max_length=4, blank=True)
-    input_price_per_mtok = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"), validators=[MinValueValidator(Decimal("0"))])
-    output_price_per_mtok = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"), validators=[MinValueValidator(Decimal("0"))])
+    input_price_per_mtok = models.DecimalField(
+        max_digits=14, decimal_places=6, default=Decimal("0"), validators=[MinValueValidator(Decimal("0"))]
+    )
+    output_price_per_mtok = models.DecimalField(
+        max_digits=14, decimal_places=6, default=Decimal("0"), validators=[MinValueValidator(Decimal("0"))]
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -98,7 +104,9 @@ class RouteTarget(models.Model):
         ordering = ["position", "id"]
         constraints = [
             models.CheckConstraint(
-                condition=(models.Q(deployment__isnull=False, provider__isnull=True) | models.Q(deployment__isnull=True, provider__isnull=False)),
+                condition=(
+                    models.Q(deployment__isnull=False, provider__isnull=True) | models.Q(deployment__isnull=True, provider__isnull=False)
+                ),
                 name="target_is_deployment_or_provider",
             )
         ]

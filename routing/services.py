@@ -76,7 +76,9 @@ def _validate_provider(name: str, base_url: str, region: str, input_price: Decim
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ServiceError("Give the provider's API root as an http(s) URL, e.g. https://api.example.com/v1.", field="base_url")
     if not settings.ALLOW_PRIVATE_PROVIDERS and is_private_host(parts.hostname):
-        raise ServiceError("Providers must be on the public internet: private, loopback and link-local addresses are refused.", field="base_url")
+        raise ServiceError(
+            "Providers must be on the public internet: private, loopback and link-local addresses are refused.", field="base_url"
+        )
     if not region or len(region) > 40:
         raise ServiceError("Name the region the provider processes requests in (up to 40 characters).", field="region")
     for label, price in (("input_price_per_mtok", input_price), ("output_price_per_mtok", output_price)):
@@ -97,7 +99,9 @@ def _price(value: object, field_name: str) -> Decimal:
 
 
 @transaction.atomic
-def create_provider(ctx: OrgContext, *, name: str, base_url: str, region: str, api_key: str, input_price_per_mtok: object, output_price_per_mtok: object) -> ExternalProvider:
+def create_provider(
+    ctx: OrgContext, *, name: str, base_url: str, region: str, api_key: str, input_price_per_mtok: object, output_price_per_mtok: object
+) -> ExternalProvider:
     ctx.require_role(Role.ADMIN, "manage external providers")
     input_price, output_price = _price(input_price_per_mtok, "input_price_per_mtok"), _price(output_price_per_mtok, "output_price_per_mtok")
     _validate_provider(name, base_url, region, input_price, output_price)
@@ -172,7 +176,12 @@ def route_snapshot(route: ModelRoute) -> dict[str, Any]:
         "breaker_failures": route.breaker_failures,
         "breaker_cooldown_s": route.breaker_cooldown_s,
         "targets": [
-            {"deployment": t.deployment_id or None, "provider": t.provider_id or None, "provider_model": t.provider_model, "weight": t.weight}
+            {
+                "deployment": t.deployment_id or None,
+                "provider": t.provider_id or None,
+                "provider_model": t.provider_model,
+                "weight": t.weight,
+            }
             for t in RouteTarget.objects.for_org(route.organization).filter(route=route).order_by("position")
         ],
     }
@@ -197,7 +206,9 @@ def _validate_route(ctx: OrgContext, spec: RouteSpec, existing: ModelRoute | Non
     regions = known_regions(ctx)
     unknown = [region for region in spec.allowed_regions if region not in regions]
     if unknown:
-        raise ServiceError(f"Unknown region(s) {', '.join(unknown)}; known regions are {', '.join(sorted(regions))}.", field="allowed_regions")
+        raise ServiceError(
+            f"Unknown region(s) {', '.join(unknown)}; known regions are {', '.join(sorted(regions))}.", field="allowed_regions"
+        )
     _check_range(spec.max_attempts, 1, 10, "max_attempts")
     _check_range(spec.attempt_timeout_s, 0.1, 600, "attempt_timeout_s")
     _check_range(spec.deadline_s, 0.1, 3600, "deadline_s")
@@ -236,8 +247,15 @@ def _check_range(value: float, low: float, high: float, field_name: str) -> None
 
 
 def _replace_targets(ctx: OrgContext, route: ModelRoute, targets: tuple[TargetSpec, ...]) -> None:
-    deployments = {d.pk: d for d in Deployment.objects.for_org(ctx.organization).filter(deleted_at=None, pk__in=[t.deployment_id for t in targets if t.deployment_id])}
-    providers = {p.pk: p for p in ExternalProvider.objects.for_org(ctx.organization).filter(pk__in=[t.provider_id for t in targets if t.provider_id])}
+    deployments = {
+        d.pk: d
+        for d in Deployment.objects.for_org(ctx.organization).filter(
+            deleted_at=None, pk__in=[t.deployment_id for t in targets if t.deployment_id]
+        )
+    }
+    providers = {
+        p.pk: p for p in ExternalProvider.objects.for_org(ctx.organization).filter(pk__in=[t.provider_id for t in targets if t.provider_id])
+    }
     rows = []
     for position, target in enumerate(targets):
         if target.deployment_id and target.deployment_id not in deployments:
@@ -306,7 +324,9 @@ def update_route(ctx: OrgContext, route: ModelRoute, spec: RouteSpec) -> ModelRo
 @transaction.atomic
 def delete_route(ctx: OrgContext, route: ModelRoute) -> None:
     ctx.require_role(Role.MEMBER, "edit model routes")
-    dependents = sorted(other.name for other in ModelRoute.objects.for_org(ctx.organization).exclude(pk=route.pk) if route.name in other.fallbacks)
+    dependents = sorted(
+        other.name for other in ModelRoute.objects.for_org(ctx.organization).exclude(pk=route.pk) if route.name in other.fallbacks
+    )
     if dependents:
         raise Conflict(f"Routes {', '.join(dependents)} fall back to this route; change them first.")
     before = route_snapshot(route)

@@ -123,7 +123,9 @@ def load_snapshot(org_id: str) -> OrgSnapshot:
     for replica in ready:
         replicas_by_deployment.setdefault(replica.deployment_id, []).append(replica)
     gpu_prices = {(row.cluster_id, row.gpu_type_id): row.effective_price_per_hour for row in ClusterGpu.objects.select_related("gpu_type")}
-    deployment_targets = {pk: _deployment_target(d, replicas_by_deployment.get(pk, []), gpu_prices) for pk, d in deployments.items() if d.current_revision_id}
+    deployment_targets = {
+        pk: _deployment_target(d, replicas_by_deployment.get(pk, []), gpu_prices) for pk, d in deployments.items() if d.current_revision_id
+    }
 
     routes: dict[str, Route] = {}
     for deployment in deployments.values():
@@ -170,7 +172,15 @@ def load_snapshot(org_id: str) -> OrgSnapshot:
             targets=tuple(sorted(targets, key=lambda t: t.position)),
             created=int(route.created_at.timestamp()),
         )
-    return OrgSnapshot(org_id=org.pk, status=org.status, status_reason=org.status_reason, limits=limits, routes=routes, loaded_at=time.monotonic(), spend=_spend_policy(org))
+    return OrgSnapshot(
+        org_id=org.pk,
+        status=org.status,
+        status_reason=org.status_reason,
+        limits=limits,
+        routes=routes,
+        loaded_at=time.monotonic(),
+        spend=_spend_policy(org),
+    )
 
 
 def _spend_policy(org: Organization) -> SpendPolicy | None:
@@ -190,7 +200,9 @@ def _spend_policy(org: Organization) -> SpendPolicy | None:
         limit_micros=to_micros(limit.amount),
         spent_micros=to_micros(rating.month_to_date(org, now, exact=True), up=True),
         reason=limit.reason,
-        model_prices={model: (price.input_price_per_mtok, price.output_price_per_mtok) for model, price in current.items() if price is not None},
+        model_prices={
+            model: (price.input_price_per_mtok, price.output_price_per_mtok) for model, price in current.items() if price is not None
+        },
         markup=1 + (book.markup.at(now) or Decimal(0)) / 100,
     )
 
@@ -199,11 +211,14 @@ def _deployment_target(deployment: Deployment, replicas: list[Replica], gpu_pric
     revision = deployment.current_revision
     assert revision is not None
     endpoints = tuple(
-        Endpoint(key=f"replica:{r.pk}", base_url=r.endpoint.rstrip("/") + "/v1", region=r.cluster.region, upstream_model=revision.model) for r in replicas
+        Endpoint(key=f"replica:{r.pk}", base_url=r.endpoint.rstrip("/") + "/v1", region=r.cluster.region, upstream_model=revision.model)
+        for r in replicas
     )
     hourly = [gpu_prices.get((r.cluster_id, revision.gpu_type_id)) for r in replicas]
     known = [price for price in hourly if price is not None]
-    price_per_hour = max(known) if known else max((p for (_, gpu), p in gpu_prices.items() if gpu == revision.gpu_type_id), default=Decimal("0"))
+    price_per_hour = (
+        max(known) if known else max((p for (_, gpu), p in gpu_prices.items() if gpu == revision.gpu_type_id), default=Decimal("0"))
+    )
     per_mtok = pricing.deployment_price_per_mtok(price_per_hour, revision.model)
     return Target(
         id=deployment.pk,

@@ -43,7 +43,9 @@ def to_micros(amount: Decimal, *, up: bool = False) -> int:
     return math.ceil(micros) if up else int(micros.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
-def charge(policy: SpendPolicy, model: str, input_tokens: int, output_tokens: int, provider_prices: tuple[Decimal, Decimal] | None) -> Decimal:
+def charge(
+    policy: SpendPolicy, model: str, input_tokens: int, output_tokens: int, provider_prices: tuple[Decimal, Decimal] | None
+) -> Decimal:
     """What a request is charged: at the model's price-book price, else an external
     provider's cost with the markup; a dedicated deployment's requests are billed as GPU
     time instead, so 0 here."""
@@ -109,7 +111,10 @@ class RedisSpendLedger:
 
     @staticmethod
     def _keys(org_id: str, now: int) -> list[str]:
-        return [f"sb:spend:{org_id}:inflight", *(f"sb:spend:{org_id}:settled:{second}" for second in range(now - SETTLED_WINDOW_S, now + 1))]
+        return [
+            f"sb:spend:{org_id}:inflight",
+            *(f"sb:spend:{org_id}:settled:{second}" for second in range(now - SETTLED_WINDOW_S, now + 1)),
+        ]
 
     async def reserve(self, org_id: str, policy: SpendPolicy, micros: int) -> bool:
         # Redis's clock is not needed: only this window's keys are summed, and a second

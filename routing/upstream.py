@@ -242,7 +242,16 @@ class Http1Pool:
         origin = parts.netloc
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         method = b"POST" if body else b"GET"
-        head = [method, b" ", target.encode(), b" HTTP/1.1\r\nhost: ", origin.encode(), b"\r\ncontent-length: ", str(len(body)).encode(), b"\r\n"]
+        head = [
+            method,
+            b" ",
+            target.encode(),
+            b" HTTP/1.1\r\nhost: ",
+            origin.encode(),
+            b"\r\ncontent-length: ",
+            str(len(body)).encode(),
+            b"\r\n",
+        ]
         for name, value in headers:
             head += [name, b": ", value, b"\r\n"]
         head.append(b"\r\n")

@@ -47,7 +47,11 @@ def _route_form_page(request: HttpRequest, ctx: OrgContext, route: ModelRoute | 
     if route is not None and request.method != "POST":
         initial = {**services.route_snapshot(route), "fallbacks": ", ".join(route.fallbacks)}
         targets_initial = [
-            {"target": f"deployment:{t.deployment_id}" if t.deployment_id else f"provider:{t.provider_id}", "provider_model": t.provider_model, "weight": t.weight}
+            {
+                "target": f"deployment:{t.deployment_id}" if t.deployment_id else f"provider:{t.provider_id}",
+                "provider_model": t.provider_model,
+                "weight": t.weight,
+            }
             for t in selectors.targets(ctx.organization, route)
         ]
         form = RouteForm(initial=initial, regions=regions)
@@ -65,7 +69,12 @@ def _route_form_page(request: HttpRequest, ctx: OrgContext, route: ModelRoute | 
             messages.success(request, f"Route {saved.name} saved. Gateways pick it up within a few seconds.")
             return redirect("route-detail", org_slug=ctx.organization.slug, route_id=saved.pk)
     status = 400 if request.method == "POST" else 200
-    return render(request, "routing/route_form.html", {"form": form, "targets": targets, "route": route, "has_targets": bool(choices), "active_nav": "routing"}, status=status)
+    return render(
+        request,
+        "routing/route_form.html",
+        {"form": form, "targets": targets, "route": route, "has_targets": bool(choices), "active_nav": "routing"},
+        status=status,
+    )
 
 
 @org_page(read=Role.MEMBER, write=Role.MEMBER)
@@ -166,7 +175,11 @@ def playground(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
     short-lived token bound to this organization (routing.auth), so what it shows is what
     an API caller gets: the stream, the served-by headers and the cost."""
     routes = [route.name for route in selectors.routes(ctx.organization)]
-    chat_deployments = [d.name for d in selectors.live_deployments(ctx.organization).select_related("current_revision") if _is_chat(d.current_revision.model)]
+    chat_deployments = [
+        d.name
+        for d in selectors.live_deployments(ctx.organization).select_related("current_revision")
+        if _is_chat(d.current_revision.model)
+    ]
     assert ctx.user is not None
     context = {
         "routes": routes,

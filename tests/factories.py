@@ -48,7 +48,9 @@ def owner_context(org: Organization) -> OrgContext:
     return OrgContext(organization=org, role=Role.OWNER, user=owner.user if owner else None)
 
 
-def issue_key(org: Organization, scopes: list[str] | None = None, *, name: str = "test key", expires_at: datetime | None = None) -> services.IssuedKey:
+def issue_key(
+    org: Organization, scopes: list[str] | None = None, *, name: str = "test key", expires_at: datetime | None = None
+) -> services.IssuedKey:
     return services.create_api_key(owner_context(org), name=name, scopes=scopes or ["inference", "read", "write"], expires_at=expires_at)
 
 
@@ -70,7 +72,9 @@ def ensure_clusters() -> None:
 
     ensure_gpu_types()  # transactional tests flush what migrations seeded
     for name, region in (("local-us-east", "us-east"), ("local-eu-west", "eu-west")):
-        cluster, _ = Cluster.objects.get_or_create(name=name, defaults={"provider": "local", "region": region, "driver": "local", "simulated": True})
+        cluster, _ = Cluster.objects.get_or_create(
+            name=name, defaults={"provider": "local", "region": region, "driver": "local", "simulated": True}
+        )
         for gpu, count in (("CPU", 8), ("T4", 2)):
             ClusterGpu.objects.get_or_create(cluster=cluster, gpu_type_id=gpu, defaults={"count": count})
 
@@ -83,11 +87,26 @@ def create_deployment(org: Organization, name: str = "chat", **spec: object):  #
     return deployment_services.create_deployment(owner_context(org), name=name, spec=deployment_services.DeploymentSpec(**fields))
 
 
-def create_provider(org: Organization, name: str = "upstream", *, base_url: str = "http://127.0.0.1:9/v1", region: str = "us-east", api_key: str = "sk-test-provider-key", input_price: str = "0.5", output_price: str = "1.5"):  # type: ignore[no-untyped-def]
+def create_provider(
+    org: Organization,
+    name: str = "upstream",
+    *,
+    base_url: str = "http://127.0.0.1:9/v1",
+    region: str = "us-east",
+    api_key: str = "sk-test-provider-key",
+    input_price: str = "0.5",
+    output_price: str = "1.5",
+):  # type: ignore[no-untyped-def]
     from routing import services as routing_services
 
     return routing_services.create_provider(
-        owner_context(org), name=name, base_url=base_url, region=region, api_key=api_key, input_price_per_mtok=input_price, output_price_per_mtok=output_price
+        owner_context(org),
+        name=name,
+        base_url=base_url,
+        region=region,
+        api_key=api_key,
+        input_price_per_mtok=input_price,
+        output_price_per_mtok=output_price,
     )
 
 

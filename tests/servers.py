@@ -69,7 +69,6 @@ def asgi_server(env: dict[str, str]) -> Iterator[str]:
         stop(process)
 
 
-
 @contextmanager
 def usage_ingester(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     """`manage.py ingest_usage`: what moves the gateways' usage events into the database."""

@@ -63,7 +63,9 @@ def new_id(prefix: str, length: int = 14) -> str:
 
 
 class StripeApiError(Exception):
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None, code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.body: dict[str, Any] = {"error": {"type": type, "message": message}}
@@ -214,7 +216,9 @@ class StripeState:
         if "default_payment_method" in settings:
             method = settings["default_payment_method"]
             if method not in self.payment_methods or self.payment_methods[method]["customer"] != id:
-                raise StripeApiError(400, f"No such PaymentMethod: '{method}'", param="invoice_settings[default_payment_method]", code="resource_missing")
+                raise StripeApiError(
+                    400, f"No such PaymentMethod: '{method}'", param="invoice_settings[default_payment_method]", code="resource_missing"
+                )
             customer["invoice_settings"]["default_payment_method"] = method
         for key in ("name", "email"):
             if key in params:
@@ -238,7 +242,14 @@ class StripeState:
         session_id = new_id("cs_test_", 58)
         intent = None
         if mode == "setup":
-            intent = {"id": new_id("seti_", 24), "object": "setup_intent", "status": "requires_payment_method", "customer": customer_id, "payment_method": None, "usage": "off_session"}
+            intent = {
+                "id": new_id("seti_", 24),
+                "object": "setup_intent",
+                "status": "requires_payment_method",
+                "customer": customer_id,
+                "payment_method": None,
+                "usage": "off_session",
+            }
             self.setup_intents[intent["id"]] = intent
         session = {
             "id": session_id,
@@ -265,7 +276,13 @@ class StripeState:
     def complete_checkout(self, session_id: str) -> dict[str, Any]:
         with self.lock:
             session = self.get_checkout_session({}, session_id)
-            method = {"id": new_id("pm_", 24), "object": "payment_method", "type": "card", "customer": session["customer"], "card": {"brand": "visa", "last4": "4242"}}
+            method = {
+                "id": new_id("pm_", 24),
+                "object": "payment_method",
+                "type": "card",
+                "customer": session["customer"],
+                "card": {"brand": "visa", "last4": "4242"},
+            }
             self.payment_methods[method["id"]] = method
             if session["setup_intent"]:
                 intent = self.setup_intents[session["setup_intent"]]
@@ -301,7 +318,9 @@ class StripeState:
         event_name = _required(params, "event_name")
         aggregation = params.get("default_aggregation") or {}
         if aggregation.get("formula") not in ("sum", "count", "last"):
-            raise StripeApiError(400, "default_aggregation[formula] must be one of sum, count or last.", param="default_aggregation[formula]")
+            raise StripeApiError(
+                400, "default_aggregation[formula] must be one of sum, count or last.", param="default_aggregation[formula]"
+            )
         if any(meter["event_name"] == event_name and meter["status"] == "active" for meter in self.meters.values()):
             raise StripeApiError(400, f"An active meter with event_name `{event_name}` already exists.", param="event_name")
         mapping = params.get("customer_mapping") or {"type": "by_id", "event_payload_key": "stripe_customer_id"}
@@ -391,7 +410,12 @@ class StripeState:
             "lookup_key": lookup_key,
             "nickname": params.get("nickname"),
             "recurring": (
-                {"interval": recurring["interval"], "interval_count": 1, "usage_type": recurring.get("usage_type", "licensed"), "meter": recurring.get("meter")}
+                {
+                    "interval": recurring["interval"],
+                    "interval_count": 1,
+                    "usage_type": recurring.get("usage_type", "licensed"),
+                    "meter": recurring.get("meter"),
+                }
                 if recurring
                 else None
             ),
@@ -426,7 +450,9 @@ class StripeState:
             price_id = item.get("price")
             if price_id not in self.prices:
                 raise _missing("price", str(price_id), f"items[{index}][price]")
-            data.append({"id": new_id("si_"), "object": "subscription_item", "price": self.prices[price_id], "subscription": subscription_id})
+            data.append(
+                {"id": new_id("si_"), "object": "subscription_item", "price": self.prices[price_id], "subscription": subscription_id}
+            )
         now = self.now()
         subscription = {
             "id": subscription_id,
@@ -461,7 +487,9 @@ class StripeState:
         customer_key = meter["customer_mapping"]["event_payload_key"]
         customer_id = payload.get(customer_key)
         if not customer_id:
-            raise StripeApiError(400, f"Missing required param: payload[{customer_key}].", param=f"payload[{customer_key}]", code="parameter_missing")
+            raise StripeApiError(
+                400, f"Missing required param: payload[{customer_key}].", param=f"payload[{customer_key}]", code="parameter_missing"
+            )
         if customer_id not in self.customers:
             raise _missing("customer", customer_id, f"payload[{customer_key}]")
         value_key = meter["value_settings"]["event_payload_key"]
@@ -492,7 +520,9 @@ class StripeState:
             "payload": payload,
             "timestamp": timestamp,
         }
-        self.meter_events.append({**event, "customer": customer_id, "value": int(value), "meter": meter["id"], "sequence": len(self.meter_events)})
+        self.meter_events.append(
+            {**event, "customer": customer_id, "value": int(value), "meter": meter["id"], "sequence": len(self.meter_events)}
+        )
         return event
 
     def meter_summary(self) -> dict[str, Any]:
@@ -569,7 +599,9 @@ class _Handler(BaseHTTPRequestHandler):
         params = decode_form(pairs)
         api_key = (self.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
         with state.lock:
-            state.requests.append({"method": method, "path": split.path, "params": params, "idempotency_key": self.headers.get("Idempotency-Key")})
+            state.requests.append(
+                {"method": method, "path": split.path, "params": params, "idempotency_key": self.headers.get("Idempotency-Key")}
+            )
         if not api_key.startswith(("sk_test_", "rk_test_")):
             shown = (api_key[:8] + "*" * 8) if api_key else ""
             message = f"Invalid API Key provided: {shown}" if api_key else "You did not provide an API key."
@@ -580,7 +612,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(503, {"error": {"type": "api_error", "message": "The service is temporarily unavailable (test outage)."}})
             return
         if outage == "429":
-            self._send_json(429, {"error": {"type": "invalid_request_error", "code": "rate_limit", "message": "Too many requests (test outage)."}})
+            self._send_json(
+                429, {"error": {"type": "invalid_request_error", "code": "rate_limit", "message": "Too many requests (test outage)."}}
+            )
             return
         if outage == "drop":
             self._drop()

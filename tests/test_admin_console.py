@@ -88,7 +88,9 @@ def _non_staff_callers(tenants: Tenants) -> dict[str, Client]:
     # Keys of any scope, of either tenant, and a key created by a staff user who is an
     # owner of an organization: keys never carry platform powers.
     for scopes in (["inference"], ["read"], ["read", "write"], ["inference", "read", "write"]):
-        callers[f"key {'+'.join(scopes)}"] = Client(HTTP_AUTHORIZATION=f"Bearer {issue_key(tenants.org_a, scopes, name='-'.join(scopes)).plaintext}")
+        callers[f"key {'+'.join(scopes)}"] = Client(
+            HTTP_AUTHORIZATION=f"Bearer {issue_key(tenants.org_a, scopes, name='-'.join(scopes)).plaintext}"
+        )
     callers["key of org B"] = Client(HTTP_AUTHORIZATION=f"Bearer {issue_key(tenants.org_b, ['read', 'write']).plaintext}")
     callers["bad key"] = Client(HTTP_AUTHORIZATION="Bearer sbk_notarealkey00_" + "x" * 40)
     inactive_staff = UserFactory(is_staff=True, is_active=False)
@@ -102,7 +104,9 @@ def test_non_staff_get_404_on_every_admin_page_and_api_whatever_the_method(tenan
     staff_owner = UserFactory(is_staff=True)
     MembershipFactory(organization=tenants.org_b, user=staff_owner, role=Role.OWNER)
     callers = _non_staff_callers(tenants)
-    callers["key created by a staff owner"] = Client(HTTP_AUTHORIZATION=f"Bearer {issue_key(tenants.org_b, ['read', 'write'], name='staff-made').plaintext}")
+    callers["key created by a staff owner"] = Client(
+        HTTP_AUTHORIZATION=f"Bearer {issue_key(tenants.org_b, ['read', 'write'], name='staff-made').plaintext}"
+    )
     ensure_clusters()
     version = ModelPrice.objects.create(model="m", input_price_per_mtok=1, output_price_per_mtok=2, effective_from=_next_hour())
     quota_before = Quota.objects.filter(organization=tenants.org_a).count()
@@ -110,7 +114,11 @@ def test_non_staff_get_404_on_every_admin_page_and_api_whatever_the_method(tenan
         url = route.build(**_values(tenants, version.pk))
         for name, client in callers.items():
             for method in METHODS:
-                kwargs = {"data": '{"requests_per_minute": 2, "status": "suspended", "reason": "x"}', "content_type": "application/json"} if method != "get" else {}
+                kwargs = (
+                    {"data": '{"requests_per_minute": 2, "status": "suspended", "reason": "x"}', "content_type": "application/json"}
+                    if method != "get"
+                    else {}
+                )
                 response = getattr(client, method)(url, **kwargs)
                 assert response.status_code == 404, f"{name} {method.upper()} {url}: {response.status_code}"
                 if route.is_api:
@@ -170,7 +178,12 @@ def test_no_admin_route_answers_500_to_staff(tenants: Tenants, console: Client, 
     ensure_clusters()
     version = ModelPrice.objects.create(model="m", input_price_per_mtok=1, output_price_per_mtok=2, effective_from=_next_hour())
     url = route.build(**_values(tenants, version.pk))
-    odd = [None, "{", "[1, 2]", '{"requests_per_minute": -1, "gpus": {"ZZZ": "x"}, "status": 7, "inventory": "x", "monthly_spend_cap": "1e999"}']
+    odd = [
+        None,
+        "{",
+        "[1, 2]",
+        '{"requests_per_minute": -1, "gpus": {"ZZZ": "x"}, "status": 7, "inventory": "x", "monthly_spend_cap": "1e999"}',
+    ]
     for method in METHODS:
         for body in odd if method != "get" else [None]:
             kwargs = {"data": body, "content_type": "application/json"} if body is not None else {}
@@ -190,18 +203,39 @@ def test_no_admin_route_answers_500_to_staff(tenants: Tenants, console: Client, 
 # Tenants and their quotas
 
 
-def _rollup(org: Organization, at: datetime, *, requests: int, input_tokens: int, output_tokens: int, cost: str = "0", model: str = "") -> None:
+def _rollup(
+    org: Organization, at: datetime, *, requests: int, input_tokens: int, output_tokens: int, cost: str = "0", model: str = ""
+) -> None:
     day = at.replace(hour=0, minute=0, second=0, microsecond=0)
     hour = at.replace(minute=0, second=0, microsecond=0)
-    UsageRollup.objects.create(organization=org, granularity=Granularity.DAY, bucket=day, breakdown=Breakdown.NONE, requests=requests, input_tokens=input_tokens, output_tokens=output_tokens, cost=Decimal(cost))
     UsageRollup.objects.create(
-        organization=org, granularity=Granularity.HOUR, bucket=hour, breakdown=Breakdown.ALL, model=model, requests=requests, input_tokens=input_tokens, output_tokens=output_tokens, cost=Decimal(cost)
+        organization=org,
+        granularity=Granularity.DAY,
+        bucket=day,
+        breakdown=Breakdown.NONE,
+        requests=requests,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cost=Decimal(cost),
+    )
+    UsageRollup.objects.create(
+        organization=org,
+        granularity=Granularity.HOUR,
+        bucket=hour,
+        breakdown=Breakdown.ALL,
+        model=model,
+        requests=requests,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cost=Decimal(cost),
     )
 
 
 def test_tenants_list_shows_plan_status_spend_and_usage(tenants: Tenants, console: Client) -> None:
     now = timezone.now()
-    ModelPrice.objects.create(model="chat-default", input_price_per_mtok=Decimal("2"), output_price_per_mtok=Decimal("6"), effective_from=rating.month_start(now))
+    ModelPrice.objects.create(
+        model="chat-default", input_price_per_mtok=Decimal("2"), output_price_per_mtok=Decimal("6"), effective_from=rating.month_start(now)
+    )
     _rollup(tenants.org_a, now, requests=1234, input_tokens=1_000_000, output_tokens=500_000, model="chat-default")
     BillingAccount.objects.create(organization=tenants.org_b, plan=Plan.ENTERPRISE, committed_monthly_minimum=Decimal("1000"))
     Organization.objects.filter(pk=tenants.org_b.pk).update(status=OrgStatus.PAST_DUE)
@@ -240,9 +274,15 @@ def test_staff_set_quotas_audited_in_both_logs_and_deploys_are_refused_past_them
     tenant_entry = AuditEntry.objects.for_org(tenants.org_a).get(action="quota.changed")
     for entry in (staff_entry, tenant_entry):
         assert entry.actor_user == staff and entry.actor_label == "ops@switchboard.test (platform staff)"
-        assert entry.before["max_replicas"] == 4 and entry.before["requests_per_minute"] == 600 and entry.before["monthly_spend_cap"] is None
+        assert (
+            entry.before["max_replicas"] == 4 and entry.before["requests_per_minute"] == 600 and entry.before["monthly_spend_cap"] is None
+        )
         assert entry.after["max_replicas"] == 2 and entry.after["requests_per_minute"] == 2 and entry.after["monthly_spend_cap"] == "250.00"
-    assert staff_entry.organization == tenants.org_a and set(tenant_entry.after["changed"]) >= {"max_replicas", "requests_per_minute", "gpus"}
+    assert staff_entry.organization == tenants.org_a and set(tenant_entry.after["changed"]) >= {
+        "max_replicas",
+        "requests_per_minute",
+        "gpus",
+    }
     owner = Client()
     owner.force_login(tenants.owner_a)
     log = owner.get(f"/o/{tenants.org_a.slug}/audit/").content.decode()
@@ -257,7 +297,11 @@ def test_staff_set_quotas_audited_in_both_logs_and_deploys_are_refused_past_them
     with pytest.raises(deployment_services.QuotaExceeded, match="replica quota is 2"):
         create_deployment(tenants.org_a, name="second", max_replicas=1)
     member = session_api(tenants.member_a, tenants.org_a)
-    refused = member.post("/api/v1/deployments/", {"name": "third", "model": "tiny-chat", "gpu_type": "T4", "allowed_regions": ["us-east"], "max_replicas": 2}, format="json")
+    refused = member.post(
+        "/api/v1/deployments/",
+        {"name": "third", "model": "tiny-chat", "gpu_type": "T4", "allowed_regions": ["us-east"], "max_replicas": 2},
+        format="json",
+    )
     assert refused.status_code == 403 and "quota" in refused.json()["error"]["message"]
     deployment = Deployment.objects.for_org(tenants.org_a).get(name="first")
     scaled = member.patch(f"/api/v1/deployments/{deployment.pk}/", {"max_replicas": 3}, format="json")
@@ -297,16 +341,26 @@ def test_the_quota_api_validates_and_names_the_field(tenants: Tenants, admin_api
         assert field in response.json()["error"]["fields"], response.json()
     assert StaffAuditEntry.objects.count() == 0 and not Quota.objects.filter(organization=tenants.org_a).exists()
     response = admin_api.patch(url, {"tokens_per_minute": 10_000, "monthly_spend_cap": None, "key_requests_per_minute": 5}, format="json")
-    assert response.status_code == 200 and response.json()["tokens_per_minute"] == 10_000 and response.json()["key_requests_per_minute"] == 5
+    assert (
+        response.status_code == 200 and response.json()["tokens_per_minute"] == 10_000 and response.json()["key_requests_per_minute"] == 5
+    )
     assert AuditEntry.objects.for_org(tenants.org_a).filter(action="quota.changed").count() == 1
     assert admin_api.get("/api/v1/admin/tenants/org_doesnotexist0000000000/quota/").status_code == 404
 
 
 def test_the_quota_form_says_what_to_fix(tenants: Tenants, console: Client) -> None:
-    response = console.post(f"/staff/tenants/{tenants.org_a.pk}/quota/", {"max_replicas": "two", "requests_per_minute": "0", "tokens_per_minute": "", "monthly_spend_cap": "1.234"})
+    response = console.post(
+        f"/staff/tenants/{tenants.org_a.pk}/quota/",
+        {"max_replicas": "two", "requests_per_minute": "0", "tokens_per_minute": "", "monthly_spend_cap": "1.234"},
+    )
     assert response.status_code == 400
     page = response.content.decode()
-    assert "Enter a whole number." in page and "greater than or equal to 1" in page and "This field is required." in page and "2 decimal places" in page
+    assert (
+        "Enter a whole number." in page
+        and "greater than or equal to 1" in page
+        and "This field is required." in page
+        and "2 decimal places" in page
+    )
     assert StaffAuditEntry.objects.count() == 0
 
 
@@ -323,9 +377,16 @@ def test_staff_suspend_and_reactivate_a_tenant_with_a_reason(tenants: Tenants, c
     assert entry.before == {"status": "active", "status_reason": ""} and entry.after["status"] == "suspended"
     again = console.post(url, {"status-status": "suspended", "status-reason": "again"})
     assert again.status_code == 400 and "already suspended" in again.content.decode()
-    response = admin_api.post(f"/api/v1/admin/tenants/{tenants.org_a.pk}/status/", {"status": "active", "reason": "Resolved with the customer"}, format="json")
+    response = admin_api.post(
+        f"/api/v1/admin/tenants/{tenants.org_a.pk}/status/", {"status": "active", "reason": "Resolved with the customer"}, format="json"
+    )
     assert response.status_code == 200 and response.json()["status"] == "active" and response.json()["status_reason"] == ""
-    assert admin_api.post(f"/api/v1/admin/tenants/{tenants.org_a.pk}/status/", {"status": "past_due", "reason": "x"}, format="json").status_code == 400
+    assert (
+        admin_api.post(
+            f"/api/v1/admin/tenants/{tenants.org_a.pk}/status/", {"status": "past_due", "reason": "x"}, format="json"
+        ).status_code
+        == 400
+    )
     assert StaffAuditEntry.objects.filter(organization=tenants.org_a).count() == 2
 
 
@@ -337,13 +398,22 @@ def test_staff_set_the_plan_and_grant_credits(tenants: Tenants, console: Client,
     account = BillingAccount.objects.for_org(tenants.org_a).get()
     assert account.plan == Plan.ENTERPRISE and account.committed_monthly_minimum == Decimal("500.00")
     entry = AuditEntry.objects.for_org(tenants.org_a).get(action="billing.plan_changed")
-    assert entry.before["plan"] == "payg" and entry.after == {"plan": "enterprise", "committed_monthly_minimum": "500.00", "currency": "usd"}
+    assert entry.before["plan"] == "payg" and entry.after == {
+        "plan": "enterprise",
+        "committed_monthly_minimum": "500.00",
+        "currency": "usd",
+    }
 
     past = (timezone.now() - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
     expired = console.post(f"{base}/credits/", {"credit-amount": "25", "credit-reason": "Outage", "credit-expires_at": past})
     assert expired.status_code == 400 and "must be in the future" in expired.content.decode()
     soon = (timezone.now() + timedelta(days=90)).strftime("%Y-%m-%dT%H:%M")
-    assert console.post(f"{base}/credits/", {"credit-amount": "25.50", "credit-reason": "Outage on 3 May", "credit-expires_at": soon}).status_code == 302
+    assert (
+        console.post(
+            f"{base}/credits/", {"credit-amount": "25.50", "credit-reason": "Outage on 3 May", "credit-expires_at": soon}
+        ).status_code
+        == 302
+    )
     grant = CreditGrant.objects.for_org(tenants.org_a).get()
     assert grant.amount == Decimal("25.50") and grant.reason == "Outage on 3 May" and grant.expires_at is not None
     assert AuditEntry.objects.for_org(tenants.org_a).get(action="billing.credit_granted").after["amount"] == "25.50"
@@ -360,9 +430,19 @@ def test_staff_set_the_plan_and_grant_credits(tenants: Tenants, console: Client,
 
 def test_price_versions_are_added_never_edited_and_only_upcoming_ones_cancelled(tenants: Tenants, console: Client, staff: User) -> None:
     now = timezone.now()
-    in_force = ModelPrice.objects.create(model="chat-default", input_price_per_mtok=Decimal("0.5"), output_price_per_mtok=Decimal("1.5"), effective_from=rating.month_start(now))
+    in_force = ModelPrice.objects.create(
+        model="chat-default",
+        input_price_per_mtok=Decimal("0.5"),
+        output_price_per_mtok=Decimal("1.5"),
+        effective_from=rating.month_start(now),
+    )
     start = _next_hour()
-    form = {"model-model": "chat-default", "model-input_price_per_mtok": "0.000000125", "model-output_price_per_mtok": "10", "model-effective_from": start.strftime("%Y-%m-%dT%H:%M")}
+    form = {
+        "model-model": "chat-default",
+        "model-input_price_per_mtok": "0.000000125",
+        "model-output_price_per_mtok": "10",
+        "model-effective_from": start.strftime("%Y-%m-%dT%H:%M"),
+    }
     assert console.post("/staff/prices/model/", form).status_code == 302
     upcoming = ModelPrice.objects.get(effective_from=start)
     assert upcoming.organization is None and upcoming.input_price_per_mtok == Decimal("0.000000125")  # sub-cent precision kept
@@ -377,7 +457,10 @@ def test_price_versions_are_added_never_edited_and_only_upcoming_ones_cancelled(
     twice = console.post("/staff/prices/model/", form)
     assert twice.status_code == 400 and "already has a version" in twice.content.decode()
 
-    gpu = console.post("/staff/prices/gpu/", {"gpu-gpu_type": "T4", "gpu-price_per_second": "0.000146111111", "gpu-effective_from": start.strftime("%Y-%m-%dT%H:%M")})
+    gpu = console.post(
+        "/staff/prices/gpu/",
+        {"gpu-gpu_type": "T4", "gpu-price_per_second": "0.000146111111", "gpu-effective_from": start.strftime("%Y-%m-%dT%H:%M")},
+    )
     markup = console.post("/staff/prices/markup/", {"markup-percent": "12.5", "markup-effective_from": start.strftime("%Y-%m-%dT%H:%M")})
     assert gpu.status_code == markup.status_code == 302
 
@@ -386,7 +469,12 @@ def test_price_versions_are_added_never_edited_and_only_upcoming_ones_cancelled(
     assert console.post(f"/staff/prices/model/{upcoming.pk}/cancel/").status_code == 302
     assert not ModelPrice.objects.filter(pk=upcoming.pk).exists()
     actions = list(StaffAuditEntry.objects.order_by("created_at", "id").values_list("action", flat=True))
-    assert actions == ["price.model_version_added", "price.gpu_version_added", "price.markup_version_added", "price.model_version_cancelled"]
+    assert actions == [
+        "price.model_version_added",
+        "price.gpu_version_added",
+        "price.markup_version_added",
+        "price.model_version_cancelled",
+    ]
     assert all(entry.actor_user == staff and entry.organization is None for entry in StaffAuditEntry.objects.all())
     assert not AuditEntry.objects.for_org(tenants.org_a).exists()  # platform prices belong to no tenant
 
@@ -394,7 +482,12 @@ def test_price_versions_are_added_never_edited_and_only_upcoming_ones_cancelled(
 def test_an_enterprise_override_is_the_tenants_own_and_audited_in_its_log(tenants: Tenants, console: Client) -> None:
     start = _next_hour()
     url = f"/staff/tenants/{tenants.org_a.pk}/prices/model/"
-    form = {"model-model": "chat-default", "model-input_price_per_mtok": "0.2", "model-output_price_per_mtok": "0.6", "model-effective_from": start.strftime("%Y-%m-%dT%H:%M")}
+    form = {
+        "model-model": "chat-default",
+        "model-input_price_per_mtok": "0.2",
+        "model-output_price_per_mtok": "0.6",
+        "model-effective_from": start.strftime("%Y-%m-%dT%H:%M"),
+    }
     assert console.post(url, form).status_code == 302
     override = ModelPrice.objects.get(organization=tenants.org_a)
     assert override.input_price_per_mtok == Decimal("0.2")
@@ -415,17 +508,55 @@ def test_an_enterprise_override_is_the_tenants_own_and_audited_in_its_log(tenant
 
 def test_staff_add_a_cluster_and_the_form_says_what_to_fix(tenants: Tenants, console: Client, staff: User) -> None:
     ensure_clusters()
-    bad = console.post("/staff/clusters/", {"name": "gcp-eu", "provider": "gcp", "region": "eu-north", "driver": "local", "agent_url": "not a url", "status": "active", **{f"gpu_{g}": "0" for g in ("cpu", "t4", "l4", "a10g", "a100_80gb", "h100", "h200")}})
+    bad = console.post(
+        "/staff/clusters/",
+        {
+            "name": "gcp-eu",
+            "provider": "gcp",
+            "region": "eu-north",
+            "driver": "local",
+            "agent_url": "not a url",
+            "status": "active",
+            **{f"gpu_{g}": "0" for g in ("cpu", "t4", "l4", "a10g", "a100_80gb", "h100", "h200")},
+        },
+    )
     page = bad.content.decode()
     assert bad.status_code == 400 and "agent&#x27;s URL" in page
-    empty = console.post("/staff/clusters/", {"name": "gcp-eu", "provider": "gcp", "region": "eu-north", "driver": "local", "agent_url": "http://10.1.0.5:9101", "status": "active", **{f"gpu_{g}": "0" for g in ("cpu", "t4", "l4", "a10g", "a100_80gb", "h100", "h200")}})
+    empty = console.post(
+        "/staff/clusters/",
+        {
+            "name": "gcp-eu",
+            "provider": "gcp",
+            "region": "eu-north",
+            "driver": "local",
+            "agent_url": "http://10.1.0.5:9101",
+            "status": "active",
+            **{f"gpu_{g}": "0" for g in ("cpu", "t4", "l4", "a10g", "a100_80gb", "h100", "h200")},
+        },
+    )
     assert empty.status_code == 400 and "at least one GPU" in empty.content.decode()
     inventory = {f"gpu_{g}": "0" for g in ("cpu", "l4", "a10g", "a100_80gb", "h100", "h200")}
-    good = {"name": "gcp-eu", "provider": "gcp", "region": "eu-north", "driver": "local", "agent_url": "http://10.1.0.5:9101", "status": "cordoned", **inventory, "gpu_t4": "4", "gpu_t4_price": "0.35"}
+    good = {
+        "name": "gcp-eu",
+        "provider": "gcp",
+        "region": "eu-north",
+        "driver": "local",
+        "agent_url": "http://10.1.0.5:9101",
+        "status": "cordoned",
+        **inventory,
+        "gpu_t4": "4",
+        "gpu_t4_price": "0.35",
+    }
     assert console.post("/staff/clusters/", good).status_code == 302
     cluster = Cluster.objects.get(pk="gcp-eu")
-    assert (cluster.region, cluster.status, cluster.connection) == ("eu-north", Cluster.Status.CORDONED, {"agent_url": "http://10.1.0.5:9101"})
-    assert [(row.gpu_type_id, row.count, row.price_per_hour) for row in ClusterGpu.objects.filter(cluster=cluster)] == [("T4", 4, Decimal("0.35"))]
+    assert (cluster.region, cluster.status, cluster.connection) == (
+        "eu-north",
+        Cluster.Status.CORDONED,
+        {"agent_url": "http://10.1.0.5:9101"},
+    )
+    assert [(row.gpu_type_id, row.count, row.price_per_hour) for row in ClusterGpu.objects.filter(cluster=cluster)] == [
+        ("T4", 4, Decimal("0.35"))
+    ]
     entry = StaffAuditEntry.objects.get(action="cluster.added")
     assert entry.actor_user == staff and entry.after["inventory"] == {"T4": {"count": 4, "price_per_hour": "0.350000"}}
     duplicate = console.post("/staff/clusters/", good)
@@ -434,7 +565,9 @@ def test_staff_add_a_cluster_and_the_form_says_what_to_fix(tenants: Tenants, con
     assert "gcp-eu" in listing and "T4 ×4" in listing and "Cordoned" in listing
 
 
-def test_marking_a_cluster_down_stops_routing_there_and_moves_replicas(tenants: Tenants, fleet: Fleet, console: Client, staff: User) -> None:
+def test_marking_a_cluster_down_stops_routing_there_and_moves_replicas(
+    tenants: Tenants, fleet: Fleet, console: Client, staff: User
+) -> None:
     deployment = create_deployment(tenants.org_a, name="chat", min_replicas=2, max_replicas=2, allowed_regions=("us-east", "eu-west"))
     fleet.run(deployment, passes=2)
     ready = Replica.objects.for_org(tenants.org_a).filter(deployment=deployment, state=Replica.State.READY)
@@ -449,7 +582,11 @@ def test_marking_a_cluster_down_stops_routing_there_and_moves_replicas(tenants: 
     # The gateway stops routing there at once (the next snapshot), before any replica moves.
     assert {endpoint.region for endpoint in load_snapshot(tenants.org_a.pk).routes["chat"].targets[0].endpoints} == {"eu-west"}
     staff_entry = StaffAuditEntry.objects.get(action="cluster.marked_down")
-    assert staff_entry.actor_user == staff and staff_entry.after["replicas_moved"] == 1 and staff_entry.after["reason"] == "power failure in the rack"
+    assert (
+        staff_entry.actor_user == staff
+        and staff_entry.after["replicas_moved"] == 1
+        and staff_entry.after["reason"] == "power failure in the rack"
+    )
     tenant_entry = AuditEntry.objects.for_org(tenants.org_a).get(action="cluster.marked_down")
     assert tenant_entry.after["deployments"] == [deployment.pk] and tenant_entry.actor_label.endswith("(platform staff)")
     assert not AuditEntry.objects.for_org(tenants.org_b).filter(action="cluster.marked_down").exists()
@@ -497,7 +634,10 @@ def test_draining_moves_each_replica_once_its_replacement_is_ready(tenants: Tena
     assert old.state == Replica.State.READY  # still serving: its replacement is not ready
     assert {e.region for e in load_snapshot(tenants.org_a.pk).routes["chat"].targets[0].endpoints} == {"us-east", "eu-west"}
     deployment.refresh_from_db()
-    assert deployment.status == Deployment.Status.UPDATING and "moving 1 replica(s) off draining cluster local-us-east" in deployment.status_reason
+    assert (
+        deployment.status == Deployment.Status.UPDATING
+        and "moving 1 replica(s) off draining cluster local-us-east" in deployment.status_reason
+    )
 
     fleet.loading.clear()
     fleet.run(deployment, passes=3)
@@ -531,7 +671,10 @@ def test_cordon_and_up_are_audited_and_cordoned_clusters_take_no_new_replicas(te
     fleet.run(deployment, passes=2)
     assert {r.cluster_id for r in Replica.objects.for_org(tenants.org_a).filter(deployment=deployment)} == {"local-eu-west"}
     assert console.post("/staff/clusters/local-us-east/up/").status_code == 302
-    assert list(StaffAuditEntry.objects.order_by("created_at", "id").values_list("action", flat=True)) == ["cluster.cordoned", "cluster.marked_up"]
+    assert list(StaffAuditEntry.objects.order_by("created_at", "id").values_list("action", flat=True)) == [
+        "cluster.cordoned",
+        "cluster.marked_up",
+    ]
     assert console.post("/staff/clusters/no-such-cluster/down/").status_code == 404
 
 
@@ -541,10 +684,14 @@ def test_cordon_and_up_are_audited_and_cordoned_clusters_take_no_new_replicas(te
 
 def test_platform_usage_revenue_and_gpu_utilisation(tenants: Tenants, fleet: Fleet, console: Client) -> None:
     now = timezone.now()
-    ModelPrice.objects.create(model="chat-default", input_price_per_mtok=Decimal("1"), output_price_per_mtok=Decimal("3"), effective_from=rating.month_start(now))
+    ModelPrice.objects.create(
+        model="chat-default", input_price_per_mtok=Decimal("1"), output_price_per_mtok=Decimal("3"), effective_from=rating.month_start(now)
+    )
     _rollup(tenants.org_a, now, requests=10, input_tokens=2_000_000, output_tokens=1_000_000, cost="0.5", model="chat-default")
     _rollup(tenants.org_b, now, requests=5, input_tokens=1_000_000, output_tokens=0, cost="0.25", model="chat-default")
-    _rollup(tenants.org_b, now - timedelta(days=40), requests=99, input_tokens=1, output_tokens=1, model="chat-default")  # outside the 30 days
+    _rollup(
+        tenants.org_b, now - timedelta(days=40), requests=99, input_tokens=1, output_tokens=1, model="chat-default"
+    )  # outside the 30 days
     days = platform_stats.usage_per_day(now)
     assert len(days) == 30 and days[-1].requests == 15 and days[-1].input_tokens == 3_000_000 and sum(day.requests for day in days) == 15
 
@@ -580,7 +727,6 @@ def test_quota_changes_reach_the_gateway_snapshot_within_its_cache(tenants: Tena
     admin_api.patch(f"/api/v1/admin/tenants/{tenants.org_a.pk}/quota/", {"requests_per_minute": 2}, format="json")
     assert load_snapshot(tenants.org_a.pk).limits.requests_per_minute == 2
     assert settings.GATEWAY_ROUTES_CACHE_SECONDS <= 5  # the browser test waits this out
-
 
 
 def test_the_django_admin_shows_quotas_and_cluster_status_read_only(tenants: Tenants) -> None:

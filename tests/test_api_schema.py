@@ -14,7 +14,11 @@ from tests.conftest import Tenants
 def test_openapi_schema_generates_without_warnings() -> None:
     result = subprocess.run(
         [sys.executable, "manage.py", "spectacular", "--validate", "--fail-on-warn"],
-        cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=120, env={**os.environ, "SWITCHBOARD_NO_BOOTSTRAP": "1"},
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "SWITCHBOARD_NO_BOOTSTRAP": "1"},
     )
     assert result.returncode == 0, result.stderr
     assert "/api/v1/keys/{key_id}/rotate/" in result.stdout

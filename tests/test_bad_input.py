@@ -56,7 +56,9 @@ def test_json_that_is_not_an_object_is_400(tenants: Tenants, raw: str) -> None:
 
 
 def test_wrong_content_type_is_415(tenants: Tenants) -> None:
-    response = session_api(tenants.owner_a, tenants.org_a).generic("POST", "/api/v1/keys/", "name=x", content_type="application/x-www-form-urlencoded")
+    response = session_api(tenants.owner_a, tenants.org_a).generic(
+        "POST", "/api/v1/keys/", "name=x", content_type="application/x-www-form-urlencoded"
+    )
     assert response.status_code == 415
     assert "application/json" in _error(response)["message"]
 

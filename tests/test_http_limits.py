@@ -21,7 +21,9 @@ def test_a_streamed_body_without_length_is_cut_off_at_the_limit(live_server_url:
         for _ in range(settings.MAX_REQUEST_BODY_BYTES // 65536 + 4):
             yield b"x" * 65536
 
-    response = httpx.post(f"{live_server_url}/accounts/login/", content=chunks(), headers={"Content-Type": "application/x-www-form-urlencoded"})
+    response = httpx.post(
+        f"{live_server_url}/accounts/login/", content=chunks(), headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert response.status_code == 413
 
 

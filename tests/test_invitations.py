@@ -20,7 +20,9 @@ def _client(user) -> Client:  # type: ignore[no-untyped-def]
 
 def test_email_invitation_is_sent_and_accepted(tenants: Tenants, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
     with django_capture_on_commit_callbacks(execute=True):
-        response = session_api(tenants.admin_a, tenants.org_a).post("/api/v1/invitations/", {"email": "New@Example.test", "role": "member"}, format="json")
+        response = session_api(tenants.admin_a, tenants.org_a).post(
+            "/api/v1/invitations/", {"email": "New@Example.test", "role": "member"}, format="json"
+        )
     assert response.status_code == 201
     url = response.json()["url"]
     assert len(mail.outbox) == 1 and mail.outbox[0].to == ["new@example.test"] and url in mail.outbox[0].body

@@ -41,12 +41,19 @@ NON_OBJECT_PARAMS = {
     "cluster_name": "a cluster, a platform object on the staff-only Admin pages and admin API",
     "version_id": "a price-book version, a platform object on the staff-only Admin pages",
 }
-STATIC_VALUES = {"kind": "pdf", "action": "portal", "org_id": "org_doesnotexist0000000000", "cluster_name": "local-us-east", "version_id": "1"}
+STATIC_VALUES = {
+    "kind": "pdf",
+    "action": "portal",
+    "org_id": "org_doesnotexist0000000000",
+    "cluster_name": "local-us-east",
+    "version_id": "1",
+}
 UNKNOWN_ID = "zzz_doesnotexist000000000"
 
 
 def static_values(route: Route) -> dict[str, str]:
     return {param: STATIC_VALUES[param] for param in route.params if param in STATIC_VALUES}
+
 
 ROUTES = all_routes()
 OBJECT_ROUTES = [route for route in ROUTES if any(param in OBJECT_MAKERS for param in route.params)]
@@ -141,7 +148,9 @@ def test_lists_hold_only_the_callers_organization(tenants: Tenants) -> None:
     assert {row["name"] for row in client.get("/api/v1/keys/").json()["results"]} == {"b-key"}
     assert {row["email"] for row in client.get("/api/v1/members/").json()["results"]} == {tenants.owner_b.email, tenants.viewer_b.email}
     assert all(row["target_id"].startswith("key_") for row in client.get("/api/v1/audit-log/").json()["results"])
-    assert {row["target_id"] for row in client.get("/api/v1/audit-log/").json()["results"]} <= set(tenants.org_b.api_keys.values_list("id", flat=True))
+    assert {row["target_id"] for row in client.get("/api/v1/audit-log/").json()["results"]} <= set(
+        tenants.org_b.api_keys.values_list("id", flat=True)
+    )
     page = _console_client(tenants.owner_b).get(f"/o/{tenants.org_b.slug}/keys/").content.decode()
     assert "b-key" in page and "a-key" not in page
 

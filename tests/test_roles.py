@@ -14,13 +14,7 @@ ROLES = [Role.VIEWER, Role.MEMBER, Role.ADMIN, Role.OWNER]
 
 
 def test_the_table_covers_every_mutating_endpoint() -> None:
-    endpoints = {
-        (method, route.template)
-        for route in all_routes()
-        if route.is_api
-        for method in route.api_methods
-        if method != "get"
-    }
+    endpoints = {(method, route.template) for route in all_routes() if route.is_api for method in route.api_methods if method != "get"}
     # Admin endpoints need platform staff, not a role: STAFF_CALLS, covered by test_admin_console.
     assert endpoints == {(call.method, call.route) for call in MUTATING_CALLS} | {(call.method, call.route) for call in STAFF_CALLS}
 

@@ -52,13 +52,23 @@ def _query(request: Request) -> selectors.UsageQuery:
         raise ServiceError("start must be before end.", field="start")
     span = selectors.MAX_SPAN[data["granularity"]]
     if end - start > span:
-        raise ServiceError(f"At {data['granularity']} granularity a query spans at most {span.days} days; narrow it or pick a coarser granularity.", field="start")
+        raise ServiceError(
+            f"At {data['granularity']} granularity a query spans at most {span.days} days; narrow it or pick a coarser granularity.",
+            field="start",
+        )
     groups = [name.strip() for name in data["group_by"].split(",") if name.strip()]
     unknown = [name for name in groups if name not in GROUPS]
     if unknown:
         raise ServiceError(f"Cannot group by {', '.join(unknown)}; choose from {', '.join(GROUPS)}.", field="group_by")
     filters = {FILTERS[name]: data[name] for name in FILTERS if data.get(name)}
-    return selectors.UsageQuery(start=start, end=end, granularity=data["granularity"], timezone=zone, group_by=tuple(GROUPS[g] for g in dict.fromkeys(groups)), filters=filters)
+    return selectors.UsageQuery(
+        start=start,
+        end=end,
+        granularity=data["granularity"],
+        timezone=zone,
+        group_by=tuple(GROUPS[g] for g in dict.fromkeys(groups)),
+        filters=filters,
+    )
 
 
 _PARAMETERS = [OpenApiParameter(name, str, required=False) for name in ("start", "end", "granularity", "tz", "group_by", *FILTERS)]
@@ -67,7 +77,11 @@ _PARAMETERS = [OpenApiParameter(name, str, required=False) for name in ("start",
 class UsageView(OrgAPIView):
     serializer_class = UsageQuerySerializer
 
-    @extend_schema(parameters=_PARAMETERS, responses={200: dict}, description="Usage series from the rollups: requests, errors, tokens, cost and latency percentiles per bucket and group.")
+    @extend_schema(
+        parameters=_PARAMETERS,
+        responses={200: dict},
+        description="Usage series from the rollups: requests, errors, tokens, cost and latency percentiles per bucket and group.",
+    )
     def get(self, request: Request) -> Response:
         query = _query(request)
         points, total = selectors.usage_series(self.ctx.organization, query)
@@ -101,7 +115,26 @@ def _csv(rows: Iterator[list[object]], header: list[str], filename: str) -> Stre
     return response
 
 
-EVENT_COLUMNS = ["request_id", "at", "key_id", "endpoint", "model", "route", "target", "deployment_id", "region", "status", "error_code", "streamed", "attempts", "input_tokens", "output_tokens", "latency_ms", "ttft_ms", "cost"]
+EVENT_COLUMNS = [
+    "request_id",
+    "at",
+    "key_id",
+    "endpoint",
+    "model",
+    "route",
+    "target",
+    "deployment_id",
+    "region",
+    "status",
+    "error_code",
+    "streamed",
+    "attempts",
+    "input_tokens",
+    "output_tokens",
+    "latency_ms",
+    "ttft_ms",
+    "cost",
+]
 
 
 class UsageEventsCsvView(OrgAPIView):
@@ -111,7 +144,9 @@ class UsageEventsCsvView(OrgAPIView):
     def get(self, request: Request) -> StreamingHttpResponse:
         query = _query(request)
         events = selectors.raw_events(self.ctx.organization, query.start, query.end, query.filters)
-        rows = ([getattr(e, c).astimezone(query.timezone).isoformat() if c == "at" else getattr(e, c) for c in EVENT_COLUMNS] for e in events)
+        rows = (
+            [getattr(e, c).astimezone(query.timezone).isoformat() if c == "at" else getattr(e, c) for c in EVENT_COLUMNS] for e in events
+        )
         return _csv(rows, EVENT_COLUMNS, "usage-events.csv")
 
 
@@ -123,13 +158,37 @@ class UsageRollupsCsvView(OrgAPIView):
         query = _query(request)
         points, _ = selectors.usage_series(self.ctx.organization, query)
         groups = [name for name, column in GROUPS.items() if column in query.group_by]
-        header = ["bucket", *groups, "requests", "client_errors", "server_errors", "input_tokens", "output_tokens", "cost", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms"]
+        header = [
+            "bucket",
+            *groups,
+            "requests",
+            "client_errors",
+            "server_errors",
+            "input_tokens",
+            "output_tokens",
+            "cost",
+            "latency_p50_ms",
+            "latency_p95_ms",
+            "latency_p99_ms",
+        ]
 
         def rows() -> Iterator[list[object]]:
             for point in points:
                 data = point.as_dict()
                 latency = data["latency_ms"]
-                yield [data["bucket"], *(point.group[GROUPS[g]] for g in groups), point.requests, point.client_errors, point.server_errors, point.input_tokens, point.output_tokens, data["cost"], latency["p50"], latency["p95"], latency["p99"]]  # type: ignore[index]
+                yield [
+                    data["bucket"],
+                    *(point.group[GROUPS[g]] for g in groups),
+                    point.requests,
+                    point.client_errors,
+                    point.server_errors,
+                    point.input_tokens,
+                    point.output_tokens,
+                    data["cost"],
+                    latency["p50"],
+                    latency["p95"],
+                    latency["p99"],
+                ]  # type: ignore[index]
 
         return _csv(rows(), header, "usage.csv")
 
@@ -140,7 +199,9 @@ GPU_GROUPS = {"deployment": "deployment_id", "gpu_type": "gpu_type", "region": "
 class GpuSecondsQuerySerializer(serializers.Serializer):
     start = serializers.DateTimeField(required=False, help_text="Inclusive; default: 24 hours ago.")
     end = serializers.DateTimeField(required=False, help_text="Exclusive; default: now. Running replicas count until now.")
-    group_by = serializers.CharField(default="deployment", allow_blank=True, help_text="Comma-separated: " + ", ".join(GPU_GROUPS) + "; empty for the total only.")
+    group_by = serializers.CharField(
+        default="deployment", allow_blank=True, help_text="Comma-separated: " + ", ".join(GPU_GROUPS) + "; empty for the total only."
+    )
     deployment = serializers.CharField(required=False, max_length=40, help_text="Only this deployment's replicas.")
 
 
@@ -195,7 +256,9 @@ class GpuSecondsView(OrgAPIView):
         # id answers like one that does not exist.
         if deployment_id and not Deployment.objects.for_org(self.ctx.organization).filter(pk=deployment_id).exists():
             raise Http404("No such deployment in this organization.")
-        rows = gpu_time.gpu_seconds(self.ctx.organization, start, end, tuple(GPU_GROUPS[name] for name in groups), deployment_id=deployment_id)
+        rows = gpu_time.gpu_seconds(
+            self.ctx.organization, start, end, tuple(GPU_GROUPS[name] for name in groups), deployment_id=deployment_id
+        )
         body = {
             "start": start.isoformat(),
             "end": end.isoformat(),

@@ -122,7 +122,9 @@ def _bench_database_url() -> str:
             if not connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", [BENCH_DATABASE]).fetchone():
                 connection.execute(f"CREATE DATABASE {BENCH_DATABASE}")
     except psycopg.Error as error:
-        raise RuntimeError(f"bench metering measures on PostgreSQL and cannot reach it at {parts.hostname}:{parts.port or 5432} ({error}); start it or set DATABASE_URL") from None
+        raise RuntimeError(
+            f"bench metering measures on PostgreSQL and cannot reach it at {parts.hostname}:{parts.port or 5432} ({error}); start it or set DATABASE_URL"
+        ) from None
     return urlunsplit(parts._replace(path="/" + BENCH_DATABASE))
 
 
@@ -212,14 +214,22 @@ def _measure_ingest(log: Callable[[str], None]) -> tuple[float, float]:
         log(f"metering: ingesting with {workers} writers")
         ingest_seconds = drain()
         stored = UsageEvent.objects.unscoped_across_tenants().filter(organization_id__in=tenants).count()
-        rolled = sum(UsageRollup.objects.unscoped_across_tenants().filter(organization_id__in=tenants, granularity="day", breakdown="none").values_list("requests", flat=True))
+        rolled = sum(
+            UsageRollup.objects.unscoped_across_tenants()
+            .filter(organization_id__in=tenants, granularity="day", breakdown="none")
+            .values_list("requests", flat=True)
+        )
         if stored != INGEST_EVENTS or rolled != INGEST_EVENTS:
             raise RuntimeError(f"ingest lost or doubled events: {stored} stored, {rolled} rolled up, {INGEST_EVENTS} sent")
         log(f"metering: {INGEST_EVENTS / ingest_seconds:,.0f} events/s; replaying them")
         for path, content in copies.items():
             path.write_bytes(content)
         replay_seconds = drain()
-        rolled_again = sum(UsageRollup.objects.unscoped_across_tenants().filter(organization_id__in=tenants, granularity="day", breakdown="none").values_list("requests", flat=True))
+        rolled_again = sum(
+            UsageRollup.objects.unscoped_across_tenants()
+            .filter(organization_id__in=tenants, granularity="day", breakdown="none")
+            .values_list("requests", flat=True)
+        )
         if rolled_again != INGEST_EVENTS:
             raise RuntimeError(f"a replay changed the rollups: {rolled_again} requests after, {INGEST_EVENTS} before")
     return ingest_seconds, replay_seconds
@@ -265,7 +275,9 @@ def _query_tenant(log: Callable[[str], None]) -> Any:
     """
     for day in range(QUERY_DAYS):
         with transaction.atomic():
-            insert_and_roll_up(generated, {"org": org.pk, "start": start, "first": day * per_day, "last": min((day + 1) * per_day, QUERY_EVENTS) - 1})
+            insert_and_roll_up(
+                generated, {"org": org.pk, "start": start, "first": day * per_day, "last": min((day + 1) * per_day, QUERY_EVENTS) - 1}
+            )
         if day % 5 == 4:
             log(f"metering: {min((day + 1) * per_day, QUERY_EVENTS):,} events")
     with connection.cursor() as cursor:
@@ -286,7 +298,9 @@ def _measure_queries(org: Any, log: Callable[[str], None]) -> tuple[int, list[fl
     zone = ZoneInfo("Europe/Paris")
     plain = selectors.UsageQuery(start=start, end=end, granularity=Granularity.DAY, timezone=zone)
     split = selectors.UsageQuery(start=start, end=end, granularity=Granularity.DAY, timezone=zone, group_by=("model",))
-    rows = UsageRollup.objects.for_org(org).filter(granularity=Granularity.HOUR, breakdown="none", bucket__gte=start, bucket__lt=end).count()
+    rows = (
+        UsageRollup.objects.for_org(org).filter(granularity=Granularity.HOUR, breakdown="none", bucket__gte=start, bucket__lt=end).count()
+    )
     log(f"metering: querying {QUERY_DAYS} days ({rows:,} hourly rollup rows), {QUERY_RUNS} times each")
     timings: dict[str, list[float]] = {"plain": [], "split": []}
     for _ in range(QUERY_RUNS):

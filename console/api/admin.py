@@ -46,7 +46,9 @@ class IsStaff(BasePermission):
         user = request.user
         if user is None or not (user.is_authenticated and user.is_staff and user.is_active):
             raise NotFound(f"No endpoint at {request.path}. See /api/v1/docs/ for the API reference.")
-        view.staff = StaffContext(user=user, ip_address=request.META.get("REMOTE_ADDR") or None, request_id=getattr(request._request, "request_id", ""))
+        view.staff = StaffContext(
+            user=user, ip_address=request.META.get("REMOTE_ADDR") or None, request_id=getattr(request._request, "request_id", "")
+        )
         return True
 
 
@@ -92,10 +94,18 @@ class TenantListView(StaffAPIView):
             limit = min(MAX_PAGE, max(1, int(request.query_params.get("limit", 50))))
             offset = max(0, int(request.query_params.get("offset", 0)))
         except ValueError:
-            return Response({"error": {"type": "invalid_request_error", "code": "invalid_input", "message": "limit and offset are whole numbers."}}, status=400)
+            return Response(
+                {"error": {"type": "invalid_request_error", "code": "invalid_input", "message": "limit and offset are whole numbers."}},
+                status=400,
+            )
         organizations = list(Organization.objects.order_by("-created_at", "id")[offset : offset + limit])
         total = Organization.objects.count()
-        body = {"count": total, "offset": offset, "limit": limit, "results": [_tenant_body(row) for row in platform_stats.tenant_rows(organizations)]}
+        body = {
+            "count": total,
+            "offset": offset,
+            "limit": limit,
+            "results": [_tenant_body(row) for row in platform_stats.tenant_rows(organizations)],
+        }
         return Response(body)
 
 
@@ -149,11 +159,30 @@ class TenantQuotaView(StaffAPIView):
 
         org = get_object_or_404(Organization, pk=org_id)
         if not isinstance(request.data, dict):
-            return Response({"error": {"type": "invalid_request_error", "code": "invalid_input", "message": "Send a JSON object of the quotas to change."}}, status=400)
+            return Response(
+                {
+                    "error": {
+                        "type": "invalid_request_error",
+                        "code": "invalid_input",
+                        "message": "Send a JSON object of the quotas to change.",
+                    }
+                },
+                status=400,
+            )
         unknown = sorted(set(request.data) - set(quotas.FIELDS))
         if unknown:
             message = f"Unknown quota field(s) {', '.join(unknown)}; quotas are {', '.join(quotas.FIELDS)}."
-            return Response({"error": {"type": "invalid_request_error", "code": "invalid_input", "message": message, "fields": {name: ["Unknown field."] for name in unknown}}}, status=400)
+            return Response(
+                {
+                    "error": {
+                        "type": "invalid_request_error",
+                        "code": "invalid_input",
+                        "message": message,
+                        "fields": {name: ["Unknown field."] for name in unknown},
+                    }
+                },
+                status=400,
+            )
         changes = validated(QuotaSerializer, request.data)
         quota = quotas.update_quota(self.staff, org, **changes)
         return Response({"organization": org.pk, **quotas.quota_snapshot(quota)})
@@ -230,7 +259,12 @@ class ClusterActionView(StaffAPIView):
         data = validated(ReasonSerializer, request.data if isinstance(request.data, dict) else {})
         change = cluster_ops.change_status(self.staff, cluster, self.action_name, data["reason"])
         row = next(row for row in platform_stats.cluster_rows() if row.cluster.pk == cluster.pk)
-        return Response({**_cluster_body(row), "replicas_moved": change.replicas_affected, "organizations_affected": change.organizations_affected})
+        return Response(
+            {**_cluster_body(row), "replicas_moved": change.replicas_affected, "organizations_affected": change.organizations_affected}
+        )
 
 
-CLUSTER_ACTION_VIEWS = {action: type(f"Cluster{action.capitalize()}View", (ClusterActionView,), {"action_name": action}) for action in ("cordon", "drain", "down", "up")}
+CLUSTER_ACTION_VIEWS = {
+    action: type(f"Cluster{action.capitalize()}View", (ClusterActionView,), {"action_name": action})
+    for action in ("cordon", "drain", "down", "up")
+}

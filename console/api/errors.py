@@ -75,7 +75,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         summary = "; ".join(f"{field}: {' '.join(messages)}" for field, messages in fields.items())
         response.data = error_body(400, f"Invalid input. {summary}", "invalid_input", fields)
     elif isinstance(exc, exceptions.UnsupportedMediaType):
-        response.data = error_body(415, f"{exc.detail} Send the body as JSON with `Content-Type: application/json`.", "unsupported_media_type")
+        response.data = error_body(
+            415, f"{exc.detail} Send the body as JSON with `Content-Type: application/json`.", "unsupported_media_type"
+        )
     elif isinstance(exc, exceptions.ParseError):
         response.data = error_body(400, f"The body is not valid JSON: {exc.detail}", "invalid_json")
     else:

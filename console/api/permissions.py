@@ -30,8 +30,6 @@ class OrgRolePermission(BasePermission):
             raise NotAuthenticated("Authenticate with `Authorization: Bearer <API key>` or a console session.")
         needed_role: Role = view.required_role(request.method)
         if not ctx.role.at_least(needed_role):
-            raise PermissionDenied(
-                f"Your role ({ctx.role.label.lower()}) cannot do this; it needs {needed_role.label.lower()} or above."
-            )
+            raise PermissionDenied(f"Your role ({ctx.role.label.lower()}) cannot do this; it needs {needed_role.label.lower()} or above.")
         view.ctx = ctx
         return True

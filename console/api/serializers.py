@@ -54,7 +54,9 @@ class InvitationSerializer(serializers.ModelSerializer):
 
 
 class InvitationCreateSerializer(serializers.Serializer):
-    email = serializers.EmailField(required=False, allow_blank=True, default="", help_text="Only this address may accept; leave empty for a shareable link.")
+    email = serializers.EmailField(
+        required=False, allow_blank=True, default="", help_text="Only this address may accept; leave empty for a shareable link."
+    )
     role = serializers.ChoiceField(choices=Role.choices)
 
 
@@ -111,7 +113,20 @@ class AuditEntrySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = AuditEntry
-        fields = ["id", "created_at", "actor", "actor_user", "actor_key", "action", "target_type", "target_id", "before", "after", "ip_address", "request_id"]
+        fields = [
+            "id",
+            "created_at",
+            "actor",
+            "actor_user",
+            "actor_key",
+            "action",
+            "target_type",
+            "target_id",
+            "before",
+            "after",
+            "ip_address",
+            "request_id",
+        ]
         read_only_fields = fields
 
     def get_actor_user(self, entry: AuditEntry) -> str | None:

@@ -150,7 +150,11 @@ class ApiKeyDetailView(ApiKeyObjectView):
 
 
 class ApiKeyRotateView(ApiKeyObjectView):
-    @extend_schema(request=None, responses={201: s.IssuedApiKeySerializer}, description="Issues a replacement key; the old one keeps working for the grace period.")
+    @extend_schema(
+        request=None,
+        responses={201: s.IssuedApiKeySerializer},
+        description="Issues a replacement key; the old one keeps working for the grace period.",
+    )
     def post(self, request: Request, key_id: str) -> Response:
         issued = services.rotate_api_key(self.ctx, self.get_object())
         body = s.IssuedApiKeySerializer(issued.api_key, context={"plaintext": issued.plaintext}).data

@@ -36,7 +36,9 @@ def signup(request: HttpRequest) -> HttpResponse:
         user = form.save()
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         target = request.GET.get("next", "")
-        local = target.startswith("/") and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure())
+        local = target.startswith("/") and url_has_allowed_host_and_scheme(
+            target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        )
         if local:
             return HttpResponseRedirect(target)  # e.g. back to an invitation link
         return redirect("create-organization")
@@ -50,8 +52,10 @@ def create_organization(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             org = services.create_organization(
-                request.user, form.cleaned_data["name"],  # type: ignore[arg-type]
-                ip_address=access.client_ip(request), request_id=access.request_id(request),
+                request.user,
+                form.cleaned_data["name"],  # type: ignore[arg-type]
+                ip_address=access.client_ip(request),
+                request_id=access.request_id(request),
             )
         except ServiceError as error:
             form.add_error(error.field, error.message)
@@ -68,7 +72,10 @@ def accept_invitation(request: HttpRequest, token: str) -> HttpResponse:
     if request.method == "POST" and invitation is not None:
         try:
             membership = services.accept_invitation(
-                request.user, token, ip_address=access.client_ip(request), request_id=access.request_id(request)  # type: ignore[arg-type]
+                request.user,
+                token,
+                ip_address=access.client_ip(request),
+                request_id=access.request_id(request),  # type: ignore[arg-type]
             )
         except ServiceError as error:
             messages.error(request, error.message)

@@ -20,6 +20,8 @@ def overview(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
         "active_key_count": sum(1 for key in selectors.api_keys(org) if key.status == "active"),
         "recent_entries": list(selectors.audit_entries(org)[:5]) if ctx.role.at_least("admin") else [],
         # The last 24 hours of usage, live through the same WebSocket as the Usage page.
-        "dashboard": dashboards.usage_dashboard(org, dashboards.DashboardParams.parse({}, fallback_tz=request.COOKIES.get("sb_tz")), show_cost=ctx.role.at_least(Role.ADMIN)),
+        "dashboard": dashboards.usage_dashboard(
+            org, dashboards.DashboardParams.parse({}, fallback_tz=request.COOKIES.get("sb_tz")), show_cost=ctx.role.at_least(Role.ADMIN)
+        ),
     }
     return render(request, "console/overview.html", context)

@@ -103,8 +103,10 @@ def _tenant_context(org: Organization, **forms: Form) -> dict[str, Any]:
         "grants": [(grant, invoices.remaining_credit(grant)) for grant in CreditGrant.objects.for_org(org).order_by("-granted_at")],
         "overrides": staff_ops.price_lines(overrides=True, organization=org, now=now),
         "entries": AuditEntry.objects.for_org(org)[:20],
-        "status_form": forms.get("status_form") or StatusForm(prefix="status", initial={"status": "active" if org.status == "suspended" else "suspended"}),
-        "plan_form": forms.get("plan_form") or PlanForm(prefix="plan", initial={"plan": account.plan, "committed_monthly_minimum": account.committed_monthly_minimum}),
+        "status_form": forms.get("status_form")
+        or StatusForm(prefix="status", initial={"status": "active" if org.status == "suspended" else "suspended"}),
+        "plan_form": forms.get("plan_form")
+        or PlanForm(prefix="plan", initial={"plan": account.plan, "committed_monthly_minimum": account.committed_monthly_minimum}),
         "credit_form": forms.get("credit_form") or CreditForm(prefix="credit"),
         "price_forms": _price_forms(forms),
         "active_nav": "staff-tenants",
@@ -115,7 +117,10 @@ def _price_forms(forms: dict[str, Form]) -> dict[str, Form]:
     from billing.staff_ops import next_whole_hour
 
     start = next_whole_hour().astimezone(UTC).replace(tzinfo=None)
-    return {kind: forms.get(f"{kind}_form") or form_class(prefix=kind, initial={"effective_from": start}) for kind, form_class in PRICE_FORMS.items()}
+    return {
+        kind: forms.get(f"{kind}_form") or form_class(prefix=kind, initial={"effective_from": start})
+        for kind, form_class in PRICE_FORMS.items()
+    }
 
 
 @staff_page
@@ -157,7 +162,12 @@ def tenant_plan(request: HttpRequest, org_id: str) -> HttpResponse:
     form = PlanForm(request.POST, prefix="plan")
 
     def act(org: Organization) -> str:
-        account = staff_ops.set_plan(StaffContext.of(request), org, plan=form.cleaned_data["plan"], committed_monthly_minimum=form.cleaned_data["committed_monthly_minimum"])
+        account = staff_ops.set_plan(
+            StaffContext.of(request),
+            org,
+            plan=form.cleaned_data["plan"],
+            committed_monthly_minimum=form.cleaned_data["committed_monthly_minimum"],
+        )
         return f"{org.name} is on the {account.get_plan_display()} plan."
 
     return _tenant_form_post(request, org_id, "plan_form", form, act)
@@ -172,7 +182,9 @@ def tenant_credit(request: HttpRequest, org_id: str) -> HttpResponse:
 
     def act(org: Organization) -> str:
         data = form.cleaned_data
-        grant = staff_ops.grant_credit(StaffContext.of(request), org, amount=data["amount"], reason=data["reason"], expires_at=data["expires_at"])
+        grant = staff_ops.grant_credit(
+            StaffContext.of(request), org, amount=data["amount"], reason=data["reason"], expires_at=data["expires_at"]
+        )
         return f"${grant.amount} of credit granted to {org.name}."
 
     return _tenant_form_post(request, org_id, "credit_form", form, act)
@@ -217,14 +229,29 @@ def tenant_quota(request: HttpRequest, org_id: str) -> HttpResponse:
         except ServiceError as error:
             _apply_error(form, error)
         else:
-            messages.success(request, f"Quotas of {org.name} saved. Deploys and scaling check them at once; the gateway applies its limits within a few seconds.")
+            messages.success(
+                request,
+                f"Quotas of {org.name} saved. Deploys and scaling check them at once; the gateway applies its limits within a few seconds.",
+            )
             return redirect("staff-tenant-quota", org_id=org.pk)
-    specs = [DeploymentSpec.of(d.current_revision) for d in selectors.live_deployments(org).select_related("current_revision") if d.current_revision]
+    specs = [
+        DeploymentSpec.of(d.current_revision)
+        for d in selectors.live_deployments(org).select_related("current_revision")
+        if d.current_revision
+    ]
     in_use = {"replicas": sum(spec.max_replicas for spec in specs), "gpus": {}}
     for spec in specs:
         in_use["gpus"][spec.gpu_type] = in_use["gpus"].get(spec.gpu_type, 0) + spec.max_replicas  # type: ignore[index]
     gpu_rows = [(field, in_use["gpus"].get(form.gpu_codes[field.name], 0)) for field in form.gpu_fields()]  # type: ignore[union-attr]
-    context = {"org": org, "form": form, "quota": quota, "saved": quota.pk is not None, "in_use": in_use, "gpu_rows": gpu_rows, "active_nav": "staff-tenants"}
+    context = {
+        "org": org,
+        "form": form,
+        "quota": quota,
+        "saved": quota.pk is not None,
+        "in_use": in_use,
+        "gpu_rows": gpu_rows,
+        "active_nav": "staff-tenants",
+    }
     return render(request, "console/staff_quota.html", context, status=400 if form.errors else 200)
 
 
@@ -235,7 +262,11 @@ def tenant_quota(request: HttpRequest, org_id: str) -> HttpResponse:
 def _clusters_context(form: ClusterForm | None = None) -> dict[str, Any]:
     from billing import platform_stats
 
-    return {"rows": platform_stats.cluster_rows(), "form": form or ClusterForm(initial={"driver": "local", "status": "active"}), "active_nav": "staff-clusters"}
+    return {
+        "rows": platform_stats.cluster_rows(),
+        "form": form or ClusterForm(initial={"driver": "local", "status": "active"}),
+        "active_nav": "staff-clusters",
+    }
 
 
 @staff_page
@@ -258,7 +289,12 @@ def clusters(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, f"Cluster {cluster.name} added in {cluster.region} ({cluster.get_status_display().lower()}).")
             return redirect("staff-clusters")
-    return render(request, "console/staff_clusters.html", _clusters_context(form if request.method == "POST" else None), status=400 if form.errors else 200)
+    return render(
+        request,
+        "console/staff_clusters.html",
+        _clusters_context(form if request.method == "POST" else None),
+        status=400 if form.errors else 200,
+    )
 
 
 CLUSTER_DONE = {
@@ -373,4 +409,3 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     entries = StaffAuditEntry.objects.select_related("actor_user").all()
     page = Paginator(entries, 50).get_page(request.GET.get("page"))
     return render(request, "console/staff_audit.html", {"page": page, "active_nav": "staff-audit"})
-

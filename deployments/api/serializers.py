@@ -22,7 +22,19 @@ class RevisionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = DeploymentRevision
-        fields = ["id", "number", "model", "gpu_type", "allowed_regions", "min_replicas", "max_replicas", "target_concurrency", "scale_down_delay_s", "idle_timeout_s", "created_at"]
+        fields = [
+            "id",
+            "number",
+            "model",
+            "gpu_type",
+            "allowed_regions",
+            "min_replicas",
+            "max_replicas",
+            "target_concurrency",
+            "scale_down_delay_s",
+            "idle_timeout_s",
+            "created_at",
+        ]
         read_only_fields = fields
 
 
@@ -86,7 +98,19 @@ class CatalogModelSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = CatalogModel
-        fields = ["id", "name", "task", "source_kind", "source", "weights_format", "context_length", "embedding_dimensions", "license", "description", "builtin"]
+        fields = [
+            "id",
+            "name",
+            "task",
+            "source_kind",
+            "source",
+            "weights_format",
+            "context_length",
+            "embedding_dimensions",
+            "license",
+            "description",
+            "builtin",
+        ]
         read_only_fields = fields
 
     def get_builtin(self, entry: CatalogModel) -> bool:

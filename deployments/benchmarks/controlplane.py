@@ -53,12 +53,14 @@ def _seed(drivers: dict[str, InMemoryDriver]) -> list[str]:
     ensure_gpu_types()
     regions = [f"region-{index // 3}" for index in range(CLUSTERS)]
     clusters = Cluster.objects.bulk_create(
-        Cluster(name=f"bench-{index}", provider="bench", region=regions[index], driver=Cluster.Driver.LOCAL, connection={}, simulated=True) for index in range(CLUSTERS)
+        Cluster(name=f"bench-{index}", provider="bench", region=regions[index], driver=Cluster.Driver.LOCAL, connection={}, simulated=True)
+        for index in range(CLUSTERS)
     )
     ClusterGpu.objects.bulk_create(ClusterGpu(cluster=cluster, gpu_type_id="CPU", count=1000) for cluster in clusters)
     orgs = Organization.objects.bulk_create(Organization(name=f"Bench {index}", slug=f"bench-{index}") for index in range(ORGANIZATIONS))
     deployments = Deployment.objects.bulk_create(
-        Deployment(organization=orgs[index % ORGANIZATIONS], name=f"d{index}", status=Deployment.Status.ACTIVE) for index in range(DEPLOYMENTS)
+        Deployment(organization=orgs[index % ORGANIZATIONS], name=f"d{index}", status=Deployment.Status.ACTIVE)
+        for index in range(DEPLOYMENTS)
     )
     revisions = DeploymentRevision.objects.bulk_create(
         DeploymentRevision(
@@ -105,7 +107,9 @@ def reconcile_pass_seconds(log: Any) -> float:
     log("one full reconcile pass ...")
 
     started = time.perf_counter()
-    result = reconcile_fleet(ids, drivers=lambda cluster: drivers[cluster.name], probe=lambda endpoint: "ready", scrape=lambda endpoints: 0.0)
+    result = reconcile_fleet(
+        ids, drivers=lambda cluster: drivers[cluster.name], probe=lambda endpoint: "ready", scrape=lambda endpoints: 0.0
+    )
     elapsed = time.perf_counter() - started
     if result.steady != len(ids):
         raise RuntimeError(f"expected a steady fleet, got {result}")
@@ -136,7 +140,9 @@ def cold_start_seconds(model: str = "all-minilm-l6-v2") -> float:
 
 def run(*, seconds: float = 10.0, log: Any = print) -> ControlPlaneFigures:
     if connection.vendor != "postgresql":
-        raise RuntimeError("bench controlplane measures on PostgreSQL: set DATABASE_URL=postgres://... (a throwaway database is created for the run)")
+        raise RuntimeError(
+            "bench controlplane measures on PostgreSQL: set DATABASE_URL=postgres://... (a throwaway database is created for the run)"
+        )
     creation = connection.creation
     original = connection.settings_dict["NAME"]
     creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)

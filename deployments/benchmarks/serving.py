@@ -36,8 +36,26 @@ EMBED_PARALLEL = 2
 CHAT_CLIENTS = 16
 CHAT_TOKENS = 64
 
-_SUBJECTS = ["a lighthouse keeper", "a city at night", "the first snow", "an old library", "a desert train", "a mountain village", "a lost robot", "the deep sea"]
-_ACTIONS = ["discovers a secret", "waits for a letter", "learns to paint", "builds a bridge", "hears a strange song", "plants a garden", "opens a shop", "crosses a river"]
+_SUBJECTS = [
+    "a lighthouse keeper",
+    "a city at night",
+    "the first snow",
+    "an old library",
+    "a desert train",
+    "a mountain village",
+    "a lost robot",
+    "the deep sea",
+]
+_ACTIONS = [
+    "discovers a secret",
+    "waits for a letter",
+    "learns to paint",
+    "builds a bridge",
+    "hears a strange song",
+    "plants a garden",
+    "opens a shop",
+    "crosses a river",
+]
 
 
 def sentences(count: int) -> list[str]:
@@ -134,7 +152,17 @@ def _chat_bodies(prompts: list[str]) -> list[bytes]:
 
 
 def streamed_chat(port: int, prompts: list[str], clients: int, requests_per_client: int) -> LoadResult:
-    result = asyncio.run(run_load("127.0.0.1", port, "/v1/chat/completions", _chat_bodies(prompts), concurrency=clients, requests_per_client=requests_per_client, streaming=True))
+    result = asyncio.run(
+        run_load(
+            "127.0.0.1",
+            port,
+            "/v1/chat/completions",
+            _chat_bodies(prompts),
+            concurrency=clients,
+            requests_per_client=requests_per_client,
+            streaming=True,
+        )
+    )
     _require_no_errors(result, "chat")
     return result
 
@@ -154,7 +182,17 @@ def steady_chat(port: int, prompts: list[str], clients: int, seconds: float) -> 
     outcome: list[LoadResult] = []
     load = threading.Thread(
         target=lambda: outcome.append(
-            asyncio.run(run_load("127.0.0.1", port, "/v1/chat/completions", _chat_bodies(prompts), concurrency=clients, duration=warm + seconds, streaming=True))
+            asyncio.run(
+                run_load(
+                    "127.0.0.1",
+                    port,
+                    "/v1/chat/completions",
+                    _chat_bodies(prompts),
+                    concurrency=clients,
+                    duration=warm + seconds,
+                    streaming=True,
+                )
+            )
         )
     )
     load.start()
@@ -172,12 +210,17 @@ def static_batch_rate(prompts: list[str]) -> float:
     loaded = loading.load(get_spec(CHAT_MODEL), cache_dir=settings.MODEL_CACHE_DIR)
     tokenizer = loaded.tokenizer
     tokenizer.padding_side = "left"
-    texts = [tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False) for prompt in prompts]
+    texts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
+        for prompt in prompts
+    ]
     batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(loaded.device)
     with torch.inference_mode():
         loaded.model.generate(**batch, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
         started = time.perf_counter()
-        loaded.model.generate(**batch, max_new_tokens=CHAT_TOKENS, min_new_tokens=CHAT_TOKENS, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        loaded.model.generate(
+            **batch, max_new_tokens=CHAT_TOKENS, min_new_tokens=CHAT_TOKENS, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
         elapsed = time.perf_counter() - started
     return len(prompts) * CHAT_TOKENS / elapsed
 
@@ -195,7 +238,9 @@ def run(*, seconds: float = 10.0, log: Any = print) -> ServingFigures:
     plain = max(raw_embedding_rate(texts, seconds / 3, 32), raw_embedding_rate(texts, seconds / 3, 64))
     raw = max(plain, raw_embedding_rate(texts, seconds / 3, EMBED_BATCH, parallel=EMBED_PARALLEL))
     log(f"  {raw:.1f} texts/s (one pass on all cores: {plain:.1f})")
-    with model_server(EMBEDDING_MODEL, "--max-batch-size", str(EMBED_BATCH), "--parallel-batches", str(EMBED_PARALLEL), cache_dir=settings.MODEL_CACHE_DIR) as server:
+    with model_server(
+        EMBEDDING_MODEL, "--max-batch-size", str(EMBED_BATCH), "--parallel-batches", str(EMBED_PARALLEL), cache_dir=settings.MODEL_CACHE_DIR
+    ) as server:
         log(f"embeddings: {EMBED_CLIENTS} HTTP clients, dynamic batching ({EMBED_PARALLEL} passes of up to {EMBED_BATCH} at once) ...")
         served = served_embedding_rate(server.port, texts, seconds)
         log(f"  {served:.1f} texts/s")
@@ -232,11 +277,36 @@ def run(*, seconds: float = 10.0, log: Any = print) -> ServingFigures:
 def table(figures: ServingFigures) -> str:
     data = figures.as_json()
     rows = [
-        ("Embeddings, 64 clients: served vs best raw forward passes", f"{data['embeddings_served_texts_per_s']} vs {data['embeddings_raw_texts_per_s']} texts/s", f"{data['embeddings_vs_raw']:.2f}", ">= 0.90"),
-        ("Embeddings, 64 clients: served vs one raw pass on all cores", f"{data['embeddings_served_texts_per_s']} vs {data['embeddings_plain_forward_texts_per_s']} texts/s", f"{data['embeddings_vs_plain_forward']:.2f}", "(context)"),
-        ("Embeddings, 64 clients: batching vs batching off", f"{data['embeddings_served_texts_per_s']} vs {data['embeddings_unbatched_texts_per_s']} texts/s", f"{data['embeddings_vs_unbatched']:.2f}x", ">= 3.5x"),
-        ("Chat, 16 streams vs 1 stream", f"{data['chat_concurrent_tokens_per_s']} vs {data['chat_single_tokens_per_s']} tokens/s", f"{data['chat_vs_single']:.2f}x", ">= 6x"),
-        ("Chat, 16 streams vs static generate() batch of 16", f"{data['chat_concurrent_tokens_per_s']} vs {data['chat_static_batch_tokens_per_s']} tokens/s", f"{data['chat_vs_static_batch']:.2f}", ">= 0.85"),
+        (
+            "Embeddings, 64 clients: served vs best raw forward passes",
+            f"{data['embeddings_served_texts_per_s']} vs {data['embeddings_raw_texts_per_s']} texts/s",
+            f"{data['embeddings_vs_raw']:.2f}",
+            ">= 0.90",
+        ),
+        (
+            "Embeddings, 64 clients: served vs one raw pass on all cores",
+            f"{data['embeddings_served_texts_per_s']} vs {data['embeddings_plain_forward_texts_per_s']} texts/s",
+            f"{data['embeddings_vs_plain_forward']:.2f}",
+            "(context)",
+        ),
+        (
+            "Embeddings, 64 clients: batching vs batching off",
+            f"{data['embeddings_served_texts_per_s']} vs {data['embeddings_unbatched_texts_per_s']} texts/s",
+            f"{data['embeddings_vs_unbatched']:.2f}x",
+            ">= 3.5x",
+        ),
+        (
+            "Chat, 16 streams vs 1 stream",
+            f"{data['chat_concurrent_tokens_per_s']} vs {data['chat_single_tokens_per_s']} tokens/s",
+            f"{data['chat_vs_single']:.2f}x",
+            ">= 6x",
+        ),
+        (
+            "Chat, 16 streams vs static generate() batch of 16",
+            f"{data['chat_concurrent_tokens_per_s']} vs {data['chat_static_batch_tokens_per_s']} tokens/s",
+            f"{data['chat_vs_static_batch']:.2f}",
+            ">= 0.85",
+        ),
         ("Chat, 16 streams: time to first token", f"p50 {data['chat_ttft_p50_ms']} ms, p99 {data['chat_ttft_p99_ms']} ms", "", ""),
     ]
     lines = ["| benchmark | measured | ratio | goal |", "|---|---|---|---|"]

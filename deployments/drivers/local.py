@@ -8,7 +8,13 @@ from deployments.drivers.base import DriverError, ObservedReplica, ReplicaReques
 
 
 def _observed(row: dict) -> ObservedReplica:  # type: ignore[type-arg]
-    return ObservedReplica(replica_id=row["replica_id"], running=row["running"], endpoint=row["endpoint"], exit_code=row.get("exit_code"), detail=row.get("detail", ""))
+    return ObservedReplica(
+        replica_id=row["replica_id"],
+        running=row["running"],
+        endpoint=row["endpoint"],
+        exit_code=row.get("exit_code"),
+        detail=row.get("detail", ""),
+    )
 
 
 class LocalAgentDriver:

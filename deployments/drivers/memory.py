@@ -19,7 +19,9 @@ class InMemoryDriver:
         with self._lock:
             if request.replica_id not in self.replicas:
                 self.creates += 1
-                self.replicas[request.replica_id] = ObservedReplica(request.replica_id, running=True, endpoint=f"memory://{self.cluster}/{request.replica_id}")
+                self.replicas[request.replica_id] = ObservedReplica(
+                    request.replica_id, running=True, endpoint=f"memory://{self.cluster}/{request.replica_id}"
+                )
             return self.replicas[request.replica_id]
 
     def delete_replica(self, replica_id: str, *, drain_seconds: float) -> None:

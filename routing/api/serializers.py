@@ -13,7 +13,17 @@ class ProviderSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ExternalProvider
-        fields = ["id", "name", "base_url", "region", "api_key", "input_price_per_mtok", "output_price_per_mtok", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "name",
+            "base_url",
+            "region",
+            "api_key",
+            "input_price_per_mtok",
+            "output_price_per_mtok",
+            "created_at",
+            "updated_at",
+        ]
         read_only_fields = fields
 
     def get_api_key(self, provider: ExternalProvider) -> str:
@@ -70,7 +80,12 @@ class RouteSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_targets(self, route: ModelRoute) -> list[dict[str, Any]]:
-        rows = RouteTarget.objects.for_org(route.organization).filter(route=route).select_related("deployment", "provider").order_by("position")
+        rows = (
+            RouteTarget.objects.for_org(route.organization)
+            .filter(route=route)
+            .select_related("deployment", "provider")
+            .order_by("position")
+        )
         return TargetSerializer(rows, many=True).data  # type: ignore[return-value]
 
 
@@ -95,7 +110,12 @@ class RouteWriteSerializer(serializers.Serializer):
 
 
 def route_spec(data: dict[str, Any]) -> services.RouteSpec:
-    targets = tuple(services.TargetSpec(deployment_id=t["deployment"], provider_id=t["provider"], provider_model=t["provider_model"], weight=t["weight"]) for t in data["targets"])
+    targets = tuple(
+        services.TargetSpec(
+            deployment_id=t["deployment"], provider_id=t["provider"], provider_model=t["provider_model"], weight=t["weight"]
+        )
+        for t in data["targets"]
+    )
     return services.RouteSpec(
         name=data["name"],
         targets=targets,

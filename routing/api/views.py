@@ -74,7 +74,9 @@ class ProviderDetailView(ProviderAPIView):
     def get(self, request: Request, provider_id: str) -> Response:
         return Response(self.get_serializer(self.get_provider()).data)
 
-    @extend_schema(request=s.ProviderUpdateSerializer, description="Changes the given fields; an empty or missing api_key keeps the stored one.")
+    @extend_schema(
+        request=s.ProviderUpdateSerializer, description="Changes the given fields; an empty or missing api_key keeps the stored one."
+    )
     def patch(self, request: Request, provider_id: str) -> Response:
         provider = self.get_provider()
         changes = validated(s.ProviderUpdateSerializer, request.data)

@@ -60,22 +60,32 @@ class Backend:
             await self._json(send, 200, {"name": self.name, "requests": self.requests, "disconnects": self.disconnects})
             return
         if path in ("/health", "/v1/models"):
-            await self._json(send, 200, {"object": "list", "data": [{"id": "bench-model", "object": "model", "created": 0, "owned_by": "bench"}]})
+            await self._json(
+                send, 200, {"object": "list", "data": [{"id": "bench-model", "object": "model", "created": 0, "owned_by": "bench"}]}
+            )
             return
         if path not in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings") or scope["method"] != "POST":
-            await self._json(send, 404, {"error": {"message": f"No route {path}", "type": "invalid_request_error", "param": None, "code": None}})
+            await self._json(
+                send, 404, {"error": {"message": f"No route {path}", "type": "invalid_request_error", "param": None, "code": None}}
+            )
             return
         self.requests += 1
         try:
             request = orjson.loads(body) if body else {}
         except orjson.JSONDecodeError:
-            await self._json(send, 400, {"error": {"message": "invalid JSON", "type": "invalid_request_error", "param": None, "code": None}})
+            await self._json(
+                send, 400, {"error": {"message": "invalid JSON", "type": "invalid_request_error", "param": None, "code": None}}
+            )
             return
         behaviour = self.behaviour
         if behaviour.latency_ms:
             await asyncio.sleep(behaviour.latency_ms / 1000)
         if behaviour.fail_status:
-            await self._json(send, behaviour.fail_status, {"error": {"message": f"{self.name} is failing on purpose", "type": "server_error", "param": None, "code": None}})
+            await self._json(
+                send,
+                behaviour.fail_status,
+                {"error": {"message": f"{self.name} is failing on purpose", "type": "server_error", "param": None, "code": None}},
+            )
             return
         model = str(request.get("model", "bench-model"))
         prompt_tokens = _prompt_tokens(request)
@@ -83,7 +93,11 @@ class Backend:
             inputs = request.get("input")
             count = len(inputs) if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int) else 1
             data = [{"object": "embedding", "index": i, "embedding": [0.125] * EMBEDDING_DIMENSIONS} for i in range(count)]
-            await self._json(send, 200, {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}})
+            await self._json(
+                send,
+                200,
+                {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}},
+            )
             return
         chat = path == "/v1/chat/completions"
         if request.get("stream"):
@@ -101,10 +115,32 @@ class Backend:
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": COMPLETION_TOKENS, "total_tokens": prompt_tokens + COMPLETION_TOKENS}
         if chat:
             choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": COMPLETION_TEXT}, "finish_reason": "stop"}
-            await self._json(send, 200, {"id": "chatcmpl-bench", "object": "chat.completion", "created": int(time.time()), "model": model, "choices": [choice], "usage": usage})
+            await self._json(
+                send,
+                200,
+                {
+                    "id": "chatcmpl-bench",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [choice],
+                    "usage": usage,
+                },
+            )
         else:
             choice = {"index": 0, "text": COMPLETION_TEXT, "finish_reason": "stop", "logprobs": None}
-            await self._json(send, 200, {"id": "cmpl-bench", "object": "text_completion", "created": int(time.time()), "model": model, "choices": [choice], "usage": usage})
+            await self._json(
+                send,
+                200,
+                {
+                    "id": "cmpl-bench",
+                    "object": "text_completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [choice],
+                    "usage": usage,
+                },
+            )
 
     async def _stream(self, send: Send, model: str, chat: bool, prompt_tokens: int, include_usage: bool) -> None:
         headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), self._name_header]
@@ -126,7 +162,13 @@ class Backend:
                     "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": "stop" if last else None}],
                 }
             else:
-                chunk = {"id": "cmpl-bench", "object": "text_completion", "created": created, "model": model, "choices": [{"index": 0, "text": text, "finish_reason": "stop" if last else None}]}
+                chunk = {
+                    "id": "cmpl-bench",
+                    "object": "text_completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [{"index": 0, "text": text, "finish_reason": "stop" if last else None}],
+                }
             if include_usage:
                 chunk["usage"] = None
             await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n", "more_body": True})
@@ -134,7 +176,14 @@ class Backend:
                 await asyncio.sleep(self.behaviour.chunk_delay_ms / 1000)
         if include_usage:
             usage = {"prompt_tokens": prompt_tokens, "completion_tokens": STREAM_CHUNKS, "total_tokens": prompt_tokens + STREAM_CHUNKS}
-            final = {"id": "chatcmpl-bench" if chat else "cmpl-bench", "object": "chat.completion.chunk" if chat else "text_completion", "created": created, "model": model, "choices": [], "usage": usage}
+            final = {
+                "id": "chatcmpl-bench" if chat else "cmpl-bench",
+                "object": "chat.completion.chunk" if chat else "text_completion",
+                "created": created,
+                "model": model,
+                "choices": [],
+                "usage": usage,
+            }
             await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(final) + b"\n\n", "more_body": True})
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
 
@@ -201,7 +250,15 @@ def main() -> None:
     parser.add_argument("--chunk-delay-ms", type=float, default=0.0)
     args = parser.parse_args()
     behaviour = Behaviour(latency_ms=args.latency_ms, fail_status=args.fail_status, chunk_delay_ms=args.chunk_delay_ms)
-    uvicorn.run(Backend(args.name, behaviour), host=args.host, port=args.port, loop="uvloop", http="httptools", access_log=False, log_level="warning")
+    uvicorn.run(
+        Backend(args.name, behaviour),
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
 
 
 if __name__ == "__main__":

@@ -86,8 +86,12 @@ def table(figures: GatewayFigures) -> str:
     ]
     for c in CONNECTIONS:
         direct, gateway, litellm = (getattr(figures, f"{name}_c{c}") for name in ("direct", "gateway", "litellm"))
-        lines.append(f"| {c} connection(s): requests/s | {direct.requests_per_s:,.0f} | {gateway.requests_per_s:,.0f} | {litellm.requests_per_s:,.0f} |")
-        lines.append(f"| {c} connection(s): p50 / p99 ms | {direct.p50_ms:.2f} / {direct.p99_ms:.2f} | {gateway.p50_ms:.2f} / {gateway.p99_ms:.2f} | {litellm.p50_ms:.2f} / {litellm.p99_ms:.2f} |")
+        lines.append(
+            f"| {c} connection(s): requests/s | {direct.requests_per_s:,.0f} | {gateway.requests_per_s:,.0f} | {litellm.requests_per_s:,.0f} |"
+        )
+        lines.append(
+            f"| {c} connection(s): p50 / p99 ms | {direct.p50_ms:.2f} / {direct.p99_ms:.2f} | {gateway.p50_ms:.2f} / {gateway.p99_ms:.2f} | {litellm.p50_ms:.2f} / {litellm.p99_ms:.2f} |"
+        )
     lines += [
         "",
         "| figure | value | goal |",
@@ -106,10 +110,18 @@ def run(seconds: float, log: Callable[[str], None]) -> GatewayFigures:
     root = Path(settings.BASE_DIR)
     work = Path(tempfile.mkdtemp(prefix="gateway-bench-", dir=_bench_dir()))
     try:
-        with _backend() as backend_url, _gateway(root, work, backend_url, log) as (gateway_url, key), _litellm(work, backend_url, log) as litellm_url:
+        with (
+            _backend() as backend_url,
+            _gateway(root, work, backend_url, log) as (gateway_url, key),
+            _litellm(work, backend_url, log) as litellm_url,
+        ):
             results: dict[str, Load] = {}
             for connections in CONNECTIONS:
-                for name, url, auth in (("direct", backend_url, "none"), ("gateway", gateway_url, key), ("litellm", litellm_url, "sk-bench")):
+                for name, url, auth in (
+                    ("direct", backend_url, "none"),
+                    ("gateway", gateway_url, key),
+                    ("litellm", litellm_url, "sk-bench"),
+                ):
                     log(f"{name}: {connections} connection(s), {seconds:.0f} s")
                     _wrk(wrk, work, url, auth, connections, min(2.0, seconds))  # warm-up
                     results[f"{name}_c{connections}"] = _wrk(wrk, work, url, auth, connections, seconds)
@@ -143,7 +155,17 @@ def _wrk(wrk: str, work: Path, url: str, key: str, connections: int, seconds: fl
     script = work / "post.lua"
     script.write_text(_WRK_SCRIPT % {"body": json.dumps(REQUEST), "key": key})
     completed = subprocess.run(
-        [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(script), url + "/v1/chat/completions"],
+        [
+            wrk,
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            url + "/v1/chat/completions",
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -152,7 +174,12 @@ def _wrk(wrk: str, work: Path, url: str, key: str, connections: int, seconds: fl
     if line is None:
         raise RuntimeError(f"wrk printed no summary: {completed.stdout} {completed.stderr}")
     summary = json.loads(line[4:])
-    return Load(requests_per_s=summary["requests"] / summary["seconds"], p50_ms=summary["p50_us"] / 1000, p99_ms=summary["p99_us"] / 1000, errors=summary["errors"])
+    return Load(
+        requests_per_s=summary["requests"] / summary["seconds"],
+        p50_ms=summary["p50_us"] / 1000,
+        p99_ms=summary["p99_us"] / 1000,
+        errors=summary["errors"],
+    )
 
 
 def _wait(url: str, process: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
@@ -171,7 +198,9 @@ def _wait(url: str, process: subprocess.Popen[bytes], timeout: float = 120.0) ->
 @contextmanager
 def _backend() -> Iterator[str]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "routing.benchmarks.backend", "--port", str(port), "--name", "bench"], cwd=settings.BASE_DIR)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "routing.benchmarks.backend", "--port", str(port), "--name", "bench"], cwd=settings.BASE_DIR
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait(url + "/health", process)
@@ -203,7 +232,11 @@ def _gateway(root: Path, work: Path, backend_url: str, log: Callable[[str], None
     log("gateway: migrating a fresh database and creating the benchmark route")
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=root, env=env, check=True)
     setup = subprocess.run(
-        [sys.executable, "-c", f"import django; django.setup(); from routing.benchmarks.gateway import prepare; print(prepare({backend_url!r}))"],
+        [
+            sys.executable,
+            "-c",
+            f"import django; django.setup(); from routing.benchmarks.gateway import prepare; print(prepare({backend_url!r}))",
+        ],
         cwd=root,
         env={**env, "DJANGO_SETTINGS_MODULE": "console.settings"},
         check=True,
@@ -213,7 +246,21 @@ def _gateway(root: Path, work: Path, backend_url: str, log: Callable[[str], None
     key = setup.stdout.strip().splitlines()[-1]
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "console.asgi:application", "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "console.asgi:application",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
         cwd=root,
         env=env,
         stderr=subprocess.DEVNULL,  # the gateway's own access log: one line per request
@@ -244,8 +291,12 @@ def prepare(backend_url: str) -> str:
     Membership.objects.create(organization=org, user=owner, role=Role.OWNER)
     Quota.objects.create(organization=org, requests_per_minute=100_000_000, tokens_per_minute=2_000_000_000, concurrent_requests=100_000)
     ctx = OrgContext(organization=org, role=Role.OWNER, user=owner)
-    provider = services.create_provider(ctx, name="bench", base_url=backend_url + "/v1", region="local", api_key="", input_price_per_mtok="0.5", output_price_per_mtok="1.5")
-    services.create_route(ctx, services.RouteSpec(name="bench-chat", targets=(services.TargetSpec(provider_id=provider.pk, provider_model="bench-model"),)))
+    provider = services.create_provider(
+        ctx, name="bench", base_url=backend_url + "/v1", region="local", api_key="", input_price_per_mtok="0.5", output_price_per_mtok="1.5"
+    )
+    services.create_route(
+        ctx, services.RouteSpec(name="bench-chat", targets=(services.TargetSpec(provider_id=provider.pk, provider_model="bench-model"),))
+    )
     return console_services.create_api_key(ctx, name="benchmark", scopes=["inference"]).plaintext
 
 

@@ -29,8 +29,25 @@ def _client(user) -> Client:  # type: ignore[no-untyped-def]
 
 def _spend(tenants: Tenants, dollars: int, request_id: str = "spent") -> None:
     """Usage this month worth `dollars`: that many million input tokens at $1."""
-    ModelPrice.objects.get_or_create(model="llama", organization=None, effective_from=NOW.replace(day=1, hour=0, minute=0, second=0, microsecond=0) - timedelta(days=40), defaults={"input_price_per_mtok": Decimal(1), "output_price_per_mtok": Decimal(1)})
-    ingest.write_batch([_record(tenants.org_a.pk, request_id, at=NOW - timedelta(minutes=5), model="llama", route="llama", input_tokens=dollars * 1_000_000, output_tokens=0)])
+    ModelPrice.objects.get_or_create(
+        model="llama",
+        organization=None,
+        effective_from=NOW.replace(day=1, hour=0, minute=0, second=0, microsecond=0) - timedelta(days=40),
+        defaults={"input_price_per_mtok": Decimal(1), "output_price_per_mtok": Decimal(1)},
+    )
+    ingest.write_batch(
+        [
+            _record(
+                tenants.org_a.pk,
+                request_id,
+                at=NOW - timedelta(minutes=5),
+                model="llama",
+                route="llama",
+                input_tokens=dollars * 1_000_000,
+                output_tokens=0,
+            )
+        ]
+    )
 
 
 def test_owners_see_the_running_invoice_credits_and_past_invoices(tenants: Tenants) -> None:
@@ -93,7 +110,10 @@ def test_budget_alerts_at_50_80_and_100_percent_once_each(tenants: Tenants, sett
     threading.Thread(target=server.serve_forever, daemon=True).start()
     settings.ALLOW_PRIVATE_PROVIDERS = True
     client = _client(tenants.owner_a)
-    client.post(f"/o/{tenants.org_a.slug}/billing/budget/", {"monthly_budget": "10", "alert_webhook_url": f"http://127.0.0.1:{server.server_port}/hook"})
+    client.post(
+        f"/o/{tenants.org_a.slug}/billing/budget/",
+        {"monthly_budget": "10", "alert_webhook_url": f"http://127.0.0.1:{server.server_port}/hook"},
+    )
     try:
         _spend(tenants, 6)
         assert [alert.threshold_percent for alert in budgets.check(tenants.org_a)] == [50]

@@ -23,7 +23,9 @@ from tests.conftest import Tenants
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),  # each writer has its own connection
-    pytest.mark.skipif(not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"), reason="several writers are the PostgreSQL path"),
+    pytest.mark.skipif(
+        not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"), reason="several writers are the PostgreSQL path"
+    ),
 ]
 
 
@@ -60,7 +62,9 @@ def _rolled_requests(tenants: Tenants) -> dict[str, int]:
     return {tenants.org_a.pk: 0, tenants.org_b.pk: 0, **dict(rows.values_list("organization_id", "requests"))}
 
 
-def test_several_writers_write_every_event_once_in_small_pipelined_batches(tenants: Tenants, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_several_writers_write_every_event_once_in_small_pipelined_batches(
+    tenants: Tenants, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(ingest, "READ_BYTES", 4_000)  # about ten events a batch: many batches in flight
     _spool(tmp_path, _records(tenants, 300))
     assert ingest.ingest_available([ingest.SpoolSource(tmp_path)], workers=2) == 300
@@ -70,7 +74,9 @@ def test_several_writers_write_every_event_once_in_small_pipelined_batches(tenan
     assert not list(tmp_path.iterdir())  # finished and fully acknowledged: gone
 
 
-def test_a_failed_part_leaves_its_batch_and_every_later_one_to_the_next_pass(tenants: Tenants, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_part_leaves_its_batch_and_every_later_one_to_the_next_pass(
+    tenants: Tenants, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(ingest, "READ_BYTES", 4_000)
     _spool(tmp_path, _records(tenants, 300))
     write = ingest.write_payloads

@@ -27,8 +27,15 @@ MILLION = Decimal(1_000_000)
 
 
 def _price_book() -> None:
-    ModelPrice.objects.create(model="llama", input_price_per_mtok=Decimal("0.150000123"), output_price_per_mtok=Decimal("0.6"), effective_from=MONTH - timedelta(days=40))
-    ModelPrice.objects.create(model="llama", input_price_per_mtok=Decimal("0.2"), output_price_per_mtok=Decimal("0.8000001"), effective_from=CHANGE)
+    ModelPrice.objects.create(
+        model="llama",
+        input_price_per_mtok=Decimal("0.150000123"),
+        output_price_per_mtok=Decimal("0.6"),
+        effective_from=MONTH - timedelta(days=40),
+    )
+    ModelPrice.objects.create(
+        model="llama", input_price_per_mtok=Decimal("0.2"), output_price_per_mtok=Decimal("0.8000001"), effective_from=CHANGE
+    )
     ProviderMarkup.objects.create(percent=Decimal("5"), effective_from=MONTH - timedelta(days=40))
     ProviderMarkup.objects.create(percent=Decimal("7.5"), effective_from=CHANGE)
 
@@ -75,11 +82,24 @@ def test_invoice_total_equals_the_individually_priced_events(tenants: Tenants, d
     _price_book()
     events = [{**e, "at": MONTH + timedelta(minutes=e["minutes"])} for e in drawn]  # type: ignore[arg-type]
     records = [
-        _record(tenants.org_a.pk, f"req_{i}", at=e["at"], model=e["model"], route=e["model"], input_tokens=e["input_tokens"], output_tokens=e["output_tokens"], cost=e["cost"])
+        _record(
+            tenants.org_a.pk,
+            f"req_{i}",
+            at=e["at"],
+            model=e["model"],
+            route=e["model"],
+            input_tokens=e["input_tokens"],
+            output_tokens=e["output_tokens"],
+            cost=e["cost"],
+        )
         for i, e in enumerate(events)
     ]
     # The other tenant's usage never shows on this invoice.
-    records.append(_record(tenants.org_b.pk, "req_b", at=MONTH + timedelta(days=2), model="llama", route="llama", input_tokens=10**9, cost=Decimal("99")))
+    records.append(
+        _record(
+            tenants.org_b.pk, "req_b", at=MONTH + timedelta(days=2), model="llama", route="llama", input_tokens=10**9, cost=Decimal("99")
+        )
+    )
     ingest.write_batch(records)
 
     draft = invoices.draft(tenants.org_a, MONTH, now=AFTER)
@@ -91,7 +111,9 @@ def test_invoice_total_equals_the_individually_priced_events(tenants: Tenants, d
 
 def test_sub_cent_prices_keep_their_precision(tenants: Tenants) -> None:
     _price_book()
-    ingest.write_batch([_record(tenants.org_a.pk, "one", at=MONTH + timedelta(hours=1), model="llama", route="llama", input_tokens=3, output_tokens=0)])
+    ingest.write_batch(
+        [_record(tenants.org_a.pk, "one", at=MONTH + timedelta(hours=1), model="llama", route="llama", input_tokens=3, output_tokens=0)]
+    )
     [line] = invoices.draft(tenants.org_a, MONTH, now=AFTER).lines
     assert line.exact_amount == Decimal("0.000000450000369")  # 3 tokens x $0.150000123 / 1M
     assert line.amount == Decimal("0.00") and line.unit_price == Decimal("0.150000123")
@@ -101,19 +123,48 @@ def test_a_price_change_mid_month_prices_each_event_at_its_version(tenants: Tena
     _price_book()
     ingest.write_batch(
         [
-            _record(tenants.org_a.pk, "before", at=CHANGE - timedelta(minutes=1), model="llama", route="llama", input_tokens=1_000_000, output_tokens=0),
+            _record(
+                tenants.org_a.pk,
+                "before",
+                at=CHANGE - timedelta(minutes=1),
+                model="llama",
+                route="llama",
+                input_tokens=1_000_000,
+                output_tokens=0,
+            ),
             _record(tenants.org_a.pk, "after", at=CHANGE, model="llama", route="llama", input_tokens=1_000_000, output_tokens=0),
         ]
     )
     lines = invoices.draft(tenants.org_a, MONTH, now=AFTER).lines
-    assert sorted((line.unit_price, line.amount) for line in lines) == [(Decimal("0.150000123"), Decimal("0.15")), (Decimal("0.2"), Decimal("0.20"))]
+    assert sorted((line.unit_price, line.amount) for line in lines) == [
+        (Decimal("0.150000123"), Decimal("0.15")),
+        (Decimal("0.2"), Decimal("0.20")),
+    ]
 
 
 def test_an_organization_override_wins_over_the_platform_price(tenants: Tenants) -> None:
     _price_book()
-    ModelPrice.objects.create(organization=tenants.org_a, model="llama", input_price_per_mtok=Decimal("0.01"), output_price_per_mtok=Decimal("0.01"), effective_from=MONTH)
-    ingest.write_batch([_record(tenants.org_b.pk, "b", at=MONTH + timedelta(days=1), model="llama", route="llama", input_tokens=1_000_000, output_tokens=0)])
-    ingest.write_batch([_record(tenants.org_a.pk, "a", at=MONTH + timedelta(days=1), model="llama", route="llama", input_tokens=1_000_000, output_tokens=0)])
+    ModelPrice.objects.create(
+        organization=tenants.org_a,
+        model="llama",
+        input_price_per_mtok=Decimal("0.01"),
+        output_price_per_mtok=Decimal("0.01"),
+        effective_from=MONTH,
+    )
+    ingest.write_batch(
+        [
+            _record(
+                tenants.org_b.pk, "b", at=MONTH + timedelta(days=1), model="llama", route="llama", input_tokens=1_000_000, output_tokens=0
+            )
+        ]
+    )
+    ingest.write_batch(
+        [
+            _record(
+                tenants.org_a.pk, "a", at=MONTH + timedelta(days=1), model="llama", route="llama", input_tokens=1_000_000, output_tokens=0
+            )
+        ]
+    )
     assert [line.amount for line in invoices.draft(tenants.org_a, MONTH, now=AFTER).lines] == [Decimal("0.01")]
     assert [line.amount for line in invoices.draft(tenants.org_b, MONTH, now=AFTER).lines] == [Decimal("0.15")]
 
@@ -123,7 +174,17 @@ def test_gpu_seconds_are_billed_cold_start_included(tenants: Tenants) -> None:
     gpu = deployment.current_revision.gpu_type_id
     start = MONTH + timedelta(days=3)
     GpuPrice.objects.create(gpu_type_id=gpu, price_per_second=Decimal("0.000611111111"), effective_from=MONTH - timedelta(days=1))
-    add_replica(deployment, [(P, start), (PROV, start + timedelta(seconds=10)), (LOAD, start + timedelta(seconds=40)), (READY, start + timedelta(seconds=100)), (DRAIN, start + timedelta(seconds=3610)), (STOP, start + timedelta(seconds=3640))])
+    add_replica(
+        deployment,
+        [
+            (P, start),
+            (PROV, start + timedelta(seconds=10)),
+            (LOAD, start + timedelta(seconds=40)),
+            (READY, start + timedelta(seconds=100)),
+            (DRAIN, start + timedelta(seconds=3610)),
+            (STOP, start + timedelta(seconds=3640)),
+        ],
+    )
     [line] = invoices.draft(tenants.org_a, MONTH, now=AFTER).lines
     assert line.kind == "gpu" and line.quantity == Decimal(3630)  # provisioning to stopped
     assert line.exact_amount == Decimal(3630) * Decimal("0.000611111111") and line.amount == Decimal("2.22")
@@ -132,10 +193,30 @@ def test_gpu_seconds_are_billed_cold_start_included(tenants: Tenants) -> None:
 
 def test_credits_are_drawn_down_before_charging_earliest_expiry_first(tenants: Tenants) -> None:
     _price_book()
-    ingest.write_batch([_record(tenants.org_a.pk, "big", at=MONTH + timedelta(days=1), model="llama", route="llama", input_tokens=20_000_000, output_tokens=0)])  # $3.00
+    ingest.write_batch(
+        [
+            _record(
+                tenants.org_a.pk,
+                "big",
+                at=MONTH + timedelta(days=1),
+                model="llama",
+                route="llama",
+                input_tokens=20_000_000,
+                output_tokens=0,
+            )
+        ]
+    )  # $3.00
     late = CreditGrant.objects.create(organization=tenants.org_a, amount=Decimal("10"), reason="prepaid", granted_at=MONTH, expires_at=None)
-    soon = CreditGrant.objects.create(organization=tenants.org_a, amount=Decimal("2"), reason="promo", granted_at=MONTH, expires_at=MONTH + timedelta(days=60))
-    CreditGrant.objects.create(organization=tenants.org_a, amount=Decimal("50"), reason="expired", granted_at=MONTH - timedelta(days=90), expires_at=MONTH - timedelta(days=1))
+    soon = CreditGrant.objects.create(
+        organization=tenants.org_a, amount=Decimal("2"), reason="promo", granted_at=MONTH, expires_at=MONTH + timedelta(days=60)
+    )
+    CreditGrant.objects.create(
+        organization=tenants.org_a,
+        amount=Decimal("50"),
+        reason="expired",
+        granted_at=MONTH - timedelta(days=90),
+        expires_at=MONTH - timedelta(days=1),
+    )
     draft = invoices.draft(tenants.org_a, MONTH, now=AFTER)
     assert draft.subtotal == Decimal("3.00") and draft.credits_applied == Decimal("3.00") and draft.total == 0
     assert [(use.grant_id, use.amount) for use in draft.credits] == [(soon.pk, Decimal("2")), (late.pk, Decimal("1.00"))]
@@ -146,7 +227,13 @@ def test_credits_are_drawn_down_before_charging_earliest_expiry_first(tenants: T
 
 def test_enterprise_minimum_and_free_plan_credit(tenants: Tenants) -> None:
     _price_book()
-    ingest.write_batch([_record(tenants.org_a.pk, "x", at=MONTH + timedelta(days=1), model="llama", route="llama", input_tokens=20_000_000, output_tokens=0)])  # $3.00
+    ingest.write_batch(
+        [
+            _record(
+                tenants.org_a.pk, "x", at=MONTH + timedelta(days=1), model="llama", route="llama", input_tokens=20_000_000, output_tokens=0
+            )
+        ]
+    )  # $3.00
     BillingAccount.objects.create(organization=tenants.org_a, plan=Plan.ENTERPRISE, committed_monthly_minimum=Decimal("1000"))
     draft = invoices.draft(tenants.org_a, MONTH, now=AFTER)
     assert (draft.subtotal, draft.minimum_adjustment, draft.total) == (Decimal("3.00"), Decimal("997.00"), Decimal("1000.00"))
@@ -157,7 +244,13 @@ def test_enterprise_minimum_and_free_plan_credit(tenants: Tenants) -> None:
 
 def test_a_closed_invoice_is_immutable_and_only_past_months_close(tenants: Tenants) -> None:
     _price_book()
-    ingest.write_batch([_record(tenants.org_a.pk, "x", at=MONTH + timedelta(days=1), model="llama", route="llama", input_tokens=20_000_000, output_tokens=0)])
+    ingest.write_batch(
+        [
+            _record(
+                tenants.org_a.pk, "x", at=MONTH + timedelta(days=1), model="llama", route="llama", input_tokens=20_000_000, output_tokens=0
+            )
+        ]
+    )
     with pytest.raises(ValueError, match="only once it is over"):
         invoices.close_period(tenants.org_a, MONTH, now=MONTH + timedelta(days=20))
     invoice = invoices.close_period(tenants.org_a, MONTH, now=AFTER)
@@ -166,7 +259,19 @@ def test_a_closed_invoice_is_immutable_and_only_past_months_close(tenants: Tenan
     with pytest.raises(ValueError, match="immutable"):
         invoice.save()
     # Usage arriving after the close does not change the closed invoice.
-    ingest.write_batch([_record(tenants.org_a.pk, "late", at=MONTH + timedelta(days=2), model="llama", route="llama", input_tokens=20_000_000, output_tokens=0)])
+    ingest.write_batch(
+        [
+            _record(
+                tenants.org_a.pk,
+                "late",
+                at=MONTH + timedelta(days=2),
+                model="llama",
+                route="llama",
+                input_tokens=20_000_000,
+                output_tokens=0,
+            )
+        ]
+    )
     assert Invoice.objects.for_org(tenants.org_a).get().total == Decimal("3.00")
 
 

@@ -45,10 +45,25 @@ def _records(tenants: Tenants, drawn: list[dict[str, object]]) -> list[UsageReco
     org_ids = {"a": tenants.org_a.pk, "b": tenants.org_b.pk}
     return [
         UsageRecord(
-            request_id=f"req_{index}", organization_id=org_ids[e["org"]], at=START + timedelta(seconds=e["seconds"]),  # type: ignore[arg-type, operator]
-            key_id=e["key"], endpoint="chat/completions", model=f"{e['route'] or 'dep'}-model", route=e["route"], target="t",  # type: ignore[arg-type]
-            deployment_id="" if e["route"] else "dep_1", region=e["region"], status=e["status"], error_code="", streamed=False,  # type: ignore[arg-type]
-            attempts=1, input_tokens=e["input_tokens"], output_tokens=e["output_tokens"], latency_ms=e["latency_ms"], ttft_ms=None, cost=e["cost"],  # type: ignore[arg-type]
+            request_id=f"req_{index}",
+            organization_id=org_ids[e["org"]],
+            at=START + timedelta(seconds=e["seconds"]),  # type: ignore[arg-type, operator]
+            key_id=e["key"],
+            endpoint="chat/completions",
+            model=f"{e['route'] or 'dep'}-model",
+            route=e["route"],
+            target="t",  # type: ignore[arg-type]
+            deployment_id="" if e["route"] else "dep_1",
+            region=e["region"],
+            status=e["status"],
+            error_code="",
+            streamed=False,  # type: ignore[arg-type]
+            attempts=1,
+            input_tokens=e["input_tokens"],
+            output_tokens=e["output_tokens"],
+            latency_ms=e["latency_ms"],
+            ttft_ms=None,
+            cost=e["cost"],  # type: ignore[arg-type]
         )
         for index, e in enumerate(drawn)
     ]
@@ -56,9 +71,24 @@ def _records(tenants: Tenants, drawn: list[dict[str, object]]) -> list[UsageReco
 
 def _direct(granularity: str) -> dict[tuple[object, ...], dict[str, object]]:
     """The same figures, straight from the stored events."""
-    totals: dict[tuple[object, ...], dict[str, object]] = defaultdict(lambda: {"requests": 0, "client_errors": 0, "server_errors": 0, "input_tokens": 0, "output_tokens": 0, "cost": Decimal(0), "latency": {}})
+    totals: dict[tuple[object, ...], dict[str, object]] = defaultdict(
+        lambda: {
+            "requests": 0,
+            "client_errors": 0,
+            "server_errors": 0,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cost": Decimal(0),
+            "latency": {},
+        }
+    )
     for event, (breakdown, kept) in itertools.product(UsageEvent.objects.unscoped_across_tenants(), KEPT.items()):
-        key = (event.organization_id, bucket_start(event.at, granularity), breakdown, *(getattr(event, name) if name in kept else "" for name in DIMENSIONS))
+        key = (
+            event.organization_id,
+            bucket_start(event.at, granularity),
+            breakdown,
+            *(getattr(event, name) if name in kept else "" for name in DIMENSIONS),
+        )
         row = totals[key]
         row["requests"] += 1  # type: ignore[operator]
         row["client_errors"] += 400 <= event.status < 500  # type: ignore[operator]
@@ -73,8 +103,13 @@ def _direct(granularity: str) -> dict[tuple[object, ...], dict[str, object]]:
 def _rolled(granularity: str) -> dict[tuple[object, ...], dict[str, object]]:
     return {
         (r.organization_id, r.bucket, r.breakdown, r.route, r.deployment_id, r.region, r.key_id, r.model): {
-            "requests": r.requests, "client_errors": r.client_errors, "server_errors": r.server_errors, "input_tokens": r.input_tokens,
-            "output_tokens": r.output_tokens, "cost": r.cost, "latency": r.latency_histogram,
+            "requests": r.requests,
+            "client_errors": r.client_errors,
+            "server_errors": r.server_errors,
+            "input_tokens": r.input_tokens,
+            "output_tokens": r.output_tokens,
+            "cost": r.cost,
+            "latency": r.latency_histogram,
         }
         for r in UsageRollup.objects.unscoped_across_tenants().filter(granularity=granularity)
     }
@@ -82,7 +117,9 @@ def _rolled(granularity: str) -> dict[tuple[object, ...], dict[str, object]]:
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(drawn=events, cuts=st.lists(st.integers(1, 20), min_size=1, max_size=6), replay=st.integers(0, 59))
-def test_rollups_equal_the_events_however_they_arrive(tenants: Tenants, drawn: list[dict[str, object]], cuts: list[int], replay: int) -> None:
+def test_rollups_equal_the_events_however_they_arrive(
+    tenants: Tenants, drawn: list[dict[str, object]], cuts: list[int], replay: int
+) -> None:
     UsageEvent.objects.unscoped_across_tenants().delete()
     UsageRollup.objects.unscoped_across_tenants().delete()
     records = _records(tenants, drawn)

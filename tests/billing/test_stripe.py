@@ -145,7 +145,9 @@ def test_pushes_run_twice_or_retried_after_a_failure_bill_once(tenants: Tenants,
     totals = stripe_double.customer_totals(account.customer_id)
     assert totals == {"count": 4, "raw_sum": expected, "billed_sum": expected}
     assert all(push.status == MeterPushStatus.SENT and push.attempts == 1 for push in ledger(org))
-    assert {push.identifier for push in ledger(org)} == {stripe_sync.meter_identifier(org, hour) for hour, value in amounts.items() if value}
+    assert {push.identifier for push in ledger(org)} == {
+        stripe_sync.meter_identifier(org, hour) for hour, value in amounts.items() if value
+    }
 
     # The next hour reaches Stripe but the answer is lost: pending here, stored there.
     later_hour = hour_floor(now) - timedelta(hours=7)
@@ -340,7 +342,9 @@ def test_the_double_enforces_stripes_rules_through_the_library(tenants: Tenants,
     with pytest.raises(stripe.IdempotencyError):
         client.v1.customers.create({"name": "other"}, {"idempotency_key": f"switchboard-customer-{tenants.org_a.pk}"})
     with pytest.raises(stripe.AuthenticationError):
-        stripe.StripeClient("sk_live_wrong", base_addresses={"api": stripe_double.url}, max_network_retries=0).v1.customers.create({"name": "x"})
+        stripe.StripeClient("sk_live_wrong", base_addresses={"api": stripe_double.url}, max_network_retries=0).v1.customers.create(
+            {"name": "x"}
+        )
 
 
 # ---------------------------------------------------------------------------- webhooks

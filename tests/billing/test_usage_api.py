@@ -21,8 +21,22 @@ def _load(tenants: Tenants) -> None:
     records = []
     for hour in range(48):  # two days, one request per hour per route; 23:30 UTC is 00:30 in Paris
         at = DAY + timedelta(hours=hour, minutes=30)
-        records.append(_record(tenants.org_a.pk, f"a_chat_{hour}", at=at, route="chat", region="us-east", latency_ms=10.0 + hour, cost=Decimal("0.000001")))
-        records.append(_record(tenants.org_a.pk, f"a_embed_{hour}", at=at, route="embed", region="eu-west", status=500 if hour % 12 == 0 else 200, latency_ms=100.0))
+        records.append(
+            _record(
+                tenants.org_a.pk, f"a_chat_{hour}", at=at, route="chat", region="us-east", latency_ms=10.0 + hour, cost=Decimal("0.000001")
+            )
+        )
+        records.append(
+            _record(
+                tenants.org_a.pk,
+                f"a_embed_{hour}",
+                at=at,
+                route="embed",
+                region="eu-west",
+                status=500 if hour % 12 == 0 else 200,
+                latency_ms=100.0,
+            )
+        )
     records.append(_record(tenants.org_b.pk, "b_secret", at=DAY + timedelta(hours=3), route="globex-private", cost=Decimal("9")))
     ingest.write_batch(records)
 
@@ -33,7 +47,10 @@ def test_series_group_filter_and_total(tenants: Tenants) -> None:
     params = {"start": "2026-11-20T00:00:00Z", "end": "2026-11-22T00:00:00Z", "granularity": "day", "group_by": "route"}
     body = api.get("/api/v1/usage/", params).json()
     assert [(p["bucket"][:10], p["route"], p["requests"]) for p in body["series"]] == [
-        ("2026-11-20", "chat", 24), ("2026-11-20", "embed", 24), ("2026-11-21", "chat", 24), ("2026-11-21", "embed", 24)
+        ("2026-11-20", "chat", 24),
+        ("2026-11-20", "embed", 24),
+        ("2026-11-21", "chat", 24),
+        ("2026-11-21", "embed", 24),
     ]
     embed = body["series"][1]
     assert embed["server_errors"] == 2 and embed["error_rate"] == round(2 / 24, 6)
@@ -51,10 +68,14 @@ def test_series_group_filter_and_total(tenants: Tenants) -> None:
 def test_days_follow_the_time_zone(tenants: Tenants) -> None:
     _load(tenants)
     api = session_api(tenants.owner_a, tenants.org_a)
-    body = api.get("/api/v1/usage/", {"start": "2026-11-19T23:00:00Z", "end": "2026-11-22T00:00:00Z", "granularity": "day", "tz": "Europe/Paris"}).json()
+    body = api.get(
+        "/api/v1/usage/", {"start": "2026-11-19T23:00:00Z", "end": "2026-11-22T00:00:00Z", "granularity": "day", "tz": "Europe/Paris"}
+    ).json()
     # Paris is UTC+1 in November: 23:30 UTC on the 20th belongs to the 21st there.
     assert [(p["bucket"], p["requests"]) for p in body["series"]] == [
-        ("2026-11-20T00:00:00+01:00", 46), ("2026-11-21T00:00:00+01:00", 48), ("2026-11-22T00:00:00+01:00", 2)
+        ("2026-11-20T00:00:00+01:00", 46),
+        ("2026-11-21T00:00:00+01:00", 48),
+        ("2026-11-22T00:00:00+01:00", 2),
     ]
 
 
@@ -73,9 +94,15 @@ def test_csv_exports_stream_events_and_series(tenants: Tenants) -> None:
 
 def test_other_tenants_see_only_their_own_usage(tenants: Tenants) -> None:
     _load(tenants)
-    body = session_api(tenants.viewer_b, tenants.org_b).get("/api/v1/usage/", {"start": "2026-11-20T00:00:00Z", "end": "2026-11-22T00:00:00Z", "group_by": "route"}).json()
+    body = (
+        session_api(tenants.viewer_b, tenants.org_b)
+        .get("/api/v1/usage/", {"start": "2026-11-20T00:00:00Z", "end": "2026-11-22T00:00:00Z", "group_by": "route"})
+        .json()
+    )
     assert [(p["route"], p["requests"]) for p in body["series"]] == [("globex-private", 1)]
-    exported = key_api(issue_key(tenants.org_b, ["read"]).plaintext).get("/api/v1/usage/events.csv", {"start": "2026-11-20T00:00:00Z", "end": "2026-11-22T00:00:00Z"})
+    exported = key_api(issue_key(tenants.org_b, ["read"]).plaintext).get(
+        "/api/v1/usage/events.csv", {"start": "2026-11-20T00:00:00Z", "end": "2026-11-22T00:00:00Z"}
+    )
     assert b"a_chat" not in b"".join(exported.streaming_content)
 
 

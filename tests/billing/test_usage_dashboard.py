@@ -39,11 +39,43 @@ def _load(tenants: Tenants, *, now: datetime | None = None, prefix: str = "a") -
     records = []
     for i in range(30):
         at = now - timedelta(minutes=5 + 7 * i)
-        records.append(_record(tenants.org_a.pk, f"{prefix}_chat_{i}", at=at, model="chat-default", route="chat-default", region="us-east", latency_ms=100.0, cost=Decimal("0.002")))
         records.append(
-            _record(tenants.org_a.pk, f"{prefix}_embed_{i}", at=at, model="embed", route="", region="eu-west", status=500 if i % 10 == 0 else 200, latency_ms=20.0, input_tokens=5, output_tokens=0)
+            _record(
+                tenants.org_a.pk,
+                f"{prefix}_chat_{i}",
+                at=at,
+                model="chat-default",
+                route="chat-default",
+                region="us-east",
+                latency_ms=100.0,
+                cost=Decimal("0.002"),
+            )
         )
-    records.append(_record(tenants.org_b.pk, f"{prefix}_b_secret", at=now - timedelta(minutes=3), model=SECRET_MODEL, route=SECRET_ROUTE, region="ap-south", cost=Decimal("9")))
+        records.append(
+            _record(
+                tenants.org_a.pk,
+                f"{prefix}_embed_{i}",
+                at=at,
+                model="embed",
+                route="",
+                region="eu-west",
+                status=500 if i % 10 == 0 else 200,
+                latency_ms=20.0,
+                input_tokens=5,
+                output_tokens=0,
+            )
+        )
+    records.append(
+        _record(
+            tenants.org_b.pk,
+            f"{prefix}_b_secret",
+            at=now - timedelta(minutes=3),
+            model=SECRET_MODEL,
+            route=SECRET_ROUTE,
+            region="ap-south",
+            cost=Decimal("9"),
+        )
+    )
     ingest.write_batch(records)
 
 
@@ -133,7 +165,12 @@ def test_key_labels_come_from_the_organizations_own_keys(tenants: Tenants) -> No
     theirs = issue_key(tenants.org_b, ["inference"], name="globex-payroll-key").api_key
     now = timezone.now()
     # An event naming another tenant's key id (it cannot happen, but if it did) shows the bare id.
-    ingest.write_batch([_record(tenants.org_a.pk, "k1", at=now - timedelta(minutes=2), key_id=mine.id), _record(tenants.org_a.pk, "k2", at=now - timedelta(minutes=2), key_id=theirs.id)])
+    ingest.write_batch(
+        [
+            _record(tenants.org_a.pk, "k1", at=now - timedelta(minutes=2), key_id=mine.id),
+            _record(tenants.org_a.pk, "k2", at=now - timedelta(minutes=2), key_id=theirs.id),
+        ]
+    )
     data = dashboards.usage_dashboard(tenants.org_a, DashboardParams(range="1h", split="key"), show_cost=True)
     assert sorted(g["name"] for g in data["groups"]) == sorted(["backend-prod", theirs.id])
     assert "globex-payroll-key" not in json.dumps(data)
@@ -161,7 +198,10 @@ def test_small_groups_are_merged_into_other(tenants: Tenants) -> None:
     now = timezone.now()
     records = []
     for m in range(8):  # model m0 has 8 requests, m7 has 1
-        records += [_record(tenants.org_a.pk, f"m{m}_{i}", at=now - timedelta(minutes=1), model=f"m{m}", latency_ms=10.0 * (m + 1)) for i in range(8 - m)]
+        records += [
+            _record(tenants.org_a.pk, f"m{m}_{i}", at=now - timedelta(minutes=1), model=f"m{m}", latency_ms=10.0 * (m + 1))
+            for i in range(8 - m)
+        ]
     ingest.write_batch(records)
     data = dashboards.usage_dashboard(tenants.org_a, DashboardParams(range="1h", split="model"), show_cost=True)
     assert [g["name"] for g in data["groups"]] == ["m0", "m1", "m2", "m3", "m4", "Other (3)"]
@@ -191,10 +231,17 @@ def test_the_deployment_charts_show_its_traffic_and_replicas(tenants: Tenants) -
     now = ten + timedelta(minutes=5, seconds=30)
 
     def replica(cluster: str) -> Replica:
-        return Replica.objects.create(organization=tenants.org_a, deployment=deployment, revision=deployment.current_revision, cluster=Cluster.objects.get(name=cluster))
+        return Replica.objects.create(
+            organization=tenants.org_a,
+            deployment=deployment,
+            revision=deployment.current_revision,
+            cluster=Cluster.objects.get(name=cluster),
+        )
 
     def event(rep: Replica, state: str, minutes: float) -> None:
-        ReplicaEvent.objects.create(organization=tenants.org_a, deployment=deployment, replica=rep, to_state=state, at=ten + timedelta(minutes=minutes))
+        ReplicaEvent.objects.create(
+            organization=tenants.org_a, deployment=deployment, replica=rep, to_state=state, at=ten + timedelta(minutes=minutes)
+        )
 
     first, second = replica("local-us-east"), replica("local-eu-west")
     event(first, "pending", -5)
@@ -205,7 +252,10 @@ def test_the_deployment_charts_show_its_traffic_and_replicas(tenants: Tenants) -
     event(first, "draining", 3.1)
     event(first, "stopped", 3.4)
     ingest.write_batch(
-        [_record(tenants.org_a.pk, f"d{i}", at=ten + timedelta(minutes=2, seconds=i), deployment_id=deployment.id, latency_ms=40.0) for i in range(30)]
+        [
+            _record(tenants.org_a.pk, f"d{i}", at=ten + timedelta(minutes=2, seconds=i), deployment_id=deployment.id, latency_ms=40.0)
+            for i in range(30)
+        ]
         + [_record(tenants.org_a.pk, "elsewhere", at=ten + timedelta(minutes=2))]
     )
     data = dashboards.deployment_dashboard(tenants.org_a, deployment.id, DashboardParams(range="1h"), now=now)
@@ -265,7 +315,9 @@ def test_the_socket_sends_the_dashboard_then_pushes_new_usage(tenants: Tenants) 
         connected, _ = await socket.connect(timeout=10)
         assert connected
         first = await socket.receive_json()
-        assert first["totals"]["requests"] == 16 and first["tz"] == "Europe/Paris" and first["split"] == "model"  # 8 per model in the last hour
+        assert (
+            first["totals"]["requests"] == 16 and first["tz"] == "Europe/Paris" and first["split"] == "model"
+        )  # 8 per model in the last hour
         assert "cost" not in first["totals"]
         # Three new requests of org A (and one of org B, which must not show) arrive.
         now = timezone.now()
@@ -330,7 +382,10 @@ def test_a_deployment_socket_carries_its_requests_latency_and_replicas(tenants: 
     deployment = create_deployment(tenants.org_a, name="svc")
     now = timezone.now()
     ingest.write_batch(
-        [_record(tenants.org_a.pk, f"d{i}", at=now - timedelta(minutes=3), deployment_id=deployment.id, latency_ms=40.0) for i in range(120)]
+        [
+            _record(tenants.org_a.pk, f"d{i}", at=now - timedelta(minutes=3), deployment_id=deployment.id, latency_ms=40.0)
+            for i in range(120)
+        ]
         + [_record(tenants.org_a.pk, "other", at=now - timedelta(minutes=3))]
     )
 

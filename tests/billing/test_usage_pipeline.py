@@ -19,10 +19,25 @@ from tests.conftest import Tenants
 
 def _record(org_id: str, request_id: str, **overrides: object) -> UsageRecord:
     fields = {
-        "request_id": request_id, "organization_id": org_id, "at": datetime(2026, 11, 28, 10, 30, tzinfo=UTC), "key_id": "key_x",
-        "endpoint": "chat/completions", "model": "m", "route": "m", "target": "provider:p/m", "deployment_id": "", "region": "us-east",
-        "status": 200, "error_code": "", "streamed": False, "attempts": 1, "input_tokens": 10, "output_tokens": 20,
-        "latency_ms": 12.5, "ttft_ms": None, "cost": Decimal("0.000000123456"),
+        "request_id": request_id,
+        "organization_id": org_id,
+        "at": datetime(2026, 11, 28, 10, 30, tzinfo=UTC),
+        "key_id": "key_x",
+        "endpoint": "chat/completions",
+        "model": "m",
+        "route": "m",
+        "target": "provider:p/m",
+        "deployment_id": "",
+        "region": "us-east",
+        "status": 200,
+        "error_code": "",
+        "streamed": False,
+        "attempts": 1,
+        "input_tokens": 10,
+        "output_tokens": 20,
+        "latency_ms": 12.5,
+        "ttft_ms": None,
+        "cost": Decimal("0.000000123456"),
     }
     return UsageRecord(**{**fields, **overrides})  # type: ignore[arg-type]
 
@@ -88,7 +103,10 @@ def test_spool_lines_and_stream_entries_are_written_alike_and_an_unreadable_one_
     entry = b"\n".join(encode(_record(tenants.org_a.pk, f"req_entry_{i}", input_tokens=i)) for i in range(3))
     ingest.write_payloads([line, entry, b"req_broken\t" + tenants.org_a.pk.encode() + b"\tnot a time", line])
     assert sorted(UsageEvent.objects.for_org(tenants.org_a).values_list("request_id", "input_tokens")) == [
-        ("req_entry_0", 0), ("req_entry_1", 1), ("req_entry_2", 2), ("req_line", 10)
+        ("req_entry_0", 0),
+        ("req_entry_1", 1),
+        ("req_entry_2", 2),
+        ("req_line", 10),
     ]
     assert UsageRollup.objects.for_org(tenants.org_a).get(granularity="day", breakdown="none").requests == 4
 
@@ -101,7 +119,11 @@ def test_json_events_spooled_by_an_earlier_version_are_still_written(tenants: Te
     assert ingest.ingest_available([ingest.SpoolSource(tmp_path)]) == 1
     entry = b"[" + b",".join(legacy(_record(tenants.org_b.pk, f"req_old_{i}")) for i in range(2)) + b"]"
     ingest.write_payloads([entry, b'{"request_id": "req_broken", "organi', legacy(_record(tenants.org_a.pk, "req_old_line"))])
-    assert sorted(UsageEvent.objects.unscoped_across_tenants().values_list("request_id", flat=True)) == ["req_old_0", "req_old_1", "req_old_line"]
+    assert sorted(UsageEvent.objects.unscoped_across_tenants().values_list("request_id", flat=True)) == [
+        "req_old_0",
+        "req_old_1",
+        "req_old_line",
+    ]
     assert UsageRollup.objects.for_org(tenants.org_b).get(granularity="day", breakdown="none").requests == 2
 
 

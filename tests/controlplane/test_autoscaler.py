@@ -9,7 +9,9 @@ from deployments.autoscaler import AutoscalerState, Decision, Sample, ScalingPol
 POLICY = ScalingPolicy(min_replicas=0, max_replicas=10, target_concurrency=5, utilisation=0.7, scale_down_delay_s=30, idle_timeout_s=120)
 
 
-def replay(load: Callable[[float], float], seconds: int, policy: ScalingPolicy = POLICY, start_replicas: int = 0) -> list[tuple[float, Decision]]:
+def replay(
+    load: Callable[[float], float], seconds: int, policy: ScalingPolicy = POLICY, start_replicas: int = 0
+) -> list[tuple[float, Decision]]:
     """One concurrency sample a second, a decision every two seconds; replicas become
     ready at once, so what is replayed is the policy alone."""
     samples: list[Sample] = []

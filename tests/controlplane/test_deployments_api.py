@@ -41,7 +41,13 @@ def test_every_change_is_a_revision_and_rollback_promotes_the_previous(tenants: 
     assert member.post(url + "promote/", {"revision": 1}, format="json").status_code == 409
     assert member.post(url + "promote/", {"revision": 99}, format="json").status_code == 400
     log = session_api(tenants.admin_a, tenants.org_a).get("/api/v1/audit-log/").json()["results"]
-    assert [entry["action"] for entry in log[:5]] == ["deployment.promoted", "deployment.rolled_back", "deployment.updated", "deployment.updated", "deployment.created"]
+    assert [entry["action"] for entry in log[:5]] == [
+        "deployment.promoted",
+        "deployment.rolled_back",
+        "deployment.updated",
+        "deployment.updated",
+        "deployment.created",
+    ]
     assert log[0]["before"]["revision"] == 2 and log[0]["after"]["revision"] == 1
 
 
@@ -113,7 +119,15 @@ def test_catalog_endpoints(member) -> None:  # type: ignore[no-untyped-def]
 def test_the_model_catalog_lists_built_ins_with_their_source(tenants: Tenants, member) -> None:  # type: ignore[no-untyped-def]
     from deployments.models import CatalogModel
 
-    CatalogModel.objects.create(organization=tenants.org_b, name="globex-private", task="chat", source_kind="uri", source="s3://globex/model", weights_format="safetensors", context_length=4096)
+    CatalogModel.objects.create(
+        organization=tenants.org_b,
+        name="globex-private",
+        task="chat",
+        source_kind="uri",
+        source="s3://globex/model",
+        weights_format="safetensors",
+        context_length=4096,
+    )
     rows = {row["name"]: row for row in member.get("/api/v1/catalog/models/").json()}
     assert {"smollm2-135m-instruct", "all-minilm-l6-v2"} <= set(rows)
     assert "globex-private" not in rows  # another tenant's registered model is invisible

@@ -43,7 +43,9 @@ def test_the_deploy_form_estimates_cost_then_deploys(tenants: Tenants) -> None:
 
 def test_form_errors_name_the_field(tenants: Tenants) -> None:
     ensure_clusters()
-    response = _client(tenants.member_a).post(f"/o/{tenants.org_a.slug}/deployments/new/", {**FORM, "min_replicas": "5", "max_replicas": "2"})
+    response = _client(tenants.member_a).post(
+        f"/o/{tenants.org_a.slug}/deployments/new/", {**FORM, "min_replicas": "5", "max_replicas": "2"}
+    )
     assert response.status_code == 400 and "cannot exceed max_replicas" in response.content.decode()
     response = _client(tenants.member_a).post(f"/o/{tenants.org_a.slug}/deployments/new/", {**FORM, "gpu_type": "H100"})
     assert response.status_code == 400 and "H100 quota is 0" in response.content.decode()

@@ -30,8 +30,14 @@ def control_plane(tmp_path: Path, django_db_blocker) -> Iterator[None]:  # type:
     # Its own broker folder and beat schedule, so nothing else's queue is consumed.
     env = child_env(DATABASE_URL=database_url, SWITCHBOARD_DATA_DIR=str(tmp_path), SWITCHBOARD_RECONCILE_INTERVAL="1")
     processes = [
-        subprocess.Popen([sys.executable, "-m", "celery", "-A", "console", "worker", "--loglevel=WARNING", "--concurrency=2"], cwd=ROOT, env=env),
-        subprocess.Popen([sys.executable, "-m", "celery", "-A", "console", "beat", "--loglevel=WARNING", "--schedule", str(tmp_path / "beat")], cwd=ROOT, env=env),
+        subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "console", "worker", "--loglevel=WARNING", "--concurrency=2"], cwd=ROOT, env=env
+        ),
+        subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "console", "beat", "--loglevel=WARNING", "--schedule", str(tmp_path / "beat")],
+            cwd=ROOT,
+            env=env,
+        ),
     ]
     try:
         yield
@@ -44,7 +50,9 @@ def control_plane(tmp_path: Path, django_db_blocker) -> Iterator[None]:  # type:
 def agents() -> Iterator[list[LocalCluster]]:
     clusters = [LocalCluster("local-us-east", "us-east", free_port()), LocalCluster("local-eu-west", "eu-west", free_port())]
     processes = [
-        subprocess.Popen([sys.executable, "manage.py", "cluster_agent", "--cluster", c.name, "--port", str(c.port)], cwd=ROOT, env=child_env())
+        subprocess.Popen(
+            [sys.executable, "manage.py", "cluster_agent", "--cluster", c.name, "--port", str(c.port)], cwd=ROOT, env=child_env()
+        )
         for c in clusters
     ]
     try:
@@ -68,14 +76,19 @@ def _wait(what: str, check: Callable[[], object], timeout: float = 90.0) -> obje
 
 
 def test_replicas_come_up_ready_and_a_killed_one_is_replaced(tenants: Tenants, agents: list[LocalCluster], control_plane: None) -> None:
-    deployment = create_deployment(tenants.org_a, name="tiny", model="tiny-chat", min_replicas=1, max_replicas=1, allowed_regions=("eu-west",))
+    deployment = create_deployment(
+        tenants.org_a, name="tiny", model="tiny-chat", min_replicas=1, max_replicas=1, allowed_regions=("eu-west",)
+    )
 
     def ready() -> list[Replica]:
         return list(Replica.objects.for_org(tenants.org_a).filter(deployment=deployment, state=Replica.State.READY))
 
     [replica] = _wait("a READY replica", ready)
     assert replica.cluster_id == "local-eu-west"  # the only allowed region
-    answer = httpx.post(replica.endpoint + "/v1/chat/completions", json={"model": "tiny-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    answer = httpx.post(
+        replica.endpoint + "/v1/chat/completions",
+        json={"model": "tiny-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+    )
     assert answer.status_code == 200
 
     agent = next(cluster for cluster in agents if cluster.name == "local-eu-west")
@@ -88,14 +101,25 @@ def test_replicas_come_up_ready_and_a_killed_one_is_replaced(tenants: Tenants, a
     assert replacement.cluster_id == "local-eu-west"
     # The status follows the replicas one reconcile pass later (a pass can see the
     # replacement READY after it has written the status).
-    _wait("the deployment active again", lambda: Deployment.objects.for_org(tenants.org_a).get(pk=deployment.pk).status == "active", timeout=30)
+    _wait(
+        "the deployment active again",
+        lambda: Deployment.objects.for_org(tenants.org_a).get(pk=deployment.pk).status == "active",
+        timeout=30,
+    )
 
 
 def test_idle_scales_to_zero_and_a_request_brings_it_back(tenants: Tenants, agents: list[LocalCluster], control_plane: None) -> None:
     from deployments.reconcile import request_scale_from_zero
 
     deployment = create_deployment(
-        tenants.org_a, name="sleepy", model="tiny-chat", min_replicas=0, max_replicas=1, idle_timeout_s=4, scale_down_delay_s=0, allowed_regions=("us-east",)
+        tenants.org_a,
+        name="sleepy",
+        model="tiny-chat",
+        min_replicas=0,
+        max_replicas=1,
+        idle_timeout_s=4,
+        scale_down_delay_s=0,
+        allowed_regions=("us-east",),
     )
 
     def status() -> str:
@@ -105,21 +129,33 @@ def test_idle_scales_to_zero_and_a_request_brings_it_back(tenants: Tenants, agen
     _wait("scaled to zero", lambda: status() == "scaled_to_zero")
     request_scale_from_zero(deployment)  # what the gateway calls for a request at zero replicas
     started = time.monotonic()
-    [replica] = _wait("a cold start", lambda: list(Replica.objects.for_org(tenants.org_a).filter(deployment=deployment, state=Replica.State.READY)))
+    [replica] = _wait(
+        "a cold start", lambda: list(Replica.objects.for_org(tenants.org_a).filter(deployment=deployment, state=Replica.State.READY))
+    )
     cold_start = time.monotonic() - started
-    answer = httpx.post(replica.endpoint + "/v1/chat/completions", json={"model": "tiny-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    answer = httpx.post(
+        replica.endpoint + "/v1/chat/completions",
+        json={"model": "tiny-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+    )
     assert answer.status_code == 200
     assert cold_start < 60
 
     # No more requests: idle past the timeout, the replica drains and the deployment is at zero again.
-    _wait("idle scale to zero", lambda: status() == "scaled_to_zero" and Replica.objects.for_org(tenants.org_a).get(pk=replica.pk).state == Replica.State.STOPPED)
+    _wait(
+        "idle scale to zero",
+        lambda: status() == "scaled_to_zero" and Replica.objects.for_org(tenants.org_a).get(pk=replica.pk).state == Replica.State.STOPPED,
+    )
 
 
-def test_a_new_revision_rolls_out_with_a_ready_replica_at_every_moment(tenants: Tenants, agents: list[LocalCluster], control_plane: None) -> None:
+def test_a_new_revision_rolls_out_with_a_ready_replica_at_every_moment(
+    tenants: Tenants, agents: list[LocalCluster], control_plane: None
+) -> None:
     from deployments import services
     from tests.factories import owner_context
 
-    deployment = create_deployment(tenants.org_a, name="rolling", model="tiny-chat", min_replicas=1, max_replicas=1, allowed_regions=("us-east",))
+    deployment = create_deployment(
+        tenants.org_a, name="rolling", model="tiny-chat", min_replicas=1, max_replicas=1, allowed_regions=("us-east",)
+    )
     replicas = Replica.objects.for_org(tenants.org_a).filter(deployment=deployment)
     [old] = _wait("the first revision READY", lambda: list(replicas.filter(state=Replica.State.READY)))
     services.update_deployment(owner_context(tenants.org_a), deployment, model="tiny-embedding")
@@ -129,7 +165,10 @@ def test_a_new_revision_rolls_out_with_a_ready_replica_at_every_moment(tenants: 
     while True:
         ready = list(replicas.filter(state=Replica.State.READY).select_related("revision"))
         assert ready, "a moment without a READY replica during the rollout"
-        if any(replica.revision_id == deployment.current_revision_id for replica in ready) and replicas.get(pk=old.pk).state == Replica.State.STOPPED:
+        if (
+            any(replica.revision_id == deployment.current_revision_id for replica in ready)
+            and replicas.get(pk=old.pk).state == Replica.State.STOPPED
+        ):
             break
         assert time.monotonic() < deadline, "the rollout did not finish"
         time.sleep(0.1)

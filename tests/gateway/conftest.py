@@ -71,7 +71,11 @@ def usage_drained(request: pytest.FixtureRequest) -> Iterator[None]:
     written their usage: flushing the tables while it writes can deadlock on PostgreSQL
     (TRUNCATE against its foreign-key checks)."""
     yield
-    if "transactional_db" in request.fixturenames or request.node.get_closest_marker("django_db") and request.node.get_closest_marker("django_db").kwargs.get("transaction"):
+    if (
+        "transactional_db" in request.fixturenames
+        or request.node.get_closest_marker("django_db")
+        and request.node.get_closest_marker("django_db").kwargs.get("transaction")
+    ):
         wait_until_usage_drained()
 
 

@@ -12,12 +12,23 @@ from tests.factories import create_deployment, create_provider, create_route
 from tests.gateway.conftest import Backend
 
 
-def provider_for(org: Organization, backend: Backend, *, region: str = "us-east", input_price: str = "0.5", output_price: str = "1.5") -> ExternalProvider:
-    return create_provider(org, name=f"{backend.name}-{region}", base_url=backend.url + "/v1", region=region, input_price=input_price, output_price=output_price)
+def provider_for(
+    org: Organization, backend: Backend, *, region: str = "us-east", input_price: str = "0.5", output_price: str = "1.5"
+) -> ExternalProvider:
+    return create_provider(
+        org,
+        name=f"{backend.name}-{region}",
+        base_url=backend.url + "/v1",
+        region=region,
+        input_price=input_price,
+        output_price=output_price,
+    )
 
 
 def route_to(org: Organization, name: str, targets: list[tuple[ExternalProvider | Deployment, int]], **options: object) -> ModelRoute:
-    return create_route(org, name, targets=[((t, "bench-model") if isinstance(t, ExternalProvider) else t, w) for t, w in targets], **options)
+    return create_route(
+        org, name, targets=[((t, "bench-model") if isinstance(t, ExternalProvider) else t, w) for t, w in targets], **options
+    )
 
 
 def deployment_with_replicas(org: Organization, name: str, endpoints: list[tuple[str, str]], **spec: object) -> Deployment:
@@ -26,7 +37,12 @@ def deployment_with_replicas(org: Organization, name: str, endpoints: list[tuple
     deployment = create_deployment(org, name=name, allowed_regions=("us-east", "eu-west"), max_replicas=4, **spec)
     for url, cluster in endpoints:
         Replica.objects.create(
-            organization=org, deployment=deployment, revision=deployment.current_revision, cluster=Cluster.objects.get(name=cluster), state=Replica.State.READY, endpoint=url
+            organization=org,
+            deployment=deployment,
+            revision=deployment.current_revision,
+            cluster=Cluster.objects.get(name=cluster),
+            state=Replica.State.READY,
+            endpoint=url,
         )
     return deployment
 

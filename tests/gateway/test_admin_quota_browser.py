@@ -34,7 +34,9 @@ def _staff_user() -> User:
 
 
 def _chat(sdk: openai.OpenAI):  # type: ignore[no-untyped-def]
-    return sdk.chat.completions.with_raw_response.create(model="chat-default", messages=[{"role": "user", "content": "Hello there"}], max_tokens=8)
+    return sdk.chat.completions.with_raw_response.create(
+        model="chat-default", messages=[{"role": "user", "content": "Hello there"}], max_tokens=8
+    )
 
 
 def test_staff_sets_rpm_to_2_and_the_third_request_that_minute_gets_429(gateway: str, tenants: Tenants, backends: list[Backend]) -> None:
@@ -74,9 +76,15 @@ def test_staff_sets_rpm_to_2_and_the_third_request_that_minute_gets_429(gateway:
         assert page.get_by_label("Requests per minute", exact=True).input_value() == "2"
         browser.close()
 
-    quota, entry = orm.submit(lambda: (Quota.objects.for_org(tenants.org_a).get(), AuditEntry.objects.for_org(tenants.org_a).get(action="quota.changed"))).result()
+    quota, entry = orm.submit(
+        lambda: (Quota.objects.for_org(tenants.org_a).get(), AuditEntry.objects.for_org(tenants.org_a).get(action="quota.changed"))
+    ).result()
     assert quota.requests_per_minute == 2
-    assert entry.actor_label == "ops@switchboard.test (platform staff)" and entry.before["requests_per_minute"] == 600 and entry.after["requests_per_minute"] == 2
+    assert (
+        entry.actor_label == "ops@switchboard.test (platform staff)"
+        and entry.before["requests_per_minute"] == 600
+        and entry.after["requests_per_minute"] == 2
+    )
 
     # The gateway re-reads an organization once its snapshot is older than the cache
     # time; no request is made meanwhile, so none is spent under the old quota.

@@ -37,7 +37,11 @@ def test_chat_completions_embeddings_and_models_through_a_provider(gateway: str,
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello from the benchmark backend."
     assert all(c.usage is None for c in chunks)  # the client did not ask for usage
 
-    with_usage = list(sdk.chat.completions.create(model="chat-default", messages=[{"role": "user", "content": "Hi"}], stream=True, stream_options={"include_usage": True}))
+    with_usage = list(
+        sdk.chat.completions.create(
+            model="chat-default", messages=[{"role": "user", "content": "Hi"}], stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert with_usage[-1].usage is not None and with_usage[-1].usage.completion_tokens == 5
 
     completion = sdk.completions.create(model="chat-default", prompt="Once upon a time", max_tokens=8)
@@ -52,7 +56,13 @@ def test_chat_completions_embeddings_and_models_through_a_provider(gateway: str,
     assert sdk.models.retrieve("chat-default").id == "chat-default"
 
     # Every inference call left one usage event, streams counted too.
-    events = wait_for(lambda: list(UsageEvent.objects.for_org(tenants.org_a).order_by("at")) if UsageEvent.objects.for_org(tenants.org_a).count() == 6 else None)
+    events = wait_for(
+        lambda: (
+            list(UsageEvent.objects.for_org(tenants.org_a).order_by("at"))
+            if UsageEvent.objects.for_org(tenants.org_a).count() == 6
+            else None
+        )
+    )
     assert [e.streamed for e in events] == [False, True, True, False, True, False]
     assert [e.output_tokens for e in events][:3] == [7, 5, 5]
     assert all(e.status == 200 and e.route == "chat-default" and e.region == "us-east" for e in events)
@@ -74,7 +84,9 @@ def test_a_deployment_name_reaches_a_real_model_server(gateway: str, tenants: Te
     assert answer.usage.completion_tokens >= 1 and answer.usage.prompt_tokens > 1
     assert answer.choices[0].message.content
 
-    chunks = list(sdk.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hello"}], max_tokens=6, temperature=0, stream=True))
+    chunks = list(
+        sdk.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hello"}], max_tokens=6, temperature=0, stream=True)
+    )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == answer.choices[0].message.content
     assert all(c.usage is None for c in chunks)
 

@@ -64,11 +64,29 @@ def test_bad_input_of_every_kind(gateway: str, tenants: Tenants, backends: list[
     _assert_openai_error(httpx.post(url, json={"model": 7, "messages": []}, headers=auth), 400, "invalid_model")
     error = _assert_openai_error(httpx.post(url, json={"model": "chat-default", "messages": "hi"}, headers=auth), 400, "invalid_messages")
     assert error["param"] == "messages"
-    _assert_openai_error(httpx.post(url, json={"model": "chat-default", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}, headers=auth), 400, "invalid_stream")
-    _assert_openai_error(httpx.post(url, json={"model": "chat-default", "messages": [{"role": "user", "content": "x"}], "max_tokens": -1}, headers=auth), 400, "invalid_max_tokens")
-    _assert_openai_error(httpx.post(url, json={"model": "chat-default", "messages": [{"role": "user", "content": "x"}], "max_tokens": True}, headers=auth), 400, "invalid_max_tokens")
-    _assert_openai_error(httpx.post(gateway + "/v1/embeddings", json={"model": "chat-default", "input": []}, headers=auth), 400, "invalid_input")
-    _assert_openai_error(httpx.post(gateway + "/v1/embeddings", json={"model": "chat-default", "input": "x", "stream": True}, headers=auth), 400, "invalid_stream")
+    _assert_openai_error(
+        httpx.post(url, json={"model": "chat-default", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}, headers=auth),
+        400,
+        "invalid_stream",
+    )
+    _assert_openai_error(
+        httpx.post(url, json={"model": "chat-default", "messages": [{"role": "user", "content": "x"}], "max_tokens": -1}, headers=auth),
+        400,
+        "invalid_max_tokens",
+    )
+    _assert_openai_error(
+        httpx.post(url, json={"model": "chat-default", "messages": [{"role": "user", "content": "x"}], "max_tokens": True}, headers=auth),
+        400,
+        "invalid_max_tokens",
+    )
+    _assert_openai_error(
+        httpx.post(gateway + "/v1/embeddings", json={"model": "chat-default", "input": []}, headers=auth), 400, "invalid_input"
+    )
+    _assert_openai_error(
+        httpx.post(gateway + "/v1/embeddings", json={"model": "chat-default", "input": "x", "stream": True}, headers=auth),
+        400,
+        "invalid_stream",
+    )
     _assert_openai_error(httpx.post(gateway + "/v1/completions", json={"model": "chat-default"}, headers=auth), 400, "invalid_prompt")
     _assert_openai_error(httpx.post(url, content=b"x" * (1024 * 1024 + 1), headers=auth), 413, "request_too_large")
     _assert_openai_error(httpx.get(url, headers=auth), 405, "method_not_allowed")
@@ -79,7 +97,9 @@ def test_bad_input_of_every_kind(gateway: str, tenants: Tenants, backends: list[
     _assert_openai_error(httpx.get(gateway + "/v1/models/unknown", headers=auth), 404, "model_not_found")
 
     # Requests refused after the key was known still leave a usage event (nothing billed).
-    events = wait_for(lambda: list(UsageEvent.objects.for_org(tenants.org_a)) if UsageEvent.objects.for_org(tenants.org_a).count() >= 12 else None)
+    events = wait_for(
+        lambda: list(UsageEvent.objects.for_org(tenants.org_a)) if UsageEvent.objects.for_org(tenants.org_a).count() >= 12 else None
+    )
     assert all(event.cost == 0 and event.status >= 400 for event in events)
 
 
@@ -87,12 +107,22 @@ def test_odd_bodies_never_give_a_server_error(gateway: str, tenants: Tenants, ba
     route_to(tenants.org_a, "chat-default", [(provider_for(tenants.org_a, backends[0]), 100)])
     auth = {"Authorization": f"Bearer {issue_key(tenants.org_a).plaintext}"}
     bodies = [
-        b"null", b"true", b'"text"', b"{}", b'{"model": null}', b'{"model": ""}', b'{"model": "chat-default"}',
-        b'{"model": "chat-default", "messages": [1, 2]}', b'{"model": "chat-default", "messages": [{}]}',
+        b"null",
+        b"true",
+        b'"text"',
+        b"{}",
+        b'{"model": null}',
+        b'{"model": ""}',
+        b'{"model": "chat-default"}',
+        b'{"model": "chat-default", "messages": [1, 2]}',
+        b'{"model": "chat-default", "messages": [{}]}',
         b'{"model": "chat-default", "messages": [{"role": "user", "content": null}]}',
         b'{"model": "chat-default", "messages": [{"role": "user", "content": "x"}], "stream_options": 3, "stream": true}',
-        b'{"model": "chat-default", "prompt": {"a": 1}}', b'{"model": "chat-default", "input": [null]}', "{\"model\": \"\u00e9\u4e2d\"}".encode(),
-        b'{"model": "chat-default", "messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 1e400}', b"\xff\xfe\x00",
+        b'{"model": "chat-default", "prompt": {"a": 1}}',
+        b'{"model": "chat-default", "input": [null]}',
+        '{"model": "\u00e9\u4e2d"}'.encode(),
+        b'{"model": "chat-default", "messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 1e400}',
+        b"\xff\xfe\x00",
     ]
     for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
         for body in bodies:

@@ -24,7 +24,9 @@ def _burst(urls: list[str], key: str, count: int, **extra: object) -> list[httpx
         return list(pool.map(lambda i: chat(urls[i % len(urls)], key, "limited", **extra), range(count)))
 
 
-def test_n_plus_one_concurrent_requests_against_a_limit_of_n_give_exactly_one_429(gateway: str, tenants: Tenants, backends: list[Backend]) -> None:
+def test_n_plus_one_concurrent_requests_against_a_limit_of_n_give_exactly_one_429(
+    gateway: str, tenants: Tenants, backends: list[Backend]
+) -> None:
     route_to(tenants.org_a, "limited", [(provider_for(tenants.org_a, backends[0]), 100)])
     set_limits(tenants.org_a, requests_per_minute=12)
     responses = _burst([gateway], issue_key(tenants.org_a).plaintext, 13)
@@ -37,8 +39,12 @@ def test_n_plus_one_concurrent_requests_against_a_limit_of_n_give_exactly_one_42
     assert backends[0].requests == 12
 
 
-@pytest.mark.skipif(not settings.REDIS_URL, reason="the embedded default runs one gateway process with in-process limits; shared limits need REDIS_URL")
-def test_the_limit_is_global_across_two_gateway_processes(gateway: str, tenants: Tenants, backends: list[Backend], django_db_blocker) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.skipif(
+    not settings.REDIS_URL, reason="the embedded default runs one gateway process with in-process limits; shared limits need REDIS_URL"
+)
+def test_the_limit_is_global_across_two_gateway_processes(
+    gateway: str, tenants: Tenants, backends: list[Backend], django_db_blocker
+) -> None:  # type: ignore[no-untyped-def]
     route_to(tenants.org_a, "limited", [(provider_for(tenants.org_a, backends[0]), 100)])
     set_limits(tenants.org_a, requests_per_minute=20)
     with asgi_server(child_env(DATABASE_URL=child_database_url())) as second:

@@ -35,13 +35,23 @@ def test_metrics_and_access_log_carry_figures_not_text(tenants: Tenants, backend
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "console.asgi:application", "--port", str(port), "--no-access-log"],
-            cwd=ROOT, env=child_env(DATABASE_URL=child_database_url()), stderr=log_file,
+            cwd=ROOT,
+            env=child_env(DATABASE_URL=child_database_url()),
+            stderr=log_file,
         )
         url = f"http://127.0.0.1:{port}"
         try:
             wait_until_up(url + "/accounts/login/", process)
-            ok = httpx.post(url + "/v1/chat/completions", json={"model": "chat-default", "messages": [{"role": "user", "content": PROMPT}]}, headers={"Authorization": f"Bearer {key}"})
-            streamed = httpx.post(url + "/v1/chat/completions", json={"model": "chat-default", "stream": True, "messages": [{"role": "user", "content": PROMPT}]}, headers={"Authorization": f"Bearer {key}"})
+            ok = httpx.post(
+                url + "/v1/chat/completions",
+                json={"model": "chat-default", "messages": [{"role": "user", "content": PROMPT}]},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            streamed = httpx.post(
+                url + "/v1/chat/completions",
+                json={"model": "chat-default", "stream": True, "messages": [{"role": "user", "content": PROMPT}]},
+                headers={"Authorization": f"Bearer {key}"},
+            )
             missing = chat(url, key, "nope")
             backends[0].control(fail_status=500)
             failed = chat(url, key, "chat-default")

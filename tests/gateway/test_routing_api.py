@@ -15,7 +15,15 @@ SECRET = "sk-live-0123456789abcdef"
 
 
 def _provider_body(**overrides: object) -> dict[str, object]:
-    return {"name": "openai-ish", "base_url": "https://llm.example.test/v1", "region": "us-east", "api_key": SECRET, "input_price_per_mtok": "0.15", "output_price_per_mtok": "0.6", **overrides}
+    return {
+        "name": "openai-ish",
+        "base_url": "https://llm.example.test/v1",
+        "region": "us-east",
+        "api_key": SECRET,
+        "input_price_per_mtok": "0.15",
+        "output_price_per_mtok": "0.6",
+        **overrides,
+    }
 
 
 def test_provider_keys_are_write_only_and_encrypted_at_rest(tenants: Tenants) -> None:
@@ -65,7 +73,10 @@ def test_route_validation_names_what_to_fix(tenants: Tenants) -> None:
     assert "region" in error({"name": "eu", "targets": target, "allowed_regions": ["mars-1"]})["message"]
     assert "itself" in error({"name": "loop", "targets": target, "fallbacks": ["loop"]})["message"]
     assert "no route or deployment" in error({"name": "fb", "targets": target, "fallbacks": ["nowhere"]})["message"]
-    assert "either a deployment or a provider" in error({"name": "both", "targets": [{"deployment": deployment.pk, "provider": "prv_x"}]})["message"]
+    assert (
+        "either a deployment or a provider"
+        in error({"name": "both", "targets": [{"deployment": deployment.pk, "provider": "prv_x"}]})["message"]
+    )
     assert "weight above zero" in error({"name": "w", "targets": [{"deployment": deployment.pk, "weight": 0}]})["message"]
     assert "deadline" in error({"name": "t", "targets": target, "attempt_timeout_s": 60, "deadline_s": 10})["message"]
     assert "letters, digits" in error({"name": "has space", "targets": target})["message"]
@@ -79,16 +90,27 @@ def test_routes_round_trip_and_renames_follow_fallbacks(tenants: Tenants) -> Non
     api = session_api(tenants.owner_a, tenants.org_a)
     deployment = create_deployment(tenants.org_a, name="chat")
     provider = create_provider(tenants.org_a, name="backup", region="eu-west")
-    backup = api.post("/api/v1/routes/", {"name": "backup", "targets": [{"provider": provider.pk, "provider_model": "m"}]}, format="json").json()
+    backup = api.post(
+        "/api/v1/routes/", {"name": "backup", "targets": [{"provider": provider.pk, "provider_model": "m"}]}, format="json"
+    ).json()
     body = {
-        "name": "chat-default", "strategy": "weighted", "allowed_regions": ["us-east", "eu-west"], "fallbacks": ["backup"],
-        "max_attempts": 4, "attempt_timeout_s": 5, "deadline_s": 30, "breaker_failures": 3, "breaker_cooldown_s": 2,
+        "name": "chat-default",
+        "strategy": "weighted",
+        "allowed_regions": ["us-east", "eu-west"],
+        "fallbacks": ["backup"],
+        "max_attempts": 4,
+        "attempt_timeout_s": 5,
+        "deadline_s": 30,
+        "breaker_failures": 3,
+        "breaker_cooldown_s": 2,
         "targets": [{"deployment": deployment.pk, "weight": 90}, {"provider": provider.pk, "provider_model": "m", "weight": 10}],
     }
     route = api.post("/api/v1/routes/", body, format="json").json()
     assert [t["weight"] for t in route["targets"]] == [90, 10] and route["allowed_regions"] == ["eu-west", "us-east"]
     assert api.get(f"/api/v1/routes/{route['id']}/").json()["fallbacks"] == ["backup"]
-    renamed = api.put(f"/api/v1/routes/{backup['id']}/", {"name": "reserve", "targets": [{"provider": provider.pk, "provider_model": "m"}]}, format="json")
+    renamed = api.put(
+        f"/api/v1/routes/{backup['id']}/", {"name": "reserve", "targets": [{"provider": provider.pk, "provider_model": "m"}]}, format="json"
+    )
     assert renamed.status_code == 200
     assert api.get(f"/api/v1/routes/{route['id']}/").json()["fallbacks"] == ["reserve"]
     # A route others fall back to cannot be deleted; a provider in use cannot either.
@@ -106,11 +128,25 @@ def test_console_route_form_creates_a_route_and_the_page_shows_it(tenants: Tenan
     base = f"/o/{tenants.org_a.slug}/routing"
     assert page.get(base + "/new/").status_code == 200
     form = {
-        "name": "chat-default", "strategy": "ordered", "allowed_regions": ["us-east"], "fallbacks": "",
-        "max_attempts": 3, "attempt_timeout_s": 30, "deadline_s": 120, "breaker_failures": 5, "breaker_cooldown_s": 10,
-        "targets-TOTAL_FORMS": 2, "targets-INITIAL_FORMS": 0, "targets-MIN_NUM_FORMS": 0, "targets-MAX_NUM_FORMS": 20,
-        "targets-0-target": f"deployment:{deployment.pk}", "targets-0-provider_model": "", "targets-0-weight": 100,
-        "targets-1-target": "", "targets-1-provider_model": "", "targets-1-weight": 100,
+        "name": "chat-default",
+        "strategy": "ordered",
+        "allowed_regions": ["us-east"],
+        "fallbacks": "",
+        "max_attempts": 3,
+        "attempt_timeout_s": 30,
+        "deadline_s": 120,
+        "breaker_failures": 5,
+        "breaker_cooldown_s": 10,
+        "targets-TOTAL_FORMS": 2,
+        "targets-INITIAL_FORMS": 0,
+        "targets-MIN_NUM_FORMS": 0,
+        "targets-MAX_NUM_FORMS": 20,
+        "targets-0-target": f"deployment:{deployment.pk}",
+        "targets-0-provider_model": "",
+        "targets-0-weight": 100,
+        "targets-1-target": "",
+        "targets-1-provider_model": "",
+        "targets-1-weight": 100,
     }
     response = page.post(base + "/new/", form)
     route = ModelRoute.objects.for_org(tenants.org_a).get()

@@ -88,7 +88,15 @@ def test_fallback_chain_serves_when_every_target_fails(gateway: str, tenants: Te
 
 def test_breaker_opens_stops_traffic_and_recovers_through_a_probe(gateway: str, tenants: Tenants, backends: list[Backend]) -> None:
     flaky, steady = provider_for(tenants.org_a, backends[0]), provider_for(tenants.org_a, backends[1])
-    route_to(tenants.org_a, "guarded", [(flaky, 100), (steady, 100)], strategy="ordered", breaker_failures=2, breaker_cooldown_s=1.0, max_attempts=2)
+    route_to(
+        tenants.org_a,
+        "guarded",
+        [(flaky, 100), (steady, 100)],
+        strategy="ordered",
+        breaker_failures=2,
+        breaker_cooldown_s=1.0,
+        max_attempts=2,
+    )
     key = issue_key(tenants.org_a).plaintext
     backends[0].control(fail_status=502)
     responses = [chat(gateway, key, "guarded") for _ in range(8)]
@@ -112,7 +120,9 @@ def test_killing_a_replica_and_then_a_region_under_load_loses_no_request(gateway
     requests_per_minute = 1_000_000
     east_1, east_2, west = start_backend("east-1"), start_backend("east-2"), start_backend("west")
     try:
-        deployment_with_replicas(tenants.org_a, "chat", [(east_1.url, "local-us-east"), (east_2.url, "local-us-east"), (west.url, "local-eu-west")])
+        deployment_with_replicas(
+            tenants.org_a, "chat", [(east_1.url, "local-us-east"), (east_2.url, "local-us-east"), (west.url, "local-eu-west")]
+        )
         set_limits(tenants.org_a, requests_per_minute=requests_per_minute, tokens_per_minute=1_000_000_000, concurrent_requests=1_000)
         key = issue_key(tenants.org_a).plaintext
         results: list[httpx.Response] = []
@@ -121,7 +131,13 @@ def test_killing_a_replica_and_then_a_region_under_load_loses_no_request(gateway
         def load() -> None:
             with httpx.Client(timeout=30) as http:
                 while not done.is_set():
-                    results.append(http.post(gateway + "/v1/chat/completions", json={"model": "chat", "messages": [{"role": "user", "content": "x"}]}, headers={"Authorization": f"Bearer {key}"}))
+                    results.append(
+                        http.post(
+                            gateway + "/v1/chat/completions",
+                            json={"model": "chat", "messages": [{"role": "user", "content": "x"}]},
+                            headers={"Authorization": f"Bearer {key}"},
+                        )
+                    )
 
         workers = [threading.Thread(target=load) for _ in range(6)]
         for worker in workers:
@@ -148,7 +164,7 @@ def test_killing_a_replica_and_then_a_region_under_load_loses_no_request(gateway
         assert refused.json()["error"]["code"] == "rate_limit_requests", refused.text
         assert refused.headers["x-ratelimit-limit-requests"] == str(requests_per_minute)
     # Skip one answer per worker: it may have been recorded just after the exit.
-    after_region_down = results[region_down_at + len(workers):]
+    after_region_down = results[region_down_at + len(workers) :]
     regions = Counter(r.headers["x-switchboard-region"] for r in after_region_down)
     assert regions == {"eu-west": len(after_region_down)}, regions
 
@@ -164,8 +180,12 @@ def test_scale_from_zero_wakes_the_deployment_and_waits_for_its_replica(gateway:
         assert woken
         time.sleep(1.0)
         Replica.objects.create(
-            organization=tenants.org_a, deployment=deployment, revision=deployment.current_revision,
-            cluster=Cluster.objects.get(name="local-us-east"), state=Replica.State.READY, endpoint=backends[2].url,
+            organization=tenants.org_a,
+            deployment=deployment,
+            revision=deployment.current_revision,
+            cluster=Cluster.objects.get(name="local-us-east"),
+            state=Replica.State.READY,
+            endpoint=backends[2].url,
         )
 
     with ThreadPoolExecutor(1) as pool:

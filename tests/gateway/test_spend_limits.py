@@ -30,7 +30,12 @@ PER_TOKEN = Decimal("0.001")  # $1,000 per million tokens, input and output
 
 
 def _priced_route(tenants: Tenants, backend: Backend) -> None:
-    ModelPrice.objects.create(model="priced", input_price_per_mtok=Decimal(1000), output_price_per_mtok=Decimal(1000), effective_from=timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(days=40))
+    ModelPrice.objects.create(
+        model="priced",
+        input_price_per_mtok=Decimal(1000),
+        output_price_per_mtok=Decimal(1000),
+        effective_from=timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(days=40),
+    )
     for org in (tenants.org_a, tenants.org_b):
         route_to(org, "priced", [(provider_for(org, backend), 100)])
 
@@ -80,7 +85,9 @@ def test_a_stream_in_flight_finishes_and_the_next_request_is_refused(gateway: st
 
     def stream() -> None:
         body = {"model": "priced", "messages": [{"role": "user", "content": "Hello there"}], "stream": True, "max_tokens": 7}
-        with httpx.stream("POST", gateway + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30) as response:
+        with httpx.stream(
+            "POST", gateway + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as response:
             assert response.status_code == 200
             lines.extend(line for line in response.iter_lines() if line)
 
@@ -101,7 +108,13 @@ def test_the_free_plan_stops_at_its_credit(gateway: str, tenants: Tenants, backe
     key = issue_key(tenants.org_a).plaintext
     assert chat(gateway, key, "external").status_code == 200
     # This month's usage so far: $6 of provider cost, past the $5 free credit.
-    ingest.write_batch([_record(tenants.org_a.pk, "earlier", at=timezone.now() - timedelta(minutes=1), model="external", route="external", cost=Decimal(6))])
+    ingest.write_batch(
+        [
+            _record(
+                tenants.org_a.pk, "earlier", at=timezone.now() - timedelta(minutes=1), model="external", route="external", cost=Decimal(6)
+            )
+        ]
+    )
     refused = wait_for(lambda: (r := chat(gateway, key, "external")).status_code == 402 and r, timeout=6, interval=0.3)
     assert "free plan credit of $5.00" in refused.json()["error"]["message"]
     # The other tenant, on the default plan, is untouched.

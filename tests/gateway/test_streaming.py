@@ -41,8 +41,14 @@ def test_events_pass_through_byte_for_byte(gateway: str, tenants: Tenants, backe
     assert (event.output_tokens, event.streamed, event.status) == (5, True, 200)
     assert event.ttft_ms is not None and event.ttft_ms <= event.latency_ms
 
-    asked = httpx.post(gateway + "/v1/chat/completions", json={**BODY, "stream_options": {"include_usage": True}}, headers={"Authorization": f"Bearer {key}"}).content
-    direct_asked = httpx.post(backends[0].url + "/v1/chat/completions", json={**BODY, "model": "bench-model", "stream_options": {"include_usage": True}}).content
+    asked = httpx.post(
+        gateway + "/v1/chat/completions",
+        json={**BODY, "stream_options": {"include_usage": True}},
+        headers={"Authorization": f"Bearer {key}"},
+    ).content
+    direct_asked = httpx.post(
+        backends[0].url + "/v1/chat/completions", json={**BODY, "model": "bench-model", "stream_options": {"include_usage": True}}
+    ).content
     assert _normalise(asked) == _normalise(direct_asked)
 
 

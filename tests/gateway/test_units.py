@@ -22,8 +22,15 @@ from routing.snapshot import Target
 
 def _target(name: str, *, weight: int = 100, position: int = 0, price: str = "1") -> Target:
     return Target(
-        id=name, label=name, kind="provider", weight=weight, position=position, endpoints=(),
-        input_price_per_mtok=Decimal(price), output_price_per_mtok=Decimal(price), regions=frozenset(),
+        id=name,
+        label=name,
+        kind="provider",
+        weight=weight,
+        position=position,
+        endpoints=(),
+        input_price_per_mtok=Decimal(price),
+        output_price_per_mtok=Decimal(price),
+        regions=frozenset(),
     )
 
 
@@ -259,7 +266,7 @@ def test_the_relay_understands_crlf_events_a_last_event_without_blank_line_and_b
     relay = _SseRelay(exchange, inject_usage=True)
     upstream = (
         b'event: message\r\ndata:{"choices":[{"delta":{"content":"Hi"}}],"usage":null}\r\n\r\n'
-        b': a comment\r\n\r\n'
+        b": a comment\r\n\r\n"
         b'data: {"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":1}}'
     )
     out = relay.feed(upstream) + relay.flush()

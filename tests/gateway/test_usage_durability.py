@@ -23,7 +23,9 @@ from tests.servers import ROOT, child_database_url, child_env, wait_until_up
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_no_answered_request_loses_its_event_when_the_gateway_is_killed(live_server_url: str, tenants: Tenants, backends: list[Backend]) -> None:
+def test_no_answered_request_loses_its_event_when_the_gateway_is_killed(
+    live_server_url: str, tenants: Tenants, backends: list[Backend]
+) -> None:
     """SIGKILL a gateway in the middle of a steady load; every request that got a 2xx has
     exactly one usage event once a new gateway runs (the ingester runs beside them)."""
     route_to(tenants.org_a, "chat-default", [(provider_for(tenants.org_a, backends[0]), 100)])
@@ -33,7 +35,12 @@ def test_no_answered_request_loses_its_event_when_the_gateway_is_killed(live_ser
     env = child_env(DATABASE_URL=child_database_url())
 
     def start_gateway(port: int) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen([sys.executable, "-m", "uvicorn", "console.asgi:application", "--port", str(port), "--no-access-log", "--log-level", "warning"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "console.asgi:application", "--port", str(port), "--no-access-log", "--log-level", "warning"],
+            cwd=ROOT,
+            env=env,
+            stderr=subprocess.DEVNULL,
+        )
         wait_until_up(f"http://127.0.0.1:{port}/accounts/login/", process)
         return process
 
@@ -46,7 +53,11 @@ def test_no_answered_request_loses_its_event_when_the_gateway_is_killed(live_ser
         with httpx.Client(timeout=10) as http:
             while not stopping.is_set():
                 try:
-                    response = http.post(f"http://127.0.0.1:{port}/v1/chat/completions", json={"model": "chat-default", "messages": [{"role": "user", "content": "x"}]}, headers={"Authorization": f"Bearer {key}"})
+                    response = http.post(
+                        f"http://127.0.0.1:{port}/v1/chat/completions",
+                        json={"model": "chat-default", "messages": [{"role": "user", "content": "x"}]},
+                        headers={"Authorization": f"Bearer {key}"},
+                    )
                 except httpx.HTTPError:
                     continue  # the gateway is down: no answer, so no event is owed
                 if response.status_code == 200:
@@ -69,6 +80,9 @@ def test_no_answered_request_loses_its_event_when_the_gateway_is_killed(live_ser
 
     expected = set(answered)
     assert len(expected) == len(answered)
-    stored = wait_for(lambda: (rows := set(UsageEvent.objects.for_org(tenants.org_a).values_list("request_id", flat=True))) >= expected and rows, timeout=120)
+    stored = wait_for(
+        lambda: (rows := set(UsageEvent.objects.for_org(tenants.org_a).values_list("request_id", flat=True))) >= expected and rows,
+        timeout=120,
+    )
     assert expected <= stored
     assert UsageEvent.objects.for_org(tenants.org_a).filter(request_id__in=expected, status=200).count() == len(expected)

@@ -50,7 +50,9 @@ def test_health_is_503_until_ready_then_sigterm_drains_in_flight_streams() -> No
         assert early.status_code == 200
 
         frames: list[str] = []
-        with httpx.stream("POST", url + "/v1/chat/completions", json=_chat_body("Tell me a story about a lighthouse.", 48, stream=True), timeout=120) as stream:
+        with httpx.stream(
+            "POST", url + "/v1/chat/completions", json=_chat_body("Tell me a story about a lighthouse.", 48, stream=True), timeout=120
+        ) as stream:
             lines = stream.iter_lines()
             for line in lines:
                 if line.startswith("data: "):
@@ -76,7 +78,9 @@ def narrow_server():  # type: ignore[no-untyped-def]
 
 
 def _hold_a_stream(url: str, started: threading.Event, release: threading.Event) -> None:
-    with httpx.stream("POST", url + "/v1/chat/completions", json=_chat_body("Write an essay about the ocean.", 1000, stream=True), timeout=120) as stream:
+    with httpx.stream(
+        "POST", url + "/v1/chat/completions", json=_chat_body("Write an essay about the ocean.", 1000, stream=True), timeout=120
+    ) as stream:
         for line in stream.iter_lines():
             if line.startswith("data: ") and '"content":"' in line and '"content":""' not in line:
                 started.set()

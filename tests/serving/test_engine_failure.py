@@ -30,7 +30,9 @@ def test_a_failing_forward_pass_marks_the_server_broken(model: str) -> None:
 
         server.loaded.model.forward = device_lost  # type: ignore[union-attr, method-assign]
         if model == "tiny-chat":
-            response = client.post("/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3})
+            response = client.post(
+                "/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+            )
         else:
             response = client.post("/v1/embeddings", json={"model": model, "input": "hi"})
         assert response.status_code == 503
@@ -38,5 +40,8 @@ def test_a_failing_forward_pass_marks_the_server_broken(model: str) -> None:
         health = client.get("/health")
         assert health.status_code == 503
         assert health.json()["status"] == "broken" and "illegal memory access" in health.json()["reason"]
-        after = client.post("/v1/embeddings" if model == "tiny-embedding" else "/v1/chat/completions", json={"model": model, "input": "x", "messages": [{"role": "user", "content": "x"}]})
+        after = client.post(
+            "/v1/embeddings" if model == "tiny-embedding" else "/v1/chat/completions",
+            json={"model": model, "input": "x", "messages": [{"role": "user", "content": "x"}]},
+        )
         assert after.status_code == 503

@@ -30,10 +30,15 @@ def test_chat_answers_and_counts_tokens_exactly(chat_server: str, chat_tokenizer
     assert "Paris" in response.choices[0].message.content
     assert response.choices[0].message.role == "assistant"
     assert response.choices[0].finish_reason == "stop"
-    prompt = chat_tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True, tokenize=False)
+    prompt = chat_tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True, tokenize=False
+    )
     assert response.usage.prompt_tokens == len(chat_tokenizer(prompt, add_special_tokens=False)["input_ids"])
     # The generated text plus the end-of-turn token the model stopped on.
-    assert response.usage.completion_tokens == len(chat_tokenizer(response.choices[0].message.content, add_special_tokens=False)["input_ids"]) + 1
+    assert (
+        response.usage.completion_tokens
+        == len(chat_tokenizer(response.choices[0].message.content, add_special_tokens=False)["input_ids"]) + 1
+    )
     assert response.usage.total_tokens == response.usage.prompt_tokens + response.usage.completion_tokens
 
 
@@ -50,7 +55,10 @@ def test_greedy_chat_is_deterministic_and_seeded_sampling_repeats(chat_server: s
     first = _chat(client, "Name three fruits.", max_tokens=20, temperature=0, seed=1).choices[0].message.content
     second = _chat(client, "Name three fruits.", max_tokens=20, temperature=0, seed=1).choices[0].message.content
     assert first == second and first
-    sampled = [_chat(client, "Write a line of poetry.", max_tokens=16, temperature=0.9, top_p=0.95, seed=42).choices[0].message.content for _ in range(2)]
+    sampled = [
+        _chat(client, "Write a line of poetry.", max_tokens=16, temperature=0.9, top_p=0.95, seed=42).choices[0].message.content
+        for _ in range(2)
+    ]
     assert sampled[0] == sampled[1]
     other_seed = _chat(client, "Write a line of poetry.", max_tokens=16, temperature=0.9, top_p=0.95, seed=43).choices[0].message.content
     assert other_seed != sampled[0]
@@ -96,7 +104,11 @@ def test_models_lists_the_served_model(chat_server: str, embedding_server: str) 
 
 def test_embeddings_are_unit_length_and_meaningful(embedding_server: str) -> None:
     client = _client(embedding_server)
-    texts = ["A man is playing a guitar on stage.", "Someone performs music with a guitar in front of an audience.", "The quarterly tax report is due on Friday."]
+    texts = [
+        "A man is playing a guitar on stage.",
+        "Someone performs music with a guitar in front of an audience.",
+        "The quarterly tax report is due on Friday.",
+    ]
     response = client.embeddings.create(model=EMBEDDING_MODEL, input=texts)
     vectors = [np.array(item.embedding) for item in response.data]
     assert [item.index for item in response.data] == [0, 1, 2]
@@ -113,7 +125,9 @@ def test_embedding_usage_and_base64_match(embedding_server: str) -> None:
     client = _client(embedding_server)
     floats = client.embeddings.create(model=EMBEDDING_MODEL, input=["first text", "a second, longer text"])
     assert floats.usage.prompt_tokens == sum(len(tokenizer(text)["input_ids"]) for text in ["first text", "a second, longer text"])
-    raw = client.embeddings.with_raw_response.create(model=EMBEDDING_MODEL, input="first text", encoding_format="base64").http_response.json()
+    raw = client.embeddings.with_raw_response.create(
+        model=EMBEDDING_MODEL, input="first text", encoding_format="base64"
+    ).http_response.json()
     decoded = np.frombuffer(base64.b64decode(raw["data"][0]["embedding"]), dtype="<f4")
     assert np.allclose(decoded, floats.data[0].embedding, atol=1e-6)
 
@@ -139,5 +153,7 @@ def test_continuous_batching_returns_what_each_request_returns_alone(chat_server
     with concurrent.futures.ThreadPoolExecutor(len(prompts)) as pool:
         together = list(pool.map(staggered, range(len(prompts))))
     assert together == alone
-    batched_steps = (metric(chat_server, "switchboard:batch_size_count") - steps_before) - (metric(chat_server, "switchboard:batch_size_bucket", le="1.0") - single_before)
+    batched_steps = (metric(chat_server, "switchboard:batch_size_count") - steps_before) - (
+        metric(chat_server, "switchboard:batch_size_bucket", le="1.0") - single_before
+    )
     assert batched_steps > 10  # the requests really shared decode steps

@@ -15,7 +15,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--once", action="store_true", help="Write what is there now, then exit.")
-        parser.add_argument("--workers", type=int, default=None, help="Parallel database writers (default: one per core on PostgreSQL, up to 4; one on SQLite).")
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=None,
+            help="Parallel database writers (default: one per core on PostgreSQL, up to 4; one on SQLite).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         workers = options["workers"] or ingest.default_workers()

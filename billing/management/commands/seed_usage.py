@@ -83,7 +83,9 @@ def seed_records(org: Organization, *, days: int, per_hour: int, rng: random.Ran
             at = hour + timedelta(seconds=rng.uniform(0, 3600))
             if at >= now:
                 continue
-            model, route, deployment, region, _, median, in_price, out_price, out_tokens = rng.choices(TRAFFIC, weights=[t[4] for t in TRAFFIC])[0]
+            model, route, deployment, region, _, median, in_price, out_price, out_tokens = rng.choices(
+                TRAFFIC, weights=[t[4] for t in TRAFFIC]
+            )[0]
             status, error_code = 200, ""
             roll = rng.random()
             if abs((at - incident).total_seconds()) < 1800 and model == "gpt-4o-mini" and roll < 0.35:
@@ -98,11 +100,25 @@ def seed_records(org: Organization, *, days: int, per_hour: int, rng: random.Ran
             latency = rng.lognormvariate(math.log(median), 0.35) if status < 500 else rng.uniform(2000, 8000)
             records.append(
                 UsageRecord(
-                    request_id=f"seed_{uuid.UUID(int=rng.getrandbits(128)).hex}", organization_id=org.pk, at=at,
-                    key_id=rng.choices(keys, weights=key_weights)[0] if rng.random() > 0.04 else "", endpoint="embeddings" if model == "embed" else "chat/completions",
-                    model=model, route=route, target=f"deployment:{deployment}" if deployment else f"provider:{model}", deployment_id=deployments.get(deployment, "") if deployment else "",
-                    region=region, status=status, error_code=error_code, streamed=model != "embed" and rng.random() < 0.5, attempts=1,
-                    input_tokens=input_tokens, output_tokens=output_tokens, latency_ms=round(latency, 3), ttft_ms=None, cost=cost.quantize(Decimal("1e-12")),
+                    request_id=f"seed_{uuid.UUID(int=rng.getrandbits(128)).hex}",
+                    organization_id=org.pk,
+                    at=at,
+                    key_id=rng.choices(keys, weights=key_weights)[0] if rng.random() > 0.04 else "",
+                    endpoint="embeddings" if model == "embed" else "chat/completions",
+                    model=model,
+                    route=route,
+                    target=f"deployment:{deployment}" if deployment else f"provider:{model}",
+                    deployment_id=deployments.get(deployment, "") if deployment else "",
+                    region=region,
+                    status=status,
+                    error_code=error_code,
+                    streamed=model != "embed" and rng.random() < 0.5,
+                    attempts=1,
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    latency_ms=round(latency, 3),
+                    ttft_ms=None,
+                    cost=cost.quantize(Decimal("1e-12")),
                 )
             )
         hour += timedelta(hours=1)

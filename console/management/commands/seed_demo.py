@@ -42,7 +42,9 @@ class Command(BaseCommand):
         existing = set(Deployment.objects.for_org(ctx.organization).filter(deleted_at=None).values_list("name", flat=True))
         for name, model in (("chat", "smollm2-135m-instruct"), ("embed", "all-minilm-l6-v2")):
             if name not in existing:
-                spec = DeploymentSpec(model=model, gpu_type="CPU", allowed_regions=regions, min_replicas=0, max_replicas=2, idle_timeout_s=600)
+                spec = DeploymentSpec(
+                    model=model, gpu_type="CPU", allowed_regions=regions, min_replicas=0, max_replicas=2, idle_timeout_s=600
+                )
                 create_deployment(ctx, name=name, spec=spec)
         if not ModelRoute.objects.for_org(ctx.organization).filter(name="chat-default").exists():
             chat = Deployment.objects.for_org(ctx.organization).get(name="chat", deleted_at=None)

@@ -36,16 +36,46 @@ class Command(BaseCommand):
             call_command("seed_demo")
         python = sys.executable
         processes = {
-            "web": [python, "-m", "uvicorn", "console.asgi:application", "--host", options["host"], "--port", str(options["port"]), "--no-access-log"],
+            "web": [
+                python,
+                "-m",
+                "uvicorn",
+                "console.asgi:application",
+                "--host",
+                options["host"],
+                "--port",
+                str(options["port"]),
+                "--no-access-log",
+            ],
             "worker": [python, "-m", "celery", "-A", "console", "worker", "--loglevel=INFO", "--concurrency=2"],
-            "beat": [python, "-m", "celery", "-A", "console", "beat", "--loglevel=INFO", "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME],
+            "beat": [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "console",
+                "beat",
+                "--loglevel=INFO",
+                "--schedule",
+                settings.CELERY_BEAT_SCHEDULE_FILENAME,
+            ],
             "usage ingester": [python, "manage.py", "ingest_usage"],
         }
         for cluster in clusters:
-            processes[f"agent {cluster.name}"] = [python, "manage.py", "cluster_agent", "--cluster", cluster.name, "--port", str(cluster.port)]
+            processes[f"agent {cluster.name}"] = [
+                python,
+                "manage.py",
+                "cluster_agent",
+                "--cluster",
+                cluster.name,
+                "--port",
+                str(cluster.port),
+            ]
         children = {name: subprocess.Popen(cmd, cwd=settings.BASE_DIR) for name, cmd in processes.items()}
         stack = "PostgreSQL + Redis" if settings.REDIS_URL else "embedded (SQLite, filesystem broker)"
-        self.stdout.write(self.style.SUCCESS(f"Switchboard is up on http://{options['host']}:{options['port']}/ ({stack}). Ctrl-C stops it."))
+        self.stdout.write(
+            self.style.SUCCESS(f"Switchboard is up on http://{options['host']}:{options['port']}/ ({stack}). Ctrl-C stops it.")
+        )
 
         stopping = False
 

@@ -20,4 +20,9 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, required=True)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        uvicorn.run(build_agent_app(options["cluster"], model_cache_dir=settings.MODEL_CACHE_DIR), host=options["host"], port=options["port"], log_level="warning")
+        uvicorn.run(
+            build_agent_app(options["cluster"], model_cache_dir=settings.MODEL_CACHE_DIR),
+            host=options["host"],
+            port=options["port"],
+            log_level="warning",
+        )
