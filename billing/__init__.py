@@ -1,1 +1,2 @@
-"""Metering and money: usage events (the gateway hands them here); rollups, prices and invoices arrive with the metering and billing issues."""
+"""Metering and money: usage events and their hand-off from the gateway, ingest and
+rollups, the price book, rating, invoices, credits, budgets and Stripe."""

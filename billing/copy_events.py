@@ -118,7 +118,9 @@ def insert_and_roll_up(events_query: str, params: Mapping[str, Any] | None = Non
                 coalesce(array_agg(floor(extract(epoch FROM at) / 60)::bigint), '{{}}'),
                 coalesce(array_agg(status), '{{}}'), coalesce(array_agg(input_tokens), '{{}}'), coalesce(array_agg(output_tokens), '{{}}'),
                 -- billing.histogram.bucket_of: the same double-precision logarithm (repr round-trips)
-                coalesce(array_agg(CASE WHEN latency_ms < 1 THEN 0 ELSE floor(ln(latency_ms) / {math.log(GROWTH)!r}::float8)::int END), '{{}}'),
+                coalesce(array_agg(
+                    CASE WHEN latency_ms < 1 THEN 0 ELSE floor(ln(latency_ms) / {math.log(GROWTH)!r}::float8)::int END
+                ), '{{}}'),
                 coalesce(array_agg((cost * 1e{COST_PLACES})::bigint), '{{}}')
             FROM new
             """,

@@ -257,7 +257,8 @@ def _insert(records: list[UsageRecord]) -> None:
         for start in range(0, len(records), 1000):
             chunk = records[start : start + 1000]
             params: list[Any] = [value for record in chunk for value in _row(record, connection)]
-            sql = f"INSERT INTO {table} ({columns}) VALUES {', '.join([placeholders] * len(chunk))} ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
+            values = ", ".join([placeholders] * len(chunk))
+            sql = f"INSERT INTO {table} ({columns}) VALUES {values} ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
             with connection.cursor() as cursor:
                 cursor.execute(sql, params)
                 new_ids.update(row[0] for row in cursor.fetchall())

@@ -89,8 +89,9 @@ class EventColumns:
     def of(cls, records: Iterable[UsageRecord]) -> EventColumns:
         rows = [
             (
-                orjson.dumps([r.organization_id, *(getattr(r, name) for name in DIMENSIONS)]).decode(), int(r.at.timestamp()) // 60, r.status,
-                r.input_tokens, r.output_tokens, histogram.bucket_of(r.latency_ms), int(r.cost.scaleb(COST_PLACES).to_integral_value(ROUND_HALF_UP)),
+                orjson.dumps([r.organization_id, *(getattr(r, name) for name in DIMENSIONS)]).decode(),
+                int(r.at.timestamp()) // 60, r.status, r.input_tokens, r.output_tokens, histogram.bucket_of(r.latency_ms),
+                int(r.cost.scaleb(COST_PLACES).to_integral_value(ROUND_HALF_UP)),
             )
             for r in records
         ]  # fmt: skip

@@ -56,9 +56,9 @@ def encode(record: UsageRecord) -> bytes:
         (
             r.request_id.translate(_ESCAPE), r.organization_id.translate(_ESCAPE), r.at.isoformat(), r.key_id.translate(_ESCAPE),
             r.endpoint.translate(_ESCAPE), r.model.translate(_ESCAPE), r.route.translate(_ESCAPE), r.target.translate(_ESCAPE),
-            r.deployment_id.translate(_ESCAPE), r.region.translate(_ESCAPE), str(r.status), r.error_code.translate(_ESCAPE), "t" if r.streamed else "f",
-            str(r.attempts), str(r.input_tokens), str(r.output_tokens), repr(float(r.latency_ms)), "\\N" if r.ttft_ms is None else repr(float(r.ttft_ms)),
-            str(r.cost),
+            r.deployment_id.translate(_ESCAPE), r.region.translate(_ESCAPE), str(r.status), r.error_code.translate(_ESCAPE),
+            "t" if r.streamed else "f", str(r.attempts), str(r.input_tokens), str(r.output_tokens), repr(float(r.latency_ms)),
+            "\\N" if r.ttft_ms is None else repr(float(r.ttft_ms)), str(r.cost),
         )
     ).encode()  # fmt: skip
 
@@ -77,8 +77,9 @@ def decode(line: bytes) -> UsageRecord:
     (request_id, organization_id, at, key_id, endpoint, model, route, target, deployment_id, region, status, error_code, streamed, attempts,
      input_tokens, output_tokens, latency_ms, ttft_ms, cost) = values  # fmt: skip
     return UsageRecord(
-        request_id, organization_id, datetime.fromisoformat(at), key_id, endpoint, model, route, target, deployment_id, region, int(status), error_code,
-        streamed == "t", int(attempts), int(input_tokens), int(output_tokens), float(latency_ms), None if ttft_ms == "\\N" else float(ttft_ms), Decimal(cost),
+        request_id, organization_id, datetime.fromisoformat(at), key_id, endpoint, model, route, target, deployment_id, region,
+        int(status), error_code, streamed == "t", int(attempts), int(input_tokens), int(output_tokens), float(latency_ms),
+        None if ttft_ms == "\\N" else float(ttft_ms), Decimal(cost),
     )  # fmt: skip
 
 

@@ -78,7 +78,8 @@ def _effective_from(value: datetime | None, now: datetime) -> datetime:
     if value < now:
         earliest = next_whole_hour(now)
         raise ServiceError(
-            f"A version cannot take effect in the past: usage already rated (and pushed to Stripe) would change. The earliest is {earliest:%Y-%m-%d %H:%M} UTC.",
+            "A version cannot take effect in the past: usage already rated (and pushed to Stripe) would change. "
+            f"The earliest is {earliest:%Y-%m-%d %H:%M} UTC.",
             field="effective_from",
         )
     return value

@@ -190,7 +190,8 @@ def ensure_meters_and_prices() -> StripeCatalog | None:
         # Revisions replace an hour only on an hourly pre-aggregated sum; on any other
         # meter they would add up and bill twice.
         raise StripeNotConfigured(
-            f"The Stripe meter {meter.id} for `{METER_EVENT_NAME}` is not an hourly pre-aggregated sum; deactivate it and let Switchboard create its own."
+            f"The Stripe meter {meter.id} for `{METER_EVENT_NAME}` is not an hourly pre-aggregated sum; "
+            "deactivate it and let Switchboard create its own."
         )
     if meter is None:
         meter = client.v1.billing.meters.create(
@@ -533,7 +534,8 @@ def _apply_invoice_event(event: stripe.Event, created: datetime) -> str:
         _set_status(
             org,
             OrgStatus.PAST_DUE,
-            f"Payment failed for invoice {_invoice_label(invoice)}. Update the payment method by {grace_until:%Y-%m-%d %H:%M} UTC to avoid suspension.",
+            f"Payment failed for invoice {_invoice_label(invoice)}. "
+            f"Update the payment method by {grace_until:%Y-%m-%d %H:%M} UTC to avoid suspension.",
         )
     # Already past due: the grace runs from the first failure (Stripe retries a payment
     # several times, and each failure must not extend it). Suspended: stays suspended.

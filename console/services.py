@@ -185,7 +185,10 @@ def create_invitation(ctx: OrgContext, *, role: str, email: str = "") -> IssuedI
         transaction.on_commit(
             lambda: send_mail(
                 subject=f"You are invited to {org_name} on Switchboard",
-                message=f"{ctx.actor_label} invited you to join {org_name} as {role.label.lower()}.\n\nAccept: {url}\n\nThe link works once and expires in 7 days.",
+                message=(
+                    f"{ctx.actor_label} invited you to join {org_name} as {role.label.lower()}.\n\n"
+                    f"Accept: {url}\n\nThe link works once and expires in 7 days."
+                ),
                 from_email=None,
                 recipient_list=[email],
             )

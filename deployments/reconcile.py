@@ -405,7 +405,8 @@ def _status(
     if placed_short:
         return (
             Deployment.Status.DEPLOYING,
-            f"waiting for capacity: {desired - len(current)} replica(s) could not be placed in {', '.join(deployment.current_revision.allowed_regions)}",
+            f"waiting for capacity: {desired - len(current)} replica(s) could not be placed in "
+            f"{', '.join(deployment.current_revision.allowed_regions)}",
         )  # type: ignore[union-attr]
     if deployment.failure_count:
         return Deployment.Status.UNHEALTHY, f"{ready} of {desired} replicas ready after {deployment.failure_count} failure(s)"

@@ -212,7 +212,8 @@ class ModelServer:
             )
             raise ApiError(
                 400,
-                f"{param}={limit} plus the prompt's {prompt_tokens} tokens exceeds the context length of {context}; set {param} to at most {context - prompt_tokens}.",
+                f"{param}={limit} plus the prompt's {prompt_tokens} tokens exceeds the context length of {context}; "
+                f"set {param} to at most {context - prompt_tokens}.",
                 param=param,
                 code="context_length_exceeded",
             )
@@ -557,7 +558,8 @@ def build_app(spec: ModelSpec, options: ServerOptions) -> tuple[Starlette, Model
     async def http_error(http: Request, error: Exception) -> Response:
         assert isinstance(error, HTTPException)
         code = "not_found" if error.status_code == 404 else "method_not_allowed" if error.status_code == 405 else None
-        message = f"{http.method} {http.url.path}: {error.detail}. Endpoints: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models, /health, /metrics."
+        endpoints = "/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models, /health, /metrics"
+        message = f"{http.method} {http.url.path}: {error.detail}. Endpoints: {endpoints}."
         return ApiError(error.status_code, message, code=code).response()
 
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})

@@ -193,7 +193,8 @@ class Gateway:
         if snapshot.suspended:
             raise GatewayError(
                 403,
-                f"This organization is suspended: {snapshot.status_reason or 'contact billing support'}. Requests are refused until it is reinstated.",
+                f"This organization is suspended: {snapshot.status_reason or 'contact billing support'}. "
+                "Requests are refused until it is reinstated.",
                 "organization_suspended",
             )
         route = snapshot.resolve(exchange.model)
@@ -244,7 +245,11 @@ class Gateway:
             if admission.exceeded == "concurrency":
                 message = f"Too many concurrent requests for {who}; wait for one to finish."
             else:
-                message = f"Rate limit reached for {who}: {admission.exceeded} per minute. Retry after {max(1, round(admission.retry_after_s))} s, or ask for a higher quota."
+                retry_after = max(1, round(admission.retry_after_s))
+                message = (
+                    f"Rate limit reached for {who}: {admission.exceeded} per minute. "
+                    f"Retry after {retry_after} s, or ask for a higher quota."
+                )
             raise GatewayError(429, message, f"rate_limit_{admission.exceeded}", headers=admission.headers())
         return admission
 
@@ -266,7 +271,8 @@ class Gateway:
             metrics.SPEND_REFUSED.labels(snapshot.org_id).inc()
             raise GatewayError(
                 402,
-                f"This organization has reached its {policy.reason} for this month. New requests are refused until an owner or admin raises the limit or adds credit (Billing page).",
+                f"This organization has reached its {policy.reason} for this month. "
+                "New requests are refused until an owner or admin raises the limit or adds credit (Billing page).",
                 "spend_limit_reached",
             )
         exchange.spend_policy, exchange.spend_reserved = policy, micros
@@ -326,7 +332,8 @@ class Gateway:
         if failures and all(kind == "timeout" for kind in failure_kinds):
             raise GatewayError(
                 504,
-                f"Every attempt for '{route.name}' timed out ({exchange.attempts} attempts, {route.attempt_timeout_s:g} s each). Retry, or raise the route's timeouts.",
+                f"Every attempt for '{route.name}' timed out ({exchange.attempts} attempts, {route.attempt_timeout_s:g} s each). "
+                "Retry, or raise the route's timeouts.",
                 "upstream_timeout",
             )
         if last_failure is not None and last_failure.status == 429:
@@ -338,7 +345,10 @@ class Gateway:
             )
         regions = f" in the allowed regions ({', '.join(sorted(route.allowed_regions))})" if route.allowed_regions else ""
         if exchange.attempts == 0:
-            message = f"No healthy target for '{route.name}'{regions}: every target is down, cordoned, scaled to zero or paused by its circuit breaker. Retry shortly."
+            message = (
+                f"No healthy target for '{route.name}'{regions}: every target is down, cordoned, scaled to zero "
+                "or paused by its circuit breaker. Retry shortly."
+            )
         else:
             message = (
                 f"Every attempt for '{route.name}'{regions} failed ({exchange.attempts} of at most {route.max_attempts}): "
@@ -541,7 +551,8 @@ class Gateway:
             if time.perf_counter() >= give_up:
                 raise GatewayError(
                     503,
-                    f"The deployment is scaled to zero and no replica became ready within {settings.GATEWAY_COLD_START_TIMEOUT_SECONDS} s. Retry shortly.",
+                    "The deployment is scaled to zero and no replica became ready within "
+                    f"{settings.GATEWAY_COLD_START_TIMEOUT_SECONDS} s. Retry shortly.",
                     "cold_start_timeout",
                 )
             await asyncio.sleep(0.5)

@@ -631,7 +631,8 @@ class _Handler(BaseHTTPRequestHandler):
                         {
                             "error": {
                                 "type": "idempotency_error",
-                                "message": "Keys for idempotent requests can only be used with the same parameters they were first used with. "
+                                "message": "Keys for idempotent requests can only be used with the same parameters "
+                                "they were first used with. "
                                 f"Try using a key other than '{idempotency_key}' if you meant to execute a different request.",
                             }
                         },

@@ -261,7 +261,8 @@ def test_staff_set_quotas_audited_in_both_logs_and_deploys_are_refused_past_them
     page = console.get(f"/staff/tenants/{tenants.org_a.pk}/quota/")
     assert page.status_code == 200 and "The platform defaults" in page.content.decode()
     form = {
-        "max_replicas": "2", "requests_per_minute": "2", "tokens_per_minute": "5000", "concurrent_requests": "3", "monthly_spend_cap": "250.00",
+        "max_replicas": "2", "requests_per_minute": "2", "tokens_per_minute": "5000", "concurrent_requests": "3",
+        "monthly_spend_cap": "250.00",
         "gpu_cpu": "2", "gpu_t4": "1", "gpu_l4": "0", "gpu_a10g": "0", "gpu_a100_80gb": "0", "gpu_h100": "0", "gpu_h200": "0",
     }  # fmt: skip
     response = console.post(f"/staff/tenants/{tenants.org_a.pk}/quota/", form)

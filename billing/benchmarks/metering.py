@@ -70,9 +70,11 @@ def table(figures: MeteringFigures) -> str:
         [
             "| figure | measured | goal |",
             "|---|---|---|",
-            f"| sustained ingest rate, durable, deduplicated, rolled up ({figures.ingest_events:,} events) | {data['ingest_events_per_s']:,} events/s | >= 25,000 events/s |",
+            f"| sustained ingest rate, durable, deduplicated, rolled up ({figures.ingest_events:,} events) "
+            f"| {data['ingest_events_per_s']:,} events/s | >= 25,000 events/s |",
             f"| replay of the same events (adds nothing) | {data['replay_events_per_s']:,} events/s | printed |",
-            f"| usage page query p95, one tenant, {QUERY_DAYS} days, {figures.query_events:,} events | {figures.query_p95_ms:.1f} ms (p50 {figures.query_p50_ms:.1f}) | < 200 ms |",
+            f"| usage page query p95, one tenant, {QUERY_DAYS} days, {figures.query_events:,} events "
+            f"| {figures.query_p95_ms:.1f} ms (p50 {figures.query_p50_ms:.1f}) | < 200 ms |",
             f"| the same, split by model | {figures.split_query_p95_ms:.1f} ms (p50 {figures.split_query_p50_ms:.1f}) | printed |",
             f"| rollup rows the {QUERY_DAYS}-day query reads | {figures.query_rollup_rows:,} | printed |",
         ]
@@ -123,7 +125,8 @@ def _bench_database_url() -> str:
                 connection.execute(f"CREATE DATABASE {BENCH_DATABASE}")
     except psycopg.Error as error:
         raise RuntimeError(
-            f"bench metering measures on PostgreSQL and cannot reach it at {parts.hostname}:{parts.port or 5432} ({error}); start it or set DATABASE_URL"
+            f"bench metering measures on PostgreSQL and cannot reach it at {parts.hostname}:{parts.port or 5432} ({error}); "
+            "start it or set DATABASE_URL"
         ) from None
     return urlunsplit(parts._replace(path="/" + BENCH_DATABASE))
 
@@ -190,7 +193,8 @@ def _measure_ingest(log: Callable[[str], None]) -> tuple[float, float]:
             model = rng.choice(MODELS)
             tokens_in, tokens_out = rng.randint(20, 2000), rng.randint(1, 600)
             record = UsageRecord(
-                request_id=f"ing_{start.timestamp():.0f}_{n}", organization_id=rng.choice(tenants), at=start + timedelta(microseconds=40 * n),
+                request_id=f"ing_{start.timestamp():.0f}_{n}", organization_id=rng.choice(tenants),
+                at=start + timedelta(microseconds=40 * n),
                 key_id=f"key_{rng.randrange(KEYS)}", endpoint="chat/completions", model=model, route=model, target=f"provider:p/{model}",
                 deployment_id="", region=rng.choice(REGIONS), status=200 if rng.random() > 0.02 else rng.choice((429, 502)), error_code="",
                 streamed=rng.random() < 0.5, attempts=1, input_tokens=tokens_in, output_tokens=tokens_out,
@@ -267,7 +271,8 @@ def _query_tenant(log: Callable[[str], None]) -> Any:
             'key_' || floor(random() * {KEYS}) AS key_id, 'chat/completions' AS endpoint,
             model, model AS route, '' AS target, '' AS deployment_id, ({regions})[1 + floor(random() * {len(REGIONS)})::int] AS region,
             CASE WHEN mod(i, 53) = 0 THEN 429 WHEN mod(i, 211) = 0 THEN 502 ELSE 200 END AS status, '' AS error_code,
-            mod(i, 2) = 0 AS streamed, 1 AS attempts, (20 + mod(i * 31, 1980))::int AS input_tokens, (1 + mod(i * 17, 600))::int AS output_tokens,
+            mod(i, 2) = 0 AS streamed, 1 AS attempts, (20 + mod(i * 31, 1980))::int AS input_tokens,
+            (1 + mod(i * 17, 600))::int AS output_tokens,
             exp(5.5 + 0.6 * (random() + random() + random() - 1.5) * 2) AS latency_ms, NULL::float8 AS ttft_ms,
             ((20 + mod(i * 31, 1980)) * 150 + (1 + mod(i * 17, 600)) * 600)::numeric / 1000000000 AS cost
         FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS i,

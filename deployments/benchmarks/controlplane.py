@@ -163,7 +163,8 @@ def table(figures: ControlPlaneFigures) -> str:
         [
             "| figure | measured | goal |",
             "|---|---|---|",
-            f"| one reconcile pass, {data['deployments']} deployments on {data['clusters']} clusters (no-I/O driver, PostgreSQL) | {data['reconcile_pass_s']} s ({data['deployments_per_s']} deployments/s) | < 2 s |",
+            f"| one reconcile pass, {data['deployments']} deployments on {data['clusters']} clusters (no-I/O driver, PostgreSQL) "
+            f"| {data['reconcile_pass_s']} s ({data['deployments_per_s']} deployments/s) | < 2 s |",
             f"| cold start of the embeddings model until its first answer | {data['cold_start_s']} s | |",
         ]
     )

@@ -87,10 +87,12 @@ def table(figures: GatewayFigures) -> str:
     for c in CONNECTIONS:
         direct, gateway, litellm = (getattr(figures, f"{name}_c{c}") for name in ("direct", "gateway", "litellm"))
         lines.append(
-            f"| {c} connection(s): requests/s | {direct.requests_per_s:,.0f} | {gateway.requests_per_s:,.0f} | {litellm.requests_per_s:,.0f} |"
+            f"| {c} connection(s): requests/s | {direct.requests_per_s:,.0f} | {gateway.requests_per_s:,.0f} "
+            f"| {litellm.requests_per_s:,.0f} |"
         )
         lines.append(
-            f"| {c} connection(s): p50 / p99 ms | {direct.p50_ms:.2f} / {direct.p99_ms:.2f} | {gateway.p50_ms:.2f} / {gateway.p99_ms:.2f} | {litellm.p50_ms:.2f} / {litellm.p99_ms:.2f} |"
+            f"| {c} connection(s): p50 / p99 ms | {direct.p50_ms:.2f} / {direct.p99_ms:.2f} | {gateway.p50_ms:.2f} / {gateway.p99_ms:.2f} "
+            f"| {litellm.p50_ms:.2f} / {litellm.p99_ms:.2f} |"
         )
     lines += [
         "",
