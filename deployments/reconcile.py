@@ -122,11 +122,74 @@ def autoscaled(deployment: Deployment, replicas: list[Replica]) -> int:
     return autoscaled_desired(deployment, replicas)
 
 
+@dataclass
+class _Pass:
+    """What one pass works on: the deployment, every replica holding a GPU for it, and what
+    the pass has done so far."""
+
+    deployment: Deployment
+    replicas: list[Replica]
+    drivers: DriverFactory
+    now: datetime
+    result: PassResult = field(default_factory=PassResult)
+
+
+@dataclass
+class _Fleet:
+    """The live replicas, by where they stand against the current revision."""
+
+    current: list[Replica]  # of the current revision, on clusters that keep them
+    evacuating: list[Replica]  # of the current revision, on a draining cluster
+    old: list[Replica]  # of earlier revisions
+
+    @classmethod
+    def of(cls, deployment: Deployment, live: list[Replica]) -> _Fleet:
+        # Replicas on a draining cluster do not count as placed: replacements go elsewhere,
+        # and they serve until those are READY.
+        revision_id = deployment.current_revision_id
+        evacuating = [r for r in live if r.revision_id == revision_id and r.cluster.status == Cluster.Status.DRAINING]
+        current = [r for r in live if r.revision_id == revision_id and r not in evacuating]
+        return cls(current=current, evacuating=evacuating, old=[r for r in live if r.revision_id != revision_id])
+
+    def ready_current(self) -> int:
+        return sum(1 for replica in self.current if replica.state == Replica.State.READY)
+
+
 def _pass(
     deployment_id: str, drivers: DriverFactory, probe: Probe, desired_replicas: Callable[[Deployment, list[Replica]], int]
 ) -> PassResult:
-    result = PassResult()
-    now = timezone.now()
+    run = _load(deployment_id, drivers)
+    deployment = run.deployment
+    observed, unreachable = _observe(run.replicas, drivers)
+    for replica in run.replicas:
+        _advance(run, replica, observed.get(replica.id), unreachable, probe)
+    if run.result.failed:
+        deployment.failure_count += len(run.result.failed)
+        deployment.next_attempt_at = run.now + timedelta(seconds=min(2**deployment.failure_count, 300))
+    live = [replica for replica in run.replicas if replica.state in LIVE]
+    _adopt_compatible(deployment, live)
+    fleet = _Fleet.of(deployment, live)
+    ready_current = fleet.ready_current()
+    if ready_current and not run.result.failed:
+        deployment.failure_count = 0
+
+    desired = 0 if deployment.deleted_at else desired_replicas(deployment, run.replicas)
+    run.result.desired = desired
+    crash_loop = deployment.failure_count >= MAX_FAILURES
+    backing_off = deployment.next_attempt_at is not None and run.now < deployment.next_attempt_at
+    may_place = not crash_loop and not backing_off
+    missing = desired - len(fleet.current)
+    if missing > 0 and may_place:
+        _place_missing(run, fleet, missing)
+    _replace_old_revisions(run, fleet, ready_current=ready_current, desired=desired, missing=missing, may_place=may_place)
+    if fleet.evacuating and not deployment.deleted_at:
+        _hand_over_from_draining_clusters(run, fleet, desired)
+    _drain_deleted_or_surplus(run, fleet, live, desired)
+    _settle_status(run, fleet, desired=desired, crash_loop=crash_loop, missing=missing)
+    return run.result
+
+
+def _load(deployment_id: str, drivers: DriverFactory) -> _Pass:
     deployment = (
         Deployment.objects.unscoped_across_tenants()
         .select_related("current_revision", "current_revision__gpu_type", "organization")
@@ -137,145 +200,124 @@ def _pass(
         .filter(deployment=deployment, state__in=HOLDS_GPU)
         .select_related("cluster", "revision")
     )
-    observed, unreachable = _observe(replicas, drivers)
+    return _Pass(deployment=deployment, replicas=replicas, drivers=drivers, now=timezone.now())
 
-    # 2. advance replica states
-    for replica in replicas:
-        cluster = replica.cluster
-        seen = observed.get(replica.id)
-        if replica.state == Replica.State.DRAINING:
-            if cluster.status == Cluster.Status.DOWN or (cluster.name not in unreachable and (seen is None or not seen.running)):
-                _transition(replica, Replica.State.STOPPED, "drained", stopped_at=now)
-            continue
-        if cluster.status == Cluster.Status.DOWN:
-            # The replica did nothing wrong: replace it at once, with no backoff, and never
-            # let a cluster going down count towards the deployment's crash loop.
-            _transition(replica, Replica.State.FAILED, f"cluster {cluster.name} was marked down", stopped_at=now)
-            result.evicted.append(replica.id)
-            continue
-        if cluster.name in unreachable:
-            continue  # no news is not bad news: try again next pass
-        if replica.state == Replica.State.PENDING:
-            _start(replica, drivers, result)
-            continue
-        if seen is None or not seen.running:
-            code = f" with code {seen.exit_code}" if seen is not None and seen.exit_code is not None else ""
-            _transition(replica, Replica.State.FAILED, f"the model-server process exited{code}", stopped_at=now)
-            result.failed.append(replica.id)
-            continue
-        health = probe(replica.endpoint)
-        if health == "ready" and replica.state != Replica.State.READY:
-            _transition(replica, Replica.State.READY, "passed /health", ready_at=now)
-        elif health == "loading" and replica.state == Replica.State.PROVISIONING:
-            _transition(replica, Replica.State.LOADING, "loading the model")
-        elif health.startswith("broken"):
-            _stop(replica, drivers, drain=0)
-            _transition(replica, Replica.State.FAILED, health, stopped_at=now)
-            result.failed.append(replica.id)
 
-    if result.failed:
-        deployment.failure_count += len(result.failed)
-        deployment.next_attempt_at = now + timedelta(seconds=min(2**deployment.failure_count, 300))
-    live = [replica for replica in replicas if replica.state in LIVE]
-    _adopt_compatible(deployment, live)
-    # Replicas on a draining cluster do not count as placed: replacements go elsewhere,
-    # and they serve until those are READY (step 5).
-    evacuating = [
+def _advance(run: _Pass, replica: Replica, seen: ObservedReplica | None, unreachable: set[str], probe: Probe) -> None:
+    """Moves one replica along its states from what its cluster and /health report."""
+    cluster, now = replica.cluster, run.now
+    if replica.state == Replica.State.DRAINING:
+        if cluster.status == Cluster.Status.DOWN or (cluster.name not in unreachable and (seen is None or not seen.running)):
+            _transition(replica, Replica.State.STOPPED, "drained", stopped_at=now)
+        return
+    if cluster.status == Cluster.Status.DOWN:
+        # The replica did nothing wrong: replace it at once, with no backoff, and never
+        # let a cluster going down count towards the deployment's crash loop.
+        _transition(replica, Replica.State.FAILED, f"cluster {cluster.name} was marked down", stopped_at=now)
+        run.result.evicted.append(replica.id)
+        return
+    if cluster.name in unreachable:
+        return  # no news is not bad news: try again next pass
+    if replica.state == Replica.State.PENDING:
+        _start(replica, run.drivers, run.result)
+        return
+    if seen is None or not seen.running:
+        code = f" with code {seen.exit_code}" if seen is not None and seen.exit_code is not None else ""
+        _transition(replica, Replica.State.FAILED, f"the model-server process exited{code}", stopped_at=now)
+        run.result.failed.append(replica.id)
+        return
+    health = probe(replica.endpoint)
+    if health == "ready" and replica.state != Replica.State.READY:
+        _transition(replica, Replica.State.READY, "passed /health", ready_at=now)
+    elif health == "loading" and replica.state == Replica.State.PROVISIONING:
+        _transition(replica, Replica.State.LOADING, "loading the model")
+    elif health.startswith("broken"):
+        _stop(replica, run.drivers, drain=0)
+        _transition(replica, Replica.State.FAILED, health, stopped_at=now)
+        run.result.failed.append(replica.id)
+
+
+def _place_missing(run: _Pass, fleet: _Fleet, missing: int) -> None:
+    deployment = run.deployment
+    with transaction.atomic():
+        # Lock this GPU type's inventory rows: two workers placing at once would both see
+        # the same free GPU (PostgreSQL; SQLite serialises writers anyway).
+        list(ClusterGpu.objects.select_for_update().filter(gpu_type_id=deployment.current_revision.gpu_type_id))  # type: ignore[union-attr]
+        placements = _placements(deployment, missing)
+        new_replicas = [_place(deployment, cluster_name) for cluster_name in placements]
+    for replica in new_replicas:
+        _start(replica, run.drivers, run.result)
+        fleet.current.append(replica)
+
+
+def _replace_old_revisions(run: _Pass, fleet: _Fleet, *, ready_current: int, desired: int, missing: int, may_place: bool) -> None:
+    """Drains old revisions once the new one serves (at once when nothing is wanted). When
+    the new revision cannot be placed because the old one holds the capacity, gives up one
+    old replica per pass (at most one unavailable at a time)."""
+    if not fleet.old:
+        return
+    if ready_current >= desired:
+        for replica in fleet.old:
+            _drain(replica, run.drivers, run.result)
+        return
+    if missing <= 0 or len(fleet.current) >= desired or not may_place or any(r.state != Replica.State.READY for r in fleet.current):
+        return
+    revision = run.deployment.current_revision
+    assert revision is not None
+    # Only an old replica whose GPU the new revision could take: same type, active cluster
+    # in an allowed region. Draining others would lose capacity for nothing.
+    surrender = [
         replica
-        for replica in live
-        if replica.revision_id == deployment.current_revision_id and replica.cluster.status == Cluster.Status.DRAINING
+        for replica in fleet.old
+        if replica.revision.gpu_type_id == revision.gpu_type_id
+        and replica.cluster.status == Cluster.Status.ACTIVE
+        and replica.cluster.region in revision.allowed_regions
     ]
-    current = [replica for replica in live if replica.revision_id == deployment.current_revision_id and replica not in evacuating]
-    old = [replica for replica in live if replica.revision_id != deployment.current_revision_id]
-    ready_current = [replica for replica in current if replica.state == Replica.State.READY]
-    if ready_current and not result.failed:
-        deployment.failure_count = 0
+    old_draining = any(r.state == Replica.State.DRAINING for r in run.replicas if r.revision_id != revision.id)
+    if surrender and not old_draining:
+        _drain(sorted(surrender, key=lambda r: (r.state == Replica.State.READY, r.created_at))[0], run.drivers, run.result)
 
-    # 3. how many replicas the current revision should have
-    desired = 0 if deployment.deleted_at else desired_replicas(deployment, replicas)
-    result.desired = desired
-    crash_loop = deployment.failure_count >= MAX_FAILURES
 
-    # 4. place missing replicas
-    missing = desired - len(current)
-    backing_off = deployment.next_attempt_at is not None and now < deployment.next_attempt_at
-    if missing > 0 and not crash_loop and not backing_off:
-        with transaction.atomic():
-            # Lock this GPU type's inventory rows: two workers placing at once would both see
-            # the same free GPU (PostgreSQL; SQLite serialises writers anyway).
-            list(ClusterGpu.objects.select_for_update().filter(gpu_type_id=deployment.current_revision.gpu_type_id))  # type: ignore[union-attr]
-            placements = _placements(deployment, missing)
-            new_replicas = [_place(deployment, cluster_name) for cluster_name in placements]
-        for replica in new_replicas:
-            _start(replica, drivers, result)
-            current.append(replica)
+def _hand_over_from_draining_clusters(run: _Pass, fleet: _Fleet, desired: int) -> None:
+    """Keeps as many READY replicas on a draining cluster as the replacements still lack,
+    and drains the rest (those not serving at once)."""
+    serving = sorted((r for r in fleet.evacuating if r.state == Replica.State.READY), key=lambda r: r.created_at)
+    keep = max(0, desired - fleet.ready_current())
+    for replica in [r for r in fleet.evacuating if r.state != Replica.State.READY] + serving[keep:]:
+        _drain(replica, run.drivers, run.result)
 
-    # 5. drain old revisions once the new one serves (at once when nothing is wanted);
-    # when the new revision cannot be placed because the old one holds the capacity,
-    # give up one old replica per pass (at most one unavailable at a time).
-    if old and len(ready_current) >= desired:
-        for replica in old:
-            _drain(replica, drivers, result)
-    elif (
-        old
-        and missing > 0
-        and len(current) < desired
-        and not crash_loop
-        and not backing_off
-        and all(r.state == Replica.State.READY for r in current)
-    ):
-        revision = deployment.current_revision
-        assert revision is not None
-        # Only an old replica whose GPU the new revision could take: same type, active
-        # cluster in an allowed region. Draining others would lose capacity for nothing.
-        surrender = [
-            replica
-            for replica in old
-            if replica.revision.gpu_type_id == revision.gpu_type_id
-            and replica.cluster.status == Cluster.Status.ACTIVE
-            and replica.cluster.region in revision.allowed_regions
-        ]
-        if surrender and not any(
-            replica.state == Replica.State.DRAINING for replica in replicas if replica.revision_id != deployment.current_revision_id
-        ):
-            _drain(sorted(surrender, key=lambda r: (r.state == Replica.State.READY, r.created_at))[0], drivers, result)
-    if evacuating and not deployment.deleted_at:
-        # Hand over from a draining cluster: keep as many of its READY replicas as the
-        # replacements still lack, drain the rest (those not serving at once).
-        ready_elsewhere = sum(1 for replica in current if replica.state == Replica.State.READY)
-        serving = sorted((r for r in evacuating if r.state == Replica.State.READY), key=lambda r: r.created_at)
-        keep = max(0, desired - ready_elsewhere)
-        for replica in [r for r in evacuating if r.state != Replica.State.READY] + serving[keep:]:
-            _drain(replica, drivers, result)
-    if deployment.deleted_at:
+
+def _drain_deleted_or_surplus(run: _Pass, fleet: _Fleet, live: list[Replica], desired: int) -> None:
+    if run.deployment.deleted_at:
         for replica in live:
             if replica.state in LIVE:
-                _drain(replica, drivers, result)
-    elif len(current) > desired:
-        surplus = sorted(current, key=lambda r: (r.state == Replica.State.READY, r.created_at), reverse=False)[: len(current) - desired]
+                _drain(replica, run.drivers, run.result)
+    elif len(fleet.current) > desired:
+        surplus = sorted(fleet.current, key=lambda r: (r.state == Replica.State.READY, r.created_at))[: len(fleet.current) - desired]
         for replica in surplus:
-            _drain(replica, drivers, result)
+            _drain(replica, run.drivers, run.result)
 
-    # 6. status
-    deployment.status, deployment.status_reason = _status(deployment, desired, current, old, crash_loop, missing)
-    still_evacuating = [replica for replica in evacuating if replica.state in LIVE]
-    if still_evacuating and not crash_loop and not old:
+
+def _settle_status(run: _Pass, fleet: _Fleet, *, desired: int, crash_loop: bool, missing: int) -> None:
+    deployment = run.deployment
+    deployment.status, deployment.status_reason = _status(deployment, desired, fleet.current, fleet.old, crash_loop, missing)
+    still_evacuating = [replica for replica in fleet.evacuating if replica.state in LIVE]
+    if still_evacuating and not crash_loop and not fleet.old:
         clusters = ", ".join(sorted({replica.cluster_id for replica in still_evacuating}))
         waiting = (
-            f"; no free capacity elsewhere in {', '.join(deployment.current_revision.allowed_regions)} yet"
-            if missing > 0 and len(current) < desired
+            f"; no free capacity elsewhere in {', '.join(deployment.current_revision.allowed_regions)} yet"  # type: ignore[union-attr]
+            if missing > 0 and len(fleet.current) < desired
             else ""
-        )  # type: ignore[union-attr]
+        )
         deployment.status = Deployment.Status.UPDATING
         deployment.status_reason = f"moving {len(still_evacuating)} replica(s) off draining cluster {clusters}{waiting}"
-    result.status = deployment.status
+    run.result.status = deployment.status
     Deployment.objects.unscoped_across_tenants().filter(pk=deployment.pk).update(
         status=deployment.status,
         status_reason=deployment.status_reason,
         failure_count=deployment.failure_count,
         next_attempt_at=deployment.next_attempt_at,
     )
-    return result
 
 
 def _adopt_compatible(deployment: Deployment, live: list[Replica]) -> None:
