@@ -84,6 +84,24 @@ def _price(value: object, gpu: str) -> Decimal | None:
     return price
 
 
+def _valid_inventory(inventory: list[InventoryRow]) -> dict[str, InventoryRow]:
+    known = set(GpuType.objects.values_list("code", flat=True))
+    rows: dict[str, InventoryRow] = {}
+    for row in inventory:
+        if row.gpu_type not in known:
+            raise ServiceError(f"Unknown GPU type {row.gpu_type!r}; choose from {', '.join(sorted(known))}.", field="inventory")
+        if isinstance(row.count, bool) or not isinstance(row.count, int) or row.count < 0 or row.count > 100_000:
+            raise ServiceError(f"The {row.gpu_type} count must be a whole number from 0 to 100000.", field="inventory")
+        if row.gpu_type in rows:
+            raise ServiceError(f"{row.gpu_type} is listed twice.", field="inventory")
+        rows[row.gpu_type] = InventoryRow(row.gpu_type, row.count, _price(row.price_per_hour, row.gpu_type))
+    if not any(row.count for row in rows.values()):
+        raise ServiceError(
+            "Give the cluster at least one GPU (or CPU slot): a cluster with no inventory can hold no replica.", field="inventory"
+        )
+    return rows
+
+
 @transaction.atomic
 def add_cluster(
     staff: StaffContext,
@@ -111,20 +129,7 @@ def add_cluster(
     parts = urlsplit(agent_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ServiceError("Give the cluster agent's URL, like http://10.0.0.5:9101.", field="agent_url")
-    known = set(GpuType.objects.values_list("code", flat=True))
-    rows: dict[str, InventoryRow] = {}
-    for row in inventory:
-        if row.gpu_type not in known:
-            raise ServiceError(f"Unknown GPU type {row.gpu_type!r}; choose from {', '.join(sorted(known))}.", field="inventory")
-        if isinstance(row.count, bool) or not isinstance(row.count, int) or row.count < 0 or row.count > 100_000:
-            raise ServiceError(f"The {row.gpu_type} count must be a whole number from 0 to 100000.", field="inventory")
-        if row.gpu_type in rows:
-            raise ServiceError(f"{row.gpu_type} is listed twice.", field="inventory")
-        rows[row.gpu_type] = InventoryRow(row.gpu_type, row.count, _price(row.price_per_hour, row.gpu_type))
-    if not any(row.count for row in rows.values()):
-        raise ServiceError(
-            "Give the cluster at least one GPU (or CPU slot): a cluster with no inventory can hold no replica.", field="inventory"
-        )
+    rows = _valid_inventory(inventory)
     if Cluster.objects.select_for_update().filter(pk=name).exists():
         raise Conflict(f"A cluster named {name} already exists.", field="name")
     cluster = Cluster.objects.create(

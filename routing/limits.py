@@ -116,41 +116,12 @@ class MemoryLimiter:
 
     async def admit(self, request_id: str, scopes: list[LimitScope], tokens: int) -> Admission:
         now = time.monotonic()
-        request_readings, token_readings = [], []
         # Check every limit before taking from any, so a refusal takes nothing.
         for scope in scopes:
-            if scope.requests_per_minute:
-                bucket = self._level(scope.name + ":r", scope.requests_per_minute, now)
-                if bucket.level < 1:
-                    rate = scope.requests_per_minute / 60.0
-                    return Admission(
-                        False,
-                        "requests",
-                        scope.name,
-                        (1 - bucket.level) / rate,
-                        requests=BucketReading(scope.requests_per_minute, 0, (scope.requests_per_minute - bucket.level) / rate),
-                    )
-            if scope.tokens_per_minute:
-                bucket = self._level(scope.name + ":t", scope.tokens_per_minute, now)
-                cost = min(tokens, scope.tokens_per_minute)
-                if bucket.level < cost:
-                    rate = scope.tokens_per_minute / 60.0
-                    return Admission(
-                        False,
-                        "tokens",
-                        scope.name,
-                        (cost - bucket.level) / rate,
-                        tokens=BucketReading(
-                            scope.tokens_per_minute, max(0, int(bucket.level)), (scope.tokens_per_minute - bucket.level) / rate
-                        ),
-                    )
-            if scope.concurrent:
-                flying = self._in_flight.setdefault(scope.name, {})
-                if len(flying) >= scope.concurrent:
-                    for rid in [rid for rid, until in flying.items() if until < now]:
-                        del flying[rid]
-                if len(flying) >= scope.concurrent:
-                    return Admission(False, "concurrency", scope.name, 1.0)
+            refusal = self._refusal(scope, tokens, now)
+            if refusal is not None:
+                return refusal
+        request_readings, token_readings = [], []
         for scope in scopes:
             if scope.requests_per_minute:
                 bucket = self._buckets[scope.name + ":r"]
@@ -171,6 +142,42 @@ class MemoryLimiter:
         return Admission(
             True, requests=_tightest(request_readings), tokens=_tightest(token_readings), reserved_tokens=tokens, scopes=scopes
         )
+
+    def _refusal(self, scope: LimitScope, tokens: int, now: float) -> Admission | None:
+        """The refusal this scope's limits give a request now, or None if they admit it."""
+        if scope.requests_per_minute:
+            bucket = self._level(scope.name + ":r", scope.requests_per_minute, now)
+            if bucket.level < 1:
+                rate = scope.requests_per_minute / 60.0
+                return Admission(
+                    False,
+                    "requests",
+                    scope.name,
+                    (1 - bucket.level) / rate,
+                    requests=BucketReading(scope.requests_per_minute, 0, (scope.requests_per_minute - bucket.level) / rate),
+                )
+        if scope.tokens_per_minute:
+            bucket = self._level(scope.name + ":t", scope.tokens_per_minute, now)
+            cost = min(tokens, scope.tokens_per_minute)
+            if bucket.level < cost:
+                rate = scope.tokens_per_minute / 60.0
+                return Admission(
+                    False,
+                    "tokens",
+                    scope.name,
+                    (cost - bucket.level) / rate,
+                    tokens=BucketReading(
+                        scope.tokens_per_minute, max(0, int(bucket.level)), (scope.tokens_per_minute - bucket.level) / rate
+                    ),
+                )
+        if scope.concurrent:
+            flying = self._in_flight.setdefault(scope.name, {})
+            if len(flying) >= scope.concurrent:
+                for rid in [rid for rid, until in flying.items() if until < now]:
+                    del flying[rid]
+            if len(flying) >= scope.concurrent:
+                return Admission(False, "concurrency", scope.name, 1.0)
+        return None
 
     async def settle(self, request_id: str, admission: Admission, used_tokens: int) -> None:
         now = time.monotonic()

@@ -194,6 +194,13 @@ def known_regions(ctx: OrgContext) -> set[str]:
 
 
 def _validate_route(ctx: OrgContext, spec: RouteSpec, existing: ModelRoute | None) -> None:
+    _validate_route_name(ctx, spec, existing)
+    _validate_route_policy(ctx, spec)
+    _validate_fallbacks(ctx, spec)
+    _validate_targets(spec)
+
+
+def _validate_route_name(ctx: OrgContext, spec: RouteSpec, existing: ModelRoute | None) -> None:
     if not re.match(MODEL_NAME_PATTERN, spec.name):
         raise ServiceError("Use letters, digits and . _ - : / (up to 100 characters), starting with a letter or digit.", field="name")
     clash = ModelRoute.objects.for_org(ctx.organization).filter(name=spec.name)
@@ -201,6 +208,9 @@ def _validate_route(ctx: OrgContext, spec: RouteSpec, existing: ModelRoute | Non
         clash = clash.exclude(pk=existing.pk)
     if clash.exists():
         raise Conflict(f"A route named {spec.name!r} already exists.", field="name")
+
+
+def _validate_route_policy(ctx: OrgContext, spec: RouteSpec) -> None:
     if spec.strategy not in Strategy.values:
         raise ServiceError(f"Unknown strategy {spec.strategy!r}; choose one of {', '.join(Strategy.values)}.", field="strategy")
     regions = known_regions(ctx)
@@ -216,6 +226,9 @@ def _validate_route(ctx: OrgContext, spec: RouteSpec, existing: ModelRoute | Non
     _check_range(spec.breaker_cooldown_s, 0.1, 3600, "breaker_cooldown_s")
     if spec.attempt_timeout_s > spec.deadline_s:
         raise ServiceError("The attempt timeout cannot be longer than the total deadline.", field="attempt_timeout_s")
+
+
+def _validate_fallbacks(ctx: OrgContext, spec: RouteSpec) -> None:
     if len(spec.fallbacks) > MAX_FALLBACKS or len(set(spec.fallbacks)) != len(spec.fallbacks):
         raise ServiceError(f"List up to {MAX_FALLBACKS} different fallback routes.", field="fallbacks")
     if spec.name in spec.fallbacks:
@@ -225,6 +238,9 @@ def _validate_route(ctx: OrgContext, spec: RouteSpec, existing: ModelRoute | Non
     missing = [name for name in spec.fallbacks if name not in routes | deployments]
     if missing:
         raise ServiceError(f"Fallback(s) {', '.join(missing)} name no route or deployment of this organization.", field="fallbacks")
+
+
+def _validate_targets(spec: RouteSpec) -> None:
     if not spec.targets:
         raise ServiceError("A route needs at least one target: a deployment or a provider's model.", field="targets")
     if len(spec.targets) > MAX_TARGETS:

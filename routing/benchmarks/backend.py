@@ -69,6 +69,9 @@ class Backend:
                 send, 404, {"error": {"message": f"No route {path}", "type": "invalid_request_error", "param": None, "code": None}}
             )
             return
+        await self._inference(path, body, receive, send)
+
+    async def _inference(self, path: str, body: bytes, receive: Receive, send: Send) -> None:
         self.requests += 1
         try:
             request = orjson.loads(body) if body else {}
