@@ -75,6 +75,15 @@ class StripeApiError(Exception):
             self.body["error"]["code"] = code
 
 
+def _check_unit_amount_decimal(value: str) -> None:
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise StripeApiError(400, "Invalid decimal: unit_amount_decimal.", param="unit_amount_decimal") from None
+    if amount < 0 or amount.as_tuple().exponent < -12:  # type: ignore[operator]
+        raise StripeApiError(400, "unit_amount_decimal accepts at most 12 decimal places.", param="unit_amount_decimal")
+
+
 def _missing(kind: str, object_id: str, param: str) -> StripeApiError:
     return StripeApiError(404, f"No such {kind}: '{object_id}'", param=param, code="resource_missing")
 
@@ -367,6 +376,16 @@ class StripeState:
         self.products[product["id"]] = product
         return product
 
+    def _check_recurring(self, recurring: dict[str, Any]) -> None:
+        if recurring.get("interval") not in ("day", "week", "month", "year"):
+            raise StripeApiError(400, "recurring[interval] must be day, week, month or year.", param="recurring[interval]")
+        if recurring.get("usage_type", "licensed") == "metered":
+            meter_id = recurring.get("meter")
+            if not meter_id:
+                raise StripeApiError(400, "Metered prices must be backed by a meter: set recurring[meter].", param="recurring[meter]")
+            if meter_id not in self.meters:
+                raise _missing("billing.meter", meter_id, "recurring[meter]")
+
     def create_price(self, params: dict[str, Any], **_: Any) -> dict[str, Any]:
         currency = _required(params, "currency")
         product_id = _required(params, "product")
@@ -375,22 +394,10 @@ class StripeState:
         if ("unit_amount" in params) == ("unit_amount_decimal" in params):
             raise StripeApiError(400, "Exactly one of unit_amount or unit_amount_decimal must be set.", param="unit_amount")
         if "unit_amount_decimal" in params:
-            try:
-                amount = Decimal(params["unit_amount_decimal"])
-            except InvalidOperation:
-                raise StripeApiError(400, "Invalid decimal: unit_amount_decimal.", param="unit_amount_decimal") from None
-            if amount < 0 or amount.as_tuple().exponent < -12:  # type: ignore[operator]
-                raise StripeApiError(400, "unit_amount_decimal accepts at most 12 decimal places.", param="unit_amount_decimal")
+            _check_unit_amount_decimal(params["unit_amount_decimal"])
         recurring = params.get("recurring")
         if recurring is not None:
-            if recurring.get("interval") not in ("day", "week", "month", "year"):
-                raise StripeApiError(400, "recurring[interval] must be day, week, month or year.", param="recurring[interval]")
-            if recurring.get("usage_type", "licensed") == "metered":
-                meter_id = recurring.get("meter")
-                if not meter_id:
-                    raise StripeApiError(400, "Metered prices must be backed by a meter: set recurring[meter].", param="recurring[meter]")
-                if meter_id not in self.meters:
-                    raise _missing("billing.meter", meter_id, "recurring[meter]")
+            self._check_recurring(recurring)
         lookup_key = params.get("lookup_key")
         if lookup_key:
             holders = [price for price in self.prices.values() if price["lookup_key"] == lookup_key]
@@ -587,6 +594,18 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def _outage(self, outage: str) -> bool:
+        """Answers as the outage the test asked for would; True if it did."""
+        if outage == "503":
+            self._send_json(503, {"error": {"type": "api_error", "message": "The service is temporarily unavailable (test outage)."}})
+        elif outage == "429":
+            self._send_json(
+                429, {"error": {"type": "invalid_request_error", "code": "rate_limit", "message": "Too many requests (test outage)."}}
+            )
+        elif outage == "drop":
+            self._drop()
+        return outage in ("503", "429", "drop")
+
     def _dispatch(self, method: str) -> None:
         state = self.server.state
         split = urlsplit(self.path)
@@ -608,16 +627,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(401, {"error": {"type": "invalid_request_error", "message": message}})
             return
         outage = state.take_outage()
-        if outage == "503":
-            self._send_json(503, {"error": {"type": "api_error", "message": "The service is temporarily unavailable (test outage)."}})
-            return
-        if outage == "429":
-            self._send_json(
-                429, {"error": {"type": "invalid_request_error", "code": "rate_limit", "message": "Too many requests (test outage)."}}
-            )
-            return
-        if outage == "drop":
-            self._drop()
+        if self._outage(outage):
             return
         idempotency_key = self.headers.get("Idempotency-Key") if method == "POST" else None
         if idempotency_key:
