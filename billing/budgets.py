@@ -3,7 +3,7 @@ console, emailed to the owners (the console log in development) and POSTed as JS
 organization's alert webhook when it has one. Each alert is sent once per month.
 
 A budget only warns; the hard limit that refuses traffic is the staff's spend cap (or the
-free plan's credit), enforced by the gateway (routing.spend).
+free plan's credit), enforced by the gateway (routing.gateway.spend).
 """
 
 from __future__ import annotations

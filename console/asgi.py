@@ -21,10 +21,11 @@ from django.conf import settings  # noqa: E402
 
 from console.websocket_routes import websocket_urlpatterns  # noqa: E402
 from modelserver.body_limit import BodySizeLimit  # noqa: E402
-from routing.gateway import Gateway, Receive, Scope, Send  # noqa: E402
-from routing.metrics_endpoint import metrics_endpoint  # noqa: E402
+from routing.gateway.app import build_gateway  # noqa: E402
+from routing.gateway.exchange import Receive, Scope, Send  # noqa: E402
+from routing.gateway.metrics_endpoint import metrics_endpoint  # noqa: E402
 
-gateway = Gateway()
+gateway = build_gateway()
 console_http = BodySizeLimit(django_http, settings.MAX_REQUEST_BODY_BYTES)
 websockets = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
 

@@ -1,7 +1,7 @@
 """Cluster operations for platform staff: add a cluster, cordon, drain, mark down, mark up.
 
 What each status means to the control plane (deployments.reconcile) and the gateway
-(routing.snapshot):
+(routing.gateway.snapshot):
 
 | status   | new replicas | its replicas                                              | gateway routes to it |
 |----------|--------------|-----------------------------------------------------------|----------------------|

@@ -2,7 +2,7 @@
 
 Each limit is enforced at its own point, with an error that names it:
 - replicas and GPUs per type: on deploy and on every change (deployments.services.check_quota);
-- requests, tokens and concurrent requests per minute: in the gateway (routing.limits), from
+- requests, tokens and concurrent requests per minute: in the gateway (routing.gateway.limits), from
   the organization's snapshot, so a change applies within the snapshot cache (about 2 s);
 - the monthly spend cap: in the gateway, 402 past it (billing.invoices.spend_limit).
 """

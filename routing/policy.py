@@ -10,7 +10,7 @@
   the constants keep a free or not-yet-measured target from scoring zero outright.
 - ordered: by the targets' positions.
 
-Targets outside the region allow-list never appear (routing.gateway filters endpoints).
+Targets outside the region allow-list never appear (routing.gateway.upstream filters endpoints).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import random
 from collections.abc import Callable
 from decimal import Decimal
 
+from routing.gateway.snapshot import Target
 from routing.models import Strategy
-from routing.snapshot import Target
 
 TargetLatency = Callable[[Target], float | None]
 

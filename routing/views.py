@@ -13,9 +13,10 @@ from console.errors import ServiceError
 from console.models import Role
 from console.views.decorators import org_page
 from modelserver.catalog import CATALOG, Task
-from routing import auth, selectors, services
+from routing import selectors, services
 from routing.forms import ProviderForm, RouteForm, TargetFormSet, route_spec, target_choices
-from routing.health import CLOSED
+from routing.gateway import auth
+from routing.gateway.health import CLOSED
 from routing.models import ExternalProvider, ModelRoute
 
 
@@ -93,7 +94,7 @@ def route_edit(request: HttpRequest, ctx: OrgContext, route_id: str) -> HttpResp
 def route_detail(request: HttpRequest, ctx: OrgContext, route_id: str) -> HttpResponse:
     route = _route(ctx, route_id)
     targets = selectors.targets(ctx.organization, route)
-    from routing.snapshot import load_snapshot
+    from routing.gateway.snapshot import load_snapshot
 
     snapshot_route = load_snapshot(ctx.organization.pk).routes.get(route.name)
     endpoints = [(target.label, endpoint) for target in (snapshot_route.targets if snapshot_route else ()) for endpoint in target.endpoints]
@@ -172,7 +173,7 @@ def provider_delete(request: HttpRequest, ctx: OrgContext, provider_id: str) -> 
 @org_page(read=Role.MEMBER)
 def playground(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
     """Chat with a route or deployment from the browser. The page calls /v1 itself with a
-    short-lived token bound to this organization (routing.auth), so what it shows is what
+    short-lived token bound to this organization (routing.gateway.auth), so what it shows is what
     an API caller gets: the stream, the served-by headers and the cost."""
     routes = [route.name for route in selectors.routes(ctx.organization)]
     chat_deployments = [

@@ -18,7 +18,7 @@ from console.models import AuditEntry, Organization, OrgStatus, Role, StaffAudit
 from console.staff import StaffContext
 from deployments import services as deployment_services
 from deployments.models import Cluster, ClusterGpu, Deployment, Quota, Replica
-from routing.snapshot import load_snapshot
+from routing.gateway.snapshot import load_snapshot
 from tests.api_calls import STAFF_CALLS
 from tests.conftest import Tenants
 from tests.controlplane.test_reconcile import Fleet

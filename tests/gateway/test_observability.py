@@ -13,7 +13,7 @@ import pytest
 from django.test import override_settings
 
 from modelserver.processes import free_port, stop
-from routing.metrics_endpoint import metrics_endpoint
+from routing.gateway.metrics_endpoint import metrics_endpoint
 from tests.conftest import Tenants
 from tests.factories import issue_key
 from tests.gateway.conftest import Backend

@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.test import Client
 
 from console.models import AuditEntry
+from routing.gateway.snapshot import load_snapshot
 from routing.models import ExternalProvider, ModelRoute
-from routing.snapshot import load_snapshot
 from tests.conftest import Tenants
 from tests.factories import create_deployment, create_provider, create_route
 from tests.helpers import session_api
@@ -174,7 +174,7 @@ def test_playground_page_carries_a_token_for_this_organization_only(tenants: Ten
     assert 'data-token="sbp_' in html and "chat-default" in html
     import asyncio
 
-    from routing.auth import authenticate
+    from routing.gateway.auth import authenticate
 
     token = html.split('data-token="', 1)[1].split('"', 1)[0]
     caller = asyncio.run(authenticate(f"Bearer {token}".encode()))

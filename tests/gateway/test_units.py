@@ -12,12 +12,13 @@ from decimal import Decimal
 
 import pytest
 
-from routing.cache import DatabaseUnavailable, RefreshingCache
-from routing.gateway import Exchange, _SseRelay
-from routing.health import CLOSED, HALF_OPEN, OPEN, HealthBook
-from routing.limits import LimitScope, MemoryLimiter, format_duration
+from routing.gateway.cache import DatabaseUnavailable, RefreshingCache
+from routing.gateway.exchange import Exchange
+from routing.gateway.health import CLOSED, HALF_OPEN, OPEN, HealthBook
+from routing.gateway.limits import LimitScope, MemoryLimiter, format_duration
+from routing.gateway.snapshot import Target
+from routing.gateway.sse import SseRelay
 from routing.policy import balanced_score, order_targets
-from routing.snapshot import Target
 
 
 def _target(name: str, *, weight: int = 100, position: int = 0, price: str = "1") -> Target:
@@ -223,7 +224,7 @@ def _exchange() -> Exchange:
 
 def test_the_relay_removes_what_the_gateway_asked_for_and_keeps_the_rest_byte_for_byte() -> None:
     exchange = _exchange()
-    relay = _SseRelay(exchange, inject_usage=True)
+    relay = SseRelay(exchange, inject_usage=True)
     upstream = (
         b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"Hi"}}],"usage":null}\n\n'
         b'data: {"id":"c","choices":[{"index":0,"delta":{"content":" there"}}],"usage":null}\n\n'
@@ -243,7 +244,7 @@ def test_the_relay_removes_what_the_gateway_asked_for_and_keeps_the_rest_byte_fo
 
 def test_the_relay_passes_usage_through_when_the_client_asked_for_it() -> None:
     exchange = _exchange()
-    relay = _SseRelay(exchange, inject_usage=False)
+    relay = SseRelay(exchange, inject_usage=False)
     upstream = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}\n\ndata: [DONE]\n\n'
     assert relay.feed(upstream) + relay.flush() == upstream
     assert (exchange.input_tokens, exchange.output_tokens) == (3, 4)
@@ -263,7 +264,7 @@ def test_endpoints_unused_for_an_hour_are_forgotten() -> None:
 
 def test_the_relay_understands_crlf_events_a_last_event_without_blank_line_and_bad_figures() -> None:
     exchange = _exchange()
-    relay = _SseRelay(exchange, inject_usage=True)
+    relay = SseRelay(exchange, inject_usage=True)
     upstream = (
         b'event: message\r\ndata:{"choices":[{"delta":{"content":"Hi"}}],"usage":null}\r\n\r\n'
         b": a comment\r\n\r\n"
@@ -274,14 +275,14 @@ def test_the_relay_understands_crlf_events_a_last_event_without_blank_line_and_b
     assert (exchange.input_tokens, exchange.output_tokens, exchange.usage_reported) == (4, 1, True)
 
     odd = _exchange()
-    relay = _SseRelay(odd, inject_usage=False)
+    relay = SseRelay(odd, inject_usage=False)
     weird = b'data: {"choices":[],"usage":{"prompt_tokens":-1,"completion_tokens":"many"}}\n\ndata: {not json "usage": 1}\n\n'
     assert relay.feed(weird) == weird  # passed through untouched, nothing counted
     assert (odd.input_tokens, odd.output_tokens, odd.usage_reported) == (0, 0, False)
 
 
 def test_the_http_pool_skips_interim_answers_and_reads_bodies_ended_by_close() -> None:
-    from routing.upstream import Http1Pool
+    from routing.gateway.pool import Http1Pool
 
     answers = [
         b"HTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-n: 1\r\n\r\nfirst",

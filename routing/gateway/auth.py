@@ -1,4 +1,4 @@
-"""Who is calling: an API key (cached, see routing.cache) or a console playground token."""
+"""Who is calling: an API key (cached, see routing.gateway.cache) or a console playground token."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from django.core import signing
 
 from console.key_auth import ApiKeyRejected, authenticate_api_key
 from console.models import ApiKey
-from routing.cache import RefreshingCache
-from routing.errors import GatewayError
+from routing.gateway.cache import RefreshingCache
+from routing.gateway.errors import GatewayError
 
 PLAYGROUND_PREFIX = "sbp_"
 PLAYGROUND_SALT = "switchboard.playground"

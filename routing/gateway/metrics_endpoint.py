@@ -6,9 +6,9 @@ import hmac
 
 from django.conf import settings
 
-from routing import metrics
-from routing.errors import error_body
-from routing.gateway import Receive, Scope, Send, _send
+from routing.gateway import metrics
+from routing.gateway.errors import error_body
+from routing.gateway.exchange import Receive, Scope, Send, send_response
 
 _LOOPBACK = ("127.0.0.1", "::1")
 
@@ -19,7 +19,7 @@ async def metrics_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     authorization = next((value for name, value in scope["headers"] if name == b"authorization"), b"").decode("latin-1")
     allowed = client[0] in _LOOPBACK or (token and hmac.compare_digest(authorization, f"Bearer {token}"))
     if not allowed:
-        await _send(
+        await send_response(
             send,
             403,
             error_body(
@@ -28,4 +28,4 @@ async def metrics_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
             [(b"content-type", b"application/json")],
         )
         return
-    await _send(send, 200, metrics.render(), [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")])
+    await send_response(send, 200, metrics.render(), [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")])

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from routing.snapshot import Limits
+    from routing.gateway.snapshot import Limits
 
 CONCURRENCY_LEASE_S = 900.0  # an in-flight slot not released by then is presumed leaked
 

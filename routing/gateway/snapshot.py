@@ -1,5 +1,5 @@
 """What the gateway knows about one organization, read from the database in one go and
-then used, immutable, by every request until it is refreshed (routing.cache).
+then used, immutable, by every request until it is refreshed (routing.gateway.cache).
 
 Reading is synchronous ORM work; the gateway runs it in a thread, never on its event loop.
 """
@@ -15,8 +15,8 @@ from deployments.models import Cluster as ClusterModel
 from deployments.models import ClusterGpu, Deployment, Quota, Replica
 from deployments.services import quota_for
 from routing import pricing, secrets
+from routing.gateway.spend import SpendPolicy, to_micros
 from routing.models import ModelRoute, RouteTarget, Strategy
-from routing.spend import SpendPolicy, to_micros
 
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_ATTEMPT_TIMEOUT_S = 30.0
@@ -97,6 +97,15 @@ class OrgSnapshot:
 
     def resolve(self, model: str) -> Route | None:
         return self.routes.get(model)
+
+    def chain(self, route: Route) -> list[Route]:
+        """The route, then its fallback routes that exist, each once."""
+        chain = [route]
+        for name in route.fallbacks:
+            fallback = self.routes.get(name)
+            if fallback is not None and fallback not in chain:
+                chain.append(fallback)
+        return chain
 
 
 def load_snapshot(org_id: str) -> OrgSnapshot:

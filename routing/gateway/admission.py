@@ -1,0 +1,94 @@
+"""Admission: the rate limits (requests, tokens, concurrency) and the monthly spend limit,
+each held for the request before it is served and settled on every way out.
+
+A store that is down (Redis) admits rather than refuses every tenant, and says so in the
+log; a lost settle only leaks a lease or a reservation until it expires.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from routing.gateway import metrics, spend
+from routing.gateway.auth import Caller
+from routing.gateway.errors import GatewayError
+from routing.gateway.exchange import Exchange
+from routing.gateway.limits import Admission, Limiter, scopes_for
+from routing.gateway.parsing import spend_token_bounds, token_estimate
+from routing.gateway.snapshot import OrgSnapshot, Route
+from routing.gateway.spend import SpendLedger, SpendPolicy
+
+log = logging.getLogger("switchboard.gateway")
+
+
+async def admit(
+    limiter: Limiter, *, exchange: Exchange, caller: Caller, snapshot: OrgSnapshot, payload: dict[str, Any]
+) -> Admission | None:
+    """Takes from every limit that applies, or refuses with 429 and takes nothing."""
+    scopes = scopes_for(caller.org_id, caller.key_id, snapshot.limits)
+    try:
+        admission = await limiter.admit(exchange.request_id, scopes, token_estimate(payload, exchange.endpoint))
+    except Exception:  # noqa: BLE001 - limiter store down: serve rather than refuse everyone
+        log.exception("rate limiter unavailable; admitting %s unchecked", exchange.request_id)
+        return None
+    if not admission.allowed:
+        metrics.RATE_LIMITED.labels(caller.org_id, admission.exceeded).inc()
+        who = "this API key" if admission.scope.startswith("key:") else "this organization"
+        if admission.exceeded == "concurrency":
+            message = f"Too many concurrent requests for {who}; wait for one to finish."
+        else:
+            retry_after = max(1, round(admission.retry_after_s))
+            message = (
+                f"Rate limit reached for {who}: {admission.exceeded} per minute. Retry after {retry_after} s, or ask for a higher quota."
+            )
+        raise GatewayError(429, message, f"rate_limit_{admission.exceeded}", headers=admission.headers())
+    return admission
+
+
+async def reserve_spend(
+    ledger: SpendLedger, *, exchange: Exchange, snapshot: OrgSnapshot, policy: SpendPolicy, route: Route, payload: dict[str, Any]
+) -> None:
+    """Holds the most this request can be charged under the monthly limit, or refuses it
+    with 402. Requests already in flight are never cut off."""
+    prompt_bound, output_bound = spend_token_bounds(payload, exchange.endpoint)
+    providers = [t for r in snapshot.chain(route) for t in r.targets if t.kind == "provider"]
+    dearest = (max(t.input_price_per_mtok for t in providers), max(t.output_price_per_mtok for t in providers)) if providers else None
+    micros = spend.to_micros(spend.charge(policy, exchange.model, prompt_bound, output_bound, dearest), up=True)
+    try:
+        held = await ledger.reserve(snapshot.org_id, policy, micros)
+    except Exception:  # noqa: BLE001 - as for rate limits: a store outage must not refuse every tenant
+        log.exception("spend ledger unavailable; admitting %s unchecked", exchange.request_id)
+        return
+    if not held:
+        metrics.SPEND_REFUSED.labels(snapshot.org_id).inc()
+        raise GatewayError(
+            402,
+            f"This organization has reached its {policy.reason} for this month. "
+            "New requests are refused until an owner or admin raises the limit or adds credit (Billing page).",
+            "spend_limit_reached",
+        )
+    exchange.spend_policy, exchange.spend_reserved = policy, micros
+
+
+async def settle(limiter: Limiter, ledger: SpendLedger, exchange: Exchange) -> None:
+    """Gives back what the request held beyond what it used."""
+    admission = exchange.admission
+    if admission is not None:
+        used_tokens = exchange.input_tokens + exchange.output_tokens
+        if not exchange.usage_reported and (exchange.status == 200 or exchange.output_tokens):
+            # Served (or partly) with no usage figures from upstream: keep the reservation
+            # rather than refund tokens that were probably used.
+            used_tokens = max(used_tokens, admission.reserved_tokens)
+        try:
+            await limiter.settle(exchange.request_id, admission, used_tokens)
+        except Exception:  # noqa: BLE001 - a lost settle only leaks a lease until it expires
+            log.exception("settling limits for %s failed", exchange.request_id)
+    caller = exchange.caller
+    if exchange.spend_reserved is not None and exchange.spend_policy is not None and caller is not None:
+        provider = (exchange.input_price, exchange.output_price) if exchange.target and not exchange.deployment_id else None
+        charged = spend.charge(exchange.spend_policy, exchange.model, exchange.input_tokens, exchange.output_tokens, provider)
+        try:
+            await ledger.settle(caller.org_id, exchange.spend_reserved, spend.to_micros(charged))
+        except Exception:  # noqa: BLE001 - a lost settle keeps a reservation until its key expires
+            log.exception("settling spend for %s failed", exchange.request_id)

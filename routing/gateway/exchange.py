@@ -1,0 +1,85 @@
+"""One request's facts as it moves through the gateway, and the ASGI plumbing the
+gateway's modules share."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from routing.gateway.auth import Caller
+from routing.gateway.health import EndpointHealth
+from routing.gateway.limits import Admission
+from routing.gateway.snapshot import Endpoint, Route, Target
+from routing.gateway.spend import SpendPolicy
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request's facts, for its usage event, metrics and log line."""
+
+    request_id: str
+    endpoint: str
+    started: float
+    arrived_at: datetime
+    caller: Caller | None = None
+    model: str = ""
+    route: str = ""
+    target: str = ""
+    deployment_id: str = ""
+    region: str = ""
+    status: int = 0
+    error_code: str = ""
+    streamed: bool = False
+    attempts: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    ttft_ms: float | None = None
+    input_price: Decimal = Decimal(0)
+    output_price: Decimal = Decimal(0)
+    recorded: bool = False
+    admission: Admission | None = None  # set once admitted: settled on every way out
+    usage_reported: bool = False  # the upstream said how many tokens it used
+    spend_policy: SpendPolicy | None = None
+    spend_reserved: int | None = None  # micro-dollars held under the spend limit: settled on every way out
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try of one endpoint of one target of a route."""
+
+    route: Route
+    target: Target
+    endpoint: Endpoint
+    health: EndpointHealth
+
+
+async def send_response(send: Send, status: int, body: bytes, headers: Headers) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def served_by(exchange: Exchange, attempt: Attempt) -> Headers:
+    """Who served the answer, at which list prices: the headers on every served answer."""
+    return [
+        (b"x-request-id", exchange.request_id.encode()),
+        (b"x-switchboard-route", attempt.route.name.encode()),
+        (b"x-switchboard-target", attempt.target.label.encode()),
+        (b"x-switchboard-region", attempt.endpoint.region.encode()),
+        (b"x-switchboard-attempts", str(exchange.attempts).encode()),
+        (b"x-switchboard-input-price-per-mtok", str(attempt.target.input_price_per_mtok).encode()),
+        (b"x-switchboard-output-price-per-mtok", str(attempt.target.output_price_per_mtok).encode()),
+    ]
+
+
+def rate_headers(admission: Admission | None) -> Headers:
+    return admission.headers() if admission is not None else []
