@@ -1,0 +1,268 @@
+"""The gateway in-process: the real Gateway with its collaborators passed in, a scripted
+upstream pool and fixed organization snapshots, driven through ASGI by httpx. No server,
+no database: what these check is the gateway's own logic (failover, stream relay, usage,
+limits, spend, tenant scoping of routes)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from billing.records import UsageRecord
+from routing.gateway.access_log import AccessLog
+from routing.gateway.accounting import UsageAccounting
+from routing.gateway.app import Gateway
+from routing.gateway.auth import Caller
+from routing.gateway.cache import RefreshingCache
+from routing.gateway.cold_start import ColdStart
+from routing.gateway.errors import GatewayError
+from routing.gateway.health import HealthBook
+from routing.gateway.limits import MemoryLimiter
+from routing.gateway.pool import UpstreamError, UpstreamResponse
+from routing.gateway.snapshot import Endpoint, Limits, OrgSnapshot, Route, Target
+from routing.gateway.spend import MemorySpendLedger, SpendPolicy
+from routing.gateway.upstream import UpstreamExchange
+
+KEYS = {
+    b"Bearer sbk_acme": Caller("org_acme", "key_acme", True, None),
+    b"Bearer sbk_globex": Caller("org_globex", "key_globex", True, None),
+}
+CHAT = {"model": "chat", "messages": [{"role": "user", "content": "Hello"}]}
+
+
+class ScriptedResponse(UpstreamResponse):
+    def __init__(self, status: int, chunks: list[bytes], *, break_after: int | None = None) -> None:
+        self.status = status
+        self.headers = [(b"content-type", b"application/json")]
+        self._chunks = chunks
+        self._break_after = break_after
+
+    async def chunks(self) -> AsyncIterator[bytes]:  # type: ignore[override]
+        for index, chunk in enumerate(self._chunks):
+            if self._break_after is not None and index >= self._break_after:
+                raise UpstreamError("connection reset by peer", before_response=False)
+            yield chunk
+
+    def close(self) -> None:
+        pass
+
+
+class ScriptedPool:
+    """Answers each upstream origin from its script, in order; records what was sent."""
+
+    def __init__(self, scripts: dict[str, list[ScriptedResponse | Exception]]) -> None:
+        self.scripts = scripts
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    async def send(self, url: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> UpstreamResponse:
+        self.sent.append((url, orjson.loads(body)))
+        answer = self.scripts[url.split("/v1/")[0]].pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def aclose(self) -> None:
+        pass
+
+
+def _ok(tokens_in: int = 5, tokens_out: int = 7) -> ScriptedResponse:
+    body = {"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}]}
+    body["usage"] = {"prompt_tokens": tokens_in, "completion_tokens": tokens_out, "total_tokens": tokens_in + tokens_out}
+    return ScriptedResponse(200, [orjson.dumps(body)])
+
+
+def _sse(*events: dict[str, Any]) -> list[bytes]:
+    return [b"data: " + orjson.dumps(event) + b"\n\n" for event in events] + [b"data: [DONE]\n\n"]
+
+
+def _target(name: str, *origins: str, price: str = "1") -> Target:
+    endpoints = tuple(
+        Endpoint(key=f"{name}:{origin}", base_url=origin + "/v1", region="us-east", upstream_model="up-model") for origin in origins
+    )
+    return Target(
+        id=name,
+        label=f"provider:{name}",
+        kind="provider",
+        weight=100,
+        position=0,
+        endpoints=endpoints,
+        input_price_per_mtok=Decimal(price),
+        output_price_per_mtok=Decimal(price),
+        regions=frozenset({"us-east"}),
+    )
+
+
+def _route(name: str, *targets: Target, max_attempts: int = 3) -> Route:
+    return Route(
+        name=name,
+        strategy="ordered",
+        allowed_regions=None,
+        fallbacks=(),
+        max_attempts=max_attempts,
+        attempt_timeout_s=5.0,
+        deadline_s=10.0,
+        breaker_failures=5,
+        breaker_cooldown_s=30.0,
+        targets=targets,
+        created=0,
+    )
+
+
+def _snapshot(org_id: str, *routes: Route, requests_per_minute: int = 1000, spend: SpendPolicy | None = None) -> OrgSnapshot:
+    limits = Limits(requests_per_minute, 1_000_000, 100, None, None, None)
+    return OrgSnapshot(org_id, "active", "", limits, {route.name: route for route in routes}, time.monotonic(), spend)
+
+
+class Harness:
+    """A gateway for two tenants: Acme with the routes a test gives, Globex with its own."""
+
+    def __init__(self, pool: ScriptedPool, *acme_routes: Route, requests_per_minute: int = 1000, spend: SpendPolicy | None = None) -> None:
+        self.pool = pool
+        self.events: list[UsageRecord] = []
+        snapshots = {
+            "org_acme": _snapshot("org_acme", *acme_routes, requests_per_minute=requests_per_minute, spend=spend),
+            "org_globex": _snapshot("org_globex", _route("globex-private", _target("globex", "http://globex.test"))),
+        }
+        cache: RefreshingCache[str, OrgSnapshot] = RefreshingCache(snapshots.__getitem__, ttl=60, stale_for=60, negative_ttl=60)
+
+        async def authenticate(authorization: bytes | None) -> Caller:
+            if authorization not in KEYS:
+                raise GatewayError(401, "Incorrect API key provided.", "invalid_api_key")
+            return KEYS[authorization]
+
+        async def record(event: UsageRecord) -> None:
+            self.events.append(event)
+
+        def no_cold_start(deployment_id: str) -> None:
+            raise AssertionError("no deployment here scales from zero")
+
+        self.gateway = Gateway(
+            authenticate=authenticate,
+            snapshots=cache,
+            limiter=MemoryLimiter(),
+            spend=MemorySpendLedger(),
+            upstream=UpstreamExchange(
+                pool=pool, health=HealthBook(), cold_start=ColdStart(snapshots=cache, request=no_cold_start, timeout_s=1)
+            ),  # type: ignore[arg-type]
+            accounting=UsageAccounting(record_usage=record, access_log=AccessLog(False)),
+            max_body=4096,
+        )
+
+    def post(self, body: dict[str, Any], key: str = "sbk_acme") -> httpx.Response:
+        return self.post_many([body], key)[0]
+
+    def post_many(self, bodies: list[dict[str, Any]], key: str = "sbk_acme") -> list[httpx.Response]:
+        async def run() -> list[httpx.Response]:
+            transport = httpx.ASGITransport(app=self.gateway)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+                return [await client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}) for body in bodies]
+
+        return asyncio.run(run())
+
+
+def test_a_failing_endpoint_is_retried_on_the_next_and_the_answer_says_who_served_it() -> None:
+    pool = ScriptedPool({"http://a.test": [ScriptedResponse(503, [b"{}"])], "http://b.test": [_ok(5, 7)]})
+    harness = Harness(pool, _route("chat", _target("first", "http://a.test"), _target("second", "http://b.test")))
+    response = harness.post(CHAT)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-switchboard-attempts"] == "2" and response.headers["x-switchboard-target"] == "provider:second"
+    assert [url for url, _ in pool.sent] == ["http://a.test/v1/chat/completions", "http://b.test/v1/chat/completions"]
+    assert all(sent["model"] == "up-model" for _, sent in pool.sent)
+    [event] = harness.events
+    assert (event.status, event.attempts, event.input_tokens, event.output_tokens) == (200, 2, 5, 7)
+    assert event.organization_id == "org_acme" and event.target == "provider:second"
+
+
+def test_when_every_attempt_fails_the_503_says_what_each_did() -> None:
+    pool = ScriptedPool(
+        {"http://a.test": [UpstreamError("connection refused", before_response=True)], "http://b.test": [ScriptedResponse(502, [b"{}"])]}
+    )
+    harness = Harness(pool, _route("chat", _target("first", "http://a.test"), _target("second", "http://b.test")))
+    response = harness.post(CHAT)
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "no_healthy_target"
+    assert (
+        "provider:first in us-east: connection refused" in error["message"]
+        and "provider:second in us-east: answered 502" in error["message"]
+    )
+    [event] = harness.events
+    assert event.status == 503 and event.attempts == 2
+
+
+def test_streamed_usage_is_counted_without_showing_the_client_what_it_did_not_ask_for() -> None:
+    chunk = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "hi"}}], "usage": None}
+    usage = {"object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
+    pool = ScriptedPool({"http://a.test": [ScriptedResponse(200, _sse(chunk, chunk, usage))]})
+    harness = Harness(pool, _route("chat", _target("only", "http://a.test")))
+    response = harness.post({**CHAT, "stream": True})
+    assert response.status_code == 200 and response.headers["content-type"] == "text/event-stream"
+    [(_, sent)] = pool.sent
+    assert sent["stream_options"] == {"include_usage": True}  # asked on the client's behalf
+    assert "usage" not in response.text  # and taken out again
+    assert response.text.count('"content":"hi"') == 2 and response.text.endswith("data: [DONE]\n\n")
+    [event] = harness.events
+    assert event.streamed and (event.input_tokens, event.output_tokens) == (3, 2)
+
+
+def test_a_stream_the_upstream_cuts_ends_with_an_error_event_and_is_recorded_as_502() -> None:
+    chunk = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "hi"}}]}
+    pool = ScriptedPool({"http://a.test": [ScriptedResponse(200, _sse(chunk, chunk, chunk), break_after=2)]})
+    harness = Harness(pool, _route("chat", _target("only", "http://a.test")))
+    response = harness.post({**CHAT, "stream": True})
+    assert response.status_code == 200  # the headers were already out
+    assert '"code":"upstream_stream_interrupted"' in response.text and "[DONE]" not in response.text
+    [event] = harness.events
+    assert (event.status, event.error_code, event.output_tokens) == (502, "upstream_stream_interrupted", 2)
+
+
+def test_bad_input_gets_a_400_naming_the_field_and_never_reaches_an_upstream() -> None:
+    pool = ScriptedPool({})
+    harness = Harness(pool, _route("chat", _target("only", "http://a.test")))
+    response = harness.post({"model": "chat", "messages": "hello"})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "messages" and response.json()["error"]["code"] == "invalid_messages"
+    assert harness.post({"model": "chat", "messages": [{"role": "user"}], "max_tokens": 0}).json()["error"]["param"] == "max_tokens"
+    assert pool.sent == []
+
+
+def test_the_request_limit_answers_429_and_the_upstream_never_sees_the_refused_request() -> None:
+    pool = ScriptedPool({"http://a.test": [_ok(), _ok()]})
+    harness = Harness(pool, _route("chat", _target("only", "http://a.test")), requests_per_minute=2)
+    statuses = [response.status_code for response in harness.post_many([CHAT, CHAT, CHAT])]
+    assert statuses == [200, 200, 429]
+    assert len(pool.sent) == 2
+
+
+def test_at_the_spend_limit_new_requests_get_402_and_nothing_is_sent() -> None:
+    exhausted = SpendPolicy(
+        limit_micros=1_000_000, spent_micros=1_000_000, reason="monthly spend limit", model_prices={}, markup=Decimal("1.2")
+    )
+    pool = ScriptedPool({"http://a.test": [_ok()]})
+    harness = Harness(pool, _route("chat", _target("only", "http://a.test")), spend=exhausted)
+    response = harness.post(CHAT)
+    assert response.status_code == 402 and response.json()["error"]["code"] == "spend_limit_reached"
+    assert pool.sent == []
+
+
+def test_another_tenants_route_does_not_exist_for_you() -> None:
+    pool = ScriptedPool({"http://globex.test": [_ok()]})
+    harness = Harness(pool, _route("chat", _target("only", "http://a.test")))
+    response = harness.post({**CHAT, "model": "globex-private"})
+    assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
+    assert pool.sent == []
+    assert harness.post({**CHAT, "model": "globex-private"}, key="sbk_globex").status_code == 200  # its owner can
+
+
+@pytest.mark.parametrize("key", ["", "sbk_nobody"])
+def test_no_key_or_a_wrong_key_is_401(key: str) -> None:
+    harness = Harness(ScriptedPool({}), _route("chat", _target("only", "http://a.test")))
+    assert harness.post(CHAT, key=key).status_code == 401
+    assert harness.events == []
