@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "deployments",
     "routing",
     "billing",
+    "benchmarks",
 ]
 
 MIDDLEWARE = [

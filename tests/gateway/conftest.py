@@ -36,7 +36,7 @@ class Backend:
 
 def start_backend(name: str) -> Backend:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "routing.benchmarks.backend", "--port", str(port), "--name", name], cwd=ROOT)
+    process = subprocess.Popen([sys.executable, "-m", "benchmarks.backend", "--port", str(port), "--name", name], cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     wait_until_up(url + "/health", process)
     return Backend(name, url, process)

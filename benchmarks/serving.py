@@ -22,7 +22,7 @@ import httpx
 import torch
 from django.conf import settings
 
-from deployments.benchmarks.loadgen import LoadResult, run_load
+from benchmarks.loadgen import LoadResult, run_load
 from modelserver import loading
 from modelserver.catalog import get_spec
 from modelserver.embedding import embed_token_ids

@@ -1,7 +1,7 @@
 """`manage.py bench gateway`: the gateway against a trivial backend and against LiteLLM's
 proxy, side by side in one run.
 
-It starts the trivial OpenAI-compatible backend (routing.benchmarks.backend), the gateway
+It starts the trivial OpenAI-compatible backend (benchmarks.backend), the gateway
 (this project's ASGI application under uvicorn, one worker, production settings, on its
 own SQLite database with a route to the backend, with the usage ingester beside it) and LiteLLM's proxy (one worker, same
 backend; installed by this benchmark into .var/bench/litellm-venv the first time). wrk,
@@ -200,9 +200,7 @@ def _wait(url: str, process: subprocess.Popen[bytes], timeout: float = 120.0) ->
 @contextmanager
 def _backend() -> Iterator[str]:
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "routing.benchmarks.backend", "--port", str(port), "--name", "bench"], cwd=settings.BASE_DIR
-    )
+    process = subprocess.Popen([sys.executable, "-m", "benchmarks.backend", "--port", str(port), "--name", "bench"], cwd=settings.BASE_DIR)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait(url + "/health", process)
@@ -237,7 +235,7 @@ def _gateway(root: Path, work: Path, backend_url: str, log: Callable[[str], None
         [
             sys.executable,
             "-c",
-            f"import django; django.setup(); from routing.benchmarks.gateway import prepare; print(prepare({backend_url!r}))",
+            f"import django; django.setup(); from benchmarks.gateway import prepare; print(prepare({backend_url!r}))",
         ],
         cwd=root,
         env={**env, "DJANGO_SETTINGS_MODULE": "console.settings"},

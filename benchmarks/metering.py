@@ -100,7 +100,7 @@ def run(seconds: float, log: Callable[[str], None]) -> MeteringFigures:
     log(f"metering: migrating {BENCH_DATABASE}")
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=root, env=env, check=True)
     child = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup(); from billing.benchmarks.metering import measure; measure()"],
+        [sys.executable, "-c", "import django; django.setup(); from benchmarks.metering import measure; measure()"],
         cwd=root,
         env=env,
         stdout=subprocess.PIPE,

@@ -1,5 +1,5 @@
 """`manage.py bench NAME [--json]`: benchmarks that print ratios measured side by side in
-one run. Each benchmark lives with the part it measures."""
+one run. Each benchmark is a module of this package."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 BENCHMARKS = {
-    "serving": "deployments.benchmarks.serving",
-    "controlplane": "deployments.benchmarks.controlplane",
-    "gateway": "routing.benchmarks.gateway",
-    "metering": "billing.benchmarks.metering",
+    "serving": "benchmarks.serving",
+    "controlplane": "benchmarks.controlplane",
+    "gateway": "benchmarks.gateway",
+    "metering": "benchmarks.metering",
 }
 
 

@@ -7,7 +7,7 @@ status, or streams that break after some chunks; tests use that to drive failove
 circuit breakers. Every response names the backend (`x-backend-name`), so a test can tell
 who served a request.
 
-    python -m routing.benchmarks.backend --port 9200 --name east-1
+    python -m benchmarks.backend --port 9200 --name east-1
 """
 
 from __future__ import annotations
