@@ -93,8 +93,8 @@ def price_snapshot(row: Model) -> dict[str, Any]:
     base: dict[str, Any] = {
         "id": row.pk,
         "organization": getattr(row, "organization_id", None),
-        "effective_from": row.effective_from.isoformat(),
-    }  # type: ignore[attr-defined]
+        "effective_from": row.effective_from.isoformat(),  # type: ignore[attr-defined]
+    }
     if isinstance(row, ModelPrice):
         return {
             **base,

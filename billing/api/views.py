@@ -185,10 +185,10 @@ class UsageRollupsCsvView(OrgAPIView):
                     point.input_tokens,
                     point.output_tokens,
                     data["cost"],
-                    latency["p50"],
-                    latency["p95"],
-                    latency["p99"],
-                ]  # type: ignore[index]
+                    latency["p50"],  # type: ignore[index]
+                    latency["p95"],  # type: ignore[index]
+                    latency["p99"],  # type: ignore[index]
+                ]
 
         return _csv(rows(), header, "usage.csv")
 
