@@ -90,7 +90,7 @@ def run(seconds: float, log: Callable[[str], None]) -> MeteringFigures:
     env.update(
         DATABASE_URL=url,
         SWITCHBOARD_NO_BOOTSTRAP="1",
-        DJANGO_SETTINGS_MODULE="console.settings",
+        DJANGO_SETTINGS_MODULE="config.settings",
         SWITCHBOARD_DEBUG="false",  # production settings: no query log
         SWITCHBOARD_SECRET_KEY=secret,
         SWITCHBOARD_API_KEY_SECRET=secret + ":keys",

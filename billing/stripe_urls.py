@@ -1,4 +1,4 @@
-"""Stripe's webhook, at the site's top level. console/urls.py includes it as
+"""Stripe's webhook, at the site's top level. config/urls.py includes it as
 `path("billing/stripe/", include("billing.stripe_urls"))`, so Stripe posts to
 `/billing/stripe/webhook/`."""
 

@@ -1,6 +1,6 @@
 """Celery tasks of billing: thin, idempotent, by id.
 
-Scheduled by Celery beat (console/settings.py, CELERY_BEAT_SCHEDULE): budgets every 5
+Scheduled by Celery beat (config/settings.py, CELERY_BEAT_SCHEDULE): budgets every 5
 minutes, invoice closing hourly, Stripe meter pushes every 5 minutes and past-due
 suspensions every 15 (those two do nothing while Stripe is off).
 """

@@ -1,5 +1,2 @@
-"""Console and tenancy: project wiring, organizations, members, API keys, audit log."""
-
-from console.celery import app as celery_app
-
-__all__ = ["celery_app"]
+"""Console and tenancy: organizations, members, roles, API keys, the audit log, the tenant
+console pages, the management API and the staff pages."""

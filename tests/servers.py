@@ -57,7 +57,7 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 6
 def asgi_server(env: dict[str, str]) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "console.asgi:application", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
         cwd=ROOT,
         env=env,
     )

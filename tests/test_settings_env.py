@@ -9,7 +9,7 @@ import sys
 import pytest
 from django.conf import settings
 
-from console.env import Env, EnvError
+from config.env import Env, EnvError
 
 
 def test_parsers_accept_good_values() -> None:

@@ -21,7 +21,7 @@ from tests.stripe_server import sign_payload, webhook_event
 
 WEBHOOK_URL = "/billing/stripe/webhook/"
 
-# The webhook is mounted as console/urls.py mounts it.
+# The webhook is mounted as config/urls.py mounts it.
 pytestmark = pytest.mark.urls("tests.billing.stripe_urlconf")
 
 

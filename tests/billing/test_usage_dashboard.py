@@ -21,8 +21,8 @@ from django.utils import timezone
 from billing import dashboards, ingest
 from billing.dashboards import DashboardParams
 from billing.formatting import compact, milliseconds, money, percent
+from config.websocket_routes import websocket_urlpatterns
 from console.models import Membership
-from console.websocket_routes import websocket_urlpatterns
 from deployments.models import Cluster, Replica, ReplicaEvent
 from tests.billing.test_usage_pipeline import _record
 from tests.conftest import Tenants

@@ -31,10 +31,10 @@ def control_plane(tmp_path: Path, django_db_blocker) -> Iterator[None]:  # type:
     env = child_env(DATABASE_URL=database_url, SWITCHBOARD_DATA_DIR=str(tmp_path), SWITCHBOARD_RECONCILE_INTERVAL="1")
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "console", "worker", "--loglevel=WARNING", "--concurrency=2"], cwd=ROOT, env=env
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel=WARNING", "--concurrency=2"], cwd=ROOT, env=env
         ),
         subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "console", "beat", "--loglevel=WARNING", "--schedule", str(tmp_path / "beat")],
+            [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel=WARNING", "--schedule", str(tmp_path / "beat")],
             cwd=ROOT,
             env=env,
         ),

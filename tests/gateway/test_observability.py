@@ -34,7 +34,7 @@ def test_metrics_and_access_log_carry_figures_not_text(tenants: Tenants, backend
     port = free_port()
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "console.asgi:application", "--port", str(port), "--no-access-log"],
+            [sys.executable, "-m", "uvicorn", "config.asgi:application", "--port", str(port), "--no-access-log"],
             cwd=ROOT,
             env=child_env(DATABASE_URL=child_database_url()),
             stderr=log_file,

@@ -36,7 +36,7 @@ def test_no_answered_request_loses_its_event_when_the_gateway_is_killed(
 
     def start_gateway(port: int) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "console.asgi:application", "--port", str(port), "--no-access-log", "--log-level", "warning"],
+            [sys.executable, "-m", "uvicorn", "config.asgi:application", "--port", str(port), "--no-access-log", "--log-level", "warning"],
             cwd=ROOT,
             env=env,
             stderr=subprocess.DEVNULL,

@@ -11,7 +11,7 @@ import os
 
 from django.core.asgi import get_asgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_http = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up)
@@ -19,7 +19,7 @@ from channels.routing import URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from console.websocket_routes import websocket_urlpatterns  # noqa: E402
+from config.websocket_routes import websocket_urlpatterns  # noqa: E402
 from modelserver.body_limit import BodySizeLimit  # noqa: E402
 from routing.gateway.app import build_gateway  # noqa: E402
 from routing.gateway.exchange import Receive, Scope, Send  # noqa: E402

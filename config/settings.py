@@ -14,8 +14,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from billing.stripe_settings import read_stripe_settings
-from console.env import Env, EnvError
+from config.env import Env, EnvError
 
 env = Env()
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -73,8 +72,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-ROOT_URLCONF = "console.urls"
-ASGI_APPLICATION = "console.asgi.application"
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
 AUTH_USER_MODEL = "console.User"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
@@ -180,7 +179,15 @@ try:
 except InvalidOperation:
     raise EnvError("SWITCHBOARD_FREE_PLAN_MONTHLY_CREDIT must be an amount of dollars, such as 5.00.") from None
 # Stripe: off (invoices internal only) while SWITCHBOARD_STRIPE_SECRET_KEY is empty.
-globals().update(read_stripe_settings(env))
+STRIPE_SECRET_KEY = env.str("SWITCHBOARD_STRIPE_SECRET_KEY", "") or ""
+if STRIPE_SECRET_KEY and not STRIPE_SECRET_KEY.startswith(("sk_test_", "sk_live_", "rk_test_", "rk_live_")):
+    raise EnvError("SWITCHBOARD_STRIPE_SECRET_KEY must be a Stripe secret or restricted key (sk_test_, sk_live_, rk_test_, rk_live_...).")
+STRIPE_WEBHOOK_SECRET = env.str("SWITCHBOARD_STRIPE_WEBHOOK_SECRET", "") or ""
+if STRIPE_WEBHOOK_SECRET and not STRIPE_WEBHOOK_SECRET.startswith("whsec_"):
+    raise EnvError("SWITCHBOARD_STRIPE_WEBHOOK_SECRET must be the endpoint's signing secret (whsec_...).")
+STRIPE_API_BASE = env.url("SWITCHBOARD_STRIPE_API_BASE", ("http", "https"))
+STRIPE_MAX_NETWORK_RETRIES = env.int("SWITCHBOARD_STRIPE_MAX_NETWORK_RETRIES", 2, minimum=0, maximum=10)
+STRIPE_PAST_DUE_GRACE_DAYS = env.int("SWITCHBOARD_STRIPE_PAST_DUE_GRACE_DAYS", 7, minimum=0, maximum=90)
 
 # --- Auth ----------------------------------------------------------------------------------
 
