@@ -19,7 +19,6 @@ concerned are reconciled at once rather than at the next beat.
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -31,12 +30,12 @@ from django.db import transaction
 from console.errors import Conflict, ServiceError
 from console.models import Organization
 from console.staff import StaffContext, record, record_for_tenant
+from deployments.enqueue import reconcile_soon
 from deployments.models import Cluster, ClusterGpu, GpuType, Replica
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")  # 40: it is an audit entry's target id
 REGION_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 PROVIDER_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
-log = logging.getLogger("switchboard.controlplane")
 LIVE = (Replica.State.PENDING, Replica.State.PROVISIONING, Replica.State.LOADING, Replica.State.READY)
 
 ACTIONS = {
@@ -202,15 +201,5 @@ def change_status(staff: StaffContext, cluster: Cluster, action: str, reason: st
         )
     deployment_ids = sorted({deployment_id for _, deployment_id, _ in moving})
     if deployment_ids:
-        transaction.on_commit(lambda: _reconcile_now(deployment_ids))
+        reconcile_soon(deployment_ids=deployment_ids)
     return StatusChange(cluster=cluster, replicas_affected=len(moving), organizations_affected=len(by_org))
-
-
-def _reconcile_now(deployment_ids: list[str]) -> None:
-    from deployments.tasks import reconcile_deployment
-
-    try:
-        for deployment_id in deployment_ids:
-            reconcile_deployment.delay(deployment_id)
-    except Exception:  # noqa: BLE001 - the broker is down: beat's next pass does it
-        log.warning("could not enqueue reconcile passes for %d deployment(s); beat will run them", len(deployment_ids), exc_info=True)

@@ -16,6 +16,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
 from console import selectors as console_selectors
+from console.models import User
 from deployments import selectors
 from deployments.models import Replica
 
@@ -24,8 +25,6 @@ NOT_FOUND = 4404  # close code: no such deployment, or not yours
 
 
 def _snapshot(user_id: int, org_slug: str, deployment_id: str) -> dict[str, str] | None:
-    from console.models import User
-
     user = User.objects.filter(pk=user_id).first()
     membership = console_selectors.membership_in(user, org_slug) if user else None
     if membership is None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from deployments.models import GpuType
+
 ON_DEMAND = "AWS EC2 On-Demand, US East, Linux: https://aws.amazon.com/ec2/pricing/on-demand/"
 CAPACITY_BLOCKS = "AWS EC2 Capacity Blocks for ML, US East: https://aws.amazon.com/ec2/capacityblocks/pricing/"
 
@@ -29,9 +31,9 @@ GPU_TYPES = [
 
 
 def ensure_gpu_types(gpu_type_model: Any = None) -> None:
-    """Creates the GPU types that are missing; never overwrites a price staff changed."""
-    if gpu_type_model is None:
-        from deployments.models import GpuType as gpu_type_model
+    """Creates the GPU types that are missing; never overwrites a price staff changed.
+    Migrations pass their historical model."""
+    gpu_type_model = gpu_type_model or GpuType
     for code, memory, price, source in GPU_TYPES:
         gpu_type_model.objects.get_or_create(
             code=code, defaults={"memory_gb": memory, "default_price_per_hour": Decimal(price), "price_source": source}

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import httpx
+from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -32,6 +33,7 @@ from django.utils import timezone
 from deployments.drivers import ClusterDriver, DriverError, ObservedReplica, ReplicaRequest, driver_for
 from deployments.models import Cluster, ClusterGpu, Deployment, Replica, ReplicaEvent
 from deployments.placement import Capacity, place
+from deployments.scaling import CACHE_SECONDS, autoscaled_desired, cache_key, desired_from_store, scrape_concurrency
 
 LEASE = timedelta(seconds=120)
 MAX_FAILURES = 5  # replica failures in a row before the deployment is FAILED
@@ -117,8 +119,6 @@ def reconcile(
 
 
 def autoscaled(deployment: Deployment, replicas: list[Replica]) -> int:
-    from deployments.load import autoscaled_desired
-
     return autoscaled_desired(deployment, replicas)
 
 
@@ -455,15 +455,6 @@ def _status(
     return Deployment.Status.DEPLOYING, f"{ready} of {desired} replicas ready"
 
 
-def request_scale_from_zero(deployment: Deployment) -> None:
-    """For the gateway: a request arrived for a deployment with no READY replica. Marks
-    the demand and reconciles now, so a replica is placed without waiting for beat."""
-    Deployment.objects.unscoped_across_tenants().filter(pk=deployment.pk).update(wake_requested_at=timezone.now())
-    from deployments.tasks import reconcile_deployment
-
-    transaction.on_commit(lambda: reconcile_deployment.delay(deployment.pk))
-
-
 def deployments_to_reconcile() -> list[str]:
     """Live deployments, and deleted ones that still hold replicas."""
     with_replicas = Count("replicas", filter=Q(replicas__state__in=HOLDS_GPU))
@@ -519,10 +510,6 @@ def reconcile_fleet(
     """One pass over many deployments: leases, reads and writes in a handful of queries,
     each cluster observed once, the autoscaler decided from one cache read. Deployments
     in steady state are confirmed in the batch; the others get the full pass."""
-    from django.core.cache import cache
-
-    from deployments.load import CACHE_SECONDS, cache_key, desired_from_store, scrape_concurrency
-
     scrape = scrape or (lambda endpoints: scrape_concurrency(endpoints))
     owner, now = uuid.uuid4().hex, timezone.now()
     deployments_table = Deployment.objects.unscoped_across_tenants()

@@ -13,6 +13,7 @@ from console.api.views import OrgAPIView
 from console.models import Role
 from deployments import selectors, services
 from deployments.api import serializers as s
+from deployments.model_catalog import ensure_builtin_models, visible_to
 
 
 class DeploymentAPIView(OrgAPIView):
@@ -98,7 +99,5 @@ class CatalogModelListView(OrgAPIView):
 
     @extend_schema(operation_id="catalog_models_list", responses=s.CatalogModelSerializer(many=True))
     def get(self, request: Request) -> Response:
-        from deployments.model_catalog import ensure_builtin_models, visible_to
-
         ensure_builtin_models()
         return Response(self.get_serializer(visible_to(self.ctx.organization), many=True).data)

@@ -9,6 +9,7 @@ not change.
 from __future__ import annotations
 
 from deployments.drivers.base import ClusterDriver, DriverError, ObservedReplica, ReplicaRequest
+from deployments.drivers.local import LocalAgentDriver
 from deployments.models import Cluster
 
 _LOCAL_DRIVERS: dict[str, ClusterDriver] = {}
@@ -16,8 +17,6 @@ _LOCAL_DRIVERS: dict[str, ClusterDriver] = {}
 
 def driver_for(cluster: Cluster) -> ClusterDriver:
     if cluster.driver == Cluster.Driver.LOCAL:
-        from deployments.drivers.local import LocalAgentDriver
-
         url = cluster.connection["agent_url"]
         # One pooled HTTP client per agent for the worker's lifetime, not one per call.
         if url not in _LOCAL_DRIVERS:

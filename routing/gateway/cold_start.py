@@ -9,8 +9,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from deployments.models import Deployment
-from deployments.reconcile import request_scale_from_zero
+from deployments.enqueue import request_scale_from_zero
 from routing.gateway.cache import RefreshingCache, run_db
 from routing.gateway.errors import GatewayError
 from routing.gateway.snapshot import OrgSnapshot, Target
@@ -23,7 +22,7 @@ log = logging.getLogger("switchboard.gateway")
 
 def request_replica(deployment_id: str) -> None:
     """The control plane's wake-up call, marked on the deployment and reconciled at once."""
-    request_scale_from_zero(Deployment.objects.unscoped_across_tenants().get(pk=deployment_id))
+    request_scale_from_zero(deployment_id=deployment_id)
 
 
 class ColdStart:

@@ -109,7 +109,7 @@ def test_replicas_come_up_ready_and_a_killed_one_is_replaced(tenants: Tenants, a
 
 
 def test_idle_scales_to_zero_and_a_request_brings_it_back(tenants: Tenants, agents: list[LocalCluster], control_plane: None) -> None:
-    from deployments.reconcile import request_scale_from_zero
+    from deployments.enqueue import request_scale_from_zero
 
     deployment = create_deployment(
         tenants.org_a,
@@ -127,7 +127,7 @@ def test_idle_scales_to_zero_and_a_request_brings_it_back(tenants: Tenants, agen
         return deployment.status
 
     _wait("scaled to zero", lambda: status() == "scaled_to_zero")
-    request_scale_from_zero(deployment)  # what the gateway calls for a request at zero replicas
+    request_scale_from_zero(deployment_id=deployment.pk)  # what the gateway calls for a request at zero replicas
     started = time.monotonic()
     [replica] = _wait(
         "a cold start", lambda: list(Replica.objects.for_org(tenants.org_a).filter(deployment=deployment, state=Replica.State.READY))

@@ -173,11 +173,11 @@ def test_a_new_revision_is_ready_before_the_old_one_drains(tenants: Tenants, fle
 
 
 def test_min_zero_stays_at_zero_until_a_request_wakes_it(tenants: Tenants, fleet: Fleet) -> None:
-    from deployments.reconcile import request_scale_from_zero
+    from deployments.enqueue import request_scale_from_zero
 
     deployment = create_deployment(tenants.org_a, min_replicas=0, max_replicas=1)
     assert fleet.run(deployment).status == "scaled_to_zero"
-    request_scale_from_zero(deployment)
+    request_scale_from_zero(deployment_id=deployment.pk)
     fleet.run(deployment, passes=2)
     assert len(replicas(tenants.org_a, deployment, Replica.State.READY)) == 1
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from deployments.load import autoscaled_desired
 from deployments.models import Deployment, Quota, Replica
+from deployments.scaling import autoscaled_desired, concurrency_in
+from modelserver.metrics import ServingMetrics
 from tests.conftest import Tenants
 from tests.factories import create_deployment
 
@@ -53,3 +54,32 @@ def test_a_wake_request_asks_for_one_replica_until_idle(tenants: Tenants) -> Non
     assert autoscaled_desired(deployment, _ready(deployment, 1), scrape=lambda endpoints: 0.0, clock=clock) == 1
     clock.now += 20  # 40 s after the last request: idle past the 30 s timeout
     assert autoscaled_desired(deployment, _ready(deployment, 1), scrape=lambda endpoints: 0.0, clock=clock) == 0
+
+
+def test_concurrency_is_running_plus_waiting_over_every_label_set() -> None:
+    exposition = (
+        "# HELP switchboard:num_requests_running Requests in the batch.\n"
+        "# TYPE switchboard:num_requests_running gauge\n"
+        'switchboard:num_requests_running{model_name="chat"} 3.0\n'
+        "# TYPE switchboard:num_requests_waiting gauge\n"
+        'switchboard:num_requests_waiting{model_name="chat"} 2.0\n'
+        'switchboard:num_requests_waiting{model_name="other"} 1.0\n'
+        "# TYPE switchboard:max_batch_size gauge\n"
+        "switchboard:max_batch_size 16.0\n"
+        "# TYPE switchboard:num_requests_running_total counter\n"
+        "switchboard:num_requests_running_total 99.0\n"
+    )
+    assert concurrency_in(exposition) == 6.0
+
+
+def test_text_that_is_not_prometheus_counts_as_nothing() -> None:
+    assert concurrency_in("<html>502 Bad Gateway</html>") == 0.0
+    assert concurrency_in("") == 0.0
+
+
+def test_the_model_servers_own_exposition_is_read() -> None:
+    metrics = ServingMetrics("chat", max_batch_size=16, max_wait_ms=5.0)
+    metrics.requests_running.set(4)
+    metrics.requests_waiting.set(7)
+    metrics.queue_time.observe(0.2)
+    assert concurrency_in(metrics.render().decode()) == 11.0

@@ -1,4 +1,5 @@
-"""Load figures for the autoscaler: concurrency read from the model servers' /metrics.
+"""What the autoscaler reads and keeps: concurrency from the model servers' /metrics,
+and its samples and state between passes.
 
 The figure is requests running plus waiting on each READY replica, summed per deployment
 (the model server knows its own queue, including requests that did not come through the
@@ -13,6 +14,7 @@ from typing import Any
 
 import httpx
 from django.core.cache import cache
+from prometheus_client.parser import text_string_to_metric_families
 
 from deployments.autoscaler import AutoscalerState, Sample, ScalingPolicy, decide
 from deployments.models import Deployment, Replica
@@ -23,16 +25,27 @@ COLD_START_PATIENCE_S = 600.0
 CACHE_SECONDS = 3600  # how long a wake keeps asking for a replica that is not READY yet
 
 
+def concurrency_in(metrics_text: str) -> float:
+    """Requests running plus waiting in one replica's Prometheus exposition, over every
+    label set. Text that does not parse counts as nothing (the replica is probed apart)."""
+    try:
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(metrics_text)
+            for sample in family.samples
+            if sample.name in _CONCURRENCY_SERIES
+        )
+    except ValueError:
+        return 0.0
+
+
 def scrape_concurrency(endpoints: Iterable[str]) -> float:
     total = 0.0
     for endpoint in endpoints:
         try:
-            text = httpx.get(endpoint.rstrip("/") + "/metrics", timeout=1.0).text
+            total += concurrency_in(httpx.get(endpoint.rstrip("/") + "/metrics", timeout=1.0).text)
         except httpx.HTTPError:
             continue
-        for line in text.splitlines():
-            if line.startswith(_CONCURRENCY_SERIES):
-                total += float(line.rsplit(" ", 1)[1])
     return total
 
 
