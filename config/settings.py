@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "deployments",
     "routing",
     "billing",
+    "staff",
     "benchmarks",
 ]
 

@@ -8,7 +8,7 @@ from django.views import defaults
 
 from console.api.errors import json_not_found
 from console.forms import EmailAuthenticationForm
-from console.views import accounts, audit, keys, members, org_settings, pages, staff
+from console.views import accounts, audit, keys, members, org_settings, pages
 
 org_patterns = [
     path("", pages.overview, name="overview"),
@@ -40,42 +40,16 @@ account_patterns = [
     path("reset/done/", auth_views.PasswordResetCompleteView.as_view(), name="password_reset_complete"),
 ]
 
-# The Admin section: staff only, 404 for everyone else (console.views.staff.staff_page).
-staff_patterns = [
-    path("", staff.tenants, name="staff-tenants"),
-    path("tenants/<str:org_id>/", staff.tenant_detail, name="staff-tenant"),
-    path("tenants/<str:org_id>/quota/", staff.tenant_quota, name="staff-tenant-quota"),
-    path("tenants/<str:org_id>/status/", staff.tenant_status, name="staff-tenant-status"),
-    path("tenants/<str:org_id>/plan/", staff.tenant_plan, name="staff-tenant-plan"),
-    path("tenants/<str:org_id>/credits/", staff.tenant_credit, name="staff-tenant-credit"),
-    *[
-        path(f"tenants/<str:org_id>/prices/{kind}/", staff.tenant_price, {"kind": kind}, name=f"staff-tenant-price-{kind}")
-        for kind in ("model", "gpu", "markup")
-    ],
-    path("clusters/", staff.clusters, name="staff-clusters"),
-    *[
-        path(f"clusters/<str:cluster_name>/{action}/", staff.cluster_action, {"action": action}, name=f"staff-cluster-{action}")
-        for action in ("cordon", "drain", "down", "up")
-    ],
-    path("usage/", staff.usage, name="staff-usage"),
-    path("prices/", staff.prices, name="staff-prices"),
-    *[path(f"prices/{kind}/", staff.price_add, {"kind": kind}, name=f"staff-price-{kind}") for kind in ("model", "gpu", "markup")],
-    *[
-        path(f"prices/{kind}/<int:version_id>/cancel/", staff.price_cancel, {"kind": kind}, name=f"staff-price-{kind}-cancel")
-        for kind in ("model", "gpu", "markup")
-    ],
-    path("audit/", staff.audit_log, name="staff-audit"),
-]
-
 urlpatterns = [
     path("", accounts.home, name="home"),
     path("accounts/", include(account_patterns)),
     path("orgs/new/", accounts.create_organization, name="create-organization"),
     path("invitations/<str:token>/", accounts.accept_invitation, name="accept-invitation"),
     path("o/<slug:org_slug>/", include(org_patterns)),
-    path("staff/", include(staff_patterns)),
+    path("staff/", include("staff.urls")),
     path("billing/stripe/", include("billing.stripe_urls")),
     path("django-admin/", admin.site.urls),
+    path("api/v1/admin/", include("staff.api_urls")),
     path("api/v1/", include("console.api.urls")),
 ]
 

@@ -22,7 +22,6 @@ urlpatterns = [
     path("", include("deployments.api.urls")),
     path("", include("routing.api.urls")),
     path("", include("billing.api.urls")),
-    path("admin/", include("console.api.admin_urls")),
     # Anything else under /api/ answers in the API's error shape, not an HTML page.
     re_path(r"^.*$", unknown_endpoint),
 ]

@@ -4,7 +4,7 @@ Staff sign in as people: these endpoints take a console session (with its CSRF t
 changes) and ignore API keys, which belong to organizations and never carry platform
 powers. Anyone else, signed in or not, with any key, gets the same 404 as an endpoint
 that does not exist. The endpoints are left out of the public OpenAPI schema for the same
-reason; README documents them.
+reason; docs/admin.md documents them.
 """
 
 from __future__ import annotations
@@ -22,9 +22,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from billing import platform_stats
 from console.api.serializers import validated
 from console.models import Organization, OrgStatus
 from console.staff import StaffContext, set_organization_status
+from deployments import cluster_ops, quotas
+from deployments.models import Cluster
+from deployments.quotas import quota_snapshot
+from deployments.services import quota_for
 
 MAX_PAGE = 200
 
@@ -88,8 +93,6 @@ class TenantListView(StaffAPIView):
     """Newest first; `?limit=` (up to 200) and `?offset=`."""
 
     def get(self, request: Request) -> Response:
-        from billing import platform_stats
-
         try:
             limit = min(MAX_PAGE, max(1, int(request.query_params.get("limit", 50))))
             offset = max(0, int(request.query_params.get("offset", 0)))
@@ -111,8 +114,6 @@ class TenantListView(StaffAPIView):
 
 class TenantDetailView(StaffAPIView):
     def get(self, request: Request, org_id: str) -> Response:
-        from billing import platform_stats
-
         org = get_object_or_404(Organization, pk=org_id)
         return Response(_tenant_body(platform_stats.tenant_rows([org])[0]))
 
@@ -124,8 +125,6 @@ class StatusSerializer(serializers.Serializer):
 
 class TenantStatusView(StaffAPIView):
     def post(self, request: Request, org_id: str) -> Response:
-        from billing import platform_stats
-
         org = get_object_or_404(Organization, pk=org_id)
         data = validated(StatusSerializer, request.data)
         org = set_organization_status(self.staff, org, data["status"], data["reason"])
@@ -148,15 +147,10 @@ class QuotaSerializer(serializers.Serializer):
 
 class TenantQuotaView(StaffAPIView):
     def get(self, request: Request, org_id: str) -> Response:
-        from deployments.quotas import quota_snapshot
-        from deployments.services import quota_for
-
         org = get_object_or_404(Organization, pk=org_id)
         return Response({"organization": org.pk, **quota_snapshot(quota_for(org))})
 
     def patch(self, request: Request, org_id: str) -> Response:
-        from deployments import quotas
-
         org = get_object_or_404(Organization, pk=org_id)
         if not isinstance(request.data, dict):
             return Response(
@@ -228,14 +222,9 @@ class ClusterCreateSerializer(serializers.Serializer):
 
 class ClusterListView(StaffAPIView):
     def get(self, request: Request) -> Response:
-        from billing import platform_stats
-
         return Response({"results": [_cluster_body(row) for row in platform_stats.cluster_rows()]})
 
     def post(self, request: Request) -> Response:
-        from billing import platform_stats
-        from deployments import cluster_ops
-
         data = validated(ClusterCreateSerializer, request.data)
         inventory = [cluster_ops.InventoryRow(row["gpu_type"], row["count"], row.get("price_per_hour")) for row in data.pop("inventory")]
         cluster = cluster_ops.add_cluster(self.staff, inventory=inventory, **data)
@@ -251,10 +240,6 @@ class ClusterActionView(StaffAPIView):
     action_name = ""
 
     def post(self, request: Request, cluster_name: str) -> Response:
-        from billing import platform_stats
-        from deployments import cluster_ops
-        from deployments.models import Cluster
-
         cluster = get_object_or_404(Cluster, pk=cluster_name)
         data = validated(ReasonSerializer, request.data if isinstance(request.data, dict) else {})
         change = cluster_ops.change_status(self.staff, cluster, self.action_name, data["reason"])

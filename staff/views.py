@@ -26,11 +26,17 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
+from billing import invoices, platform_stats, staff_ops
+from billing.models import CreditGrant
+from billing.staff_ops import next_whole_hour
 from console import selectors as console_selectors
 from console.errors import ServiceError
 from console.models import AuditEntry, Organization, StaffAuditEntry
 from console.staff import StaffContext, set_organization_status
-from console.staff_forms import (
+from deployments import cluster_ops, quotas, selectors
+from deployments.models import Cluster
+from deployments.services import DeploymentSpec, quota_for
+from staff.forms import (
     PRICE_FORMS,
     ClusterActionForm,
     ClusterForm,
@@ -39,7 +45,7 @@ from console.staff_forms import (
     QuotaForm,
     StatusForm,
 )
-from console.templatetags.staff_format import plain
+from staff.templatetags.staff_format import plain
 
 TENANTS_PER_PAGE = 50
 
@@ -75,22 +81,16 @@ def _apply_error(form: Form, error: ServiceError) -> None:
 @staff_page
 @require_safe
 def tenants(request: HttpRequest) -> HttpResponse:
-    from billing import platform_stats
-
     query = request.GET.get("q", "").strip()[:100]
     organizations = Organization.objects.annotate(member_count=Count("memberships", distinct=True)).order_by("-created_at", "id")
     if query:
         organizations = organizations.filter(Q(name__icontains=query) | Q(slug__icontains=query) | Q(pk=query))
     page = Paginator(organizations, TENANTS_PER_PAGE).get_page(request.GET.get("page"))
     rows = platform_stats.tenant_rows(list(page.object_list))
-    return render(request, "console/staff_tenants.html", {"page": page, "rows": rows, "query": query, "active_nav": "staff-tenants"})
+    return render(request, "staff/tenants.html", {"page": page, "rows": rows, "query": query, "active_nav": "staff-tenants"})
 
 
 def _tenant_context(org: Organization, **forms: Form) -> dict[str, Any]:
-    from billing import invoices, platform_stats, staff_ops
-    from billing.models import CreditGrant
-    from deployments.services import quota_for
-
     now = timezone.now()
     account = invoices.account_for(org)
     return {
@@ -114,8 +114,6 @@ def _tenant_context(org: Organization, **forms: Form) -> dict[str, Any]:
 
 
 def _price_forms(forms: dict[str, Form]) -> dict[str, Form]:
-    from billing.staff_ops import next_whole_hour
-
     start = next_whole_hour().astimezone(UTC).replace(tzinfo=None)
     return {
         kind: forms.get(f"{kind}_form") or form_class(prefix=kind, initial={"effective_from": start})
@@ -126,7 +124,7 @@ def _price_forms(forms: dict[str, Form]) -> dict[str, Form]:
 @staff_page
 @require_safe
 def tenant_detail(request: HttpRequest, org_id: str) -> HttpResponse:
-    return render(request, "console/staff_tenant.html", _tenant_context(_organization(org_id)))
+    return render(request, "staff/tenant.html", _tenant_context(_organization(org_id)))
 
 
 def _tenant_form_post(request: HttpRequest, org_id: str, form_key: str, form: Form, act: Callable[[Organization], str]) -> HttpResponse:
@@ -139,7 +137,7 @@ def _tenant_form_post(request: HttpRequest, org_id: str, form_key: str, form: Fo
         else:
             messages.success(request, message)
             return redirect("staff-tenant", org_id=org.pk)
-    return render(request, "console/staff_tenant.html", _tenant_context(org, **{form_key: form}), status=400)
+    return render(request, "staff/tenant.html", _tenant_context(org, **{form_key: form}), status=400)
 
 
 @staff_page
@@ -157,8 +155,6 @@ def tenant_status(request: HttpRequest, org_id: str) -> HttpResponse:
 @staff_page
 @require_POST
 def tenant_plan(request: HttpRequest, org_id: str) -> HttpResponse:
-    from billing import staff_ops
-
     form = PlanForm(request.POST, prefix="plan")
 
     def act(org: Organization) -> str:
@@ -176,8 +172,6 @@ def tenant_plan(request: HttpRequest, org_id: str) -> HttpResponse:
 @staff_page
 @require_POST
 def tenant_credit(request: HttpRequest, org_id: str) -> HttpResponse:
-    from billing import staff_ops
-
     form = CreditForm(request.POST, prefix="credit")
 
     def act(org: Organization) -> str:
@@ -198,8 +192,6 @@ def tenant_price(request: HttpRequest, org_id: str, kind: str) -> HttpResponse:
 
 
 def _add_price(request: HttpRequest, kind: str, form: Form, org: Organization | None) -> str:
-    from billing import staff_ops
-
     staff, data = StaffContext.of(request), dict(form.cleaned_data)
     if kind == "model":
         row: Any = staff_ops.add_model_price(staff, organization=org, **data)
@@ -217,9 +209,6 @@ def _add_price(request: HttpRequest, kind: str, form: Form, org: Organization | 
 @staff_page
 @require_http_methods(["GET", "HEAD", "POST"])
 def tenant_quota(request: HttpRequest, org_id: str) -> HttpResponse:
-    from deployments import quotas, selectors
-    from deployments.services import DeploymentSpec, quota_for
-
     org = _organization(org_id)
     quota = quota_for(org)
     form = QuotaForm(request.POST if request.method == "POST" else None, initial=QuotaForm.initial_for(quota))
@@ -252,7 +241,7 @@ def tenant_quota(request: HttpRequest, org_id: str) -> HttpResponse:
         "gpu_rows": gpu_rows,
         "active_nav": "staff-tenants",
     }
-    return render(request, "console/staff_quota.html", context, status=400 if form.errors else 200)
+    return render(request, "staff/quota.html", context, status=400 if form.errors else 200)
 
 
 # ---------------------------------------------------------------------------------------
@@ -260,8 +249,6 @@ def tenant_quota(request: HttpRequest, org_id: str) -> HttpResponse:
 
 
 def _clusters_context(form: ClusterForm | None = None) -> dict[str, Any]:
-    from billing import platform_stats
-
     return {
         "rows": platform_stats.cluster_rows(),
         "form": form or ClusterForm(initial={"driver": "local", "status": "active"}),
@@ -272,8 +259,6 @@ def _clusters_context(form: ClusterForm | None = None) -> dict[str, Any]:
 @staff_page
 @require_http_methods(["GET", "HEAD", "POST"])
 def clusters(request: HttpRequest) -> HttpResponse:
-    from deployments import cluster_ops
-
     form = ClusterForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -291,7 +276,7 @@ def clusters(request: HttpRequest) -> HttpResponse:
             return redirect("staff-clusters")
     return render(
         request,
-        "console/staff_clusters.html",
+        "staff/clusters.html",
         _clusters_context(form if request.method == "POST" else None),
         status=400 if form.errors else 200,
     )
@@ -308,9 +293,6 @@ CLUSTER_DONE = {
 @staff_page
 @require_POST
 def cluster_action(request: HttpRequest, cluster_name: str, action: str) -> HttpResponse:
-    from deployments import cluster_ops
-    from deployments.models import Cluster
-
     cluster = get_object_or_404(Cluster, pk=cluster_name)
     form = ClusterActionForm(request.POST)
     reason = form.cleaned_data["reason"] if form.is_valid() else ""
@@ -330,8 +312,6 @@ def cluster_action(request: HttpRequest, cluster_name: str, action: str) -> Http
 @staff_page
 @require_safe
 def usage(request: HttpRequest) -> HttpResponse:
-    from billing import platform_stats
-
     days = platform_stats.usage_per_day()
     totals = {
         "requests": sum(day.requests for day in days),
@@ -349,12 +329,10 @@ def usage(request: HttpRequest) -> HttpResponse:
         "tenants": Organization.objects.count(),
         "active_nav": "staff-usage",
     }
-    return render(request, "console/staff_usage.html", context)
+    return render(request, "staff/usage.html", context)
 
 
 def _prices_context(forms: dict[str, Form] | None = None) -> dict[str, Any]:
-    from billing import staff_ops
-
     now = timezone.now()
     return {
         "platform": staff_ops.price_lines(overrides=False, now=now),
@@ -368,7 +346,7 @@ def _prices_context(forms: dict[str, Form] | None = None) -> dict[str, Any]:
 @staff_page
 @require_safe
 def prices(request: HttpRequest) -> HttpResponse:
-    return render(request, "console/staff_prices.html", _prices_context())
+    return render(request, "staff/prices.html", _prices_context())
 
 
 @staff_page
@@ -383,14 +361,12 @@ def price_add(request: HttpRequest, kind: str) -> HttpResponse:
         else:
             messages.success(request, message)
             return redirect("staff-prices")
-    return render(request, "console/staff_prices.html", _prices_context({f"{kind}_form": form}), status=400)
+    return render(request, "staff/prices.html", _prices_context({f"{kind}_form": form}), status=400)
 
 
 @staff_page
 @require_POST
 def price_cancel(request: HttpRequest, kind: str, version_id: int) -> HttpResponse:
-    from billing import staff_ops
-
     try:
         staff_ops.cancel_upcoming(StaffContext.of(request), kind, version_id)
     except ServiceError as error:
@@ -408,4 +384,4 @@ def price_cancel(request: HttpRequest, kind: str, version_id: int) -> HttpRespon
 def audit_log(request: HttpRequest) -> HttpResponse:
     entries = StaffAuditEntry.objects.select_related("actor_user").all()
     page = Paginator(entries, 50).get_page(request.GET.get("page"))
-    return render(request, "console/staff_audit.html", {"page": page, "active_nav": "staff-audit"})
+    return render(request, "staff/audit.html", {"page": page, "active_nav": "staff-audit"})

@@ -1,10 +1,10 @@
-"""`/api/v1/admin/`: staff only (console.api.admin); 404 for everyone else."""
+"""`/api/v1/admin/`: staff only (staff.api); 404 for everyone else."""
 
 from __future__ import annotations
 
 from django.urls import path
 
-from console.api import admin
+from staff import api as admin
 
 urlpatterns = [
     path("tenants/", admin.TenantListView.as_view(), name="api-admin-tenants"),
