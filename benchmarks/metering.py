@@ -6,7 +6,7 @@ PostgreSQL of DATABASE_URL, or of 127.0.0.1:5432 when DATABASE_URL is not Postgr
 a child process so the caller's database is never touched.
 
 - Ingest: events for 20 tenants, as a busy gateway hands them over (spool files, a line
-  each, timestamps 40 µs apart), then billing.ingest drains them: durable in the table,
+  each, timestamps 40 µs apart), then metering.ingest drains them: durable in the table,
   deduplicated by request id, and rolled up per minute, hour and day, committed. The
   events are then replayed, which must add nothing.
 - Query: one tenant with 10 million events over 30 days (generated once in SQL and written
@@ -173,10 +173,10 @@ def _measure_ingest(log: Callable[[str], None]) -> tuple[float, float]:
 
     from django.db import connection
 
-    from billing import ingest
-    from billing.models import UsageEvent, UsageRollup
-    from billing.records import UsageRecord
-    from billing.spool import SPOOL_SUFFIX, encode
+    from metering import ingest
+    from metering.models import UsageEvent, UsageRollup
+    from metering.records import UsageRecord
+    from metering.spool import SPOOL_SUFFIX, encode
 
     tenants = _organizations("ingest", 20)
     UsageEvent.objects.unscoped_across_tenants().filter(organization_id__in=tenants).delete()
@@ -245,9 +245,9 @@ def _query_tenant(log: Callable[[str], None]) -> Any:
 
     from django.db import connection, transaction
 
-    from billing.copy_events import insert_and_roll_up
-    from billing.models import UsageEvent
     from console.models import Organization
+    from metering.copy_events import insert_and_roll_up
+    from metering.models import UsageEvent
 
     org = Organization.objects.get(pk=_organizations("query", 1)[0])
     count = UsageEvent.objects.for_org(org).count()
@@ -255,7 +255,7 @@ def _query_tenant(log: Callable[[str], None]) -> Any:
         return org
     log(f"metering: generating {QUERY_EVENTS:,} events over {QUERY_DAYS} days for one tenant (once; a few minutes)")
     UsageEvent.objects.for_org(org).delete()
-    from billing.models import UsageRollup
+    from metering.models import UsageRollup
 
     UsageRollup.objects.for_org(org).delete()
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
@@ -295,8 +295,8 @@ def _measure_queries(org: Any, log: Callable[[str], None]) -> tuple[int, list[fl
     from datetime import UTC, datetime, timedelta
     from zoneinfo import ZoneInfo
 
-    from billing import selectors
-    from billing.models import Granularity, UsageRollup
+    from metering import selectors
+    from metering.models import Granularity, UsageRollup
 
     end = datetime.now(UTC)
     start = end - timedelta(days=QUERY_DAYS)

@@ -15,10 +15,12 @@ from typing import Any
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from billing import gpu_time, rating
-from billing.models import BillingAccount, Breakdown, Granularity, Invoice, Plan, UsageRollup
+from billing import rating
+from billing.models import BillingAccount, Invoice, Plan
 from console.models import Organization
 from deployments.models import Cluster, ClusterGpu, Replica, ReplicaEvent
+from metering import gpu_time
+from metering.models import Breakdown, Granularity, UsageRollup
 
 HOLDS_GPU = (Replica.State.PENDING, Replica.State.PROVISIONING, Replica.State.LOADING, Replica.State.READY, Replica.State.DRAINING)
 
@@ -195,7 +197,7 @@ class GpuUtilisation:
 
 def gpu_utilisation(now: datetime | None = None) -> list[GpuUtilisation]:
     """Per cluster and GPU type: the inventory, what replicas hold now, and the share of
-    this month's GPU-seconds that were held (billing.gpu_time, as tenants are billed)."""
+    this month's GPU-seconds that were held (metering.gpu_time, as tenants are billed)."""
     now = now or timezone.now()
     start = rating.month_start(now)
     elapsed = Decimal((now - start).total_seconds()).quantize(Decimal("0.000001"))

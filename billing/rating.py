@@ -2,7 +2,7 @@
 
 What is charged, per usage source:
 - a request served by a dedicated deployment: nothing per token; its replicas' GPU-seconds
-  (billing.gpu_time, cold start included) at the GPU type's price per second;
+  (metering.gpu_time, cold start included) at the GPU type's price per second;
 - a request for a model the price book prices (ModelPrice): its input and output tokens
   at that model's prices per million;
 - any other request through an external provider: the provider's cost (on the usage
@@ -27,9 +27,10 @@ from typing import Any
 
 from django.db.models import Q, QuerySet, Sum
 
-from billing import gpu_time
-from billing.models import Breakdown, GpuPrice, Granularity, InvoiceLine, ModelPrice, ProviderMarkup, UsageRollup
+from billing.models import GpuPrice, InvoiceLine, ModelPrice, ProviderMarkup
 from console.models import Organization
+from metering import gpu_time
+from metering.models import Breakdown, Granularity, UsageRollup
 
 MILLION = Decimal(1_000_000)
 CENT = Decimal("0.01")

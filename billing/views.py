@@ -1,48 +1,103 @@
-"""The console's Usage page: one call into billing.dashboards; the charts draw from the
-same data the WebSocket (billing.consumers) pushes when usage arrives."""
+"""The console's Billing page (owners and admins see money; other members a notice), its
+budget form, the payment-method links and the closed invoices' downloads."""
 
 from __future__ import annotations
 
-from django.apps import apps
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_safe
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST, require_safe
 
-from billing import dashboards
+from billing import budgets, invoice_documents, invoices
+from billing.forms import BudgetForm
+from billing.models import BudgetAlert, CreditGrant, Invoice
 from console.context import OrgContext
+from console.errors import ServiceError
 from console.models import Role
 from console.views.decorators import org_page
 
-# The browser's time zone, remembered by charts.js so the page renders in it.
-TZ_COOKIE = "sb_tz"
+
+def _money_context(ctx: OrgContext, form: BudgetForm | None = None) -> dict[str, object]:
+    org = ctx.organization
+    account = invoices.account_for(org)
+    preview = invoices.preview(org)
+    grants = [(grant, invoices.remaining_credit(grant)) for grant in CreditGrant.objects.for_org(org).order_by("-granted_at")]
+    return {
+        "account": account,
+        "preview": preview,
+        "grants": grants,
+        "limit": invoices.spend_limit(org),
+        "alerts": list(BudgetAlert.objects.for_org(org)[:12]),
+        "past_invoices": list(Invoice.objects.for_org(org)[:24]),
+        "budget_form": form
+        or BudgetForm(initial={"monthly_budget": account.monthly_budget, "alert_webhook_url": account.alert_webhook_url}),
+        "payments": _payments_enabled(),
+        "free_credit": invoices.free_plan_monthly_credit(),
+    }
 
 
-def _example_model(ctx: OrgContext) -> str:
-    """A name the organization can call, for the first-request snippet: a route, else a
-    deployment. (Through the app registry: nothing imports `routing` but the wiring.)"""
-    from deployments.selectors import live_deployments
+def _payments_enabled() -> bool:
+    from billing import stripe_sync
 
-    routes = apps.get_model("routing", "ModelRoute").objects.for_org(ctx.organization).order_by("name")
-    return (
-        routes.values_list("name", flat=True).first()
-        or live_deployments(ctx.organization).order_by("name").values_list("name", flat=True).first()
-        or "chat-default"
-    )
+    return stripe_sync.stripe_client() is not None
 
 
 @org_page()
 @require_safe
-def usage(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
-    params = dashboards.DashboardParams.parse(request.GET, fallback_tz=request.COOKIES.get(TZ_COOKIE))
-    data = dashboards.usage_dashboard(ctx.organization, params, show_cost=ctx.role.at_least(Role.ADMIN))
-    context = {
-        "dashboard": data,
-        "params": params,
-        "ranges": [(r.key, r.label) for r in dashboards.RANGES.values()],
-        "splits": [(key, label) for key, (label, _) in dashboards.SPLITS.items()],
-        "api_base": request.build_absolute_uri("/v1"),
-        "example_model": _example_model(ctx) if not data["has_usage"] else "",
-        "can_create_keys": ctx.role.at_least(Role.ADMIN),
-        "active_nav": "usage",
-    }
-    return render(request, "billing/usage.html", context)
+def billing(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
+    context: dict[str, object] = {"active_nav": "billing", "sees_money": ctx.role.at_least(Role.ADMIN)}
+    if context["sees_money"]:
+        context.update(_money_context(ctx))
+    return render(request, "billing/billing.html", context)
+
+
+@org_page(read=Role.ADMIN, write=Role.ADMIN)
+@require_POST
+def budget(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
+    form = BudgetForm(request.POST)
+    if form.is_valid():
+        try:
+            budgets.set_budget(ctx, form.cleaned_data["monthly_budget"], form.cleaned_data["alert_webhook_url"] or "")
+        except ServiceError as error:
+            form.add_error(error.field, error.message)
+        else:
+            messages.success(request, "Budget saved.")
+            return redirect("billing", org_slug=ctx.organization.slug)
+    context = {"active_nav": "billing", "sees_money": True, **_money_context(ctx, form)}
+    return render(request, "billing/billing.html", context, status=400)
+
+
+@org_page(read=Role.ADMIN, write=Role.ADMIN)
+@require_POST
+def payment_method(request: HttpRequest, ctx: OrgContext, action: str) -> HttpResponse:
+    from billing import stripe_sync
+
+    if stripe_sync.stripe_client() is None:
+        messages.error(request, "Payments are not connected on this platform: invoices are internal only.")
+        return redirect("billing", org_slug=ctx.organization.slug)
+    back = request.build_absolute_uri(reverse("billing", kwargs={"org_slug": ctx.organization.slug}))
+    if action == "checkout":
+        url = stripe_sync.checkout_setup_url(ctx.organization, success_url=back, cancel_url=back)
+    elif action == "portal":
+        url = stripe_sync.portal_url(ctx.organization, return_url=back)
+    else:
+        raise Http404("No such action.")
+    if url is None:  # Stripe was switched off meanwhile
+        raise Http404("Payments are not connected.")
+    return HttpResponseRedirect(url)
+
+
+@org_page(read=Role.ADMIN)
+@require_safe
+def invoice_download(request: HttpRequest, ctx: OrgContext, invoice_id: str, kind: str) -> HttpResponse:
+    invoice = Invoice.objects.for_org(ctx.organization).filter(pk=invoice_id).first()
+    if invoice is None or kind not in ("csv", "pdf"):
+        raise Http404("No such invoice.")
+    name = f"switchboard-{invoice.period_start:%Y-%m}-{invoice.pk}"
+    if kind == "csv":
+        response = HttpResponse(invoice_documents.as_csv(invoice), content_type="text/csv; charset=utf-8")
+    else:
+        response = HttpResponse(invoice_documents.as_pdf(invoice), content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="{name}.{kind}"'
+    return response

@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "console",
     "deployments",
     "routing",
+    "metering",
     "billing",
     "staff",
     "benchmarks",

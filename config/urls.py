@@ -8,7 +8,7 @@ from django.views import defaults
 
 from console.api.errors import json_not_found
 from console.forms import EmailAuthenticationForm
-from console.views import accounts, audit, keys, members, org_settings, pages
+from console.views import accounts, audit, keys, members, org_settings, pages, usage
 
 org_patterns = [
     path("", pages.overview, name="overview"),
@@ -23,6 +23,7 @@ org_patterns = [
     path("audit/<str:entry_id>/", audit.audit_entry, name="audit-entry"),
     path("settings/", org_settings.org_settings, name="settings"),
     path("settings/delete/", org_settings.delete_organization, name="organization-delete"),
+    path("usage/", usage.usage, name="usage"),
     path("deployments/", include("deployments.urls")),
     path("routing/", include("routing.urls")),
     path("", include("billing.urls")),

@@ -8,7 +8,6 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from billing import dashboards
 from console.context import OrgContext
 from console.errors import ServiceError
 from console.models import Role
@@ -16,6 +15,7 @@ from console.views.decorators import org_page
 from deployments import selectors, services
 from deployments.forms import DeploymentForm, ScaleForm
 from deployments.models import Replica, ReplicaEvent
+from metering import dashboards
 
 
 def _deployment(ctx: OrgContext, deployment_id: str):  # type: ignore[no-untyped-def]

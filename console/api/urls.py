@@ -21,7 +21,7 @@ urlpatterns = [
     path("audit-log/<str:entry_id>/", views.AuditDetailView.as_view(), name="api-audit-entry"),
     path("", include("deployments.api.urls")),
     path("", include("routing.api.urls")),
-    path("", include("billing.api.urls")),
+    path("", include("metering.api.urls")),
     # Anything else under /api/ answers in the API's error shape, not an HTML page.
     re_path(r"^.*$", unknown_endpoint),
 ]

@@ -5,11 +5,11 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from billing import dashboards
 from console import selectors
 from console.context import OrgContext
 from console.models import Role
 from console.views.decorators import org_page
+from metering import dashboards
 
 
 @org_page()

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from billing.records import UsageRecord
+from metering.records import UsageRecord
 from routing import pricing
 from routing.gateway import metrics
 from routing.gateway.access_log import AccessLog

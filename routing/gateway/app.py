@@ -16,8 +16,8 @@ import orjson
 from django.conf import settings
 from django.core.cache import cache
 
-from billing import usage
 from console.models import Organization
+from metering import usage
 from routing.gateway import admission, metrics
 from routing.gateway.access_log import AccessLog
 from routing.gateway.accounting import UsageAccounting

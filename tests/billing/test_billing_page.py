@@ -11,12 +11,13 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from django.core import mail
 from django.test import Client
 
-from billing import budgets, ingest
+from billing import budgets
 from billing.models import BudgetAlert, CreditGrant, ModelPrice
 from console.models import AuditEntry
-from tests.billing.test_usage_pipeline import _record
+from metering import ingest
 from tests.conftest import Tenants
 from tests.factories import closed_invoice
+from tests.metering.test_usage_pipeline import _record
 
 NOW = datetime.now(UTC)
 

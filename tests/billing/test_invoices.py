@@ -12,13 +12,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from billing import ingest, invoices, rating
+from billing import invoices, rating
 from billing.models import BillingAccount, CreditGrant, GpuPrice, Invoice, ModelPrice, Plan, ProviderMarkup
 from deployments.models import Quota
-from tests.billing.test_gpu_seconds import DRAIN, LOAD, PROV, READY, STOP, P, add_replica
-from tests.billing.test_usage_pipeline import _record
+from metering import ingest
 from tests.conftest import Tenants
 from tests.factories import create_deployment
+from tests.metering.test_gpu_seconds import DRAIN, LOAD, PROV, READY, STOP, P, add_replica
+from tests.metering.test_usage_pipeline import _record
 
 MONTH = datetime(2026, 10, 1, tzinfo=UTC)
 CHANGE = MONTH + timedelta(days=12, hours=7)  # a price change in the middle of the month
@@ -73,7 +74,7 @@ usage = st.lists(
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(drawn=usage)
 def test_invoice_total_equals_the_individually_priced_events(tenants: Tenants, drawn: list[dict[str, object]]) -> None:
-    from billing.models import UsageEvent, UsageRollup
+    from metering.models import UsageEvent, UsageRollup
 
     UsageEvent.objects.unscoped_across_tenants().delete()
     UsageRollup.objects.unscoped_across_tenants().delete()

@@ -82,7 +82,7 @@ def usage_drained(request: pytest.FixtureRequest) -> Iterator[None]:
 def wait_until_usage_drained(timeout: float = 15.0) -> None:
     from django.conf import settings
 
-    from billing.spool import LEGACY_SPOOL_SUFFIX, SPOOL_SUFFIX, spool_directory, stream_key
+    from metering.spool import LEGACY_SPOOL_SUFFIX, SPOOL_SUFFIX, spool_directory, stream_key
 
     def pending() -> bool:
         directory = spool_directory()

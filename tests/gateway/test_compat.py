@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from billing.models import UsageEvent
+from metering.models import UsageEvent
 from tests.conftest import Tenants
 from tests.factories import issue_key
 from tests.gateway.conftest import Backend

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from django.db import connection
 
-from billing.models import UsageEvent
+from metering.models import UsageEvent
 from tests.conftest import Tenants
 from tests.factories import issue_key
 from tests.gateway.conftest import Backend

@@ -15,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from billing.records import UsageRecord
+from metering.records import UsageRecord
 from routing.gateway.access_log import AccessLog
 from routing.gateway.accounting import UsageAccounting
 from routing.gateway.app import Gateway

@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from billing.models import UsageEvent
+from metering.models import UsageEvent
 from tests.browser import UNLABELLED_CONTROLS_JS, chromium
 from tests.conftest import Tenants
 from tests.gateway.conftest import Backend

@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from billing.models import UsageEvent
 from deployments.models import Cluster, Deployment, Replica
+from metering.models import UsageEvent
 from modelserver.processes import stop
 from tests.conftest import Tenants
 from tests.factories import issue_key

@@ -15,13 +15,13 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from billing import ingest
 from billing.models import BillingAccount, ModelPrice, Plan
-from tests.billing.test_usage_pipeline import _record
+from metering import ingest
 from tests.conftest import Tenants
 from tests.factories import issue_key
 from tests.gateway.conftest import Backend, set_limits
 from tests.gateway.helpers import chat, provider_for, route_to, wait_for
+from tests.metering.test_usage_pipeline import _record
 from tests.servers import asgi_server, child_database_url, child_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from billing.models import UsageEvent
+from metering.models import UsageEvent
 from tests.conftest import Tenants
 from tests.factories import issue_key
 from tests.gateway.conftest import Backend

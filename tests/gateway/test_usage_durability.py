@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from billing.models import UsageEvent
+from metering.models import UsageEvent
 from modelserver.processes import free_port, stop
 from tests.conftest import Tenants
 from tests.factories import issue_key
