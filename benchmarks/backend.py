@@ -179,7 +179,7 @@ class Backend:
                 await asyncio.sleep(self.behaviour.chunk_delay_ms / 1000)
         if include_usage:
             usage = {"prompt_tokens": prompt_tokens, "completion_tokens": STREAM_CHUNKS, "total_tokens": prompt_tokens + STREAM_CHUNKS}
-            final = {
+            final: dict[str, Any] = {
                 "id": "chatcmpl-bench" if chat else "cmpl-bench",
                 "object": "chat.completion.chunk" if chat else "text_completion",
                 "created": created,

@@ -19,13 +19,13 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from console.models import Organization
 from deployments.drivers.base import ObservedReplica
 from deployments.drivers.memory import InMemoryDriver
 from deployments.gpu_catalog import ensure_gpu_types
 from deployments.models import Cluster, ClusterGpu, Deployment, DeploymentRevision, Replica
 from deployments.reconcile import reconcile_fleet
 from modelserver.processes import start_model_server, stop
+from tenancy.models import Organization
 
 DEPLOYMENTS = 10_000
 CLUSTERS = 87

@@ -280,11 +280,11 @@ def _gateway(root: Path, work: Path, backend_url: str, log: Callable[[str], None
 def prepare(backend_url: str) -> str:
     """In the gateway's database: an organization with limits high enough not to bind, a
     route to the backend as an external provider, and a key. Prints the key."""
-    from console import services as console_services
-    from console.context import OrgContext
-    from console.models import Membership, Organization, Role, User
     from deployments.models import Quota
     from routing import services
+    from tenancy import services as console_services
+    from tenancy.context import OrgContext
+    from tenancy.models import Membership, Organization, Role, User
 
     org = Organization.objects.create(name="Benchmark", slug="benchmark")
     owner = User.objects.create_user("bench@switchboard.local", os.urandom(16).hex())

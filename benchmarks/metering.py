@@ -161,7 +161,7 @@ def _p95(samples: list[float]) -> float:
 
 
 def _organizations(prefix: str, count: int) -> list[str]:
-    from console.models import Organization
+    from tenancy.models import Organization
 
     return [Organization.objects.get_or_create(slug=f"{prefix}-{n}", defaults={"name": f"{prefix} {n}"})[0].pk for n in range(count)]
 
@@ -245,9 +245,9 @@ def _query_tenant(log: Callable[[str], None]) -> Any:
 
     from django.db import connection, transaction
 
-    from console.models import Organization
     from metering.copy_events import insert_and_roll_up
     from metering.models import UsageEvent
+    from tenancy.models import Organization
 
     org = Organization.objects.get(pk=_organizations("query", 1)[0])
     count = UsageEvent.objects.for_org(org).count()

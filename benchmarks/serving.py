@@ -216,9 +216,9 @@ def static_batch_rate(prompts: list[str]) -> float:
     ]
     batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(loaded.device)
     with torch.inference_mode():
-        loaded.model.generate(**batch, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        loaded.model.generate(**batch, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)  # type: ignore[operator]
         started = time.perf_counter()
-        loaded.model.generate(
+        loaded.model.generate(  # type: ignore[operator]  # transformers' stubs type generate as a Tensor
             **batch, max_new_tokens=CHAT_TOKENS, min_new_tokens=CHAT_TOKENS, do_sample=False, pad_token_id=tokenizer.pad_token_id
         )
         elapsed = time.perf_counter() - started

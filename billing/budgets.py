@@ -21,11 +21,11 @@ from django.db import IntegrityError, transaction
 from billing import rating
 from billing.invoices import account_for
 from billing.models import BillingAccount, BudgetAlert
-from console import audit
-from console.context import OrgContext
-from console.errors import ServiceError
-from console.models import Membership, Organization, Role
-from console.network import is_private_host
+from tenancy import audit
+from tenancy.context import OrgContext
+from tenancy.errors import ServiceError
+from tenancy.models import Membership, Organization, Role
+from tenancy.network import is_private_host
 
 log = logging.getLogger("switchboard.billing")
 THRESHOLDS = (50, 80, 100)

@@ -18,7 +18,8 @@ from django.db.models import F, Q, Sum
 
 from billing import rating
 from billing.models import BillingAccount, CreditDrawdown, CreditGrant, Invoice, InvoiceLine, Plan
-from console.models import Organization
+from deployments.models import Quota
+from tenancy.models import Organization
 
 
 def free_plan_monthly_credit() -> Decimal:
@@ -158,8 +159,6 @@ class SpendLimit:
 def spend_limit(org: Organization, *, now: datetime | None = None) -> SpendLimit | None:
     """The most this month may cost before the gateway refuses with 402: the staff's hard
     cap, and on the free plan what its credits cover; None when unlimited."""
-    from deployments.models import Quota
-
     now = now or datetime.now(UTC)
     limits = []
     cap = Quota.objects.filter(organization=org).values_list("monthly_spend_cap", flat=True).first()

@@ -5,9 +5,9 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
-from console.ids import public_id_field
-from console.models import Organization
-from console.tenancy import TenantManager
+from tenancy.ids import public_id_field
+from tenancy.models import Organization
+from tenancy.scoping import TenantManager
 
 # ---------------------------------------------------------------------------------------
 # Plans, the price book, credits and invoices. Money is Decimal in the organization's

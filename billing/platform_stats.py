@@ -17,10 +17,10 @@ from django.utils import timezone
 
 from billing import rating
 from billing.models import BillingAccount, Invoice, Plan
-from console.models import Organization
 from deployments.models import Cluster, ClusterGpu, Replica, ReplicaEvent
 from metering import gpu_time
 from metering.models import Breakdown, Granularity, UsageRollup
+from tenancy.models import Organization
 
 HOLDS_GPU = (Replica.State.PENDING, Replica.State.PROVISIONING, Replica.State.LOADING, Replica.State.READY, Replica.State.DRAINING)
 

@@ -28,9 +28,9 @@ from typing import Any
 from django.db.models import Q, QuerySet, Sum
 
 from billing.models import GpuPrice, InvoiceLine, ModelPrice, ProviderMarkup
-from console.models import Organization
 from metering import gpu_time
 from metering.models import Breakdown, Granularity, UsageRollup
+from tenancy.models import Organization
 
 MILLION = Decimal(1_000_000)
 CENT = Decimal("0.01")

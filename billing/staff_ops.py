@@ -1,5 +1,5 @@
 """Price book management, credits and plans: what platform staff change in the Admin
-console, each change audited (console.staff).
+console, each change audited (tenancy.staff_audit).
 
 Price versions are never edited. A price change is a new version with a later
 `effective_from`, on a whole hour (UTC) and not in the past: usage is rated hour by hour
@@ -25,10 +25,10 @@ from django.utils import timezone
 
 from billing.invoices import account_for
 from billing.models import BillingAccount, CreditGrant, GpuPrice, ModelPrice, Plan, ProviderMarkup
-from console.errors import Conflict, ServiceError
-from console.models import Organization
-from console.staff import StaffContext, record
 from deployments.models import GpuType
+from tenancy.errors import Conflict, ServiceError
+from tenancy.models import Organization
+from tenancy.staff_audit import StaffContext, record
 
 MAX_MONEY = Decimal("999999999999.99")  # DecimalField(max_digits=14, decimal_places=2)
 PRICE_KINDS = ("model", "gpu", "markup")

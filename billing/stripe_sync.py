@@ -40,9 +40,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from billing.invoices import hourly_amounts_micros
 from billing.stripe_models import MeterPush, MeterPushStatus, StripeAccount, StripeCatalog, StripeWebhookEvent
 from billing.stripe_settings import stripe_settings
-from console.models import Membership, Organization, OrgStatus, Role
+from tenancy.models import Membership, Organization, OrgStatus, Role
 
 logger = logging.getLogger(__name__)
 
@@ -456,8 +457,6 @@ HourlyAmounts = Callable[[Organization, datetime, datetime], Mapping[datetime, i
 
 
 def _rating_hourly_amounts() -> HourlyAmounts:
-    from billing.invoices import hourly_amounts_micros
-
     return hourly_amounts_micros
 
 

@@ -12,7 +12,9 @@ from datetime import timedelta
 from celery import shared_task
 from django.utils import timezone
 
-from billing import stripe_sync
+from billing import budgets, invoices, rating, stripe_sync
+from billing.models import BillingAccount
+from tenancy.models import Organization
 
 
 @shared_task(acks_late=True, time_limit=60, soft_time_limit=50)
@@ -45,9 +47,6 @@ def suspend_overdue_organizations() -> list[str]:
 @shared_task(acks_late=True, time_limit=240, soft_time_limit=220)
 def check_budgets() -> int:
     """Sends the budget alerts newly reached, for every organization with a budget."""
-    from billing import budgets
-    from billing.models import BillingAccount
-    from console.models import Organization
 
     sent = 0
     for org in Organization.objects.filter(
@@ -61,9 +60,6 @@ def check_budgets() -> int:
 def close_invoices() -> int:
     """Closes last month's invoice of every organization (idempotent: a closed month is
     returned as it is). Runs hourly, so a month closes within an hour of its end."""
-    from billing import invoices, rating
-    from console.models import Organization
-
     now = timezone.now()
     last_month = rating.month_start(rating.month_start(now) - timedelta(days=1))
     organizations = list(Organization.objects.filter(created_at__lt=rating.next_month(last_month)))

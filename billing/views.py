@@ -9,13 +9,13 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 
-from billing import budgets, invoice_documents, invoices
+from billing import budgets, invoice_documents, invoices, stripe_sync
 from billing.forms import BudgetForm
 from billing.models import BudgetAlert, CreditGrant, Invoice
-from console.context import OrgContext
-from console.errors import ServiceError
-from console.models import Role
-from console.views.decorators import org_page
+from tenancy.context import OrgContext
+from tenancy.decorators import org_page
+from tenancy.errors import ServiceError
+from tenancy.models import Role
 
 
 def _money_context(ctx: OrgContext, form: BudgetForm | None = None) -> dict[str, object]:
@@ -38,8 +38,6 @@ def _money_context(ctx: OrgContext, form: BudgetForm | None = None) -> dict[str,
 
 
 def _payments_enabled() -> bool:
-    from billing import stripe_sync
-
     return stripe_sync.stripe_client() is not None
 
 
@@ -71,8 +69,6 @@ def budget(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
 @org_page(read=Role.ADMIN, write=Role.ADMIN)
 @require_POST
 def payment_method(request: HttpRequest, ctx: OrgContext, action: str) -> HttpResponse:
-    from billing import stripe_sync
-
     if stripe_sync.stripe_client() is None:
         messages.error(request, "Payments are not connected on this platform: invoices are internal only.")
         return redirect("billing", org_slug=ctx.organization.slug)

@@ -8,6 +8,7 @@ machinery, which would cost more than the whole gateway does per request.
 from __future__ import annotations
 
 import os
+from typing import cast
 
 from django.core.asgi import get_asgi_application
 
@@ -20,13 +21,14 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.conf import settings  # noqa: E402
 
 from config.websocket_routes import websocket_urlpatterns  # noqa: E402
-from modelserver.body_limit import BodySizeLimit  # noqa: E402
+from modelserver.body_limit import ASGIApp, BodySizeLimit  # noqa: E402
 from routing.gateway.app import build_gateway  # noqa: E402
 from routing.gateway.exchange import Receive, Scope, Send  # noqa: E402
 from routing.gateway.metrics_endpoint import metrics_endpoint  # noqa: E402
 
 gateway = build_gateway()
-console_http = BodySizeLimit(django_http, settings.MAX_REQUEST_BODY_BYTES)
+# Django's stubs type the scope as a dict; the limit passes it through unchanged.
+console_http = BodySizeLimit(cast(ASGIApp, django_http), settings.MAX_REQUEST_BODY_BYTES)
 websockets = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
 
 

@@ -6,8 +6,10 @@ message that says exactly what to fix instead of running half-configured.
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Mapping
+from typing import overload
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -30,6 +32,12 @@ class Env:
             return None
         return value.strip()
 
+    @overload
+    def str(self, name: str, default: str, *, required: bool = False) -> str: ...
+
+    @overload
+    def str(self, name: str, default: None = None, *, required: bool = False) -> str | None: ...
+
     def str(self, name: str, default: str | None = None, *, required: bool = False) -> str | None:
         value = self._raw(name)
         if value is None:
@@ -38,7 +46,7 @@ class Env:
             return default
         return value
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: builtins.str, default: bool) -> bool:
         value = self._raw(name)
         if value is None:
             return default
@@ -49,7 +57,7 @@ class Env:
             return False
         raise EnvError(f"{name}={value!r} is not a boolean; use one of 1/0, true/false, yes/no, on/off.")
 
-    def int(self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    def int(self, name: builtins.str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
         value = self._raw(name)
         if value is None:
             return default
@@ -63,7 +71,7 @@ class Env:
             raise EnvError(f"{name}={number} is above the maximum of {maximum}.")
         return number
 
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+    def choice(self, name: builtins.str, default: builtins.str, choices: tuple[builtins.str, ...]) -> builtins.str:
         value = self._raw(name)
         if value is None:
             return default
@@ -71,7 +79,7 @@ class Env:
             raise EnvError(f"{name}={value!r} is not one of: {', '.join(choices)}.")
         return value
 
-    def list(self, name: str, default: list[str]) -> list[str]:
+    def list(self, name: builtins.str, default: list[builtins.str]) -> list[builtins.str]:
         value = self._raw(name)
         if value is None:
             return list(default)
@@ -80,7 +88,7 @@ class Env:
             raise EnvError(f"{name}={value!r} has an empty item; separate values with single commas.")
         return items
 
-    def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
+    def url(self, name: builtins.str, schemes: tuple[builtins.str, ...]) -> builtins.str | None:
         value = self._raw(name)
         if value is None:
             return None

@@ -20,18 +20,18 @@ env = Env()
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEBUG = env.bool("SWITCHBOARD_DEBUG", True)
-DATA_DIR = Path(env.str("SWITCHBOARD_DATA_DIR", str(BASE_DIR / ".var")))
+DATA_DIR = Path(env.str("SWITCHBOARD_DATA_DIR") or BASE_DIR / ".var")
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 # Model servers started from here keep converted weights in the data directory.
 MODEL_CACHE_DIR = DATA_DIR / "model-cache"
 
 _DEV_SECRET = "switchboard-development-secret-key-not-for-production-use-0123456789"
-SECRET_KEY = env.str("SWITCHBOARD_SECRET_KEY", _DEV_SECRET if DEBUG else None, required=not DEBUG)
+SECRET_KEY = env.str("SWITCHBOARD_SECRET_KEY", required=not DEBUG) or _DEV_SECRET
 if not DEBUG and SECRET_KEY == _DEV_SECRET:
     raise EnvError("SWITCHBOARD_SECRET_KEY must be set to a private value when SWITCHBOARD_DEBUG is off.")
 # API key hashes are HMACs under this secret, kept apart from SECRET_KEY so rotating the
 # session secret never invalidates every customer's API keys.
-API_KEY_HMAC_SECRET = env.str("SWITCHBOARD_API_KEY_SECRET", SECRET_KEY + ":api-keys" if DEBUG else None, required=not DEBUG)
+API_KEY_HMAC_SECRET = env.str("SWITCHBOARD_API_KEY_SECRET", required=not DEBUG) or SECRET_KEY + ":api-keys"
 # External providers' API keys are encrypted at rest under keys derived from this secret.
 # Several values, comma-separated, allow rotation: the first encrypts, all decrypt.
 PROVIDER_KEY_SECRETS = env.list("SWITCHBOARD_PROVIDER_KEY_SECRETS", [SECRET_KEY + ":provider-keys"])
@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "tenancy",
     "console",
     "deployments",
     "routing",
@@ -65,7 +66,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "console.middleware.RequestIdMiddleware",
+    "config.middleware.RequestIdMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -111,7 +112,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": DATA_DIR / "switchboard.sqlite3",
+            "NAME": str(DATA_DIR / "switchboard.sqlite3"),
             # WAL lets the console, workers and agents read while one of them writes.
             "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", "timeout": 20},
             # A file, not :memory:, so the server processes that tests start share it.
@@ -127,7 +128,7 @@ if REDIS_URL:
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
 else:
     # A file cache is shared by every process on this machine, unlike local memory.
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": DATA_DIR / "cache"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(DATA_DIR / "cache")}}
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     _BROKER_DIR = DATA_DIR / "celery-broker"
     for _sub in ("queue", "processed", "control"):
@@ -219,16 +220,16 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "console.api.authentication.ApiKeyAuthentication",
+        "tenancy.api.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     # JSON only: the interactive reference is the Swagger UI at /api/v1/docs/.
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PAGINATION_CLASS": "console.api.pagination.CreatedCursorPagination",
+    "DEFAULT_PAGINATION_CLASS": "tenancy.api.pagination.CreatedCursorPagination",
     "PAGE_SIZE": 50,
-    "EXCEPTION_HANDLER": "console.api.errors.api_exception_handler",
+    "EXCEPTION_HANDLER": "tenancy.api.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }

@@ -3,14 +3,24 @@ from __future__ import annotations
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, HttpResponse
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 from django.views import defaults
 
-from console.api.errors import json_not_found
 from console.forms import EmailAuthenticationForm
-from console.views import accounts, audit, keys, members, org_settings, pages, usage
+from console.views import accounts, audit, deployments, keys, members, org_settings, pages, usage
+from tenancy.api.errors import json_not_found
 
-org_patterns = [
+deployment_patterns: list[URLPattern | URLResolver] = [
+    path("", deployments.deployment_list, name="deployments"),
+    path("new/", deployments.deployment_create, name="deployment-create"),
+    path("<str:deployment_id>/", deployments.deployment_detail, name="deployment-detail"),
+    path("<str:deployment_id>/scale/", deployments.deployment_scale, name="deployment-scale"),
+    path("<str:deployment_id>/promote/", deployments.deployment_promote, name="deployment-promote"),
+    path("<str:deployment_id>/rollback/", deployments.deployment_rollback, name="deployment-rollback"),
+    path("<str:deployment_id>/delete/", deployments.deployment_delete, name="deployment-delete"),
+]
+
+org_patterns: list[URLPattern | URLResolver] = [
     path("", pages.overview, name="overview"),
     path("keys/", keys.api_keys, name="keys"),
     path("keys/<str:key_id>/revoke/", keys.revoke_api_key, name="key-revoke"),
@@ -24,12 +34,12 @@ org_patterns = [
     path("settings/", org_settings.org_settings, name="settings"),
     path("settings/delete/", org_settings.delete_organization, name="organization-delete"),
     path("usage/", usage.usage, name="usage"),
-    path("deployments/", include("deployments.urls")),
+    path("deployments/", include(deployment_patterns)),
     path("routing/", include("routing.urls")),
     path("", include("billing.urls")),
 ]
 
-account_patterns = [
+account_patterns: list[URLPattern | URLResolver] = [
     path("signup/", accounts.signup, name="signup"),
     path(
         "login/", auth_views.LoginView.as_view(authentication_form=EmailAuthenticationForm, redirect_authenticated_user=True), name="login"
@@ -51,7 +61,7 @@ urlpatterns = [
     path("billing/stripe/", include("billing.stripe_urls")),
     path("django-admin/", admin.site.urls),
     path("api/v1/admin/", include("staff.api_urls")),
-    path("api/v1/", include("console.api.urls")),
+    path("api/v1/", include("config.api_urls")),
 ]
 
 

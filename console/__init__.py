@@ -1,2 +1,2 @@
-"""Console and tenancy: organizations, members, roles, API keys, the audit log, the tenant
-console pages and the management API."""
+"""The tenant console's pages: accounts, overview, members, keys, audit, settings,
+deployments and usage; the `up`, `seed_demo` and `test` commands; the stylesheet."""

@@ -3,4 +3,5 @@ from django.apps import AppConfig
 
 class ConsoleConfig(AppConfig):
     name = "console"
-    verbose_name = "Console and tenancy"
+    label = "console_pages"  # "console" is tenancy's label (tenancy/apps.py)
+    verbose_name = "Console"

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from console import selectors
+from tenancy import selectors
 
 # The console's navigation. `built` is False for pages whose issue has not landed yet;
 # those pages say so instead of showing made-up data.

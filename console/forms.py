@@ -3,7 +3,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
 
-from console.models import ApiKey, Role, User
+from tenancy.models import ApiKey, Role, User
 
 
 class SignupForm(UserCreationForm):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from console.admin import CrossTenantAdmin
 from deployments.models import CatalogModel, Cluster, ClusterGpu, Deployment, GpuType, Quota, Replica
+from tenancy.admin import CrossTenantAdmin
 
 
 @admin.register(GpuType)

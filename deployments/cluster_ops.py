@@ -27,11 +27,11 @@ from urllib.parse import urlsplit
 
 from django.db import transaction
 
-from console.errors import Conflict, ServiceError
-from console.models import Organization
-from console.staff import StaffContext, record, record_for_tenant
 from deployments.enqueue import reconcile_soon
 from deployments.models import Cluster, ClusterGpu, GpuType, Replica
+from tenancy.errors import Conflict, ServiceError
+from tenancy.models import Organization
+from tenancy.staff_audit import StaffContext, record, record_for_tenant
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")  # 40: it is an audit entry's target id
 REGION_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")

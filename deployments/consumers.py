@@ -15,10 +15,10 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
-from console import selectors as console_selectors
-from console.models import User
 from deployments import selectors
 from deployments.models import Replica
+from tenancy import selectors as tenancy_selectors
+from tenancy.models import User
 
 POLL_SECONDS = 1.0
 NOT_FOUND = 4404  # close code: no such deployment, or not yours
@@ -26,7 +26,7 @@ NOT_FOUND = 4404  # close code: no such deployment, or not yours
 
 def _snapshot(user_id: int, org_slug: str, deployment_id: str) -> dict[str, str] | None:
     user = User.objects.filter(pk=user_id).first()
-    membership = console_selectors.membership_in(user, org_slug) if user else None
+    membership = tenancy_selectors.membership_in(user, org_slug) if user else None
     if membership is None:
         return None
     org = membership.organization

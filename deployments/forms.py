@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import cast
+
 from django import forms
 
 from deployments import selectors
@@ -23,17 +25,18 @@ class DeploymentForm(forms.Form):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.fields["gpu_type"].choices = [
+        cast(forms.ChoiceField, self.fields["gpu_type"]).choices = [
             (gpu.code, f"{gpu.code} ({gpu.memory_gb} GB), ${gpu.default_price_per_hour.normalize()}/h list price")
             for gpu in selectors.gpu_types()
         ]
-        self.fields["allowed_regions"].choices = [
-            (
-                row["region"],
-                f"{row['region']} ({', '.join(str(c['name']) + (' simulated' if c['simulated'] else '') for c in row['clusters'])})",
-            )  # type: ignore[union-attr]
+        cast(forms.MultipleChoiceField, self.fields["allowed_regions"]).choices = [
+            (row["region"], f"{row['region']} ({_cluster_names(cast(list[dict[str, object]], row['clusters']))})")
             for row in selectors.regions()
         ]
+
+
+def _cluster_names(clusters: list[dict[str, object]]) -> str:
+    return ", ".join(str(cluster["name"]) + (" simulated" if cluster["simulated"] else "") for cluster in clusters)
 
 
 class ScaleForm(forms.Form):

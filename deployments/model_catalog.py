@@ -6,9 +6,9 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
-from console.models import Organization
 from deployments.models import CatalogModel
 from modelserver.catalog import CATALOG
+from tenancy.models import Organization
 
 
 def ensure_builtin_models(catalog_model: Any = None) -> None:

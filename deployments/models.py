@@ -9,9 +9,9 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from console.ids import public_id_field
-from console.models import Organization
-from console.tenancy import TenantManager
+from tenancy.ids import public_id_field
+from tenancy.models import Organization
+from tenancy.scoping import TenantManager
 
 
 class GpuType(models.Model):
@@ -146,6 +146,14 @@ class Deployment(models.Model):
                 fields=["organization", "name"], condition=models.Q(deleted_at=None), name="unique_live_deployment_name"
             )
         ]
+
+    @property
+    def revision(self) -> DeploymentRevision:
+        """The revision in force. Every deployment gets one in the transaction that creates
+        it; the column is nullable only because the two rows point at each other."""
+        if self.current_revision is None:
+            raise ValueError(f"deployment {self.pk} has no revision")
+        return self.current_revision
 
     def __str__(self) -> str:
         return self.name

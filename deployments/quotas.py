@@ -14,11 +14,11 @@ from typing import Any
 
 from django.db import transaction
 
-from console.errors import ServiceError
-from console.models import Organization
-from console.staff import StaffContext, record
 from deployments.models import GpuType, Quota
 from deployments.services import quota_for
+from tenancy.errors import ServiceError
+from tenancy.models import Organization
+from tenancy.staff_audit import StaffContext, record
 
 MAX_INT = 2_147_483_647  # PositiveIntegerField's ceiling on every database
 MAX_SPEND_CAP = Decimal("999999999999.99")

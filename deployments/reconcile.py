@@ -448,8 +448,8 @@ def _status(
         return (
             Deployment.Status.DEPLOYING,
             f"waiting for capacity: {desired - len(current)} replica(s) could not be placed in "
-            f"{', '.join(deployment.current_revision.allowed_regions)}",
-        )  # type: ignore[union-attr]
+            f"{', '.join(deployment.revision.allowed_regions)}",
+        )
     if deployment.failure_count:
         return Deployment.Status.UNHEALTHY, f"{ready} of {desired} replicas ready after {deployment.failure_count} failure(s)"
     return Deployment.Status.DEPLOYING, f"{ready} of {desired} replicas ready"
@@ -537,7 +537,7 @@ def reconcile_fleet(
         stored = cache.get_many([cache_key(deployment_id) for deployment_id in leased])
         clock = time.time()
         to_store: dict[str, object] = {}
-        status_changes: dict[str, list[str]] = {Deployment.Status.ACTIVE: [], Deployment.Status.SCALED_TO_ZERO: []}
+        status_changes: dict[Deployment.Status, list[str]] = {Deployment.Status.ACTIVE: [], Deployment.Status.SCALED_TO_ZERO: []}
         for deployment in deployments:
             replicas = by_deployment[deployment.pk]
             if not _steady(deployment, replicas, clusters, observed, unreachable, probe):

@@ -7,8 +7,8 @@ from decimal import Decimal
 
 from django.db.models import QuerySet
 
-from console.models import Organization
 from deployments.models import Cluster, ClusterGpu, Deployment, DeploymentRevision, GpuType
+from tenancy.models import Organization
 
 
 def region_names() -> set[str]:

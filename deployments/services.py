@@ -12,13 +12,13 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from console import audit
-from console.context import OrgContext
-from console.errors import Conflict, ServiceError
-from console.models import Organization, Role
 from deployments import selectors
 from deployments.models import Deployment, DeploymentRevision, GpuType, Quota
 from modelserver.catalog import CATALOG
+from tenancy import audit
+from tenancy.context import OrgContext
+from tenancy.errors import Conflict, ServiceError
+from tenancy.models import Organization, Role
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,59}$")
 MAX_REPLICAS_PER_DEPLOYMENT = 100

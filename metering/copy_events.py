@@ -22,11 +22,11 @@ from typing import Any
 import orjson
 from django.db import connection, transaction
 
-from console.models import Organization
 from metering import histogram
 from metering.histogram import GROWTH
 from metering.models import UsageEvent, UsageRollup
 from metering.rollups import COST_PLACES, DIMENSIONS, EventColumns, Key, aggregate, lock_organizations
+from tenancy.models import Organization
 
 # Events arrive as lines of COPY text (metering.spool), which go into a typed table as they
 # are. An earlier version's JSON events and arrays of them are staged apart and parsed.

@@ -17,9 +17,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.utils import timezone
 
-from console.models import ApiKey, Organization
+from deployments.models import Deployment
 from metering import gpu_time, histogram, selectors
 from metering.models import Granularity, UsageEvent
+from tenancy.models import ApiKey, Organization
 
 
 @dataclass(frozen=True)
@@ -158,8 +159,6 @@ def group_labels(org: Organization, split: str, values: set[str]) -> dict[str, s
     """Human names for split values, looked up in this organization only."""
     labels = {value: value for value in values}
     if split == "deployment":
-        from deployments.models import Deployment
-
         for deployment in Deployment.objects.for_org(org).filter(pk__in=[v for v in values if v]):
             labels[deployment.pk] = deployment.name + (" (deleted)" if deployment.deleted_at else "")
         labels[""] = "No deployment (providers)"

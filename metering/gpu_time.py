@@ -29,8 +29,8 @@ from decimal import Decimal
 from django.db.models import Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
-from console.models import Organization
 from deployments.models import Replica, ReplicaEvent
+from tenancy.models import Organization
 
 # One replica holds exactly one GPU of its revision's type: placement counts a replica
 # against one GPU of a cluster's inventory (deployments.reconcile._placements) and quotas

@@ -22,12 +22,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
-from django.db import DataError, IntegrityError
+from django.conf import settings
+from django.db import DataError, IntegrityError, connection, transaction
 from django.db import Error as DatabaseError
 
-from metering import copy_events
+from metering import copy_events, rollups
+from metering.models import UsageEvent
 from metering.records import UsageRecord
 from metering.spool import LEGACY_SPOOL_SUFFIX, SPOOL_SUFFIX, decode, encode, from_dict, is_json, spool_directory, stream_key
+from tenancy.models import Organization
 
 if TYPE_CHECKING:
     from django.db.models import Field
@@ -177,8 +180,6 @@ class StreamSource:
 def write_payloads(payloads: list[bytes]) -> None:
     """Writes events as they were handed over: each payload one event line (spool), several
     (a stream entry), or an earlier version's JSON event or array."""
-    from django.db import connection
-
     if connection.vendor == "postgresql":
         try:
             copy_events.write(payloads)
@@ -194,8 +195,6 @@ def write_batch(records: list[UsageRecord], bulk: bool = True) -> None:
     database refuses is split until the refused rows are found, so one bad event (an
     organization deleted since the request, a figure out of range) never blocks the
     others; those are logged and dropped."""
-    from django.db import connection
-
     if bulk and connection.vendor == "postgresql":
         write_payloads([encode(record) for record in records])
         return
@@ -236,15 +235,9 @@ _AT, _COST = _COLUMNS.index("at"), _COLUMNS.index("cost")
 def _insert(records: list[UsageRecord]) -> None:
     """Multi-row INSERT ... ON CONFLICT (request_id) DO NOTHING RETURNING, then the new
     events into the rollups in Python, in one transaction."""
-    from django.db import connection, transaction
-
-    from metering import rollups
-    from metering.models import UsageEvent
-
     table = connection.ops.quote_name(UsageEvent._meta.db_table)
     columns = ", ".join(connection.ops.quote_name(cast("Field[Any, Any]", UsageEvent._meta.get_field(name)).column) for name in _COLUMNS)
     placeholders = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
-    from console.models import Organization
 
     known = set(Organization.objects.filter(pk__in={r.organization_id for r in records}).values_list("pk", flat=True))
     for record in records:
@@ -280,8 +273,6 @@ def _row(record: UsageRecord, connection: object) -> list[object]:
 
 
 def sources() -> list[SpoolSource | StreamSource]:
-    from django.conf import settings
-
     found: list[SpoolSource | StreamSource] = [SpoolSource(spool_directory())]
     if settings.REDIS_URL:
         found.append(StreamSource(settings.REDIS_URL, stream_key()))
@@ -365,8 +356,6 @@ def _organization_of(payload: bytes) -> bytes | None:
 
 
 def _write_part(payloads: list[bytes]) -> None:
-    from django.db import connection
-
     try:
         write_payloads(payloads)
     except DatabaseError:
@@ -382,7 +371,6 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 def default_workers() -> int:
     """One writer per core on PostgreSQL; SQLite takes one writer at a time."""
-    from django.db import connection
 
     return max(1, min(4, os.cpu_count() or 1)) if connection.vendor == "postgresql" else 1
 

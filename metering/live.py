@@ -19,9 +19,11 @@ from datetime import datetime
 from django.db.models import Max
 from django.utils import timezone
 
-from console.models import Membership, Organization, Role
+from deployments.models import ReplicaEvent
+from deployments.selectors import live_deployments
 from metering import dashboards
 from metering.models import Breakdown, Granularity, UsageRollup
+from tenancy.models import Membership, Organization, Role
 
 REFRESH_S = 30.0
 GONE = "gone"  # the user is no longer a member, or the deployment was deleted
@@ -43,8 +45,6 @@ def usage_mark(org: Organization) -> tuple[object, int]:
 
 
 def newest_replica_event_id(org: Organization, deployment_id: str) -> int:
-    from deployments.models import ReplicaEvent
-
     return ReplicaEvent.objects.for_org(org).filter(deployment_id=deployment_id).aggregate(newest=Max("id"))["newest"] or 0
 
 
@@ -53,8 +53,6 @@ def _membership(user_id: int, org_slug: str) -> Membership | None:
 
 
 def _live_deployment(org: Organization, deployment_id: str) -> bool:
-    from deployments.selectors import live_deployments
-
     return live_deployments(org).filter(pk=deployment_id).exists()
 
 

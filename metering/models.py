@@ -11,8 +11,8 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
-from console.models import Organization
-from console.tenancy import TenantManager
+from tenancy.models import Organization
+from tenancy.scoping import TenantManager
 
 
 class UsageEvent(models.Model):

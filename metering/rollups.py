@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from django.db import connection
 
 from metering import histogram
 from metering.models import Breakdown, Granularity, UsageRollup
@@ -187,8 +188,6 @@ def lock_organizations(organization_ids: Iterable[str]) -> None:
     """Takes, until the transaction ends, the lock on writing these organizations' rollups
     (PostgreSQL; SQLite has one writer at a time). Every rollup writer takes it, in one
     order, so a read-merge-write of a histogram never interleaves with another's."""
-    from django.db import connection
-
     if connection.vendor != "postgresql":
         return
     with connection.cursor() as cursor:

@@ -12,9 +12,9 @@ import orjson
 from django.db.models import QuerySet, TextField
 from django.db.models.functions import Cast
 
-from console.models import Organization
 from metering import histogram, rollups
 from metering.models import Granularity, UsageEvent, UsageRollup
+from tenancy.models import Organization
 
 MAX_SPAN = {Granularity.MINUTE: timedelta(days=7), Granularity.HOUR: timedelta(days=92), Granularity.DAY: timedelta(days=3 * 366)}
 

@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
+from django.conf import settings
+from django.db import connection
 
 from metering.records import UsageRecord
 
@@ -183,8 +185,6 @@ class StreamSink:
 def database_identity() -> str:
     """Usage belongs to one database: spools and streams are named after it, so two
     platforms sharing a machine or a Redis (a test run beside `up`) never mix events."""
-    from django.db import connection
-
     db = connection.settings_dict
     # By name, not address: a proxy or a replica in front of the same database is the same.
     where = f"{db['ENGINE']}|{Path(str(db['NAME'])).resolve() if db['ENGINE'].endswith('sqlite3') else db['NAME']}"
@@ -192,8 +192,6 @@ def database_identity() -> str:
 
 
 def spool_directory() -> Path:
-    from django.conf import settings
-
     return Path(settings.DATA_DIR) / "usage-spool" / database_identity()
 
 
@@ -202,7 +200,5 @@ def stream_key() -> str:
 
 
 def make_sink() -> UsageSink:
-    from django.conf import settings
-
     spool = SpoolSink(spool_directory())
     return StreamSink(settings.REDIS_URL, stream_key(), spool) if settings.REDIS_URL else spool

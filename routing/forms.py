@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 
-from console.models import Organization
 from routing import selectors
 from routing.models import Strategy
 from routing.services import MAX_FALLBACKS, RouteSpec, TargetSpec
+from tenancy.models import Organization
 
 
 class RouteForm(forms.Form):
@@ -32,7 +32,7 @@ class RouteForm(forms.Form):
 
     def __init__(self, *args: Any, regions: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["allowed_regions"].choices = [(region, region) for region in regions]
+        cast(forms.MultipleChoiceField, self.fields["allowed_regions"]).choices = [(region, region) for region in regions]
 
     def clean_fallbacks(self) -> list[str]:
         return [name.strip() for name in self.cleaned_data["fallbacks"].split(",") if name.strip()]
@@ -49,7 +49,7 @@ class TargetForm(forms.Form):
 
     def __init__(self, *args: Any, choices: list[tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["target"].choices = [("", "(none)"), *choices]
+        cast(forms.ChoiceField, self.fields["target"]).choices = [("", "(none)"), *choices]
 
 
 TargetFormSet = forms.formset_factory(TargetForm, extra=2, max_num=20)

@@ -8,10 +8,10 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils import timezone
 
-from console.ids import public_id_field
-from console.models import Organization
-from console.tenancy import TenantManager
 from deployments.models import Deployment
+from tenancy.ids import public_id_field
+from tenancy.models import Organization
+from tenancy.scoping import TenantManager
 
 # Public model names look like OpenAI's: letters, digits and . _ - : / (e.g. "chat-default").
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$"
@@ -113,6 +113,8 @@ class RouteTarget(models.Model):
 
     @property
     def label(self) -> str:
-        if self.deployment_id:
+        if self.deployment is not None:
             return f"deployment:{self.deployment.name}"
-        return f"provider:{self.provider.name}/{self.provider_model}"
+        if self.provider is not None:
+            return f"provider:{self.provider.name}/{self.provider_model}"
+        return "no target"

@@ -25,11 +25,14 @@ from routing.models import Strategy
 TargetLatency = Callable[[Target], float | None]
 
 
+_RNG = random.Random()
+
+
 def order_targets(strategy: str, targets: tuple[Target, ...], latency_of: TargetLatency, rng: random.Random | None = None) -> list[Target]:
     if len(targets) <= 1:
         return list(targets)
     if strategy == Strategy.WEIGHTED:
-        return _weighted(targets, rng or random)
+        return _weighted(targets, rng or _RNG)
     if strategy == Strategy.LOWEST_COST:
         return sorted(targets, key=lambda t: (price(t), t.position))
     if strategy == Strategy.LOWEST_LATENCY:
@@ -47,11 +50,11 @@ def balanced_score(latency_ms: float | None, price_per_mtok: Decimal) -> float:
     return ((latency_ms or 0.0) + 1.0) * (float(price_per_mtok) + 0.01)
 
 
-def _weighted(targets: tuple[Target, ...], rng: random.Random | object) -> list[Target]:
+def _weighted(targets: tuple[Target, ...], rng: random.Random) -> list[Target]:
     weighted = [t for t in targets if t.weight > 0]
     rest = sorted((t for t in targets if t.weight <= 0), key=lambda t: t.position)
     if not weighted:
         return rest
-    first = rng.choices(weighted, weights=[t.weight for t in weighted])[0]  # type: ignore[attr-defined]
+    first = rng.choices(weighted, weights=[t.weight for t in weighted])[0]
     others = sorted((t for t in weighted if t is not first), key=lambda t: (-t.weight, t.position))
     return [first, *others, *rest]

@@ -9,10 +9,10 @@ from django.core.cache import cache
 from django.db.models import Avg, Count, Q, QuerySet
 from django.utils import timezone
 
-from console.models import Organization
 from deployments.models import Deployment
 from metering.models import UsageEvent
 from routing.models import ExternalProvider, ModelRoute, RouteTarget
+from tenancy.models import Organization
 
 
 def routes(org: Organization) -> QuerySet[ModelRoute]:

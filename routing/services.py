@@ -14,14 +14,14 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import ProtectedError
 
-from console import audit
-from console.context import OrgContext
-from console.errors import Conflict, ServiceError
-from console.models import Role
-from console.network import is_private_host
 from deployments.models import Cluster, Deployment
 from routing import secrets
 from routing.models import MODEL_NAME_PATTERN, ExternalProvider, ModelRoute, RouteTarget, Strategy
+from tenancy import audit
+from tenancy.context import OrgContext
+from tenancy.errors import Conflict, ServiceError
+from tenancy.models import Role
+from tenancy.network import is_private_host
 
 PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,59}$")
 MAX_TARGETS = 20

@@ -8,16 +8,17 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from console.context import OrgContext
-from console.errors import ServiceError
-from console.models import Role
-from console.views.decorators import org_page
 from modelserver.catalog import CATALOG, Task
 from routing import selectors, services
 from routing.forms import ProviderForm, RouteForm, TargetFormSet, route_spec, target_choices
 from routing.gateway import auth
 from routing.gateway.health import CLOSED
+from routing.gateway.snapshot import load_snapshot
 from routing.models import ExternalProvider, ModelRoute
+from tenancy.context import OrgContext
+from tenancy.decorators import org_page
+from tenancy.errors import ServiceError
+from tenancy.models import Role
 
 
 def _route(ctx: OrgContext, route_id: str) -> ModelRoute:
@@ -94,7 +95,6 @@ def route_edit(request: HttpRequest, ctx: OrgContext, route_id: str) -> HttpResp
 def route_detail(request: HttpRequest, ctx: OrgContext, route_id: str) -> HttpResponse:
     route = _route(ctx, route_id)
     targets = selectors.targets(ctx.organization, route)
-    from routing.gateway.snapshot import load_snapshot
 
     snapshot_route = load_snapshot(ctx.organization.pk).routes.get(route.name)
     endpoints = [(target.label, endpoint) for target in (snapshot_route.targets if snapshot_route else ()) for endpoint in target.endpoints]
@@ -177,9 +177,7 @@ def playground(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
     an API caller gets: the stream, the served-by headers and the cost."""
     routes = [route.name for route in selectors.routes(ctx.organization)]
     chat_deployments = [
-        d.name
-        for d in selectors.live_deployments(ctx.organization).select_related("current_revision")
-        if _is_chat(d.current_revision.model)
+        d.name for d in selectors.live_deployments(ctx.organization).select_related("current_revision") if _is_chat(d.revision.model)
     ]
     assert ctx.user is not None
     context = {

@@ -23,13 +23,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing import platform_stats
-from console.api.serializers import validated
-from console.models import Organization, OrgStatus
-from console.staff import StaffContext, set_organization_status
 from deployments import cluster_ops, quotas
 from deployments.models import Cluster
 from deployments.quotas import quota_snapshot
 from deployments.services import quota_for
+from tenancy.api.serializers import validated
+from tenancy.models import Organization, OrgStatus
+from tenancy.staff_audit import StaffContext, set_organization_status
 
 MAX_PAGE = 200
 
@@ -249,7 +249,7 @@ class ClusterActionView(StaffAPIView):
         )
 
 
-CLUSTER_ACTION_VIEWS = {
+CLUSTER_ACTION_VIEWS: dict[str, type[ClusterActionView]] = {
     action: type(f"Cluster{action.capitalize()}View", (ClusterActionView,), {"action_name": action})
     for action in ("cordon", "drain", "down", "up")
 }

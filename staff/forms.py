@@ -3,14 +3,14 @@ rules and name the field to fix."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 
 from billing.models import Plan
-from console.models import OrgStatus
 from deployments.models import Cluster, GpuType, Quota
 from deployments.quotas import MAX_INT
+from tenancy.models import OrgStatus
 
 DATETIME_HELP = "UTC, on a whole hour, not in the past."
 
@@ -178,7 +178,7 @@ class GpuPriceForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["gpu_type"].choices = [(gpu.code, gpu.code) for gpu in _gpu_types()]
+        cast(forms.ChoiceField, self.fields["gpu_type"]).choices = [(gpu.code, gpu.code) for gpu in _gpu_types()]
 
 
 class MarkupForm(forms.Form):

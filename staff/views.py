@@ -5,7 +5,7 @@ Pages: tenants (plan, standing, this month's spend and usage), a tenant (standin
 credits, its own prices, its audit trail), its quotas, clusters (add, cordon, drain, down,
 up), platform usage (requests, tokens, revenue, GPU utilisation), the price book and the
 staff audit log. Each view parses a form and makes one call into a service; the services
-audit every change (console.staff).
+audit every change (tenancy.staff_audit).
 """
 
 from __future__ import annotations
@@ -29,10 +29,6 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 from billing import invoices, platform_stats, staff_ops
 from billing.models import CreditGrant
 from billing.staff_ops import next_whole_hour
-from console import selectors as console_selectors
-from console.errors import ServiceError
-from console.models import AuditEntry, Organization, StaffAuditEntry
-from console.staff import StaffContext, set_organization_status
 from deployments import cluster_ops, quotas, selectors
 from deployments.models import Cluster
 from deployments.services import DeploymentSpec, quota_for
@@ -46,6 +42,10 @@ from staff.forms import (
     StatusForm,
 )
 from staff.templatetags.staff_format import plain
+from tenancy import selectors as tenancy_selectors
+from tenancy.errors import ServiceError
+from tenancy.models import AuditEntry, Organization, StaffAuditEntry
+from tenancy.staff_audit import StaffContext, set_organization_status
 
 TENANTS_PER_PAGE = 50
 
@@ -99,7 +99,7 @@ def _tenant_context(org: Organization, **forms: Form) -> dict[str, Any]:
         "account": account,
         "quota": quota_for(org),
         "limit": invoices.spend_limit(org, now=now),
-        "members": console_selectors.members(org).order_by("role", "user__email"),
+        "members": tenancy_selectors.members(org).order_by("role", "user__email"),
         "grants": [(grant, invoices.remaining_credit(grant)) for grant in CreditGrant.objects.for_org(org).order_by("-granted_at")],
         "overrides": staff_ops.price_lines(overrides=True, organization=org, now=now),
         "entries": AuditEntry.objects.for_org(org)[:20],
@@ -226,12 +226,13 @@ def tenant_quota(request: HttpRequest, org_id: str) -> HttpResponse:
     specs = [
         DeploymentSpec.of(d.current_revision)
         for d in selectors.live_deployments(org).select_related("current_revision")
-        if d.current_revision
+        if d.current_revision is not None
     ]
-    in_use = {"replicas": sum(spec.max_replicas for spec in specs), "gpus": {}}
+    gpus_in_use: dict[str, int] = {}
     for spec in specs:
-        in_use["gpus"][spec.gpu_type] = in_use["gpus"].get(spec.gpu_type, 0) + spec.max_replicas  # type: ignore[index]
-    gpu_rows = [(field, in_use["gpus"].get(form.gpu_codes[field.name], 0)) for field in form.gpu_fields()]  # type: ignore[union-attr]
+        gpus_in_use[spec.gpu_type] = gpus_in_use.get(spec.gpu_type, 0) + spec.max_replicas
+    in_use = {"replicas": sum(spec.max_replicas for spec in specs), "gpus": gpus_in_use}
+    gpu_rows = [(field, gpus_in_use.get(form.gpu_codes[field.name], 0)) for field in form.gpu_fields()]
     context = {
         "org": org,
         "form": form,

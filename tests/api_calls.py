@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from console.models import Organization, Role
+from tenancy.models import Organization, Role
 from tests.factories import (
     MembershipFactory,
     create_deployment,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import pytest
 from rest_framework.test import APIClient
 
-from console.models import Organization, Role, User
+from tenancy.models import Organization, Role, User
 from tests.factories import MembershipFactory, OrganizationFactory
 
 

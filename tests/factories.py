@@ -4,9 +4,9 @@ from datetime import datetime
 
 import factory
 
-from console import services
-from console.context import OrgContext
-from console.models import Invitation, Membership, Organization, Role, User
+from tenancy import services
+from tenancy.context import OrgContext
+from tenancy.models import Invitation, Membership, Organization, Role, User
 
 PASSWORD = "correct-horse-battery-9"
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from rest_framework.test import APIClient
 
-from console.models import Organization, User
+from tenancy.models import Organization, User
 
 
 def session_api(user: User, org: Organization | None = None) -> APIClient:

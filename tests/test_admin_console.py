@@ -14,12 +14,12 @@ from django.utils import timezone
 
 from billing import platform_stats, rating, staff_ops
 from billing.models import BillingAccount, CreditGrant, ModelPrice, Plan
-from console.models import AuditEntry, Organization, OrgStatus, Role, StaffAuditEntry, User
-from console.staff import StaffContext
 from deployments import services as deployment_services
 from deployments.models import Cluster, ClusterGpu, Deployment, Quota, Replica
 from metering.models import Breakdown, Granularity, UsageRollup
 from routing.gateway.snapshot import load_snapshot
+from tenancy.models import AuditEntry, Organization, OrgStatus, Role, StaffAuditEntry, User
+from tenancy.staff_audit import StaffContext
 from tests.api_calls import STAFF_CALLS
 from tests.conftest import Tenants
 from tests.controlplane.test_reconcile import Fleet

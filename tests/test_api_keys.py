@@ -6,8 +6,8 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from console import keys, services
-from console.models import ApiKey
+from tenancy import keys, services
+from tenancy.models import ApiKey
 from tests.conftest import Tenants
 from tests.factories import issue_key, owner_context
 from tests.helpers import key_api, session_api

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from console.models import AuditEntry, Organization
+from tenancy.models import AuditEntry, Organization
 from tests.api_calls import MUTATING_CALLS, ApiCall
 from tests.conftest import Tenants
 from tests.factories import issue_key

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from console.models import ApiKey
+from tenancy.models import ApiKey
 from tests.conftest import Tenants
 from tests.helpers import session_api
 

@@ -6,7 +6,7 @@ from django.core import mail
 from django.test import Client
 from django.utils import timezone
 
-from console.models import Invitation, Membership, Role
+from tenancy.models import Invitation, Membership, Role
 from tests.conftest import Tenants
 from tests.factories import UserFactory, invitation_token, issue_invitation
 from tests.helpers import session_api

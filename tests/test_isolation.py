@@ -11,9 +11,9 @@ from collections.abc import Callable
 import pytest
 from django.test import Client
 
-from console.models import Organization, Role
-from console.selectors import audit_entries
-from console.services import create_invitation
+from tenancy.models import Organization, Role
+from tenancy.selectors import audit_entries
+from tenancy.services import create_invitation
 from tests.conftest import Tenants
 from tests.factories import MembershipFactory, closed_invoice, create_deployment, create_provider, create_route, issue_key, owner_context
 from tests.helpers import key_api, session_api

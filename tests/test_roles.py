@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from console.models import Membership, Organization, Role
+from tenancy.models import Membership, Organization, Role
 from tests.api_calls import MUTATING_CALLS, STAFF_CALLS, ApiCall
 from tests.conftest import Tenants
 from tests.factories import issue_key

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from console.models import ApiKey, AuditEntry, Membership
-from console.tenancy import UnscopedQueryError
+from tenancy.models import ApiKey, AuditEntry, Membership
+from tenancy.scoping import UnscopedQueryError
 from tests.conftest import Tenants
 from tests.factories import issue_key
 

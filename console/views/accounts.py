@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
@@ -10,9 +12,15 @@ from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 
-from console import access, selectors, services
-from console.errors import ServiceError
 from console.forms import OrganizationForm, SignupForm
+from tenancy import access, selectors, services
+from tenancy.errors import ServiceError
+from tenancy.models import User
+
+
+def signed_in(request: HttpRequest) -> User:
+    """The user of a view behind login_required."""
+    return cast(User, request.user)
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -52,7 +60,7 @@ def create_organization(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             org = services.create_organization(
-                request.user,
+                signed_in(request),
                 form.cleaned_data["name"],  # type: ignore[arg-type]
                 ip_address=access.client_ip(request),
                 request_id=access.request_id(request),
@@ -72,7 +80,7 @@ def accept_invitation(request: HttpRequest, token: str) -> HttpResponse:
     if request.method == "POST" and invitation is not None:
         try:
             membership = services.accept_invitation(
-                request.user,
+                signed_in(request),
                 token,
                 ip_address=access.client_ip(request),
                 request_id=access.request_id(request),  # type: ignore[arg-type]

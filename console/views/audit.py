@@ -4,10 +4,10 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
-from console import selectors
-from console.context import OrgContext
-from console.models import Role
-from console.views.decorators import org_page
+from tenancy import selectors
+from tenancy.context import OrgContext
+from tenancy.decorators import org_page
+from tenancy.models import Role
 
 
 @org_page(read=Role.ADMIN)

@@ -10,12 +10,12 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
-from console import selectors, services
-from console.context import OrgContext
-from console.errors import ServiceError
 from console.forms import ApiKeyForm
-from console.models import Role
-from console.views.decorators import org_page
+from tenancy import selectors, services
+from tenancy.context import OrgContext
+from tenancy.decorators import org_page
+from tenancy.errors import ServiceError
+from tenancy.models import Role
 
 _NEW_SECRET_SESSION_KEY = "new_api_key_secret"
 

@@ -5,12 +5,12 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from console import services
-from console.context import OrgContext
-from console.errors import ServiceError
 from console.forms import DeleteOrganizationForm, OrganizationForm
-from console.models import Role
-from console.views.decorators import org_page
+from tenancy import services
+from tenancy.context import OrgContext
+from tenancy.decorators import org_page
+from tenancy.errors import ServiceError
+from tenancy.models import Role
 
 
 @org_page(read=Role.VIEWER, write=Role.ADMIN)

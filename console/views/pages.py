@@ -5,11 +5,11 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from console import selectors
-from console.context import OrgContext
-from console.models import Role
-from console.views.decorators import org_page
 from metering import dashboards
+from tenancy import selectors
+from tenancy.context import OrgContext
+from tenancy.decorators import org_page
+from tenancy.models import Role
 
 
 @org_page()
@@ -18,7 +18,7 @@ def overview(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
     context = {
         "member_count": selectors.members(org).count(),
         "active_key_count": sum(1 for key in selectors.api_keys(org) if key.status == "active"),
-        "recent_entries": list(selectors.audit_entries(org)[:5]) if ctx.role.at_least("admin") else [],
+        "recent_entries": list(selectors.audit_entries(org)[:5]) if ctx.role.at_least(Role.ADMIN) else [],
         # The last 24 hours of usage, live through the same WebSocket as the Usage page.
         "dashboard": dashboards.usage_dashboard(
             org, dashboards.DashboardParams.parse({}, fallback_tz=request.COOKIES.get("sb_tz")), show_cost=ctx.role.at_least(Role.ADMIN)

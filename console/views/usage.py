@@ -7,12 +7,12 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
-from console.context import OrgContext
-from console.models import Role
-from console.views.decorators import org_page
 from deployments.selectors import live_deployments
 from metering import dashboards
 from routing import selectors as routing_selectors
+from tenancy.context import OrgContext
+from tenancy.decorators import org_page
+from tenancy.models import Role
 
 # The browser's time zone, remembered by charts.js so the page renders in it.
 TZ_COOKIE = "sb_tz"

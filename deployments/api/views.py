@@ -8,12 +8,12 @@ from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from console.api.serializers import validated
-from console.api.views import OrgAPIView
-from console.models import Role
 from deployments import selectors, services
 from deployments.api import serializers as s
 from deployments.model_catalog import ensure_builtin_models, visible_to
+from tenancy.api.serializers import validated
+from tenancy.api.views import OrgAPIView
+from tenancy.models import Role
 
 
 class DeploymentAPIView(OrgAPIView):

@@ -16,12 +16,12 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from console.api.serializers import validated
-from console.api.views import OrgAPIView
-from console.errors import ServiceError
 from deployments.models import Deployment
 from metering import gpu_time, selectors
 from metering.models import Granularity
+from tenancy.api.serializers import validated
+from tenancy.api.views import OrgAPIView
+from tenancy.errors import ServiceError
 
 FILTERS = {"route": "route", "deployment": "deployment_id", "region": "region", "key": "key_id", "model": "model"}
 GROUPS = {"route": "route", "deployment": "deployment_id", "region": "region", "key": "key_id", "model": "model"}

@@ -8,11 +8,11 @@ from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from console.api.serializers import validated
-from console.api.views import OrgAPIView
-from console.models import Role
 from routing import selectors, services
 from routing.api import serializers as s
+from tenancy.api.serializers import validated
+from tenancy.api.views import OrgAPIView
+from tenancy.models import Role
 
 
 class RouteAPIView(OrgAPIView):

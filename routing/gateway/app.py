@@ -16,7 +16,6 @@ import orjson
 from django.conf import settings
 from django.core.cache import cache
 
-from console.models import Organization
 from metering import usage
 from routing.gateway import admission, metrics
 from routing.gateway.access_log import AccessLog
@@ -33,6 +32,7 @@ from routing.gateway.pool import Upstreams
 from routing.gateway.snapshot import OrgSnapshot, load_snapshot
 from routing.gateway.spend import MemorySpendLedger, RedisSpendLedger, SpendLedger
 from routing.gateway.upstream import UpstreamExchange
+from tenancy.models import Organization
 
 Authenticate = Callable[[bytes | None], Awaitable[Caller]]
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core import signing
 
-from console.key_auth import ApiKeyRejected, authenticate_api_key
-from console.models import ApiKey
 from routing.gateway.cache import RefreshingCache
 from routing.gateway.errors import GatewayError
+from tenancy.key_auth import ApiKeyRejected, authenticate_api_key
+from tenancy.models import ApiKey
 
 PLAYGROUND_PREFIX = "sbp_"
 PLAYGROUND_SALT = "switchboard.playground"

@@ -106,7 +106,7 @@ def token_estimate(payload: dict[str, Any], endpoint: str) -> int:
     if endpoint == "chat/completions":
         chars = sum(len(str(m.get("content") or "")) for m in payload["messages"])
     else:
-        value = payload.get(_REQUIRED_INPUT[endpoint])
+        value: Any = payload.get(_REQUIRED_INPUT[endpoint])
         chars = len(value) if isinstance(value, str) else sum(len(str(item)) for item in value)
     return chars // 4 + 1 + _output_bound(payload, endpoint)
 
@@ -118,6 +118,6 @@ def spend_token_bounds(payload: dict[str, Any], endpoint: str) -> tuple[int, int
     if endpoint == "chat/completions":
         prompt = sum(len(str(m.get("content") or "").encode()) + 16 for m in payload["messages"])
     else:
-        value = payload.get(_REQUIRED_INPUT[endpoint])
+        value: Any = payload.get(_REQUIRED_INPUT[endpoint])
         prompt = len(value.encode()) if isinstance(value, str) else sum(len(str(item).encode()) for item in value)
     return prompt + 1, _output_bound(payload, endpoint)

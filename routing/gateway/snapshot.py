@@ -10,13 +10,16 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal
 
-from console.models import Organization, OrgStatus
+from django.utils import timezone
+
+from billing import invoices, rating
 from deployments.models import Cluster as ClusterModel
 from deployments.models import ClusterGpu, Deployment, Quota, Replica
 from deployments.services import quota_for
 from routing import pricing, secrets
 from routing.gateway.spend import SpendPolicy, to_micros
 from routing.models import ModelRoute, RouteTarget, Strategy
+from tenancy.models import Organization, OrgStatus
 
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_ATTEMPT_TIMEOUT_S = 30.0
@@ -195,10 +198,6 @@ def load_snapshot(org_id: str) -> OrgSnapshot:
 def _spend_policy(org: Organization) -> SpendPolicy | None:
     """The monthly limit with the month's spend so far and today's prices; rated only for
     organizations that have a limit."""
-    from django.utils import timezone
-
-    from billing import invoices, rating
-
     limit = invoices.spend_limit(org)
     if limit is None:
         return None

@@ -13,8 +13,8 @@ from django.test import Client
 
 from billing import budgets
 from billing.models import BudgetAlert, CreditGrant, ModelPrice
-from console.models import AuditEntry
 from metering import ingest
+from tenancy.models import AuditEntry
 from tests.conftest import Tenants
 from tests.factories import closed_invoice
 from tests.metering.test_usage_pipeline import _record

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from billing import stripe_sync, tasks
 from billing.stripe_models import MeterPush, MeterPushStatus, StripeAccount, StripeCatalog, StripeWebhookEvent
-from console.models import Organization, OrgStatus
+from tenancy.models import Organization, OrgStatus
 from tests.billing.conftest import WEBHOOK_SECRET, StripeDouble
 from tests.conftest import Tenants
 from tests.stripe_server import sign_payload, webhook_event

@@ -136,8 +136,8 @@ def test_the_model_catalog_lists_built_ins_with_their_source(tenants: Tenants, m
 
 
 def test_an_organization_with_deployments_can_be_deleted(tenants: Tenants, member) -> None:  # type: ignore[no-untyped-def]
-    from console.models import Organization
     from deployments.models import Deployment
+    from tenancy.models import Organization
 
     deployment = member.post("/api/v1/deployments/", BODY, format="json").json()
     member.patch(f"/api/v1/deployments/{deployment['id']}/", {"max_replicas": 1}, format="json")  # a second revision

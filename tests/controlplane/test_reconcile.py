@@ -6,11 +6,11 @@ import threading
 
 import pytest
 
-from console.models import Organization
 from deployments import services
 from deployments.drivers.memory import InMemoryDriver
 from deployments.models import Cluster, Deployment, Replica, ReplicaEvent
 from deployments.reconcile import reconcile
+from tenancy.models import Organization
 from tests.conftest import Tenants
 from tests.factories import create_deployment, ensure_clusters, owner_context
 

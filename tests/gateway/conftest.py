@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from console.models import Organization
 from modelserver.processes import free_port, stop
+from tenancy.models import Organization
 from tests.servers import ROOT, wait_until_up
 
 

@@ -5,9 +5,9 @@ import time
 import httpx
 import openai
 
-from console.models import Organization
 from deployments.models import Cluster, Deployment, Replica
 from routing.models import ExternalProvider, ModelRoute
+from tenancy.models import Organization
 from tests.factories import create_deployment, create_provider, create_route
 from tests.gateway.conftest import Backend
 

@@ -13,8 +13,8 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
-from console.models import AuditEntry, User
 from deployments.models import Quota
+from tenancy.models import AuditEntry, User
 from tests.browser import UNLABELLED_CONTROLS_JS, chromium
 from tests.conftest import Tenants
 from tests.factories import PASSWORD, UserFactory, issue_key

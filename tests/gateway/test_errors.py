@@ -10,9 +10,9 @@ import openai
 import pytest
 from django.conf import settings
 
-from console import services as console_services
-from console.models import OrgStatus
 from metering.models import UsageEvent
+from tenancy import services as console_services
+from tenancy.models import OrgStatus
 from tests.conftest import Tenants
 from tests.factories import issue_key, owner_context
 from tests.gateway.conftest import Backend, set_limits

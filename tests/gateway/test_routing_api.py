@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from django.test import Client
 
-from console.models import AuditEntry
 from routing.gateway.snapshot import load_snapshot
 from routing.models import ExternalProvider, ModelRoute
+from tenancy.models import AuditEntry
 from tests.conftest import Tenants
 from tests.factories import create_deployment, create_provider, create_route
 from tests.helpers import session_api

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from console.models import Organization
 from deployments import services
 from deployments.models import Deployment, Replica, ReplicaEvent
 from metering.gpu_time import GpuSecondsRow, ReplicaCountPoint, gpu_seconds, replicas_over_time
+from tenancy.models import Organization
 from tests.conftest import Tenants
 from tests.controlplane.test_reconcile import Fleet
 from tests.factories import create_deployment, ensure_clusters, owner_context

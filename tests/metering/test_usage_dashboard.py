@@ -19,11 +19,11 @@ from django.test import Client
 from django.utils import timezone
 
 from config.websocket_routes import websocket_urlpatterns
-from console.models import Membership
 from deployments.models import Cluster, Replica, ReplicaEvent
 from metering import dashboards, ingest
 from metering.dashboards import DashboardParams
 from metering.formatting import compact, milliseconds, money, percent
+from tenancy.models import Membership
 from tests.conftest import Tenants
 from tests.factories import create_deployment, issue_key
 from tests.metering.test_usage_pipeline import _record

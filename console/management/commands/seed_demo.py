@@ -6,13 +6,13 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from console import selectors, services
-from console.context import OrgContext
-from console.models import Role, User
 from deployments.models import Cluster, Deployment
 from deployments.services import DeploymentSpec, create_deployment
 from routing.models import ModelRoute
 from routing.services import RouteSpec, TargetSpec, create_route
+from tenancy import selectors, services
+from tenancy.context import OrgContext
+from tenancy.models import Role, User
 
 DEMO_EMAIL = "demo@switchboard.local"
 DEMO_PASSWORD = "switchboard-demo"

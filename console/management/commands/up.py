@@ -15,6 +15,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
+from deployments.local_clusters import LOCAL_CLUSTERS, register
+
 
 class Command(BaseCommand):
     help = "Run Switchboard: console and API server, Celery worker and beat, with a seeded demo."
@@ -27,7 +29,6 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         call_command("migrate", interactive=False, verbosity=0)
-        from deployments.local_clusters import LOCAL_CLUSTERS, register
 
         clusters = [replace(cluster, port=options["agent_port_base"] + index) for index, cluster in enumerate(LOCAL_CLUSTERS)]
         for cluster in clusters:

@@ -17,11 +17,12 @@ from decimal import Decimal
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from console import services
-from console.context import OrgContext
-from console.models import ApiKey, Organization, Role
+from deployments.models import Deployment
 from metering import ingest
 from metering.records import UsageRecord
+from tenancy import services
+from tenancy.context import OrgContext
+from tenancy.models import ApiKey, Organization, Role
 
 # (model asked for, route, deployment name or "", region, share, median latency ms,
 #  input price, output price per million tokens, typical output tokens)
@@ -64,8 +65,6 @@ def _keys(org: Organization) -> list[str]:
 
 
 def seed_records(org: Organization, *, days: int, per_hour: int, rng: random.Random) -> list[UsageRecord]:
-    from deployments.models import Deployment
-
     deployments = dict(Deployment.objects.for_org(org).filter(deleted_at=None).values_list("name", "id"))
     keys = _keys(org)
     key_weights = [0.6, 0.3, 0.1][: len(keys)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from console.models import ApiKey, AuditEntry, Invitation, Membership, Organization, User
+from tenancy.models import ApiKey, AuditEntry, Invitation, Membership, Organization, User
 
 
 def memberships_of(user: User) -> QuerySet[Membership]:
@@ -22,7 +22,6 @@ def members(org: Organization) -> QuerySet[Membership]:
 
 
 def pending_invitations(org: Organization) -> QuerySet[Invitation]:
-
     return Invitation.objects.for_org(org).filter(accepted_at=None, revoked_at=None, expires_at__gt=timezone.now())
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
 from django.utils import timezone
 
-from console.ids import public_id_field
-from console.tenancy import TenantManager
+from tenancy.ids import public_id_field
+from tenancy.scoping import TenantManager
 
 
 class UserManager(BaseUserManager["User"]):
@@ -34,8 +36,8 @@ class User(AbstractUser):
     full_name = models.CharField(max_length=150, blank=True)
 
     USERNAME_FIELD = "email"
-    REQUIRED_FIELDS: list[str] = []
-    objects = UserManager()  # type: ignore[misc]
+    REQUIRED_FIELDS: ClassVar[list[str]] = []
+    objects: ClassVar[UserManager] = UserManager()  # type: ignore[assignment]  # by email, not username
 
     def __str__(self) -> str:
         return self.email

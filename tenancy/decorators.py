@@ -10,9 +10,9 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 
-from console import access
-from console.context import OrgContext
-from console.models import Role
+from tenancy import access
+from tenancy.context import OrgContext
+from tenancy.models import Role
 
 OrgView = Callable[..., HttpResponse]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from console.ids import random_token
+from tenancy.ids import random_token
 
 PREFIX_LENGTH = 12
 SECRET_LENGTH = 40

@@ -11,11 +11,11 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from console import selectors, services
-from console.api import serializers as s
-from console.api.permissions import OrgRolePermission
-from console.context import OrgContext
-from console.models import Role
+from tenancy import selectors, services
+from tenancy.api import serializers as s
+from tenancy.api.permissions import OrgRolePermission
+from tenancy.context import OrgContext
+from tenancy.models import Role
 
 
 class OrgAPIView(GenericAPIView):

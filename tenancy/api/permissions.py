@@ -8,8 +8,8 @@ from rest_framework.exceptions import NotAuthenticated, PermissionDenied
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
-from console import access
-from console.models import ApiKey, Role
+from tenancy import access
+from tenancy.models import ApiKey, Role
 
 
 class OrgRolePermission(BasePermission):

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from console import keys
-from console.models import ApiKey
+from tenancy import keys
+from tenancy.models import ApiKey
 
 # last_used_at is for people ("used 3 minutes ago"); writing it more often than this
 # would put a database write on every authenticated request.

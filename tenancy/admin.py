@@ -8,7 +8,7 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from console.models import ApiKey, AuditEntry, Invitation, Membership, Organization, User
+from tenancy.models import ApiKey, AuditEntry, Invitation, Membership, Organization, User
 
 
 class CrossTenantAdmin(admin.ModelAdmin):

@@ -8,14 +8,14 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from console.context import OrgContext
-from console.errors import ServiceError
-from console.models import Role
-from console.views.decorators import org_page
 from deployments import selectors, services
 from deployments.forms import DeploymentForm, ScaleForm
 from deployments.models import Replica, ReplicaEvent
 from metering import dashboards
+from tenancy.context import OrgContext
+from tenancy.decorators import org_page
+from tenancy.errors import ServiceError
+from tenancy.models import Role
 
 
 def _deployment(ctx: OrgContext, deployment_id: str):  # type: ignore[no-untyped-def]
@@ -25,10 +25,7 @@ def _deployment(ctx: OrgContext, deployment_id: str):  # type: ignore[no-untyped
 @org_page(read=Role.VIEWER, write=Role.MEMBER)
 def deployment_list(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
     deployments = list(selectors.live_deployments(ctx.organization).select_related("current_revision"))
-    rows = [
-        (deployment, services.estimated_cost_per_hour(services.DeploymentSpec.of(deployment.current_revision)))
-        for deployment in deployments
-    ]
+    rows = [(deployment, services.estimated_cost_per_hour(services.DeploymentSpec.of(deployment.revision))) for deployment in deployments]
     return render(
         request, "deployments/list.html", {"rows": rows, "can_deploy": ctx.role.at_least(Role.MEMBER), "active_nav": "deployments"}
     )
@@ -72,7 +69,7 @@ def deployment_detail(request: HttpRequest, ctx: OrgContext, deployment_id: str)
     context = {
         "deployment": deployment,
         "revision": deployment.current_revision,
-        "estimate": services.estimated_cost_per_hour(services.DeploymentSpec.of(deployment.current_revision)),
+        "estimate": services.estimated_cost_per_hour(services.DeploymentSpec.of(deployment.revision)),
         "replicas_by_region": sorted(by_region.items()),
         "events": ReplicaEvent.objects.for_org(ctx.organization)
         .filter(deployment=deployment)

@@ -20,11 +20,11 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
 
-from console import audit, keys
-from console.context import OrgContext
-from console.errors import Conflict, NotAllowed, ServiceError
-from console.ids import random_token
-from console.models import ApiKey, Invitation, Membership, Organization, Role, User
+from tenancy import audit, keys
+from tenancy.context import OrgContext
+from tenancy.errors import Conflict, NotAllowed, ServiceError
+from tenancy.ids import random_token
+from tenancy.models import ApiKey, Invitation, Membership, Organization, Role, User
 
 INVITATION_LIFETIME = timedelta(days=7)
 MAX_SCOPES = {choice.value for choice in ApiKey.Scope}

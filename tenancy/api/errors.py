@@ -15,7 +15,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler, set_rollback
 
-from console.errors import ServiceError
+from tenancy.errors import ServiceError
 
 _TYPES = {
     400: "invalid_request_error",

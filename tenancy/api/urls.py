@@ -1,14 +1,10 @@
 from __future__ import annotations
 
-from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from django.urls import path
 
-from console.api import views
-from console.api.errors import unknown_endpoint
+from tenancy.api import views
 
 urlpatterns = [
-    path("schema/", SpectacularAPIView.as_view(permission_classes=[], authentication_classes=[]), name="api-schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema", permission_classes=[], authentication_classes=[]), name="api-docs"),
     path("organization/", views.OrganizationView.as_view(), name="api-organization"),
     path("members/", views.MemberListView.as_view(), name="api-members"),
     path("members/<str:member_id>/", views.MemberDetailView.as_view(), name="api-member"),
@@ -19,9 +15,4 @@ urlpatterns = [
     path("keys/<str:key_id>/rotate/", views.ApiKeyRotateView.as_view(), name="api-key-rotate"),
     path("audit-log/", views.AuditListView.as_view(), name="api-audit-log"),
     path("audit-log/<str:entry_id>/", views.AuditDetailView.as_view(), name="api-audit-entry"),
-    path("", include("deployments.api.urls")),
-    path("", include("routing.api.urls")),
-    path("", include("metering.api.urls")),
-    # Anything else under /api/ answers in the API's error shape, not an HTML page.
-    re_path(r"^.*$", unknown_endpoint),
 ]

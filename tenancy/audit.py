@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from console.context import OrgContext
-from console.models import AuditEntry
+from tenancy.context import OrgContext
+from tenancy.models import AuditEntry
 
 
 def record(

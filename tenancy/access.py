@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from django.http import Http404, HttpRequest
 
-from console import selectors
-from console.context import OrgContext
-from console.models import ApiKey, Role, User
+from tenancy import selectors
+from tenancy.context import OrgContext
+from tenancy.models import ApiKey, Role, User
 
 ACTIVE_ORG_SESSION_KEY = "active_org_slug"
 ORG_HEADER = "HTTP_X_ORGANIZATION"

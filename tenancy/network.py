@@ -14,4 +14,4 @@ def is_private_host(host: str) -> bool:
         addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
     except OSError:
         return False  # unresolvable now; the connection will fail instead
-    return any(not ipaddress.ip_address(address.split("%")[0]).is_global for address in addresses)
+    return any(not ipaddress.ip_address(str(address).split("%")[0]).is_global for address in addresses)

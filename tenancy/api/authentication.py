@@ -8,8 +8,8 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
-from console.key_auth import ApiKeyRejected, authenticate_api_key
-from console.models import ApiKey
+from tenancy.key_auth import ApiKeyRejected, authenticate_api_key
+from tenancy.models import ApiKey
 
 
 class ApiKeyAuthentication(BaseAuthentication):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from console.errors import NotAllowed
-from console.models import ApiKey, Organization, Role, User
+from tenancy.errors import NotAllowed
+from tenancy.models import ApiKey, Organization, Role, User
 
 
 @dataclass(frozen=True)

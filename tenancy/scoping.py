@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Self
 from django.db import models
 
 if TYPE_CHECKING:
-    from console.models import Organization
+    from tenancy.models import Organization
 
 # Lookups that pin a queryset to exactly one organization. `organization__in` is
 # deliberately absent: it spans tenants.
@@ -36,7 +36,7 @@ class TenantQuerySet(models.QuerySet):
         return self.filter(organization=organization)
 
     def unscoped_across_tenants(self) -> Self:
-        clone = self._chain()
+        clone = self._chain()  # type: ignore[attr-defined]  # absent from the stubs
         clone._tenant_scoped = True
         return clone
 
@@ -50,7 +50,8 @@ class TenantQuerySet(models.QuerySet):
         return clone
 
     def _clone(self) -> Self:
-        clone = super()._clone()
+        # Carries the flag through every copy Django makes; _clone is absent from the stubs.
+        clone = super()._clone()  # type: ignore[misc]
         clone._tenant_scoped = self._tenant_scoped
         return clone
 

@@ -14,9 +14,9 @@ from typing import Any
 from django.db import transaction
 from django.http import HttpRequest
 
-from console.access import client_ip, request_id
-from console.errors import Conflict, NotAllowed, ServiceError
-from console.models import AuditEntry, Organization, OrgStatus, StaffAuditEntry, User
+from tenancy.access import client_ip, request_id
+from tenancy.errors import Conflict, NotAllowed, ServiceError
+from tenancy.models import AuditEntry, Organization, OrgStatus, StaffAuditEntry, User
 
 STATUS_REASON_MAX = 300
 

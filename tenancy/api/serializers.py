@@ -4,7 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from console.models import ApiKey, AuditEntry, Invitation, Membership, Organization, Role
+from tenancy.models import ApiKey, AuditEntry, Invitation, Membership, Organization, Role
 
 
 class OrganizationSerializer(serializers.ModelSerializer):
@@ -130,7 +130,7 @@ class AuditEntrySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_actor_user(self, entry: AuditEntry) -> str | None:
-        return entry.actor_user.email if entry.actor_user_id else None
+        return entry.actor_user.email if entry.actor_user is not None else None
 
 
 def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
