@@ -27,7 +27,12 @@ from typing import Any
 import httpx
 from django.conf import settings
 
+from deployments.models import Quota
 from modelserver.processes import free_port, stop
+from routing import services
+from tenancy import services as console_services
+from tenancy.context import OrgContext
+from tenancy.models import Membership, Organization, Role, User
 
 # The newest LiteLLM whose proxy extra installs from the registries this project uses
 # (1.78 and later ask for litellm-proxy / litellm-enterprise builds not published there).
@@ -280,12 +285,6 @@ def _gateway(root: Path, work: Path, backend_url: str, log: Callable[[str], None
 def prepare(backend_url: str) -> str:
     """In the gateway's database: an organization with limits high enough not to bind, a
     route to the backend as an external provider, and a key. Prints the key."""
-    from deployments.models import Quota
-    from routing import services
-    from tenancy import services as console_services
-    from tenancy.context import OrgContext
-    from tenancy.models import Membership, Organization, Role, User
-
     org = Organization.objects.create(name="Benchmark", slug="benchmark")
     owner = User.objects.create_user("bench@switchboard.local", os.urandom(16).hex())
     Membership.objects.create(organization=org, user=owner, role=Role.OWNER)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -26,11 +27,22 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
+from django.db import connection, transaction
+
+from metering import ingest, selectors
+from metering.copy_events import insert_and_roll_up
+from metering.models import Granularity, UsageEvent, UsageRollup
+from metering.records import UsageRecord
+from metering.spool import SPOOL_SUFFIX, encode
+from tenancy.models import Organization
 
 BENCH_DATABASE = "switchboard_bench_metering"
 INGEST_EVENTS = 600_000
@@ -161,22 +173,11 @@ def _p95(samples: list[float]) -> float:
 
 
 def _organizations(prefix: str, count: int) -> list[str]:
-    from tenancy.models import Organization
 
     return [Organization.objects.get_or_create(slug=f"{prefix}-{n}", defaults={"name": f"{prefix} {n}"})[0].pk for n in range(count)]
 
 
 def _measure_ingest(log: Callable[[str], None]) -> tuple[float, float]:
-    import random
-    from datetime import UTC, datetime, timedelta
-    from decimal import Decimal
-
-    from django.db import connection
-
-    from metering import ingest
-    from metering.models import UsageEvent, UsageRollup
-    from metering.records import UsageRecord
-    from metering.spool import SPOOL_SUFFIX, encode
 
     tenants = _organizations("ingest", 20)
     UsageEvent.objects.unscoped_across_tenants().filter(organization_id__in=tenants).delete()
@@ -241,13 +242,6 @@ def _measure_ingest(log: Callable[[str], None]) -> tuple[float, float]:
 
 def _query_tenant(log: Callable[[str], None]) -> Any:
     """The query tenant and its 10 million events, generated once (kept between runs)."""
-    from datetime import UTC, datetime, timedelta
-
-    from django.db import connection, transaction
-
-    from metering.copy_events import insert_and_roll_up
-    from metering.models import UsageEvent
-    from tenancy.models import Organization
 
     org = Organization.objects.get(pk=_organizations("query", 1)[0])
     count = UsageEvent.objects.for_org(org).count()
@@ -255,7 +249,6 @@ def _query_tenant(log: Callable[[str], None]) -> Any:
         return org
     log(f"metering: generating {QUERY_EVENTS:,} events over {QUERY_DAYS} days for one tenant (once; a few minutes)")
     UsageEvent.objects.for_org(org).delete()
-    from metering.models import UsageRollup
 
     UsageRollup.objects.for_org(org).delete()
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
@@ -292,11 +285,6 @@ def _query_tenant(log: Callable[[str], None]) -> Any:
 
 def _measure_queries(org: Any, log: Callable[[str], None]) -> tuple[int, list[float], list[float]]:
     """What the Usage page asks for a 30-day range in the viewer's time zone."""
-    from datetime import UTC, datetime, timedelta
-    from zoneinfo import ZoneInfo
-
-    from metering import selectors
-    from metering.models import Granularity, UsageRollup
 
     end = datetime.now(UTC)
     start = end - timedelta(days=QUERY_DAYS)
