@@ -1,2 +1,2 @@
-"""Metering and money: usage events and their hand-off from the gateway, ingest and
-rollups, the price book, rating, invoices, credits, budgets and Stripe."""
+"""Money: plans, the price book, rating of metering's rollups, invoices, credits, budgets,
+spend caps, the Billing page, and Stripe (billing/stripe/)."""

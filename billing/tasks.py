@@ -12,8 +12,9 @@ from datetime import timedelta
 from celery import shared_task
 from django.utils import timezone
 
-from billing import budgets, invoices, rating, stripe_sync
+from billing import budgets, invoices, rating
 from billing.models import BillingAccount
+from billing.stripe import sync as stripe_sync
 from tenancy.models import Organization
 
 

@@ -9,9 +9,10 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 
-from billing import budgets, invoice_documents, invoices, stripe_sync
+from billing import budgets, invoice_documents, invoices
 from billing.forms import BudgetForm
 from billing.models import BudgetAlert, CreditGrant, Invoice
+from billing.stripe import sync as stripe_sync
 from tenancy.context import OrgContext
 from tenancy.decorators import org_page
 from tenancy.errors import ServiceError

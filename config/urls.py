@@ -58,7 +58,7 @@ urlpatterns = [
     path("invitations/<str:token>/", accounts.accept_invitation, name="accept-invitation"),
     path("o/<slug:org_slug>/", include(org_patterns)),
     path("staff/", include("staff.urls")),
-    path("billing/stripe/", include("billing.stripe_urls")),
+    path("billing/stripe/", include("billing.stripe.urls")),
     path("django-admin/", admin.site.urls),
     path("api/v1/admin/", include("staff.api_urls")),
     path("api/v1/", include("config.api_urls")),

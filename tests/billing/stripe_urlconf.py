@@ -8,6 +8,6 @@ from django.urls import include, path
 from config.urls import handler404
 from config.urls import urlpatterns as console_urlpatterns
 
-urlpatterns = [path("billing/stripe/", include("billing.stripe_urls")), *console_urlpatterns]
+urlpatterns = [path("billing/stripe/", include("billing.stripe.urls")), *console_urlpatterns]
 
 __all__ = ["handler404", "urlpatterns"]

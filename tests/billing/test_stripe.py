@@ -12,8 +12,9 @@ import stripe
 from django.test import Client
 from django.utils import timezone
 
-from billing import stripe_sync, tasks
-from billing.stripe_models import MeterPush, MeterPushStatus, StripeAccount, StripeCatalog, StripeWebhookEvent
+from billing import tasks
+from billing.stripe import sync as stripe_sync
+from billing.stripe.models import MeterPush, MeterPushStatus, StripeAccount, StripeCatalog, StripeWebhookEvent
 from tenancy.models import Organization, OrgStatus
 from tests.billing.conftest import WEBHOOK_SECRET, StripeDouble
 from tests.conftest import Tenants

@@ -1,4 +1,4 @@
-"""Stripe's webhook endpoint: thin, one call into billing.stripe_sync."""
+"""Stripe's webhook endpoint: thin, one call into billing.stripe.sync."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from billing import stripe_sync
+from billing.stripe import sync as stripe_sync
 
 
 @csrf_exempt

@@ -41,8 +41,8 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from billing.invoices import hourly_amounts_micros
-from billing.stripe_models import MeterPush, MeterPushStatus, StripeAccount, StripeCatalog, StripeWebhookEvent
-from billing.stripe_settings import stripe_settings
+from billing.stripe.models import MeterPush, MeterPushStatus, StripeAccount, StripeCatalog, StripeWebhookEvent
+from billing.stripe.settings import stripe_settings
 from tenancy.models import Membership, Organization, OrgStatus, Role
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Stripe state kept on our side (billing.stripe_sync): an organization's customer and
+"""Stripe state kept on our side (billing.stripe.sync): an organization's customer and
 subscription, the catalog ids (meter, product, price), the ledger of meter events pushed
 per organization and hour, and the webhook events already handled.
 
@@ -40,7 +40,7 @@ class StripeAccount(models.Model):
 
 class StripeCatalog(models.Model):
     """The Stripe objects the platform bills through, created once per Stripe account by
-    billing.stripe_sync.ensure_meters_and_prices. One row per meter event name."""
+    billing.stripe.sync.ensure_meters_and_prices. One row per meter event name."""
 
     event_name = models.CharField(max_length=100, primary_key=True)
     meter_id = models.CharField(max_length=255)
