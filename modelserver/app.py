@@ -407,7 +407,7 @@ class ModelServer:
         # The Rust tokenizer without transformers' wrapper, which costs more than the
         # encoding itself; a copy, with truncation and padding off, so counts are exact.
         assert self.loaded is not None
-        tokenizer = copy.deepcopy(self.loaded.tokenizer.backend_tokenizer)
+        tokenizer: Tokenizer = copy.deepcopy(self.loaded.tokenizer.backend_tokenizer)
         tokenizer.no_truncation()
         tokenizer.no_padding()
         return tokenizer
@@ -530,7 +530,7 @@ def _usage(finished: Finished) -> dict[str, int]:
 def build_app(spec: ModelSpec, options: ServerOptions) -> tuple[Starlette, ModelServer]:
     server = ModelServer(spec, options)
 
-    def endpoint(handler):  # type: ignore[no-untyped-def]
+    def endpoint(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         async def run(http: Request) -> Response:
             try:
                 return await handler(http)

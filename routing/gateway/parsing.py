@@ -22,7 +22,7 @@ _REQUIRED_INPUT = {"chat/completions": "messages", "completions": "prompt", "emb
 
 async def read_body(receive: Receive, limit: int) -> bytes:
     message = await receive()
-    body = message.get("body", b"")
+    body: bytes = message.get("body", b"")
     if not message.get("more_body"):
         if len(body) > limit:
             raise too_large(limit)
