@@ -1,30 +1,29 @@
 """Live deployment status over a WebSocket.
 
-The consumer re-reads the deployment's status and replicas every second and pushes a
-fresh fragment when they changed. Reading, rather than waiting for the reconcile worker
-to publish, works the same on the embedded default (whose channel layer cannot cross
-processes) and on Redis, and costs one small query a second per open page.
+The consumer re-reads the deployment's status and replicas when the control plane (or
+tenancy, for a member who leaves) publishes a change through the channel layer, and sends
+a fresh fragment when they changed. On the embedded default, whose in-memory channel layer
+cannot cross processes, it re-reads once a second instead (broadcast.consumers).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
+from broadcast.consumers import LiveConsumer
+from broadcast.groups import deployment_group, members_group
 from deployments import selectors
 from deployments.models import Replica
 from tenancy import selectors as tenancy_selectors
 from tenancy.models import User
 
-POLL_SECONDS = 1.0
 NOT_FOUND = 4404  # close code: no such deployment, or not yours
 
 
-def _snapshot(user_id: int, org_slug: str, deployment_id: str) -> dict[str, str] | None:
+def _snapshot(user_id: int, org_slug: str, deployment_id: str) -> dict[str, object] | None:
     user = User.objects.filter(pk=user_id).first()
     membership = tenancy_selectors.membership_in(user, org_slug) if user else None
     if membership is None:
@@ -44,6 +43,7 @@ def _snapshot(user_id: int, org_slug: str, deployment_id: str) -> dict[str, str]
     for replica in replicas:
         by_region.setdefault(replica.cluster.region, []).append(replica)
     return {
+        "organization_id": org.pk,
         "status": deployment.status,
         "status_label": deployment.get_status_display(),
         "status_reason": deployment.status_reason,
@@ -53,7 +53,7 @@ def _snapshot(user_id: int, org_slug: str, deployment_id: str) -> dict[str, str]
     }
 
 
-class DeploymentStatusConsumer(AsyncWebsocketConsumer):
+class DeploymentStatusConsumer(LiveConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         kwargs = self.scope["url_route"]["kwargs"]
@@ -65,23 +65,19 @@ class DeploymentStatusConsumer(AsyncWebsocketConsumer):
         if first is None:
             await self.close(code=NOT_FOUND)
             return
+        organization_id = first.pop("organization_id")
         await self.accept()
         await self.send(json.dumps(first))
         self.last = first
-        self.poller = asyncio.ensure_future(self._poll())
+        await self.follow([deployment_group(kwargs["deployment_id"]), members_group(organization_id)], self._refresh)  # type: ignore[arg-type]
 
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(POLL_SECONDS)
-            snapshot = await database_sync_to_async(_snapshot)(*self.args)
-            if snapshot is None:  # deleted, or membership revoked
-                await self.close(code=NOT_FOUND)
-                return
-            if snapshot != self.last:
-                self.last = snapshot
-                await self.send(json.dumps(snapshot))
-
-    async def disconnect(self, code: int) -> None:
-        poller = getattr(self, "poller", None)
-        if poller is not None:
-            poller.cancel()
+    async def _refresh(self) -> bool:
+        snapshot = await database_sync_to_async(_snapshot)(*self.args)
+        if snapshot is None:  # deleted, or membership revoked
+            await self.close(code=NOT_FOUND)
+            return False
+        snapshot.pop("organization_id")
+        if snapshot != self.last:
+            self.last = snapshot
+            await self.send(json.dumps(snapshot))
+        return True

@@ -30,6 +30,8 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from broadcast.groups import deployment_group
+from broadcast.publish import publish_after_commit
 from deployments.drivers import ClusterDriver, DriverError, ObservedReplica, ReplicaRequest, driver_for
 from deployments.models import Cluster, ClusterGpu, Deployment, Replica, ReplicaEvent
 from deployments.placement import Capacity, place
@@ -116,6 +118,7 @@ def reconcile(
         return _pass(deployment_id, drivers, probe, desired_replicas or autoscaled)
     finally:
         _release(deployment_id, owner)
+        publish_after_commit(groups=[deployment_group(deployment_id)])  # its open pages re-read
 
 
 def autoscaled(deployment: Deployment, replicas: list[Replica]) -> int:
@@ -558,6 +561,7 @@ def reconcile_fleet(
         for status, ids in status_changes.items():
             if ids:
                 deployments_table.filter(pk__in=ids).update(status=status, status_reason="")
+                publish_after_commit(groups=[deployment_group(deployment_id) for deployment_id in ids])
     finally:
         deployments_table.filter(lease_owner=owner).update(lease_owner="", lease_until=None)
     for deployment_id in needs_pass:

@@ -12,6 +12,8 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from broadcast.groups import deployment_group
+from broadcast.publish import publish_after_commit
 from deployments import selectors
 from deployments.models import Deployment, DeploymentRevision, GpuType, Quota
 from modelserver.catalog import CATALOG
@@ -184,6 +186,7 @@ def update_deployment(ctx: OrgContext, deployment: Deployment, **changes: Any) -
     audit.record(
         ctx, "deployment.updated", target_type="deployment", target_id=deployment.id, before=before, after=deployment_snapshot(deployment)
     )
+    publish_after_commit(groups=[deployment_group(deployment.id)])
     return deployment
 
 
@@ -204,6 +207,7 @@ def promote_revision(ctx: OrgContext, deployment: Deployment, number: int, *, ac
     deployment.failure_count, deployment.next_attempt_at = 0, None
     deployment.save(update_fields=["current_revision", "status", "failure_count", "next_attempt_at"])
     audit.record(ctx, action, target_type="deployment", target_id=deployment.id, before=before, after=deployment_snapshot(deployment))
+    publish_after_commit(groups=[deployment_group(deployment.id)])
     return deployment
 
 
@@ -229,6 +233,7 @@ def delete_deployment(ctx: OrgContext, deployment: Deployment) -> None:
     deployment.deleted_at = timezone.now()
     deployment.save(update_fields=["deleted_at"])
     audit.record(ctx, "deployment.deleted", target_type="deployment", target_id=deployment.id, before=before)
+    publish_after_commit(groups=[deployment_group(deployment.id)])
 
 
 def estimated_cost_per_hour(spec: DeploymentSpec) -> tuple[Decimal, Decimal]:

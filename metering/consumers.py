@@ -1,20 +1,21 @@
 """Live usage dashboards over a WebSocket: `ws/o/<org>/usage/?range=24h&split=model&tz=...`
 (and `&deployment=<id>` for a deployment's charts). Sends the dashboard on connect, then
-polls (metering.live) once a second and pushes it again when it changed."""
+again whenever it changed: told by the ingester, the control plane and tenancy through the
+channel layer where it crosses processes (Redis), or by polling (metering.live) once a
+second on the embedded default (broadcast.consumers)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from urllib.parse import parse_qsl
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 
+from broadcast.consumers import LiveConsumer
+from broadcast.groups import deployment_group, members_group, usage_group
 from metering import live
 from metering.dashboards import DashboardParams
 
-POLL_SECONDS = 1.0
 NOT_FOUND = 4404  # close code: no such organization or deployment, or not yours
 
 
@@ -24,7 +25,7 @@ def _in_thread(function):  # type: ignore[no-untyped-def]
     return database_sync_to_async(function, thread_sensitive=False)
 
 
-class UsageConsumer(AsyncWebsocketConsumer):
+class UsageConsumer(LiveConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
@@ -39,19 +40,17 @@ class UsageConsumer(AsyncWebsocketConsumer):
             return
         await self.accept()
         await self.send(json.dumps(first))
-        self.poller = asyncio.ensure_future(self._poll())
+        org_id = self.feed.organization_id
+        followed = [usage_group(org_id), members_group(org_id)]
+        if params.deployment_id:
+            followed.append(deployment_group(params.deployment_id))
+        await self.follow(followed, self._refresh, due_in=self.feed.due_in)
 
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(POLL_SECONDS)
-            update = await _in_thread(self.feed.poll)()
-            if update == live.GONE:
-                await self.close(code=NOT_FOUND)
-                return
-            if update is not None:
-                await self.send(json.dumps(update))
-
-    async def disconnect(self, code: int) -> None:
-        poller = getattr(self, "poller", None)
-        if poller is not None:
-            poller.cancel()
+    async def _refresh(self) -> bool:
+        update = await _in_thread(self.feed.poll)()
+        if update == live.GONE:
+            await self.close(code=NOT_FOUND)
+            return False
+        if update is not None:
+            await self.send(json.dumps(update))
+        return True

@@ -22,6 +22,8 @@ from typing import Any
 import orjson
 from django.db import connection, transaction
 
+from broadcast.groups import usage_group
+from broadcast.publish import publish_after_commit
 from metering import histogram
 from metering.histogram import GROWTH
 from metering.models import UsageEvent, UsageRollup
@@ -137,7 +139,9 @@ def _add_to_rollups(cursor: Any, new: EventColumns) -> None:
     merge costs more than the rest of the row): under the organizations' rollup lock,
     the stored histograms are read, merged with the changes and written back."""
     changes = aggregate(new)
-    lock_organizations({key[0] for key in changes})
+    organizations = {key[0] for key in changes}
+    lock_organizations(organizations)
+    publish_after_commit(groups=[usage_group(org) for org in organizations])  # their dashboards re-read
     stored = _stored_histograms(cursor, list(changes))
     rollups = connection.ops.quote_name(UsageRollup._meta.db_table)
     key, sums = ", ".join(_ROLLUP_KEY), ", ".join(_ROLLUP_SUMS)

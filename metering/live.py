@@ -1,9 +1,7 @@
 """Live usage for the console's dashboards: what the WebSocket consumer
-(metering.consumers) polls once a second.
+(metering.consumers) re-reads when told of a change, or once a second where it polls.
 
-Polling the database, rather than waiting for the ingester to publish, works the same on
-the embedded default (whose in-memory channel layer cannot cross processes) and on Redis.
-Each poll is cheap: the membership (revoked or demoted users stop seeing data at once)
+Each re-read is cheap: the membership (revoked or demoted users stop seeing data at once)
 and the organization's newest minute of usage (one index lookup). The dashboard is
 recomputed only when that changed, when the range's window slides to a new bucket, or
 every REFRESH_S in any case (a late event for an older minute is seen then); and never
@@ -74,6 +72,7 @@ class UsageFeed:
         self.not_before = 0.0
         self.dirty = False
         self.last: dict[str, object] | None = None
+        self.organization_id = ""
 
     def first(self) -> dict[str, object] | None:
         """The dashboard to send on connect, or None when the user may not see it."""
@@ -83,6 +82,7 @@ class UsageFeed:
         org = membership.organization
         if self.params.deployment_id and not _live_deployment(org, self.params.deployment_id):
             return None
+        self.organization_id = org.pk
         self.usage_mark = usage_mark(org)  # before computing, so nothing falls between
         if self.params.deployment_id:
             self.replica_mark = newest_replica_event_id(org, self.params.deployment_id)
@@ -115,6 +115,18 @@ class UsageFeed:
             return None
         self.last = payload
         return payload
+
+    def due_in(self) -> float:
+        """Seconds until this dashboard needs a re-read even if nothing is published: a
+        throttled recompute, the range's window sliding on, or the periodic refresh."""
+        now = self.clock()
+        if self.dirty:
+            return self.not_before - now
+        return min(self.window_slides_in(), REFRESH_S - (now - self.computed_at))
+
+    def window_slides_in(self) -> float:
+        """Seconds to the next whole minute, when any range's window may move on a bucket."""
+        return 60.0 - time.time() % 60.0 + 0.05
 
     def _window_start(self) -> datetime:
         range_ = dashboards.RANGES[self.params.range]

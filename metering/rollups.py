@@ -23,6 +23,8 @@ import numpy as np
 import orjson
 from django.db import connection
 
+from broadcast.groups import usage_group
+from broadcast.publish import publish_after_commit
 from metering import histogram
 from metering.models import Breakdown, Granularity, UsageRollup
 from metering.records import UsageRecord
@@ -204,7 +206,9 @@ def apply(records: list[UsageRecord]) -> None:
     if not records:
         return
     changes = deltas(records)
-    lock_organizations({key[0] for key in changes})
+    organizations = {key[0] for key in changes}
+    lock_organizations(organizations)
+    publish_after_commit(groups=[usage_group(org) for org in organizations])  # their dashboards re-read
     rows = (
         UsageRollup.objects.unscoped_across_tenants()
         .select_for_update()

@@ -1,5 +1,7 @@
 from django.apps import AppConfig
 
+from tenancy import signals
+
 
 class TenancyConfig(AppConfig):
     name = "tenancy"
@@ -8,3 +10,6 @@ class TenancyConfig(AppConfig):
     # AUTH_USER_MODEL is "console.User". Keeping it moves the code without touching data.
     label = "console"
     verbose_name = "Tenancy"
+
+    def ready(self) -> None:
+        signals.connect()

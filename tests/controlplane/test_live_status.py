@@ -10,6 +10,8 @@ from django.test import Client
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from broadcast.groups import deployment_group
+from broadcast.publish import publish_after_commit
 from deployments.models import Cluster, Replica
 from tests.conftest import Tenants
 from tests.factories import create_deployment
@@ -41,6 +43,7 @@ def test_replica_changes_arrive_without_a_reload(live_server_url: str, tenants: 
             state=Replica.State.READY,
             endpoint="http://127.0.0.1:1",
         )
+        publish_after_commit(groups=[deployment_group(deployment.id)])  # as the control plane does (pushed where Redis carries it)
         update = json.loads(socket.recv(timeout=5))
         assert replica.id in update["replicas_html"] and "Ready" in update["replicas_html"]
 
@@ -76,6 +79,7 @@ def test_the_deployment_page_updates_live_in_a_browser(live_server_url: str, ten
                 state=Replica.State.READY,
                 endpoint="http://127.0.0.1:1",
             )
+            publish_after_commit(groups=[deployment_group(deployment.id)])  # as the control plane does
 
         with ThreadPoolExecutor(1) as pool:
             pool.submit(add_ready_replica).result()
