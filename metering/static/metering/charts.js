@@ -1,7 +1,7 @@
-// Switchboard's usage charts: small SVG time-series charts (stacked bars or areas, lines,
-// steps) with axes, gridlines, a hover tooltip, a legend and a data table, and the live
-// dashboards that draw them from metering.dashboards' data and redraw on every WebSocket
-// push (metering.consumers). No library: this file is all of it.
+// Switchboard's usage charts: time-series charts (stacked bars or areas, lines, steps) drawn
+// by uPlot (npm, served as vendor/uplot/), with the console's number formats, a hover
+// tooltip, a legend and a data table; and the live dashboards that draw them from
+// metering.dashboards' data and redraw on every WebSocket push (metering.consumers).
 //
 // A page opts in with <div data-usage-dashboard data-initial="json-script-id"
 // data-socket="/ws/o/<org>/usage/"> holding [data-chart=<id>] containers, [data-total=<name>]
@@ -11,8 +11,6 @@
 (function () {
   "use strict";
 
-  const SVG = "http://www.w3.org/2000/svg";
-  const MINUTE = 60e3, HOUR = 3600e3, DAY = 86400e3;
   // Categorical colours, distinct for the common kinds of colour blindness and legible on
   // white; "Other" is grey. Named series keep their own meaning (p99 is the warm one).
   const PALETTE = ["#2f6bd6", "#17a589", "#ef9b20", "#8e5bd8", "#df5a49", "#3aa7d9"];
@@ -94,67 +92,17 @@
   }
 
   // ---------------------------------------------------------------------------------
-  // Scales and ticks
-
-  function niceTicks(max, count, integer) {
-    if (!(max > 0)) max = integer ? 1 : 1;
-    const raw = max / count;
-    const magnitude = Math.pow(10, Math.floor(Math.log10(raw)));
-    const norm = raw / magnitude;
-    let step = (norm <= 1 ? 1 : norm <= 2 ? 2 : norm <= 2.5 ? 2.5 : norm <= 5 ? 5 : 10) * magnitude;
-    if (integer) step = Math.max(1, Math.round(step));
-    const ticks = [];
-    for (let value = 0; value < max + step * 0.999; value += step) ticks.push(parseFloat(value.toPrecision(12)));
-    return ticks;
-  }
-
-  const TIME_STEPS = [MINUTE, 2 * MINUTE, 5 * MINUTE, 10 * MINUTE, 15 * MINUTE, 30 * MINUTE, HOUR, 2 * HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR, DAY, 2 * DAY, 7 * DAY, 14 * DAY];
-
-  function offsetAt(t) { return -new Date(t).getTimezoneOffset() * MINUTE; }
-
-  // Tick times aligned in the browser's time zone: whole hours, local midnights, Mondays.
-  function timeTicks(start, end, width) {
-    const most = Math.max(2, Math.floor(width / 78));
-    const step = TIME_STEPS.find((s) => (end - start) / s <= most) || 14 * DAY;
-    const shift = step >= 7 * DAY ? 4 * DAY : 0; // the epoch was a Thursday: align weeks on Mondays
-    const ticks = [];
-    let local = Math.ceil((start + offsetAt(start) - shift) / step) * step + shift;
-    for (let guard = 0; guard < 200; guard++, local += step) {
-      const t = local - offsetAt(local);
-      if (t > end) break;
-      if (t >= start) ticks.push(t);
-    }
-    return { ticks, step };
-  }
+  // Labels
 
   const timeOnly = new Intl.DateTimeFormat(undefined, { hour: "numeric", minute: "2-digit" });
-  const dayMonth = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric" });
   const fullMinute = new Intl.DateTimeFormat(undefined, { weekday: "short", month: "short", day: "numeric", hour: "numeric", minute: "2-digit" });
   const fullDay = new Intl.DateTimeFormat(undefined, { weekday: "short", month: "short", day: "numeric", year: "numeric" });
-
-  function isLocalMidnight(t) { const d = new Date(t); return d.getHours() === 0 && d.getMinutes() === 0; }
-
-  function tickLabel(t, step, span) {
-    if (step >= DAY) return dayMonth.format(t);
-    if (isLocalMidnight(t)) return dayMonth.format(t);
-    return timeOnly.format(t);
-  }
 
   function startLabel(t, granularity) { return granularity === "day" ? fullDay.format(t) : fullMinute.format(t); }
 
   function bucketLabel(t, next, granularity) {
     if (granularity === "day") return fullDay.format(t);
     return fullMinute.format(t) + " – " + timeOnly.format(next);
-  }
-
-  // ---------------------------------------------------------------------------------
-  // Drawing
-
-  function el(name, attrs, parent) {
-    const node = document.createElementNS(SVG, name);
-    for (const key in attrs) node.setAttribute(key, attrs[key]);
-    if (parent) parent.appendChild(node);
-    return node;
   }
 
   function html(tag, attrs, text) {
@@ -172,6 +120,11 @@
   function groupColors(groups) {
     let next = 0;
     return groups.map((g) => (g.other ? OTHER_COLOR : PALETTE[next++ % PALETTE.length]));
+  }
+
+  function alpha(hex, opacity) {
+    const n = parseInt(hex.slice(1), 16);
+    return `rgba(${n >> 16}, ${(n >> 8) & 255}, ${n & 255}, ${opacity})`;
   }
 
   function summarize(spec, times, granularity) {
@@ -194,10 +147,81 @@
     return spec.title + (spec.description ? " (" + spec.description + ")" : "") + ": " + parts.join("; ") + ".";
   }
 
+  // ---------------------------------------------------------------------------------
+  // Charts: uPlot draws; this part turns a chart spec into its data and options.
+
+  // Ticks for counts: whole numbers only.
+  const INTEGER_STEPS = [];
+  for (let magnitude = 1; magnitude <= 1e12; magnitude *= 10) INTEGER_STEPS.push(magnitude, 2 * magnitude, 2.5 * magnitude, 5 * magnitude);
+
+  // Stacked series are drawn as running totals, the top of the stack first so that each
+  // lower layer paints over the one above it; the tooltip reads the series' own values.
+  function plotData(spec, times, ends) {
+    const mids = times.map((t, i) => (t + ends[i]) / 2);
+    if (spec.kind !== "stacked") return [mids, ...spec.series.map((s) => s.values.map((v) => (v === undefined ? null : v)))];
+    const running = times.map(() => 0);
+    const layers = spec.series.map((s) => s.values.map((v, i) => (running[i] += v || 0)));
+    return [mids, ...layers.reverse()];
+  }
+
+  function yMaximum(data, unit) {
+    let max = 0;
+    for (const values of data.slice(1)) for (const v of values) if (v !== null && v > max) max = v;
+    if (max === 0) return unit === "percent" ? 0.01 : 1;
+    return max;
+  }
+
+  function measuredAxisSize(u, values, axisIndex, cycle) {
+    const axis = u.axes[axisIndex];
+    if (cycle > 1) return axis._size;
+    let size = axis.ticks.size + axis.gap;
+    const longest = (values || []).reduce((a, v) => (String(v).length > a.length ? String(v) : a), "");
+    if (longest) { u.ctx.font = axis.font[0]; size += u.ctx.measureText(longest).width / devicePixelRatio; }
+    return Math.ceil(size);
+  }
+
+  // uPlot's options for a chart, and the order its series are drawn in (indexes into spec.series).
+  function plotOptions(spec, context, colors, width, height, options, hooks) {
+    const stacked = spec.kind === "stacked";
+    const bars = stacked && context.buckets.length <= 72; // counts per bucket: bars while they stay wide enough
+    const order = stacked ? spec.series.map((_, k) => k).reverse() : spec.series.map((_, k) => k);
+    const few = context.buckets.length <= 72;
+    const series = order.map((k) => {
+      const color = colors[k];
+      const line = { label: spec.series[k].name, stroke: color, width: 2, spanGaps: false, points: { show: !stacked && spec.kind !== "step" && few, size: 5, fill: color } };
+      if (bars) return { ...line, width: 0, fill: color, paths: uPlot.paths.bars({ size: [0.7, 48], align: 0 }), points: { show: false } };
+      if (stacked) return { ...line, width: 1.25, fill: alpha(color, 0.78), points: { show: false } };
+      if (spec.kind === "step") return { ...line, paths: uPlot.paths.stepped({ align: 1 }), fill: k === 0 ? alpha(color, 0.12) : undefined };
+      return { ...line, fill: spec.series.length === 1 ? alpha(color, 0.12) : undefined };
+    });
+    const opts = {
+      width, height, ms: 1, // times in milliseconds, shown in the browser's time zone
+      legend: { show: false },
+      focus: { alpha: 0.15 },
+      cursor: { y: false, drag: { x: false, y: false }, points: { size: 8 } },
+      scales: {
+        x: { time: true, range: () => [context.buckets[0], context.end] },
+        y: { range: (u) => [0, uPlot.rangeNum(0, yMaximum(u.data, spec.unit), 0.05, true)[1]] },
+      },
+      axes: [
+        { stroke: "#5b6675", grid: { stroke: "#e7eaef", width: 1 }, ticks: { stroke: "#b9c1cc", width: 1, size: 4 } },
+        {
+          stroke: "#5b6675", grid: { stroke: "#e7eaef", width: 1 }, ticks: { show: false }, size: measuredAxisSize,
+          space: options.compact ? 40 : 30,
+          incrs: spec.unit === "count" ? INTEGER_STEPS : undefined,
+          values: (u, splits) => splits.map((v) => axisLabel(spec.unit, v)),
+        },
+      ],
+      series: [{}, ...series],
+      hooks,
+    };
+    return { opts, order };
+  }
+
   function createChart(container, options) {
     options = options || {};
-    const state = { spec: null, context: null, hoverX: null };
-    const frame = html("div", { class: "chart-frame" });
+    const state = { spec: null, context: null, plot: null, shape: "" };
+    const frame = html("div", { class: "chart-frame", role: "img" });
     const legend = html("ul", { class: "chart-legend" });
     const tooltip = html("div", { class: "chart-tooltip", role: "presentation", hidden: "" });
     container.replaceChildren(legend, frame);
@@ -209,207 +233,86 @@
       container.appendChild(details);
     }
 
-    function draw() {
-      const spec = state.spec, context = state.context;
-      if (!spec) return;
-      const width = Math.max(260, frame.clientWidth || container.clientWidth || 600);
-      const height = options.height || 220;
-      const times = context.buckets;
-      const ends = times.map((t, i) => (i + 1 < times.length ? times[i + 1] : context.end));
-      const start = times[0], end = context.end;
-      const colors = colorsFor(spec.series);
+    function ends() {
+      const times = state.context.buckets;
+      return times.map((t, i) => (i + 1 < times.length ? times[i + 1] : state.context.end));
+    }
+
+    // The tooltip: every series' value in the bucket under the cursor.
+    function showTooltip(u) {
+      const i = u.cursor.idx;
+      if (i === null || i === undefined || u.cursor.left < 0) { tooltip.hidden = true; return; }
+      const spec = state.spec, times = state.context.buckets, bucketEnds = ends();
       const format = FORMATS[spec.unit] || compact;
+      const colors = colorsFor(spec.series);
       const stacked = spec.kind === "stacked";
-      const bars = stacked && times.length <= 72; // counts per bucket: bars while they stay wide enough
-      const integer = spec.unit === "count";
-
-      // Values and the y range.
-      let max = 0;
-      const tops = times.map(() => 0);
-      for (const s of spec.series) {
-        s.values.forEach((v, i) => {
-          if (v === null || v === undefined) return;
-          if (stacked) { tops[i] += v; max = Math.max(max, tops[i]); } else max = Math.max(max, v);
-        });
+      tooltip.replaceChildren(html("div", { class: "chart-tooltip-title" }, bucketLabel(times[i], bucketEnds[i], state.context.granularity) + (i === times.length - 1 ? " (so far)" : "")));
+      const rows = html("table", {});
+      const entries = spec.series.map((s, k) => [s, k]);
+      if (stacked) entries.reverse(); // top of the stack first, as drawn
+      for (const [s, k] of entries) {
+        const row = html("tr", {});
+        const swatch = html("td", {});
+        swatch.appendChild(html("span", { class: "swatch", style: `background:${colors[k]}` }));
+        row.append(swatch, html("td", {}, s.name), html("td", { class: "num" }, format(s.values[i] === undefined ? null : s.values[i])));
+        rows.appendChild(row);
       }
-      if (max === 0 && spec.unit === "percent") max = 0.01;
-      const yTicks = niceTicks(max, options.compact ? 2 : 4, integer);
-      const yMax = yTicks[yTicks.length - 1];
-
-      const svg = el("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img", class: "chart-svg" });
-      svg.setAttribute("aria-label", summarize(spec, times, context.granularity));
-      frame.querySelectorAll("svg").forEach((old) => old.remove());
-      frame.insertBefore(svg, tooltip);
-
-      // Left margin from the widest y label, measured.
-      const probe = el("text", { class: "chart-axis" }, svg);
-      let labelWidth = 0;
-      for (const v of yTicks) { probe.textContent = axisLabel(spec.unit, v); labelWidth = Math.max(labelWidth, probe.getComputedTextLength()); }
-      probe.remove();
-      const m = { top: 10, right: 14, bottom: 26, left: Math.ceil(labelWidth) + 12 };
-      const plotW = width - m.left - m.right, plotH = height - m.top - m.bottom;
-      const x = (t) => m.left + ((t - start) / (end - start)) * plotW;
-      const y = (v) => m.top + plotH - (v / yMax) * plotH;
-      const mid = (i) => (x(times[i]) + x(ends[i])) / 2;
-
-      // Gridlines and the y axis.
-      const grid = el("g", { class: "chart-grid" }, svg);
-      for (const v of yTicks) {
-        el("line", { x1: m.left, x2: width - m.right, y1: y(v), y2: y(v), class: v === 0 ? "chart-baseline" : "chart-gridline" }, grid);
-        const label = el("text", { x: m.left - 8, y: y(v), class: "chart-axis", "text-anchor": "end", "dominant-baseline": "middle" }, grid);
-        label.textContent = axisLabel(spec.unit, v);
+      if (stacked && spec.series.length > 1) {
+        const total = spec.series.reduce((sum, s) => sum + (s.values[i] || 0), 0);
+        const row = html("tr", { class: "total" });
+        row.append(html("td", {}), html("td", {}, "Total"), html("td", { class: "num" }, format(total)));
+        rows.appendChild(row);
       }
-      // The x axis: ticks in local time, labels kept apart.
-      const { ticks, step } = timeTicks(start, end, plotW);
-      let lastRight = -Infinity;
-      for (const t of ticks) {
-        const px = x(t);
-        el("line", { x1: px, x2: px, y1: m.top + plotH, y2: m.top + plotH + 4, class: "chart-tick" }, grid);
-        const label = el("text", { x: px, y: height - 6, class: "chart-axis" + (isLocalMidnight(t) && step < DAY ? " chart-axis--day" : ""), "text-anchor": "middle" }, grid);
-        label.textContent = tickLabel(t, step, end - start);
-        const w = label.getComputedTextLength();
-        let left = px - w / 2;
-        if (left < m.left - 4) { label.setAttribute("text-anchor", "start"); label.setAttribute("x", Math.max(px, 2)); left = px; }
-        if (left + w > width - 2) { label.setAttribute("text-anchor", "end"); left = px - w; }
-        if (left < lastRight + 8) { label.remove(); continue; }
-        lastRight = left + w;
-      }
+      tooltip.appendChild(rows);
+      tooltip.hidden = false;
+      const over = u.over.getBoundingClientRect(), box = frame.getBoundingClientRect();
+      const anchor = over.left - box.left + u.valToPos(u.data[0][i], "x");
+      const tipW = tooltip.offsetWidth;
+      tooltip.style.left = Math.max(0, anchor + 14 + tipW > box.width ? anchor - 14 - tipW : anchor + 14) + "px";
+      tooltip.style.top = over.top - box.top + "px";
+    }
 
-      // The data.
-      const plot = el("g", { class: "chart-plot" }, svg);
-      const current = times.length - 1; // the bucket in progress
-      if (stacked) {
-        const base = times.map(() => 0);
-        spec.series.forEach((s, k) => {
-          const layer = el("g", { class: "chart-series", "data-series": k }, plot);
-          if (bars) {
-            const g = el("g", { fill: colors[k] }, layer);
-            s.values.forEach((v, i) => {
-              if (!v) return;
-              const x0 = x(times[i]), x1 = x(ends[i]);
-              const pad = Math.min(3, (x1 - x0) * 0.18);
-              const y0 = y(base[i]), y1 = y(base[i] + v);
-              el("rect", { x: x0 + pad, width: Math.max(1, x1 - x0 - 2 * pad), y: y1, height: Math.max(0.5, y0 - y1), class: i === current ? "chart-bar chart-bar--current" : "chart-bar" }, g);
-              base[i] += v;
-            });
-          } else {
-            const upper = s.values.map((v, i) => base[i] + (v || 0));
-            let d = "";
-            times.forEach((_, i) => { d += (i ? "L" : "M") + mid(i).toFixed(1) + "," + y(upper[i]).toFixed(1); });
-            for (let i = times.length - 1; i >= 0; i--) d += "L" + mid(i).toFixed(1) + "," + y(base[i]).toFixed(1);
-            el("path", { d: d + "Z", fill: colors[k], class: "chart-area" }, layer);
-            let top = "";
-            times.forEach((_, i) => { top += (i ? "L" : "M") + mid(i).toFixed(1) + "," + y(upper[i]).toFixed(1); });
-            el("path", { d: top, stroke: colors[k], class: "chart-line chart-line--thin" }, layer);
-            upper.forEach((v, i) => { base[i] = v; });
-          }
-        });
-      } else {
-        const stepped = spec.kind === "step";
-        spec.series.forEach((s, k) => {
-          const layer = el("g", { class: "chart-series", "data-series": k }, plot);
-          // Lines join the buckets that have a value: a bucket without requests has no
-          // latency or error rate (not zero), and the dots show where the values are.
-          // Steps (replica counts) are defined everywhere and drawn as they are.
-          const runs = [];
-          let run = null;
-          s.values.forEach((v, i) => {
-            if (v === null || v === undefined) { if (stepped) run = null; return; }
-            if (!run) runs.push((run = []));
-            if (stepped) run.push([x(times[i]), y(v)], [x(ends[i]), y(v)]);
-            else run.push([mid(i), y(v)]);
-          });
-          const path = (points) => points.map(([px, py], j) => (j ? "L" : "M") + px.toFixed(1) + "," + py.toFixed(1)).join("");
-          if (spec.series.length === 1 || (stepped && k === 0)) {
-            const area = runs.map((points) => path(points) + "L" + points[points.length - 1][0].toFixed(1) + "," + y(0).toFixed(1) + "L" + points[0][0].toFixed(1) + "," + y(0).toFixed(1) + "Z").join("");
-            if (area) el("path", { d: area, fill: colors[k], class: "chart-area chart-area--soft" }, layer);
-          }
-          const line = runs.map(path).join("");
-          const dense = times.length > 100 && spec.series.length > 2;
-          if (line) el("path", { d: line, stroke: colors[k], class: dense ? "chart-line chart-line--thin" : "chart-line" }, layer);
-          if (!stepped) {
-            for (const points of runs) {
-              if (points.length === 1 || times.length <= 72) for (const [px, py] of points) el("circle", { cx: px, cy: py, r: times.length > 40 ? 2 : 2.6, fill: colors[k], class: "chart-dot" }, layer);
-            }
-          }
-        });
-      }
-
-      // Hover: a guide on the nearest bucket, and a tooltip with every series' value.
-      const guide = el("g", { class: "chart-hover", visibility: "hidden" }, svg);
-      const band = el("rect", { y: m.top, height: plotH, class: "chart-band" }, guide);
-      const dots = spec.series.map((_, k) => el("circle", { r: 4, fill: colors[k], class: "chart-hover-dot" }, guide));
-      const overlay = el("rect", { x: m.left, y: m.top, width: plotW, height: plotH, fill: "transparent", class: "chart-overlay" }, svg);
-
-      function show(px) {
-        const t = start + ((px - m.left) / plotW) * (end - start);
-        let i = times.findIndex((_, j) => t < ends[j]);
-        if (i < 0) i = times.length - 1;
-        state.hoverX = px;
-        guide.setAttribute("visibility", "visible");
-        band.setAttribute("x", x(times[i]));
-        band.setAttribute("width", Math.max(1, x(ends[i]) - x(times[i])));
-        let running = 0;
-        spec.series.forEach((s, k) => {
-          const v = s.values[i];
-          if (v === null || v === undefined || (stacked && bars)) { dots[k].setAttribute("visibility", "hidden"); return; }
-          running += stacked ? v : 0;
-          dots[k].setAttribute("visibility", "visible");
-          dots[k].setAttribute("cx", spec.kind === "step" ? px : mid(i));
-          dots[k].setAttribute("cy", y(stacked ? running : v));
-        });
-        tooltip.replaceChildren();
-        tooltip.appendChild(html("div", { class: "chart-tooltip-title" }, bucketLabel(times[i], ends[i], context.granularity) + (i === current ? " (so far)" : "")));
-        const rows = html("table", {});
-        const entries = spec.series.map((s, k) => [s, k]);
-        if (stacked) entries.reverse(); // top of the stack first, as drawn
-        for (const [s, k] of entries) {
-          const row = html("tr", {});
-          const swatch = html("td", {});
-          swatch.appendChild(html("span", { class: "swatch", style: `background:${colors[k]}` }));
-          row.append(swatch, html("td", {}, s.name), html("td", { class: "num" }, format(s.values[i] === undefined ? null : s.values[i])));
-          rows.appendChild(row);
-        }
-        if (stacked && spec.series.length > 1) {
-          const total = spec.series.reduce((sum, s) => sum + (s.values[i] || 0), 0);
-          const row = html("tr", { class: "total" });
-          row.append(html("td", {}), html("td", {}, "Total"), html("td", { class: "num" }, format(total)));
-          rows.appendChild(row);
-        }
-        tooltip.appendChild(rows);
-        tooltip.hidden = false;
-        const tipW = tooltip.offsetWidth;
-        const anchor = mid(i);
-        const left = anchor + 14 + tipW > width ? anchor - 14 - tipW : anchor + 14;
-        tooltip.style.left = Math.max(0, left) + "px";
-        tooltip.style.top = m.top + "px";
-      }
-      function hide() { state.hoverX = null; guide.setAttribute("visibility", "hidden"); tooltip.hidden = true; }
-      overlay.addEventListener("pointermove", (event) => show(event.clientX - svg.getBoundingClientRect().left));
-      overlay.addEventListener("pointerleave", hide);
-      if (state.hoverX !== null) show(state.hoverX); else hide();
-
-      // The legend (for more than one series) and the data table.
+    function drawLegend(spec, colors, order) {
       legend.replaceChildren();
       // One series needs no legend; its line is still kept so charts side by side align.
-      const keyless = spec.series.length < 2 && (!context.split || context.split === "none");
+      const keyless = spec.series.length < 2 && (!state.context.split || state.context.split === "none");
       legend.classList.toggle("chart-legend--blank", keyless);
       legend.hidden = keyless && Boolean(options.compact);
       spec.series.forEach((s, k) => {
         // Pointing at (or tabbing to) a legend entry brings its series forward.
         const item = html("li", { tabindex: "0" });
         item.append(html("span", { class: "swatch", style: `background:${colors[k]}` }), document.createTextNode(s.name));
-        const focus = (on) => {
-          svg.classList.toggle("chart-svg--focus", on);
-          svg.querySelectorAll(".chart-series").forEach((layer) => layer.classList.toggle("is-focused", on && layer.dataset.series === String(k)));
-        };
+        const focus = (on) => { if (state.plot) state.plot.setSeries(on ? order.indexOf(k) + 1 : null, { focus: on }); };
         item.addEventListener("pointerenter", () => focus(true));
         item.addEventListener("pointerleave", () => focus(false));
         item.addEventListener("focus", () => focus(true));
         item.addEventListener("blur", () => focus(false));
         legend.appendChild(item);
       });
-      if (details) drawTable(details, spec, times, ends, context.granularity, format);
+    }
+
+    function draw() {
+      const spec = state.spec, context = state.context;
+      if (!spec) return;
+      const width = Math.max(260, frame.clientWidth || container.clientWidth || 600);
+      const height = options.height || 220;
+      const colors = colorsFor(spec.series);
+      const data = plotData(spec, context.buckets, ends());
+      const { opts, order } = plotOptions(spec, context, colors, width, height, options, { setCursor: [showTooltip] });
+      // The same shape (kind, series, bar or area) only needs new data; another, new options.
+      const shape = JSON.stringify([spec.kind, spec.unit, spec.series.map((s) => [s.name, Boolean(s.other)]), context.buckets.length <= 72, options.compact]);
+      if (state.plot && shape === state.shape) {
+        state.plot.setData(data);
+        if (state.plot.width !== width) state.plot.setSize({ width, height });
+      } else {
+        if (state.plot) state.plot.destroy();
+        state.plot = new uPlot(opts, data, frame);
+        state.plot.over.addEventListener("pointerleave", () => { tooltip.hidden = true; });
+        state.shape = shape;
+      }
+      frame.setAttribute("aria-label", summarize(spec, context.buckets, context.granularity));
+      drawLegend(spec, colors, order);
+      if (details) drawTable(details, spec, context.buckets, ends(), context.granularity, FORMATS[spec.unit] || compact);
     }
 
     let drawnWidth = 0;
@@ -419,7 +322,7 @@
     observer.observe(frame);
     return {
       update(spec, context) { state.spec = spec; state.context = context; draw(); },
-      destroy() { observer.disconnect(); },
+      destroy() { observer.disconnect(); if (state.plot) state.plot.destroy(); },
     };
   }
 
