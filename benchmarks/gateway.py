@@ -225,7 +225,7 @@ def _gateway_env(work: Path) -> dict[str, str]:
         SWITCHBOARD_API_KEY_SECRET=secret + ":keys",
         SWITCHBOARD_PROVIDER_KEY_SECRETS=secret + ":providers",
         SWITCHBOARD_ALLOWED_HOSTS="127.0.0.1,localhost",
-        SWITCHBOARD_ALLOW_PRIVATE_PROVIDERS="1",  # the backend is on loopback
+        SWITCHBOARD_OUTBOUND_ALLOWED_HOSTS="127.0.0.1",  # the backend is on loopback
     )
     return env
 

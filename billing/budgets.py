@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from decimal import Decimal
-from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
@@ -25,7 +24,8 @@ from tenancy import audit
 from tenancy.context import OrgContext
 from tenancy.errors import ServiceError
 from tenancy.models import Membership, Organization, Role
-from tenancy.network import is_private_host
+from tenancy.network import RefusedAddress, Unresolvable, post_json
+from tenancy.network import refusal as outbound_refusal
 
 log = logging.getLogger("switchboard.billing")
 THRESHOLDS = (50, 80, 100)
@@ -35,14 +35,9 @@ def set_budget(ctx: OrgContext, monthly_budget: Decimal | None, alert_webhook_ur
     if monthly_budget is not None and monthly_budget <= 0:
         raise ServiceError("A monthly budget must be more than $0; leave it empty for none.", field="monthly_budget")
     if alert_webhook_url:
-        parts = urlsplit(alert_webhook_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ServiceError("Give the alert webhook as an http(s) URL.", field="alert_webhook_url")
-        if not settings.ALLOW_PRIVATE_PROVIDERS and is_private_host(parts.hostname):
-            raise ServiceError(
-                "Alert webhooks must be on the public internet: private, loopback and link-local addresses are refused.",
-                field="alert_webhook_url",
-            )
+        problem = outbound_refusal(alert_webhook_url, settings.OUTBOUND_POLICY)
+        if problem:
+            raise ServiceError(f"The alert webhook: {problem}", field="alert_webhook_url")
     account = account_for(ctx.organization)
     before = {
         "monthly_budget": str(account.monthly_budget) if account.monthly_budget is not None else None,
@@ -102,6 +97,6 @@ def _notify(org: Organization, account: BillingAccount, alert: BudgetAlert) -> N
             "period_start": alert.period_start.isoformat(),
         }
         try:
-            httpx.post(account.alert_webhook_url, json=payload, timeout=5.0).raise_for_status()
-        except httpx.HTTPError as error:  # the alert stays in the console either way
+            post_json(account.alert_webhook_url, payload, settings.OUTBOUND_POLICY, timeout=5.0)
+        except (httpx.HTTPError, RefusedAddress, Unresolvable) as error:  # the alert stays in the console either way
             log.warning("budget alert webhook for %s failed: %s", org.pk, error)

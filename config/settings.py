@@ -15,6 +15,7 @@ from pathlib import Path
 import dj_database_url
 
 from config.env import Env, EnvError
+from tenancy.network import OutboundPolicy
 
 env = Env()
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -165,9 +166,14 @@ GATEWAY_ROUTES_CACHE_SECONDS = env.int("SWITCHBOARD_GATEWAY_ROUTES_CACHE_SECONDS
 GATEWAY_COLD_START_TIMEOUT_SECONDS = env.int("SWITCHBOARD_GATEWAY_COLD_START_TIMEOUT", 120, minimum=1, maximum=1800)
 # /metrics answers loopback callers, and others presenting this bearer token.
 GATEWAY_METRICS_TOKEN = env.str("SWITCHBOARD_METRICS_TOKEN", "")
-# External providers at private, loopback or link-local addresses could reach replicas and
-# internal services; allowed only in development (and for the benchmark's local backend).
-ALLOW_PRIVATE_PROVIDERS = env.bool("SWITCHBOARD_ALLOW_PRIVATE_PROVIDERS", DEBUG)
+# Tenants' URLs (providers, alert webhooks) never reach internal addresses, in any mode
+# (tenancy.network); the operator may list hosts, addresses or networks that they may reach
+# (a provider on the operator's own network; the tests' and benchmarks' local backends).
+OUTBOUND_ALLOWED_HOSTS = env.list("SWITCHBOARD_OUTBOUND_ALLOWED_HOSTS", [])
+try:
+    OUTBOUND_POLICY = OutboundPolicy.parse(OUTBOUND_ALLOWED_HOSTS)
+except ValueError as error:
+    raise EnvError(f"SWITCHBOARD_OUTBOUND_ALLOWED_HOSTS: {error}") from None
 # One JSON line per /v1 request on stderr (ids, figures, never prompt or completion text).
 GATEWAY_ACCESS_LOG = env.bool("SWITCHBOARD_GATEWAY_ACCESS_LOG", True)
 CELERY_BEAT_SCHEDULE = {

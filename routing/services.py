@@ -8,7 +8,6 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
@@ -21,7 +20,7 @@ from tenancy import audit
 from tenancy.context import OrgContext
 from tenancy.errors import Conflict, ServiceError
 from tenancy.models import Role
-from tenancy.network import is_private_host
+from tenancy.network import refusal as outbound_refusal
 
 PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,59}$")
 MAX_TARGETS = 20
@@ -68,17 +67,9 @@ def provider_snapshot(provider: ExternalProvider) -> dict[str, Any]:
 def _validate_provider(name: str, base_url: str, region: str, input_price: Decimal, output_price: Decimal) -> None:
     if not PROVIDER_NAME.match(name):
         raise ServiceError("Use 1-60 lowercase letters, digits and dashes, starting with a letter or digit.", field="name")
-    parts = urlsplit(base_url)
-    try:
-        parts.port  # noqa: B018 - raises on a port out of range
-    except ValueError:
-        raise ServiceError("The URL's port is not a valid port number.", field="base_url") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ServiceError("Give the provider's API root as an http(s) URL, e.g. https://api.example.com/v1.", field="base_url")
-    if not settings.ALLOW_PRIVATE_PROVIDERS and is_private_host(parts.hostname):
-        raise ServiceError(
-            "Providers must be on the public internet: private, loopback and link-local addresses are refused.", field="base_url"
-        )
+    problem = outbound_refusal(base_url, settings.OUTBOUND_POLICY)
+    if problem:
+        raise ServiceError(f"The provider's API root: {problem}", field="base_url")
     if not region or len(region) > 40:
         raise ServiceError("Name the region the provider processes requests in (up to 40 characters).", field="region")
     for label, price in (("input_price_per_mtok", input_price), ("output_price_per_mtok", output_price)):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -7,7 +8,14 @@ import pytest
 from rest_framework.test import APIClient
 
 from tenancy.models import Organization, Role, User
+from tenancy.network import OutboundPolicy
 from tests.factories import MembershipFactory, OrganizationFactory
+
+# The tests' backends stand in for providers and webhook receivers on loopback: the operator
+# setting that lets tenants' URLs reach them, for the server processes the tests start
+# (their environment) and for this process (the fixture below).
+LOCAL_BACKENDS = "127.0.0.1"
+os.environ["SWITCHBOARD_OUTBOUND_ALLOWED_HOSTS"] = LOCAL_BACKENDS
 
 
 @dataclass
@@ -51,6 +59,12 @@ def tenants(db: None) -> Tenants:
 @pytest.fixture
 def api_client() -> APIClient:
     return APIClient()
+
+
+@pytest.fixture(autouse=True)
+def _local_backends_allowed(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.OUTBOUND_ALLOWED_HOSTS = [LOCAL_BACKENDS]
+    settings.OUTBOUND_POLICY = OutboundPolicy.parse([LOCAL_BACKENDS])
 
 
 @pytest.fixture(autouse=True)

@@ -211,7 +211,7 @@ def build_gateway() -> Gateway:
         negative_ttl=settings.GATEWAY_ROUTES_CACHE_SECONDS,
         refusals=(Organization.DoesNotExist,),
     )
-    pool = Upstreams()
+    pool = Upstreams(settings.OUTBOUND_POLICY)
     cold_start = ColdStart(snapshots=snapshots, request=request_replica, timeout_s=settings.GATEWAY_COLD_START_TIMEOUT_SECONDS)
 
     async def close() -> None:

@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 import httptools
 import httpx
 
+from tenancy.network import OutboundPolicy, RefusedAddress, Unresolvable, pinned, resolve_checked_async
+
 # Past this much unread body, stop reading the socket until the consumer catches up.
 _HIGH_WATER = 1 << 20
 _MAX_IDLE_PER_ORIGIN = 512
@@ -38,6 +40,14 @@ class UpstreamError(Exception):
     def __init__(self, message: str, *, before_response: bool) -> None:
         super().__init__(message)
         self.before_response = before_response
+
+
+class UpstreamRefused(UpstreamError):
+    """A tenant-supplied upstream resolved to an address outbound calls may not reach
+    (tenancy.network); nothing was sent."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, before_response=True)
 
 
 class UpstreamResponse:
@@ -66,9 +76,9 @@ class UpstreamResponse:
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self, pool: Http1Pool, origin: str) -> None:
+    def __init__(self, pool: Http1Pool, pool_key: str) -> None:
         self.pool = pool
-        self.origin = origin
+        self.pool_key = pool_key  # the idle list it returns to
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.response: _Http1Response | None = None
@@ -227,19 +237,40 @@ class _Http1Response(UpstreamResponse):
             self.connection.close()
 
 
+async def _checked_address(host: str, port: int, policy: OutboundPolicy) -> str:
+    """Resolves a tenant-supplied host once and checks every address; the connection then
+    goes to the address checked, never to a second resolution (DNS rebinding)."""
+    try:
+        return (await resolve_checked_async(host, port, policy))[0]
+    except RefusedAddress as error:
+        raise UpstreamRefused(str(error)) from None
+    except Unresolvable as error:
+        raise UpstreamError(str(error), before_response=True) from None
+
+
 class Http1Pool:
     def __init__(self, connect_timeout: float = 5.0) -> None:
         self.connect_timeout = connect_timeout
         self._idle: dict[str, list[_Connection]] = collections.defaultdict(list)
 
-    async def send(self, url: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> UpstreamResponse:
-        """POST (or GET when body is empty) and wait for the response head."""
+    async def send(
+        self, url: str, body: bytes, headers: list[tuple[bytes, bytes]], *, policy: OutboundPolicy | None = None
+    ) -> UpstreamResponse:
+        """POST (or GET when body is empty) and wait for the response head. With a policy
+        (a tenant-supplied URL) the host's address is checked against it first."""
         parts = urlsplit(url)
         try:
             port = parts.port or 80
         except ValueError:
             raise UpstreamError(f"invalid upstream URL {url!r}", before_response=True) from None
         origin = parts.netloc
+        host = parts.hostname or "127.0.0.1"
+        # Checked connections are pooled apart, by the address checked: one never reuses a
+        # connection that was opened without a check, or to an address since changed.
+        pool_key = origin
+        if policy is not None:
+            host = await _checked_address(host, port, policy)
+            pool_key = f"checked {host} {origin}"
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         method = b"POST" if body else b"GET"
         head = [
@@ -256,7 +287,7 @@ class Http1Pool:
             head += [name, b": ", value, b"\r\n"]
         head.append(b"\r\n")
         payload = b"".join(head) + body
-        connection = self._take_idle(origin)
+        connection = self._take_idle(pool_key)
         if connection is not None:
             try:
                 return await self._exchange(connection, payload)
@@ -265,7 +296,7 @@ class Http1Pool:
                 # processed, so sending again on a fresh connection is safe.
                 if not error.before_response:
                     raise
-        connection = await self._connect(parts.hostname or "127.0.0.1", port, origin)
+        connection = await self._connect(host, port, pool_key)
         return await self._exchange(connection, payload)
 
     async def _exchange(self, connection: _Connection, payload: bytes) -> UpstreamResponse:
@@ -281,17 +312,17 @@ class Http1Pool:
             raise
         return response
 
-    async def _connect(self, host: str, port: int, origin: str) -> _Connection:
+    async def _connect(self, host: str, port: int, pool_key: str) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, protocol = await loop.create_connection(lambda: _Connection(self, origin), host, port)
+                _, protocol = await loop.create_connection(lambda: _Connection(self, pool_key), host, port)
         except (OSError, TimeoutError) as error:
-            raise UpstreamError(f"could not connect to {origin}: {error or type(error).__name__}", before_response=True) from None
+            raise UpstreamError(f"could not connect to {host}:{port}: {error or type(error).__name__}", before_response=True) from None
         return protocol
 
-    def _take_idle(self, origin: str) -> _Connection | None:
-        idle = self._idle.get(origin)
+    def _take_idle(self, pool_key: str) -> _Connection | None:
+        idle = self._idle.get(pool_key)
         while idle:
             connection = idle.pop()
             if not connection.closed:
@@ -300,7 +331,7 @@ class Http1Pool:
         return None
 
     def release(self, connection: _Connection) -> None:
-        idle = self._idle[connection.origin]
+        idle = self._idle[connection.pool_key]
         if len(idle) < _MAX_IDLE_PER_ORIGIN:
             idle.append(connection)
         else:
@@ -349,9 +380,26 @@ class HttpxUpstream:
             cookies=http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
         )
 
-    async def send(self, url: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> UpstreamResponse:
+    async def send(
+        self, url: str, body: bytes, headers: list[tuple[bytes, bytes]], *, policy: OutboundPolicy | None = None
+    ) -> UpstreamResponse:
+        extensions: dict[str, object] = {}
+        if policy is not None:
+            # Connect to the checked address; the Host header and TLS (SNI and the
+            # certificate check) keep the name the tenant gave.
+            parts = urlsplit(url)
+            try:
+                port = parts.port or 443
+            except ValueError:
+                raise UpstreamError(f"invalid upstream URL {url!r}", before_response=True) from None
+            address = await _checked_address(parts.hostname or "", port, policy)
+            url, host = pinned(url, address)
+            headers = [*headers, (b"host", host.encode())]
+            extensions["sni_hostname"] = parts.hostname
         try:
-            request = self.client.build_request("POST" if body else "GET", url, content=body or None, headers=headers)
+            request = self.client.build_request(
+                "POST" if body else "GET", url, content=body or None, headers=headers, extensions=extensions
+            )
             response = await self.client.send(request, stream=True)
         except (httpx.HTTPError, httpx.InvalidURL, ValueError) as error:
             raise UpstreamError(f"{type(error).__name__}: {error}", before_response=True) from None
@@ -362,16 +410,20 @@ class HttpxUpstream:
 
 
 class Upstreams:
-    """Picks the client by URL scheme; one of each per process."""
+    """Picks the client by URL scheme; one of each per process. URLs a tenant supplied
+    (providers) are checked against the outbound policy at every connection; replicas'
+    endpoints come from the control plane and are not."""
 
-    def __init__(self) -> None:
+    def __init__(self, policy: OutboundPolicy) -> None:
+        self.policy = policy
         self.plain = Http1Pool()
         self.tls = HttpxUpstream()
 
-    async def send(self, url: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> UpstreamResponse:
+    async def send(self, url: str, body: bytes, headers: list[tuple[bytes, bytes]], *, tenant_supplied: bool = False) -> UpstreamResponse:
+        policy = self.policy if tenant_supplied else None
         if url.startswith("http://"):
-            return await self.plain.send(url, body, headers)
-        return await self.tls.send(url, body, headers)
+            return await self.plain.send(url, body, headers, policy=policy)
+        return await self.tls.send(url, body, headers, policy=policy)
 
     async def aclose(self) -> None:
         await self.plain.aclose()

@@ -37,6 +37,7 @@ class Endpoint:
     region: str
     upstream_model: str  # the model name to send upstream
     api_key: str | None = None
+    tenant_supplied: bool = False  # a provider's URL: its address is checked at every connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +269,7 @@ def _provider_target(row: RouteTarget) -> Target:
         region=provider.region,
         upstream_model=row.provider_model,
         api_key=secrets.decrypt(provider.api_key_encrypted),
+        tenant_supplied=True,
     )
     return Target(
         id=row.pk,

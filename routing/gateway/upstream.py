@@ -6,6 +6,7 @@ zero when every target is asleep."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,10 +20,12 @@ from routing.gateway.errors import GatewayError
 from routing.gateway.exchange import Attempt, Exchange, Send, rate_headers, send_response, served_by
 from routing.gateway.health import HealthBook
 from routing.gateway.limits import Admission
-from routing.gateway.pool import UpstreamError, UpstreamResponse, Upstreams
+from routing.gateway.pool import UpstreamError, UpstreamRefused, UpstreamResponse, Upstreams
 from routing.gateway.snapshot import OrgSnapshot, Route, Target
 from routing.gateway.sse import relay_stream
 from routing.policy import order_targets
+
+log = logging.getLogger("switchboard.gateway")
 
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 
@@ -149,14 +152,27 @@ class UpstreamExchange:
         try:
             try:
                 async with asyncio.timeout(timeout):
-                    response = await self.pool.send(endpoint.base_url + "/" + upstream_path, orjson.dumps(upstream_payload), headers)
+                    response = await self.pool.send(
+                        endpoint.base_url + "/" + upstream_path,
+                        orjson.dumps(upstream_payload),
+                        headers,
+                        tenant_supplied=endpoint.tenant_supplied,
+                    )
                     content = b"" if stream and response.status == 200 else await response.read()
             except TimeoutError:
                 verdict = False
                 raise AttemptFailed("timeout", f"no answer within {timeout:.1f} s", 504) from None
+            except UpstreamRefused as error:
+                verdict = False
+                log.warning("request %s: %s refused: %s", exchange.request_id, target.label, error)
+                raise AttemptFailed("refused", "its address is inside a private network, which outbound calls may not reach") from None
             except UpstreamError as error:
                 verdict = False
-                raise AttemptFailed("connect" if error.before_response else "connection_lost", str(error)) from None
+                # The tenant learns that it failed, not which address and errno (no port scanner).
+                log.warning("request %s: %s failed: %s", exchange.request_id, target.label, error)
+                if error.before_response:
+                    raise AttemptFailed("connect", "could not be reached") from None
+                raise AttemptFailed("connection_lost", "the connection broke before the answer was complete") from None
             exchange.target, exchange.region, exchange.deployment_id = target.label, endpoint.region, target.deployment_id
             exchange.input_price, exchange.output_price = target.input_price_per_mtok, target.output_price_per_mtok
             status = response.status

@@ -15,6 +15,7 @@ from billing import budgets
 from billing.models import BudgetAlert, CreditGrant, ModelPrice
 from metering import ingest
 from tenancy.models import AuditEntry
+from tenancy.network import OutboundPolicy
 from tests.conftest import Tenants
 from tests.factories import closed_invoice
 from tests.metering.test_usage_pipeline import _record
@@ -83,7 +84,7 @@ def test_invoices_download_as_csv_and_pdf(tenants: Tenants) -> None:
 
 
 def test_budget_form_validates_and_is_audited(tenants: Tenants, settings) -> None:  # type: ignore[no-untyped-def]
-    settings.ALLOW_PRIVATE_PROVIDERS = False
+    settings.OUTBOUND_POLICY = OutboundPolicy()
     client = _client(tenants.admin_a)
     url = f"/o/{tenants.org_a.slug}/billing/budget/"
     bad = client.post(url, {"monthly_budget": "-5"})
@@ -109,7 +110,7 @@ def test_budget_alerts_at_50_80_and_100_percent_once_each(tenants: Tenants, sett
 
     server = HTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    settings.ALLOW_PRIVATE_PROVIDERS = True
+    settings.OUTBOUND_POLICY = OutboundPolicy.parse(["127.0.0.1"])  # the operator allows the local receiver
     client = _client(tenants.owner_a)
     client.post(
         f"/o/{tenants.org_a.slug}/billing/budget/",

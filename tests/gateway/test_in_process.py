@@ -61,7 +61,7 @@ class ScriptedPool:
         self.scripts = scripts
         self.sent: list[tuple[str, dict[str, Any]]] = []
 
-    async def send(self, url: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> UpstreamResponse:
+    async def send(self, url: str, body: bytes, headers: list[tuple[bytes, bytes]], *, tenant_supplied: bool = False) -> UpstreamResponse:
         self.sent.append((url, orjson.loads(body)))
         answer = self.scripts[url.split("/v1/")[0]].pop(0)
         if isinstance(answer, Exception):
@@ -182,7 +182,10 @@ def test_a_failing_endpoint_is_retried_on_the_next_and_the_answer_says_who_serve
 
 def test_when_every_attempt_fails_the_503_says_what_each_did() -> None:
     pool = ScriptedPool(
-        {"http://a.test": [UpstreamError("connection refused", before_response=True)], "http://b.test": [ScriptedResponse(502, [b"{}"])]}
+        {
+            "http://a.test": [UpstreamError("could not connect to 10.1.2.3:22: [Errno 111] Connection refused", before_response=True)],
+            "http://b.test": [ScriptedResponse(502, [b"{}"])],
+        }
     )
     harness = Harness(pool, _route("chat", _target("first", "http://a.test"), _target("second", "http://b.test")))
     response = harness.post(CHAT)
@@ -190,9 +193,10 @@ def test_when_every_attempt_fails_the_503_says_what_each_did() -> None:
     error = response.json()["error"]
     assert error["code"] == "no_healthy_target"
     assert (
-        "provider:first in us-east: connection refused" in error["message"]
+        "provider:first in us-east: could not be reached" in error["message"]
         and "provider:second in us-east: answered 502" in error["message"]
     )
+    assert "10.1.2.3" not in error["message"] and "Errno" not in error["message"]  # no port scanner
     [event] = harness.events
     assert event.status == 503 and event.attempts == 2
 

@@ -7,6 +7,7 @@ from django.test import Client
 from routing.gateway.snapshot import load_snapshot
 from routing.models import ExternalProvider, ModelRoute
 from tenancy.models import AuditEntry
+from tenancy.network import OutboundPolicy
 from tests.conftest import Tenants
 from tests.factories import create_deployment, create_provider, create_route
 from tests.helpers import session_api
@@ -187,8 +188,18 @@ def test_provider_addresses_and_keys_are_checked(tenants: Tenants, settings) -> 
     assert bad_key.status_code == 400 and "line breaks" in bad_key.json()["error"]["message"]
     bad_port = api.post("/api/v1/providers/", _provider_body(base_url="https://llm.example.test:99999/v1"), format="json")
     assert bad_port.status_code == 400
-    settings.ALLOW_PRIVATE_PROVIDERS = False
-    for url in ("http://127.0.0.1:9101/v1", "http://10.0.0.7/v1", "http://[::1]:8000/v1", "http://169.254.169.254/latest"):
+    settings.OUTBOUND_POLICY = OutboundPolicy()  # no operator allowance: as a fresh install
+    for url in (
+        "http://127.0.0.1:9101/v1",
+        "http://localhost:8000/v1",
+        "http://10.0.0.7/v1",
+        "http://[::1]:8000/v1",
+        "http://[::ffff:127.0.0.1]:8000/v1",
+        "http://169.254.169.254/latest",
+        "http://100.64.0.1/v1",
+        "http://0.0.0.0:8000/v1",
+        "http://224.0.0.1/v1",
+    ):
         refused = api.post("/api/v1/providers/", _provider_body(name="inside", base_url=url), format="json")
         assert refused.status_code == 400 and "public internet" in refused.json()["error"]["message"], url
     assert not ExternalProvider.objects.for_org(tenants.org_a).exists()
