@@ -13,31 +13,32 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF, UNSAFE_INLINE
 
 from config.env import Env, EnvError
+from config.secret_files import read_or_create
 from tenancy.network import OutboundPolicy
 
 env = Env()
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-DEBUG = env.bool("SWITCHBOARD_DEBUG", True)
+# Debug pages (tracebacks, settings, the URL map) only when asked for.
+DEBUG = env.bool("SWITCHBOARD_DEBUG", False)
 DATA_DIR = Path(env.str("SWITCHBOARD_DATA_DIR") or BASE_DIR / ".var")
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 # Model servers started from here keep converted weights in the data directory.
 MODEL_CACHE_DIR = DATA_DIR / "model-cache"
 
-_DEV_SECRET = "switchboard-development-secret-key-not-for-production-use-0123456789"
-SECRET_KEY = env.str("SWITCHBOARD_SECRET_KEY", required=not DEBUG) or _DEV_SECRET
-if not DEBUG and SECRET_KEY == _DEV_SECRET:
-    raise EnvError("SWITCHBOARD_SECRET_KEY must be set to a private value when SWITCHBOARD_DEBUG is off.")
+# Secrets: from the environment, or generated on first run into the data directory (0600)
+# and reused (config/secret_files.py). None ships with the code.
+_SECRETS_DIR = DATA_DIR / "secrets"
+SECRET_KEY = env.str("SWITCHBOARD_SECRET_KEY") or read_or_create(_SECRETS_DIR / "django-secret-key")
 # API key hashes are HMACs under this secret, kept apart from SECRET_KEY so rotating the
 # session secret never invalidates every customer's API keys.
-API_KEY_HMAC_SECRET = env.str("SWITCHBOARD_API_KEY_SECRET", required=not DEBUG) or SECRET_KEY + ":api-keys"
+API_KEY_HMAC_SECRET = env.str("SWITCHBOARD_API_KEY_SECRET") or read_or_create(_SECRETS_DIR / "api-key-secret")
 # External providers' API keys are encrypted at rest under keys derived from this secret.
 # Several values, comma-separated, allow rotation: the first encrypts, all decrypt.
-PROVIDER_KEY_SECRETS = env.list("SWITCHBOARD_PROVIDER_KEY_SECRETS", [SECRET_KEY + ":provider-keys"])
-if not DEBUG and PROVIDER_KEY_SECRETS == [SECRET_KEY + ":provider-keys"]:
-    raise EnvError("SWITCHBOARD_PROVIDER_KEY_SECRETS must be set when SWITCHBOARD_DEBUG is off.")
+PROVIDER_KEY_SECRETS = env.list("SWITCHBOARD_PROVIDER_KEY_SECRETS", []) or [read_or_create(_SECRETS_DIR / "provider-key-secret")]
 API_KEY_ROTATION_GRACE_HOURS = env.int("SWITCHBOARD_KEY_ROTATION_GRACE_HOURS", 24, minimum=0, maximum=24 * 30)
 
 ALLOWED_HOSTS = env.list("SWITCHBOARD_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
@@ -54,6 +55,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "csp",
     "tenancy",
     "console",
     "deployments",
@@ -74,6 +76,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -211,10 +214,34 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = not DEBUG
-CSRF_COOKIE_SECURE = not DEBUG
+# Scripts only from our own static files (no inline script, no eval), nothing embeds the
+# console. Styles allow inline attributes: the charts and htmx set them.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Served to the world behind a TLS-terminating proxy (set SWITCHBOARD_HTTPS=1): the proxy's
+# X-Forwarded-Proto says the request was HTTPS, plain HTTP is redirected, cookies travel over
+# HTTPS only and browsers are told to use nothing else for a year (HSTS). `up` on
+# http://127.0.0.1 leaves it off; `manage.py check --deploy` passes with it on.
+HTTPS = env.bool("SWITCHBOARD_HTTPS", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SECURE_HSTS_SECONDS = 365 * 24 * 3600
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
 
 # --- Email ---------------------------------------------------------------------------------
 
@@ -263,6 +290,7 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise serves from the finders; it warns when this is missing
 # Front-end libraries come from npm packages (package.json), never copied into the repo.
 STATICFILES_DIRS = [
     ("vendor/htmx", BASE_DIR / "node_modules" / "htmx.org" / "dist"),

@@ -5,8 +5,9 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 CHROMIUM_FLAGS = [
     "--no-sandbox",
@@ -28,12 +29,35 @@ def chromium_path() -> str:
 
 @contextmanager
 def chromium() -> Iterator[Browser]:
+    """The browser; every browser test also fails if a page broke the Content-Security-Policy
+    (an inline script or handler, a resource from elsewhere) or threw an uncaught error."""
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_FLAGS)
+        problems: list[str] = []
+
+        def watch(page: Page) -> None:
+            page.on("console", lambda message: problems.append(message.text) if "Content Security Policy" in message.text else None)
+            page.on("pageerror", lambda error: problems.append(f"uncaught: {error}"))
+
+        new_page, new_context = browser.new_page, browser.new_context
+
+        def watched_page(**options: Any) -> Page:
+            page = new_page(**options)
+            watch(page)
+            return page
+
+        def watched_context(**options: Any) -> BrowserContext:
+            context = new_context(**options)
+            context.on("page", watch)
+            return context
+
+        browser.new_page = watched_page  # type: ignore[method-assign]
+        browser.new_context = watched_context  # type: ignore[method-assign]
         try:
             yield browser
         finally:
             browser.close()
+        assert problems == [], problems
 
 
 # Every visible form control must have an accessible name.

@@ -60,7 +60,8 @@ def _start(extra_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL must start with one of postgres://"),
         ({"REDIS_URL": "http://localhost"}, "REDIS_URL must start with one of redis://"),
         ({"SWITCHBOARD_MAX_BODY_BYTES": "ten"}, "SWITCHBOARD_MAX_BODY_BYTES='ten' is not a whole number"),
-        ({"SWITCHBOARD_DEBUG": "0"}, "SWITCHBOARD_SECRET_KEY must be set"),
+        ({"SWITCHBOARD_HTTPS": "perhaps"}, "SWITCHBOARD_HTTPS='perhaps' is not a boolean"),
+        ({"SWITCHBOARD_OUTBOUND_ALLOWED_HOSTS": "10.0.0.0/8,not a host!"}, "'not a host!' is not a host name"),
     ],
 )
 def test_a_wrong_value_stops_start_up(extra_env: dict[str, str], message: str) -> None:
