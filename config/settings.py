@@ -117,8 +117,15 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(DATA_DIR / "switchboard.sqlite3"),
-            # WAL lets the console, workers and agents read while one of them writes.
-            "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", "timeout": 20},
+            # WAL lets the console, workers and agents read while one of them writes. Every
+            # transaction takes the write lock when it begins (IMMEDIATE) and waits up to 20 s
+            # for it: a deferred transaction that reads, then writes, cannot wait for the
+            # lock under WAL and fails at once with "database is locked".
+            "OPTIONS": {
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+            },
             # A file, not :memory:, so the server processes that tests start share it.
             "TEST": {"NAME": DATA_DIR / "test-switchboard.sqlite3"},
         }
@@ -142,6 +149,8 @@ else:
     for _sub in ("queue", "processed", "control"):
         (_BROKER_DIR / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
+    # kombu's filesystem transport with atomic writes (config/broker.py says why).
+    CELERY_BROKER_TRANSPORT = "config.broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_BROKER_DIR / "queue"),
         "data_folder_out": str(_BROKER_DIR / "queue"),

@@ -1,8 +1,9 @@
 """The README's run command, end to end: `manage.py up` on the embedded default brings up
-the console with the demo login working, and stops cleanly."""
+the console with the demo login working, restarts a child that dies, and stops cleanly."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -25,6 +26,20 @@ def _login(base_url: str, email: str, password: str) -> httpx.Response:
         return client.post("/accounts/login/", data={"username": email, "password": password, "csrfmiddlewaretoken": token})
 
 
+def _pid_of(*words: str) -> int:
+    """The process whose command line holds all these words (read from /proc)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if all(word.encode() in arguments for word in words):
+            return int(entry.name)
+    raise LookupError(words)
+
+
 def test_up_serves_the_console_with_the_demo_login(tmp_path: Path) -> None:
     port = free_port()
     env = child_env(SWITCHBOARD_DATA_DIR=str(tmp_path))
@@ -44,6 +59,15 @@ def test_up_serves_the_console_with_the_demo_login(tmp_path: Path) -> None:
         # Both local clusters' agents answer.
         for agent_port in (agent_base, agent_base + 1):
             wait_until_up(f"http://127.0.0.1:{agent_port}/replicas", process, timeout=60)
+        # A child that dies is restarted; the rest, and `up`, keep running.
+        agent = _pid_of("cluster_agent", str(agent_base))
+        os.kill(agent, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while "agent local-us-east restarted" not in log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        wait_until_up(f"http://127.0.0.1:{agent_base}/replicas", process, timeout=60)
+        assert _pid_of("cluster_agent", str(agent_base)) != agent
+        assert httpx.get(f"http://127.0.0.1:{port}/accounts/login/").status_code == 200
         # The Celery worker connects to the filesystem broker that needs no server.
         deadline = time.monotonic() + 60
         while "ready." not in log_path.read_text() and time.monotonic() < deadline:
@@ -55,4 +79,5 @@ def test_up_serves_the_console_with_the_demo_login(tmp_path: Path) -> None:
     output = log_path.read_text()
     assert process.returncode == 0, output
     assert "Demo login: demo@switchboard.local / switchboard-demo" in output
-    assert "Connected to filesystem://" in output and "ready." in output
+    assert "Connected to config.broker:Transport://" in output and "ready." in output  # the atomic filesystem broker
+    assert "up: agent local-us-east exited with -9" in output

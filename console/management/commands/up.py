@@ -1,20 +1,22 @@
 """Runs the whole platform on this machine: migrations, demo data, the ASGI server
-(console, API), a Celery worker and beat (the reconcile loop), and one agent per local
-cluster (local-us-east, local-eu-west). Ctrl-C stops everything."""
+(console, API), a Celery worker and beat (the reconcile loop), the usage ingester and one
+agent per local cluster (local-us-east, local-eu-west), each restarted if it exits.
+Ctrl-C (or SIGTERM) stops everything."""
 
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
+from console.supervisor import Supervisor
 from deployments.local_clusters import LOCAL_CLUSTERS, register
 
 
@@ -72,7 +74,8 @@ class Command(BaseCommand):
                 "--port",
                 str(cluster.port),
             ]
-        children = {name: subprocess.Popen(cmd, cwd=settings.BASE_DIR) for name, cmd in processes.items()}
+        supervisor = Supervisor(processes, cwd=Path(settings.BASE_DIR), log=lambda line: self.stderr.write(f"up: {line}"))
+        supervisor.start()
         stack = "PostgreSQL + Redis" if settings.REDIS_URL else "embedded (SQLite, filesystem broker)"
         self.stdout.write(
             self.style.SUCCESS(f"Switchboard is up on http://{options['host']}:{options['port']}/ ({stack}). Ctrl-C stops it.")
@@ -86,22 +89,8 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
-        exit_code = 0
+        # A child that exits is restarted (console/supervisor.py); only a signal stops `up`.
         while not stopping:
-            for name, child in children.items():
-                if child.poll() is not None:
-                    self.stderr.write(f"{name} exited with {child.returncode}; stopping the rest.")
-                    exit_code = child.returncode or 1
-                    stopping = True
-                    break
+            supervisor.tick()
             time.sleep(0.5)
-        for child in children.values():
-            if child.poll() is None:
-                child.terminate()
-        deadline = time.monotonic() + 15
-        for child in children.values():
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
-        sys.exit(exit_code)
+        supervisor.stop()
