@@ -35,13 +35,13 @@ def _write_atomically(path: Path, data: str) -> None:
 
 
 class Channel(filesystem.Channel):
-    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]  # as kombu's own filesystem.Channel
         name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         staging = Path(self.data_folder_out) / STAGING
         try:
             staging.mkdir(exist_ok=True)
             temporary = staging / name
-            temporary.write_text(dumps(message))
+            temporary.write_text(dumps(payload))
             os.replace(temporary, Path(self.data_folder_out) / name)
         except OSError as exc:
             raise ChannelError(f"Cannot add file {name!r} to directory") from exc
