@@ -39,6 +39,8 @@ API_KEY_HMAC_SECRET = env.str("SWITCHBOARD_API_KEY_SECRET") or read_or_create(_S
 # External providers' API keys are encrypted at rest under keys derived from this secret.
 # Several values, comma-separated, allow rotation: the first encrypts, all decrypt.
 PROVIDER_KEY_SECRETS = env.list("SWITCHBOARD_PROVIDER_KEY_SECRETS", []) or [read_or_create(_SECRETS_DIR / "provider-key-secret")]
+# The cluster agents' and the replicas' bearer tokens derive from this (deployments/internal_tokens.py).
+INTERNAL_SECRET = env.str("SWITCHBOARD_INTERNAL_SECRET") or read_or_create(_SECRETS_DIR / "internal-secret")
 API_KEY_ROTATION_GRACE_HOURS = env.int("SWITCHBOARD_KEY_ROTATION_GRACE_HOURS", 24, minimum=0, maximum=24 * 30)
 
 ALLOWED_HOSTS = env.list("SWITCHBOARD_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
@@ -176,8 +178,9 @@ GATEWAY_KEY_CACHE_SECONDS = env.int("SWITCHBOARD_GATEWAY_KEY_CACHE_SECONDS", 2, 
 GATEWAY_KEY_STALE_SECONDS = env.int("SWITCHBOARD_GATEWAY_KEY_STALE_SECONDS", 300, minimum=0, maximum=86400)
 GATEWAY_ROUTES_CACHE_SECONDS = env.int("SWITCHBOARD_GATEWAY_ROUTES_CACHE_SECONDS", 2, minimum=0, maximum=60)
 GATEWAY_COLD_START_TIMEOUT_SECONDS = env.int("SWITCHBOARD_GATEWAY_COLD_START_TIMEOUT", 120, minimum=1, maximum=1800)
-# /metrics answers loopback callers, and others presenting this bearer token.
-GATEWAY_METRICS_TOKEN = env.str("SWITCHBOARD_METRICS_TOKEN", "")
+# /metrics answers only this bearer token (never a peer address: behind a proxy on the same
+# host every caller is loopback); unset, it is generated into <data dir>/secrets/metrics-token.
+GATEWAY_METRICS_TOKEN = env.str("SWITCHBOARD_METRICS_TOKEN") or read_or_create(_SECRETS_DIR / "metrics-token")
 # Tenants' URLs (providers, alert webhooks) never reach internal addresses, in any mode
 # (tenancy.network); the operator may list hosts, addresses or networks that they may reach
 # (a provider on the operator's own network; the tests' and benchmarks' local backends).

@@ -1,9 +1,15 @@
 """The local cluster agent: a small HTTP API that starts and stops model-server processes
-on free ports of this machine and reports their state. One agent is one cluster."""
+on free ports of this machine and reports their state. One agent is one cluster.
+
+Every call needs the agent's bearer token (deployments.internal_tokens.agent_token), and
+every replica it starts requires the token the control plane sent with it, so neither the
+agent nor a replica answers anyone but the platform. Replicas listen on `replica_host`
+and are advertised at `advertise_host`, so a cluster can live on another machine."""
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import signal
 import subprocess
@@ -14,10 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from modelserver.auth import API_KEY_VARIABLE
 from modelserver.catalog import CATALOG
 from modelserver.processes import start_model_server, stop
 
@@ -52,13 +61,15 @@ class ManagedReplica:
 
 
 class Agent:
-    def __init__(self, cluster: str, *, model_cache_dir: Path) -> None:
+    def __init__(self, cluster: str, *, model_cache_dir: Path, replica_host: str = "127.0.0.1", advertise_host: str = "127.0.0.1") -> None:
         self.cluster = cluster
         self.model_cache_dir = model_cache_dir
+        self.replica_host = replica_host
+        self.advertise_host = advertise_host
         self.replicas: dict[str, ManagedReplica] = {}
         self._lock = threading.Lock()
 
-    def create(self, replica_id: str, model: str, options: dict[str, object]) -> ManagedReplica:
+    def create(self, replica_id: str, model: str, options: dict[str, object], token: str) -> ManagedReplica:
         with self._lock:
             existing = self.replicas.get(replica_id)
             if existing is not None:  # creating the same replica twice creates one
@@ -66,7 +77,15 @@ class Agent:
             args: list[str] = []
             for key, value in options.items():
                 args += [OPTION_FLAGS[key], str(value)]
-            server = start_model_server(model, *args, cache_dir=self.model_cache_dir)
+            # The token travels in the environment, not the command line that `ps` shows.
+            server = start_model_server(
+                model,
+                *args,
+                cache_dir=self.model_cache_dir,
+                host=self.replica_host,
+                advertise_host=self.advertise_host,
+                env={API_KEY_VARIABLE: token},
+            )
             replica = ManagedReplica(replica_id=replica_id, model=model, endpoint=server.url, process=server.process)
             self.replicas[replica_id] = replica
             log.info("%s: started replica %s (%s) at %s, pid %s", self.cluster, replica_id, model, server.url, server.process.pid)
@@ -98,8 +117,45 @@ class Agent:
             stop(replica.process, timeout=10)
 
 
-def build_agent_app(cluster: str, *, model_cache_dir: Path) -> Starlette:
-    agent = Agent(cluster, model_cache_dir=model_cache_dir)
+class RequireBearer:
+    """Refuses every request without the agent's bearer token, before any route runs."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                await JSONResponse({"error": "this agent answers the control plane only"}, status_code=401)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _creation(body: object) -> tuple[str, str, dict[str, object], str] | str:
+    """What a create request asks for, or what is wrong with it."""
+    try:
+        assert isinstance(body, dict)
+        replica_id, model, options, token = str(body["replica_id"]), str(body["model"]), dict(body.get("options") or {}), body["token"]
+    except (AssertionError, ValueError, KeyError, TypeError):
+        return "send {replica_id, model, options, token}"
+    if not isinstance(token, str) or len(token) < 32:
+        return "token: the bearer token the replica must require (32 characters or more)"
+    if model not in CATALOG:
+        return f"unknown model {model!r}"
+    unknown = sorted(set(options) - set(OPTION_FLAGS))
+    if unknown:
+        return f"unknown options {unknown}"
+    return replica_id, model, options, token
+
+
+def build_agent_app(
+    cluster: str, *, token: str, model_cache_dir: Path, replica_host: str = "127.0.0.1", advertise_host: str = "127.0.0.1"
+) -> Starlette:
+    if not token:
+        raise ValueError("a cluster agent needs its token")
+    agent = Agent(cluster, model_cache_dir=model_cache_dir, replica_host=replica_host, advertise_host=advertise_host)
 
     async def list_replicas(request: Request) -> JSONResponse:
         return JSONResponse({"cluster": cluster, "replicas": [replica.as_json() for replica in list(agent.replicas.values())]})
@@ -107,15 +163,12 @@ def build_agent_app(cluster: str, *, model_cache_dir: Path) -> Starlette:
     async def create_replica(request: Request) -> JSONResponse:
         try:
             body = await request.json()
-            replica_id, model, options = str(body["replica_id"]), str(body["model"]), dict(body.get("options") or {})
-        except (ValueError, KeyError, TypeError):
-            return JSONResponse({"error": "send {replica_id, model, options}"}, status_code=400)
-        if model not in CATALOG:
-            return JSONResponse({"error": f"unknown model {model!r}"}, status_code=400)
-        unknown = sorted(set(options) - set(OPTION_FLAGS))
-        if unknown:
-            return JSONResponse({"error": f"unknown options {unknown}"}, status_code=400)
-        replica = await asyncio.to_thread(agent.create, replica_id, model, options)  # fork/exec off the event loop
+        except ValueError:
+            body = None
+        wanted = _creation(body)
+        if isinstance(wanted, str):
+            return JSONResponse({"error": wanted}, status_code=400)
+        replica = await asyncio.to_thread(agent.create, *wanted)  # fork/exec off the event loop
         return JSONResponse(replica.as_json(), status_code=201)
 
     async def delete_replica(request: Request) -> JSONResponse:
@@ -137,5 +190,6 @@ def build_agent_app(cluster: str, *, model_cache_dir: Path) -> Starlette:
             Route("/replicas", create_replica, methods=["POST"]),
             Route("/replicas/{replica_id}", delete_replica, methods=["DELETE"]),
         ],
+        middleware=[Middleware(RequireBearer, token=token)],
         lifespan=lifespan,
     )

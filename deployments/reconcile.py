@@ -33,9 +33,10 @@ from django.utils import timezone
 from broadcast.groups import deployment_group
 from broadcast.publish import publish_after_commit
 from deployments.drivers import ClusterDriver, DriverError, ObservedReplica, ReplicaRequest, driver_for
+from deployments.internal_tokens import replica_token
 from deployments.models import Cluster, ClusterGpu, Deployment, Replica, ReplicaEvent
 from deployments.placement import Capacity, place
-from deployments.scaling import CACHE_SECONDS, autoscaled_desired, cache_key, desired_from_store, scrape_concurrency
+from deployments.scaling import CACHE_SECONDS, Scrape, autoscaled_desired, cache_key, desired_from_store, scrape_concurrency
 
 LEASE = timedelta(seconds=120)
 MAX_FAILURES = 5  # replica failures in a row before the deployment is FAILED
@@ -362,7 +363,9 @@ def _observe_clusters(clusters: set[Cluster], drivers: DriverFactory) -> tuple[d
 
 def _start(replica: Replica, drivers: DriverFactory, result: PassResult) -> None:
     try:
-        seen = drivers(replica.cluster).create_replica(ReplicaRequest(replica_id=replica.id, model=replica.revision.model))
+        seen = drivers(replica.cluster).create_replica(
+            ReplicaRequest(replica_id=replica.id, model=replica.revision.model, token=replica_token(replica.id))
+        )
     except DriverError as error:
         replica.reason = str(error)[:500]
         replica.save(update_fields=["reason"])
@@ -508,12 +511,12 @@ def reconcile_fleet(
     *,
     drivers: DriverFactory = driver_for,
     probe: Probe = probe_health,
-    scrape: Callable[[list[str]], float] | None = None,
+    scrape: Scrape | None = None,
 ) -> FleetResult:
     """One pass over many deployments: leases, reads and writes in a handful of queries,
     each cluster observed once, the autoscaler decided from one cache read. Deployments
     in steady state are confirmed in the batch; the others get the full pass."""
-    scrape = scrape or (lambda endpoints: scrape_concurrency(endpoints))
+    scrape = scrape or scrape_concurrency
     owner, now = uuid.uuid4().hex, timezone.now()
     deployments_table = Deployment.objects.unscoped_across_tenants()
     free = Q(lease_until=None) | Q(lease_until__lt=now)
@@ -547,7 +550,7 @@ def reconcile_fleet(
                 needs_pass.append(deployment.pk)
                 continue
             key = cache_key(deployment.pk)
-            concurrency = scrape([replica.endpoint for replica in replicas]) if replicas else 0.0
+            concurrency = scrape([(replica.endpoint, replica.id) for replica in replicas]) if replicas else 0.0
             desired, to_store[key] = desired_from_store(deployment, replicas, stored.get(key), concurrency, clock)
             if desired != len(replicas):
                 del to_store[key]  # the full pass takes this sample itself

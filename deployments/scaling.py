@@ -17,10 +17,11 @@ from django.core.cache import cache
 from prometheus_client.parser import text_string_to_metric_families
 
 from deployments.autoscaler import AutoscalerState, Sample, ScalingPolicy, decide
+from deployments.internal_tokens import bearer, replica_token
 from deployments.models import Deployment, Replica
 
 _CONCURRENCY_SERIES = ("switchboard:num_requests_running", "switchboard:num_requests_waiting")
-Scrape = Callable[[Iterable[str]], float]
+Scrape = Callable[[Iterable[tuple[str, str]]], float]  # (endpoint, replica id) of each ready replica
 COLD_START_PATIENCE_S = 600.0
 CACHE_SECONDS = 3600  # how long a wake keeps asking for a replica that is not READY yet
 
@@ -39,11 +40,15 @@ def concurrency_in(metrics_text: str) -> float:
         return 0.0
 
 
-def scrape_concurrency(endpoints: Iterable[str]) -> float:
+def scrape_concurrency(replicas: Iterable[tuple[str, str]]) -> float:
+    """The requests in flight across these replicas, from each one's /metrics (which wants
+    the replica's bearer token)."""
     total = 0.0
-    for endpoint in endpoints:
+    for endpoint, replica_id in replicas:
         try:
-            total += concurrency_in(httpx.get(endpoint.rstrip("/") + "/metrics", timeout=1.0).text)
+            response = httpx.get(endpoint.rstrip("/") + "/metrics", timeout=1.0, headers=bearer(replica_token(replica_id)))
+            response.raise_for_status()
+            total += concurrency_in(response.text)
         except httpx.HTTPError:
             continue
     return total
@@ -99,7 +104,7 @@ def autoscaled_desired(
     deployment: Deployment, replicas: list[Replica], *, scrape: Scrape = scrape_concurrency, clock: Callable[[], float] = time.time
 ) -> int:
     ready = [replica for replica in replicas if replica.state == Replica.State.READY]
-    concurrency = scrape([replica.endpoint for replica in ready]) if ready else 0.0
+    concurrency = scrape([(replica.endpoint, replica.id) for replica in ready]) if ready else 0.0
     desired, stored = desired_from_store(deployment, replicas, cache.get(cache_key(deployment.id)), concurrency, clock())
     cache.set(cache_key(deployment.id), stored, timeout=CACHE_SECONDS)
     return desired

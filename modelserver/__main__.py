@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from modelserver.app import ServerOptions
+from modelserver.auth import API_KEY_VARIABLE
 from modelserver.catalog import CATALOG
 from modelserver.server import serve
 
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     options = ServerOptions(
         cache_dir=args.cache_dir, max_batch_size=batch, max_wait_ms=args.max_wait_ms, max_queue=queue, parallel_batches=parallel
     )
-    serve(spec.name, host=args.host, port=args.port, options=options, drain_seconds=args.drain_seconds)
+    api_key = os.environ.get(API_KEY_VARIABLE, "")
+    serve(spec.name, host=args.host, port=args.port, options=options, drain_seconds=args.drain_seconds, api_key=api_key)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from modelserver.auth import API_KEY_VARIABLE
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -31,15 +33,38 @@ class RunningServer:
 
 
 def start_model_server(
-    model: str, *options: str, cache_dir: Path, port: int | None = None, env: dict[str, str] | None = None
+    model: str,
+    *options: str,
+    cache_dir: Path,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    host: str = "127.0.0.1",
+    advertise_host: str = "127.0.0.1",
 ) -> RunningServer:
+    """Starts `python -m modelserver` listening on `host`; its URL names `advertise_host`."""
     port = port or free_port()
-    child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    child_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    child_env.pop(API_KEY_VARIABLE, None)  # a server's key is only ever the one given for it
+    child_env.update(env or {})
     process = subprocess.Popen(
-        [sys.executable, "-m", "modelserver", "--model", model, "--port", str(port), "--cache-dir", str(cache_dir), *options],
+        [
+            sys.executable,
+            "-m",
+            "modelserver",
+            "--model",
+            model,
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--cache-dir",
+            str(cache_dir),
+            *options,
+        ],
         env=child_env,
     )
-    return RunningServer(url=f"http://127.0.0.1:{port}", port=port, process=process)
+    advertised = f"[{advertise_host}]" if ":" in advertise_host else advertise_host
+    return RunningServer(url=f"http://{advertised}:{port}", port=port, process=process)
 
 
 def wait_until_healthy(server: RunningServer, timeout: float = 180.0) -> None:

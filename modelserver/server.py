@@ -8,8 +8,10 @@ from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from modelserver.app import ServerOptions, build_app
+from modelserver.auth import RequireApiKey
 from modelserver.body_limit import BodySizeLimit
 from modelserver.catalog import get_spec
 
@@ -31,9 +33,17 @@ class _DrainingServer(uvicorn.Server):
 
 
 def serve(
-    model: str, *, host: str, port: int, options: ServerOptions, drain_seconds: float = 30.0, max_body_bytes: int = 4 * 1024 * 1024
+    model: str,
+    *,
+    host: str,
+    port: int,
+    options: ServerOptions,
+    drain_seconds: float = 30.0,
+    max_body_bytes: int = 4 * 1024 * 1024,
+    api_key: str = "",
 ) -> None:
     app, server = build_app(get_spec(model), options)
+    served: ASGIApp = RequireApiKey(app, api_key) if api_key else app
 
     def start_draining() -> None:
         if not server.draining:
@@ -41,7 +51,7 @@ def serve(
         server.draining = True
 
     config = uvicorn.Config(
-        BodySizeLimit(app, max_body_bytes),
+        BodySizeLimit(served, max_body_bytes),
         host=host,
         port=port,
         log_level="warning",

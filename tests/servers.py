@@ -34,7 +34,19 @@ def child_database_url() -> str:
 
 
 def child_env(**overrides: str) -> dict[str, str]:
-    env = {**os.environ, "SWITCHBOARD_NO_BOOTSTRAP": "1", "PYTHONUNBUFFERED": "1"}
+    """The environment for a server process the tests start: this session's secrets passed
+    on, so a child with a data directory of its own still signs, hashes and derives
+    internal tokens as this process and the other children do."""
+    env = {
+        **os.environ,
+        "SWITCHBOARD_NO_BOOTSTRAP": "1",
+        "PYTHONUNBUFFERED": "1",
+        "SWITCHBOARD_SECRET_KEY": settings.SECRET_KEY,
+        "SWITCHBOARD_API_KEY_SECRET": settings.API_KEY_HMAC_SECRET,
+        "SWITCHBOARD_PROVIDER_KEY_SECRETS": ",".join(settings.PROVIDER_KEY_SECRETS),
+        "SWITCHBOARD_INTERNAL_SECRET": settings.INTERNAL_SECRET,
+        "SWITCHBOARD_METRICS_TOKEN": settings.GATEWAY_METRICS_TOKEN,
+    }
     env.update(overrides)
     return env
 

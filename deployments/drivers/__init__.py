@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from deployments.drivers.base import ClusterDriver, DriverError, ObservedReplica, ReplicaRequest
 from deployments.drivers.local import LocalAgentDriver
+from deployments.internal_tokens import agent_token
 from deployments.models import Cluster
 
 _LOCAL_DRIVERS: dict[str, ClusterDriver] = {}
@@ -20,7 +21,7 @@ def driver_for(cluster: Cluster) -> ClusterDriver:
         url = cluster.connection["agent_url"]
         # One pooled HTTP client per agent for the worker's lifetime, not one per call.
         if url not in _LOCAL_DRIVERS:
-            _LOCAL_DRIVERS[url] = LocalAgentDriver(url)
+            _LOCAL_DRIVERS[url] = LocalAgentDriver(url, token=agent_token(cluster.name))
         return _LOCAL_DRIVERS[url]
     raise DriverError(f"cluster {cluster.name} uses driver {cluster.driver!r}, which this control plane does not have")
 

@@ -13,6 +13,7 @@ class ReplicaRequest:
     replica_id: str  # the control plane's id; creating the same id twice creates one replica
     model: str
     options: dict[str, str] = field(default_factory=dict)
+    token: str = ""  # the bearer token the replica must require (deployments.internal_tokens)
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ def _observed(row: dict) -> ObservedReplica:  # type: ignore[type-arg]
 
 
 class LocalAgentDriver:
-    def __init__(self, agent_url: str, timeout: float = 10.0) -> None:
-        self._client = httpx.Client(base_url=agent_url.rstrip("/"), timeout=timeout)
+    def __init__(self, agent_url: str, *, token: str, timeout: float = 10.0) -> None:
+        self._client = httpx.Client(base_url=agent_url.rstrip("/"), timeout=timeout, headers={"authorization": f"Bearer {token}"})
 
     def _call(self, method: str, path: str, **kwargs: object) -> httpx.Response:
         try:
@@ -31,7 +31,7 @@ class LocalAgentDriver:
         return response
 
     def create_replica(self, request: ReplicaRequest) -> ObservedReplica:
-        body = {"replica_id": request.replica_id, "model": request.model, "options": request.options}
+        body = {"replica_id": request.replica_id, "model": request.model, "options": request.options, "token": request.token}
         return _observed(self._call("POST", "/replicas", json=body).json())
 
     def delete_replica(self, replica_id: str, *, drain_seconds: float) -> None:

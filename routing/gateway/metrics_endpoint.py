@@ -1,4 +1,8 @@
-"""GET /metrics: the gateway's Prometheus metrics, for loopback scrapers or a bearer token."""
+"""GET /metrics: the gateway's Prometheus metrics, for the operator's scraper only.
+
+It presents SWITCHBOARD_METRICS_TOKEN (or the generated `<data dir>/secrets/metrics-token`)
+as a bearer token. The peer address is not trusted: behind a reverse proxy on the same
+host every caller comes from loopback."""
 
 from __future__ import annotations
 
@@ -10,22 +14,11 @@ from routing.gateway import metrics
 from routing.gateway.errors import error_body
 from routing.gateway.exchange import Receive, Scope, Send, send_response
 
-_LOOPBACK = ("127.0.0.1", "::1")
-
 
 async def metrics_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
-    client = scope.get("client") or ("", 0)
-    token = settings.GATEWAY_METRICS_TOKEN
-    authorization = next((value for name, value in scope["headers"] if name == b"authorization"), b"").decode("latin-1")
-    allowed = client[0] in _LOOPBACK or (token and hmac.compare_digest(authorization, f"Bearer {token}"))
-    if not allowed:
-        await send_response(
-            send,
-            403,
-            error_body(
-                403, "Metrics are served to loopback scrapers, or with SWITCHBOARD_METRICS_TOKEN as a bearer token.", "metrics_forbidden"
-            ),
-            [(b"content-type", b"application/json")],
-        )
+    authorization = next((value for name, value in scope["headers"] if name == b"authorization"), b"")
+    if not hmac.compare_digest(authorization, f"Bearer {settings.GATEWAY_METRICS_TOKEN}".encode()):
+        message = "Metrics need the operator's token (SWITCHBOARD_METRICS_TOKEN) as `Authorization: Bearer <token>`."
+        await send_response(send, 401, error_body(401, message, "metrics_unauthorized"), [(b"content-type", b"application/json")])
         return
     await send_response(send, 200, metrics.render(), [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")])

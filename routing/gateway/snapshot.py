@@ -13,6 +13,7 @@ from decimal import Decimal
 from django.utils import timezone
 
 from billing import invoices, rating
+from deployments.internal_tokens import replica_token
 from deployments.models import Cluster as ClusterModel
 from deployments.models import ClusterGpu, Deployment, Quota, Replica
 from deployments.services import quota_for
@@ -220,7 +221,13 @@ def _deployment_target(deployment: Deployment, replicas: list[Replica], gpu_pric
     revision = deployment.current_revision
     assert revision is not None
     endpoints = tuple(
-        Endpoint(key=f"replica:{r.pk}", base_url=r.endpoint.rstrip("/") + "/v1", region=r.cluster.region, upstream_model=revision.model)
+        Endpoint(
+            key=f"replica:{r.pk}",
+            base_url=r.endpoint.rstrip("/") + "/v1",
+            region=r.cluster.region,
+            upstream_model=revision.model,
+            api_key=replica_token(r.pk),  # each replica answers only its own token
+        )
         for r in replicas
     )
     hourly = [gpu_prices.get((r.cluster_id, revision.gpu_type_id)) for r in replicas]

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from deployments.internal_tokens import agent_token, bearer, replica_token
 from deployments.local_clusters import LocalCluster, register
 from deployments.models import Deployment, Replica
 from tests.conftest import Tenants
@@ -85,14 +86,21 @@ def test_replicas_come_up_ready_and_a_killed_one_is_replaced(tenants: Tenants, a
 
     [replica] = _wait("a READY replica", ready)
     assert replica.cluster_id == "local-eu-west"  # the only allowed region
-    answer = httpx.post(
-        replica.endpoint + "/v1/chat/completions",
-        json={"model": "tiny-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
-    )
+    hello = {"model": "tiny-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    answer = httpx.post(replica.endpoint + "/v1/chat/completions", json=hello, headers=bearer(replica_token(replica.id)))
     assert answer.status_code == 200
+    # Nothing but the platform reaches the replica or the agent: no token, or another's, is refused.
+    assert httpx.post(replica.endpoint + "/v1/chat/completions", json=hello).status_code == 401
+    assert httpx.post(replica.endpoint + "/v1/chat/completions", json=hello, headers=bearer(replica_token("rep_other"))).status_code == 401
+    assert httpx.get(replica.endpoint + "/metrics").status_code == 401
+    assert httpx.get(replica.endpoint + "/health").status_code == 200  # liveness stays open, and says nothing else
 
     agent = next(cluster for cluster in agents if cluster.name == "local-eu-west")
-    [row] = [row for row in httpx.get(f"http://127.0.0.1:{agent.port}/replicas").json()["replicas"] if row["replica_id"] == replica.id]
+    agent_url = f"http://127.0.0.1:{agent.port}/replicas"
+    assert httpx.get(agent_url).status_code == 401
+    assert httpx.get(agent_url, headers=bearer(agent_token("local-us-east"))).status_code == 401  # another cluster's token
+    listed = httpx.get(agent_url, headers=bearer(agent_token(agent.name))).json()["replicas"]
+    [row] = [row for row in listed if row["replica_id"] == replica.id]
     os.kill(row["pid"], signal.SIGKILL)
 
     [replacement] = _wait("a replacement", lambda: [r for r in ready() if r.id != replica.id])
@@ -136,6 +144,7 @@ def test_idle_scales_to_zero_and_a_request_brings_it_back(tenants: Tenants, agen
     answer = httpx.post(
         replica.endpoint + "/v1/chat/completions",
         json={"model": "tiny-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+        headers=bearer(replica_token(replica.id)),
     )
     assert answer.status_code == 200
     assert cold_start < 60
@@ -173,5 +182,7 @@ def test_a_new_revision_rolls_out_with_a_ready_replica_at_every_moment(
         assert time.monotonic() < deadline, "the rollout did not finish"
         time.sleep(0.1)
     [new] = [replica for replica in ready if replica.revision_id == deployment.current_revision_id]
-    answer = httpx.post(new.endpoint + "/v1/embeddings", json={"model": "tiny-embedding", "input": "rolled out"})
+    answer = httpx.post(
+        new.endpoint + "/v1/embeddings", json={"model": "tiny-embedding", "input": "rolled out"}, headers=bearer(replica_token(new.id))
+    )
     assert answer.status_code == 200

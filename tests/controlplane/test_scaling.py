@@ -35,7 +35,8 @@ def test_load_on_the_replicas_drives_the_count(tenants: Tenants) -> None:
         return load["value"]
 
     assert autoscaled_desired(deployment, _ready(deployment, 1), scrape=scrape, clock=clock) == 1
-    assert seen[-1] == ["http://replica-0"]
+    [(endpoint, replica_id)] = seen[-1]  # scraped with the replica's id, whose token /metrics wants
+    assert endpoint == "http://replica-0" and replica_id.startswith("rep_")
     load["value"] = 6.0  # 6 in flight / (2 x 0.7) -> 5 replicas, reached through the panic window
     desired = 1
     for _ in range(5):

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from django.conf import settings
 
 from deployments.models import Cluster, Deployment, Replica
 from metering.models import UsageEvent
@@ -19,6 +20,8 @@ from tests.gateway.conftest import Backend, set_limits, start_backend
 from tests.gateway.helpers import chat, deployment_with_replicas, provider_for, route_to, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+METRICS_AUTH = {"authorization": f"Bearer {settings.GATEWAY_METRICS_TOKEN}"}
 
 
 def _served_by(responses: list[httpx.Response]) -> Counter[str]:
@@ -103,7 +106,7 @@ def test_breaker_opens_stops_traffic_and_recovers_through_a_probe(gateway: str, 
     assert all(r.status_code == 200 for r in responses)  # retried on the steady target
     assert backends[0].requests == 2  # after two failures the breaker keeps traffic away
     assert [r.headers["x-switchboard-attempts"] for r in responses[:3]] == ["2", "2", "1"]
-    metrics = httpx.get(gateway + "/metrics").text
+    metrics = httpx.get(gateway + "/metrics", headers=METRICS_AUTH).text
     assert f'switchboard_gateway_circuit_state{{endpoint="provider:{flaky.pk}:bench-model"}} 2.0' in metrics
 
     backends[0].control(fail_status=0)
@@ -111,7 +114,10 @@ def test_breaker_opens_stops_traffic_and_recovers_through_a_probe(gateway: str, 
     probe = chat(gateway, key, "guarded")
     assert probe.headers["x-switchboard-target"].startswith("provider:alpha")  # the probe went through and closed it
     assert chat(gateway, key, "guarded").headers["x-switchboard-target"].startswith("provider:alpha")
-    assert f'switchboard_gateway_circuit_state{{endpoint="provider:{flaky.pk}:bench-model"}} 0.0' in httpx.get(gateway + "/metrics").text
+    assert (
+        f'switchboard_gateway_circuit_state{{endpoint="provider:{flaky.pk}:bench-model"}} 0.0'
+        in httpx.get(gateway + "/metrics", headers=METRICS_AUTH).text
+    )
 
 
 def test_killing_a_replica_and_then_a_region_under_load_loses_no_request(gateway: str, tenants: Tenants) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import uvicorn
@@ -9,6 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from deployments.agent import build_agent_app
+from deployments.internal_tokens import agent_token
 
 
 class Command(BaseCommand):
@@ -18,10 +20,23 @@ class Command(BaseCommand):
         parser.add_argument("--cluster", required=True)
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, required=True)
+        parser.add_argument(
+            "--replica-host", default="127.0.0.1", help="Address replicas listen on (0.0.0.0 for a cluster on another machine)."
+        )
+        parser.add_argument("--advertise-host", default="127.0.0.1", help="Address the control plane and gateways reach replicas at.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # On this install the token derives from its internal secret; an agent on another
+        # machine is given it (`manage.py cluster_token NAME` prints it) in SWITCHBOARD_AGENT_TOKEN.
+        token = os.environ.get("SWITCHBOARD_AGENT_TOKEN") or agent_token(options["cluster"])
         uvicorn.run(
-            build_agent_app(options["cluster"], model_cache_dir=settings.MODEL_CACHE_DIR),
+            build_agent_app(
+                options["cluster"],
+                token=token,
+                model_cache_dir=settings.MODEL_CACHE_DIR,
+                replica_host=options["replica_host"],
+                advertise_host=options["advertise_host"],
+            ),
             host=options["host"],
             port=options["port"],
             log_level="warning",
