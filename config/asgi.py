@@ -17,9 +17,9 @@ django_http = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up)
 from channels.routing import URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from config.websocket_origin import SameOriginValidator  # noqa: E402
 from config.websocket_routes import websocket_urlpatterns  # noqa: E402
 from modelserver.body_limit import ASGIApp, BodySizeLimit  # noqa: E402
 from routing.gateway.app import build_gateway  # noqa: E402
@@ -29,7 +29,7 @@ from routing.gateway.metrics_endpoint import metrics_endpoint  # noqa: E402
 gateway = build_gateway()
 # Django's stubs type the scope as a dict; the limit passes it through unchanged.
 console_http = BodySizeLimit(cast(ASGIApp, django_http), settings.MAX_REQUEST_BODY_BYTES)
-websockets = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+websockets = SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
 
 
 async def application(scope: Scope, receive: Receive, send: Send) -> None:

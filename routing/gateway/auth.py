@@ -11,7 +11,7 @@ from django.core import signing
 from routing.gateway.cache import RefreshingCache
 from routing.gateway.errors import GatewayError
 from tenancy.key_auth import ApiKeyRejected, authenticate_api_key
-from tenancy.models import ApiKey
+from tenancy.models import ApiKey, Membership
 
 PLAYGROUND_PREFIX = "sbp_"
 PLAYGROUND_SALT = "switchboard.playground"
@@ -45,6 +45,28 @@ _keys: RefreshingCache[str, Caller] = RefreshingCache(
 )
 
 
+class NotAMember(Exception):
+    """The playground token's user is no longer a member of its organization."""
+
+
+def _load_membership(pair: str) -> bool:
+    org_id, _, user_id = pair.partition(":")
+    if not Membership.objects.filter(organization_id=org_id, user_id=int(user_id), user__is_active=True).exists():
+        raise NotAMember(pair)
+    return True
+
+
+# A playground token is signed for 15 minutes, but it is only as good as the membership
+# behind it: checked on every use, cached as briefly as keys are (the revocation bound).
+_memberships: RefreshingCache[str, bool] = RefreshingCache(
+    _load_membership,
+    ttl=settings.GATEWAY_KEY_CACHE_SECONDS,
+    stale_for=settings.GATEWAY_KEY_STALE_SECONDS,
+    negative_ttl=settings.GATEWAY_KEY_CACHE_SECONDS,
+    refusals=(NotAMember,),
+)
+
+
 def playground_token(org_id: str, user_id: int) -> str:
     return PLAYGROUND_PREFIX + signing.dumps({"org": org_id, "user": user_id}, salt=PLAYGROUND_SALT, compress=True)
 
@@ -61,7 +83,12 @@ async def authenticate(authorization: bytes | None) -> Caller:
     if scheme.lower() != "bearer" or not token:
         raise GatewayError(401, "Send the API key as 'Authorization: Bearer sbk_...'.", "invalid_authorization_header")
     if token.startswith(PLAYGROUND_PREFIX):
-        return _playground_caller(token)
+        caller, user_id = _playground_caller(token)
+        try:
+            await _memberships.get(f"{caller.org_id}:{user_id}")
+        except NotAMember:
+            raise GatewayError(401, "This playground session ended: you are no longer a member here.", "invalid_api_key") from None
+        return caller
     try:
         caller = await _keys.get(token)
     except ApiKeyRejected as rejected:
@@ -73,11 +100,11 @@ async def authenticate(authorization: bytes | None) -> Caller:
     return caller
 
 
-def _playground_caller(token: str) -> Caller:
+def _playground_caller(token: str) -> tuple[Caller, int]:
     try:
         data = signing.loads(token[len(PLAYGROUND_PREFIX) :], salt=PLAYGROUND_SALT, max_age=PLAYGROUND_TOKEN_SECONDS)
     except signing.SignatureExpired:
         raise GatewayError(401, "The playground session expired; reload the page.", "expired_playground_token") from None
     except signing.BadSignature:
         raise GatewayError(401, "Invalid playground token; reload the page.", "invalid_api_key") from None
-    return Caller(org_id=data["org"], key_id="", can_infer=True, expires_at=None)
+    return Caller(org_id=data["org"], key_id="", can_infer=True, expires_at=None), int(data["user"])

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+import pytest
 from django.test import Client
 
+from routing.gateway.auth import authenticate, playground_token
+from routing.gateway.errors import GatewayError
 from routing.gateway.snapshot import load_snapshot
 from routing.models import ExternalProvider, ModelRoute
-from tenancy.models import AuditEntry
+from tenancy.models import AuditEntry, Membership
 from tenancy.network import OutboundPolicy
 from tests.conftest import Tenants
 from tests.factories import create_deployment, create_provider, create_route
@@ -167,19 +173,31 @@ def test_console_route_form_creates_a_route_and_the_page_shows_it(tenants: Tenan
     assert viewer.get(f"/o/{tenants.org_a.slug}/routing/playground/").status_code == 403
 
 
+@pytest.mark.django_db(transaction=True)  # the gateway checks the membership on its own connection
 def test_playground_page_carries_a_token_for_this_organization_only(tenants: Tenants) -> None:
     create_route(tenants.org_a, "chat-default")
     page = Client()
     page.force_login(tenants.member_a)
     html = page.get(f"/o/{tenants.org_a.slug}/routing/playground/").content.decode()
     assert 'data-token="sbp_' in html and "chat-default" in html
-    import asyncio
-
-    from routing.gateway.auth import authenticate
-
     token = html.split('data-token="', 1)[1].split('"', 1)[0]
     caller = asyncio.run(authenticate(f"Bearer {token}".encode()))
     assert caller.org_id == tenants.org_a.pk and caller.key_id == ""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_playground_token_dies_with_the_membership(tenants: Tenants, settings) -> None:  # type: ignore[no-untyped-def]
+    token = playground_token(tenants.org_a.pk, tenants.member_a.pk)
+    assert asyncio.run(authenticate(f"Bearer {token}".encode())).org_id == tenants.org_a.pk
+    Membership.objects.for_org(tenants.org_a).filter(user=tenants.member_a).delete()
+    time.sleep(settings.GATEWAY_KEY_CACHE_SECONDS + 0.2)  # the cached answer's lifetime: the revocation bound
+    with pytest.raises(GatewayError) as refused:
+        asyncio.run(authenticate(f"Bearer {token}".encode()))
+    assert refused.value.status == 401 and "no longer a member" in refused.value.message
+    # A token for an organization the user never belonged to is refused at once.
+    forged = playground_token(tenants.org_b.pk, tenants.member_a.pk)
+    with pytest.raises(GatewayError):
+        asyncio.run(authenticate(f"Bearer {forged}".encode()))
 
 
 def test_provider_addresses_and_keys_are_checked(tenants: Tenants, settings) -> None:  # type: ignore[no-untyped-def]
