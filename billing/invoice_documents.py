@@ -8,6 +8,7 @@ import io
 from fpdf import FPDF
 
 from billing.models import Invoice
+from tenancy.spreadsheet import safe_row
 
 
 def _rows(invoice: Invoice) -> list[list[str]]:
@@ -38,7 +39,7 @@ def as_csv(invoice: Invoice) -> str:
         ]
     )
     writer.writerow(["description", "quantity", "unit", "unit_price", "amount"])
-    writer.writerows(_rows(invoice))
+    writer.writerows(safe_row(row) for row in _rows(invoice))
     return out.getvalue()
 
 

@@ -22,6 +22,7 @@ from metering.models import Granularity
 from tenancy.api.serializers import validated
 from tenancy.api.views import OrgAPIView
 from tenancy.errors import ServiceError
+from tenancy.spreadsheet import safe_row
 
 FILTERS = {"route": "route", "deployment": "deployment_id", "region": "region", "key": "key_id", "model": "model"}
 GROUPS = {"route": "route", "deployment": "deployment_id", "region": "region", "key": "key_id", "model": "model"}
@@ -108,7 +109,7 @@ def _csv(rows: Iterator[list[object]], header: list[str], filename: str) -> Stre
     def lines() -> Iterator[str]:
         yield writer.writerow(header)
         for row in rows:
-            yield writer.writerow(row)
+            yield writer.writerow(safe_row(row))  # caller-chosen names never run as formulas
 
     response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
