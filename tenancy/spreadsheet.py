@@ -5,6 +5,7 @@ prefixed with an apostrophe, as OWASP advises; plain numbers (a negative amount)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 
 _TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
@@ -24,5 +25,5 @@ def safe_cell(value: object) -> object:
     return value
 
 
-def safe_row(row: list[object]) -> list[object]:
+def safe_row(row: Sequence[object]) -> list[object]:
     return [safe_cell(value) for value in row]

@@ -3,7 +3,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.contrib.sessions.models import Session
 from django.db import connection
+from django.test import Client
 from django.utils import timezone
 
 from tenancy import keys, services
@@ -143,3 +145,21 @@ def test_revocation_through_the_api(tenants: Tenants) -> None:
     assert response.status_code == 200 and response.json()["status"] == "revoked"
     assert key_api(other.plaintext).get("/api/v1/organization/").status_code == 401
     assert key_api(issued.plaintext).delete(f"/api/v1/keys/{other.api_key.id}/").status_code == 409
+
+
+def test_a_key_made_in_the_console_is_shown_once_and_never_stored_in_the_session(tenants: Tenants) -> None:
+    client = Client()
+    client.force_login(tenants.admin_a)
+    url = f"/o/{tenants.org_a.slug}/keys/"
+    created = client.post(url, {"name": "laptop", "scopes": "inference"})
+    assert created.status_code == 200 and created["Cache-Control"] == "no-store"
+    plaintext = created.context["new_secret"]["key"]
+    assert plaintext in created.content.decode()
+    secret_part = plaintext.rsplit("_", 1)[1]
+    for session in Session.objects.all():
+        assert secret_part not in str(session.get_decoded()) and secret_part not in session.session_data
+    again = client.get(url).content.decode()
+    assert secret_part not in again  # shown once
+    rotated = client.post(f"{url}{ApiKey.objects.for_org(tenants.org_a).get(name='laptop').pk}/rotate/")
+    new_plaintext = rotated.context["new_secret"]["key"]
+    assert new_plaintext != plaintext and all(new_plaintext.rsplit("_", 1)[1] not in s.session_data for s in Session.objects.all())

@@ -1,4 +1,6 @@
-"""API keys in the console. A new secret is shown once, on the page right after creation."""
+"""API keys in the console. A new secret is shown once, in the answer to the request that
+made it; it is never stored anywhere (not in the session either), so a reload shows only
+its prefix."""
 
 from __future__ import annotations
 
@@ -17,11 +19,22 @@ from tenancy.decorators import org_page
 from tenancy.errors import ServiceError
 from tenancy.models import Role
 
-_NEW_SECRET_SESSION_KEY = "new_api_key_secret"
+
+def _page(request: HttpRequest, ctx: OrgContext, form: ApiKeyForm, new_secret: dict[str, str] | None = None) -> HttpResponse:
+    context = {
+        "form": form,
+        "keys": selectors.api_keys(ctx.organization).select_related("created_by"),
+        "new_secret": new_secret,
+        "can_manage": ctx.role.at_least(Role.ADMIN),
+        "active_nav": "keys",
+    }
+    response = render(request, "console/api_keys.html", context, status=400 if form.errors else 200)
+    response["Cache-Control"] = "no-store"  # the one page that ever holds a secret is never cached
+    return response
 
 
-def _flash_secret(request: HttpRequest, issued: services.IssuedKey, headline: str) -> None:
-    request.session[_NEW_SECRET_SESSION_KEY] = {"id": issued.api_key.id, "key": issued.plaintext, "headline": headline}
+def _shown_once(issued: services.IssuedKey, headline: str) -> dict[str, str]:
+    return {"id": issued.api_key.id, "key": issued.plaintext, "headline": headline}
 
 
 @org_page(read=Role.VIEWER, write=Role.ADMIN)
@@ -40,20 +53,8 @@ def api_keys(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
         except ServiceError as error:
             form.add_error(error.field, error.message)
         else:
-            _flash_secret(request, issued, f"Key “{issued.api_key.name}” created.")
-            return redirect("keys", org_slug=ctx.organization.slug)
-    # Popped on first view: a reload shows only the prefix.
-    new_secret = request.session.pop(_NEW_SECRET_SESSION_KEY, None)
-    context = {
-        "form": form,
-        "keys": selectors.api_keys(ctx.organization).select_related("created_by"),
-        "new_secret": new_secret,
-        "can_manage": ctx.role.at_least(Role.ADMIN),
-        "active_nav": "keys",
-    }
-    response = render(request, "console/api_keys.html", context, status=400 if form.errors else 200)
-    response["Cache-Control"] = "no-store"
-    return response
+            return _page(request, ctx, ApiKeyForm(), _shown_once(issued, f"Key “{issued.api_key.name}” created."))
+    return _page(request, ctx, form)
 
 
 @org_page(write=Role.ADMIN)
@@ -79,5 +80,5 @@ def rotate_api_key(request: HttpRequest, ctx: OrgContext, key_id: str) -> HttpRe
         messages.error(request, error.message)
     else:
         until = timezone.localtime(key.expires_at).strftime("%Y-%m-%d %H:%M %Z")
-        _flash_secret(request, issued, f"Key “{key.name}” rotated. The old key keeps working until {until}.")
+        return _page(request, ctx, ApiKeyForm(), _shown_once(issued, f"Key “{key.name}” rotated. The old key keeps working until {until}."))
     return redirect("keys", org_slug=ctx.organization.slug)
