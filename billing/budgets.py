@@ -22,6 +22,7 @@ from billing.invoices import account_for
 from billing.models import BillingAccount, BudgetAlert
 from tenancy import audit
 from tenancy.context import OrgContext
+from tenancy.decimals import plain
 from tenancy.errors import ServiceError
 from tenancy.models import Membership, Organization, Role
 from tenancy.network import RefusedAddress, Unresolvable, post_json
@@ -91,8 +92,8 @@ def _notify(org: Organization, account: BillingAccount, alert: BudgetAlert) -> N
             "type": "budget.threshold_reached",
             "organization": org.pk,
             "threshold_percent": alert.threshold_percent,
-            "budget": str(alert.budget),
-            "spend": str(alert.spend),
+            "budget": plain(alert.budget),
+            "spend": plain(alert.spend),
             "currency": account.currency,
             "period_start": alert.period_start.isoformat(),
         }

@@ -26,6 +26,7 @@ from django.utils import timezone
 from billing.invoices import account_for
 from billing.models import BillingAccount, CreditGrant, GpuPrice, ModelPrice, Plan, ProviderMarkup
 from deployments.models import GpuType
+from tenancy.decimals import plain
 from tenancy.errors import Conflict, ServiceError
 from tenancy.models import Organization
 from tenancy.staff_audit import StaffContext, record
@@ -100,11 +101,11 @@ def price_snapshot(row: Model) -> dict[str, Any]:
             **base,
             "kind": "model",
             "model": row.model,
-            "input_price_per_mtok": str(row.input_price_per_mtok),
-            "output_price_per_mtok": str(row.output_price_per_mtok),
+            "input_price_per_mtok": plain(row.input_price_per_mtok),
+            "output_price_per_mtok": plain(row.output_price_per_mtok),
         }
     if isinstance(row, GpuPrice):
-        return {**base, "kind": "gpu", "gpu_type": row.gpu_type_id, "price_per_second": str(row.price_per_second)}
+        return {**base, "kind": "gpu", "gpu_type": row.gpu_type_id, "price_per_second": plain(row.price_per_second)}
     assert isinstance(row, ProviderMarkup)
     return {**base, "kind": "markup", "percent": str(row.percent)}
 
@@ -243,7 +244,7 @@ def cancel_upcoming(staff: StaffContext, kind: str, version_id: int, *, now: dat
 def credit_snapshot(grant: CreditGrant) -> dict[str, Any]:
     return {
         "id": grant.pk,
-        "amount": str(grant.amount),
+        "amount": plain(grant.amount),
         "reason": grant.reason,
         "expires_at": grant.expires_at.isoformat() if grant.expires_at else None,
     }

@@ -29,6 +29,7 @@ from django.db import transaction
 
 from deployments.enqueue import reconcile_soon
 from deployments.models import Cluster, ClusterGpu, GpuType, Replica
+from tenancy.decimals import plain
 from tenancy.errors import Conflict, ServiceError
 from tenancy.models import Organization
 from tenancy.staff_audit import StaffContext, record, record_for_tenant
@@ -63,7 +64,7 @@ def cluster_snapshot(cluster: Cluster) -> dict[str, Any]:
         "status": cluster.status,
         "simulated": cluster.simulated,
         "inventory": {
-            row.gpu_type_id: {"count": row.count, "price_per_hour": str(row.price_per_hour) if row.price_per_hour is not None else None}
+            row.gpu_type_id: {"count": row.count, "price_per_hour": plain(row.price_per_hour) if row.price_per_hour is not None else None}
             for row in ClusterGpu.objects.filter(cluster_id=cluster.pk).order_by("gpu_type_id")
         },
     }

@@ -16,6 +16,7 @@ from django.db import transaction
 
 from deployments.models import GpuType, Quota
 from deployments.services import quota_for
+from tenancy.decimals import plain
 from tenancy.errors import ServiceError
 from tenancy.models import Organization
 from tenancy.staff_audit import StaffContext, record
@@ -46,7 +47,7 @@ def quota_snapshot(quota: Quota) -> dict[str, Any]:
         "key_requests_per_minute": quota.key_requests_per_minute,
         "key_tokens_per_minute": quota.key_tokens_per_minute,
         "key_concurrent_requests": quota.key_concurrent_requests,
-        "monthly_spend_cap": str(quota.monthly_spend_cap) if quota.monthly_spend_cap is not None else None,
+        "monthly_spend_cap": plain(quota.monthly_spend_cap) if quota.monthly_spend_cap is not None else None,
     }
 
 

@@ -20,6 +20,7 @@ from django.utils import timezone
 from deployments.models import Deployment
 from metering import gpu_time, histogram, selectors
 from metering.models import Granularity, UsageEvent
+from tenancy.decimals import plain
 from tenancy.models import ApiKey, Organization
 
 
@@ -151,7 +152,7 @@ class Cell:
             "p99": self.percentile(0.99),
         }
         if show_cost:
-            data["cost"] = str(self.cost.normalize()) if self.cost else "0"
+            data["cost"] = plain(self.cost.normalize()) if self.cost else "0"
         return data
 
 

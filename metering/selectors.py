@@ -14,6 +14,7 @@ from django.db.models.functions import Cast
 
 from metering import histogram, rollups
 from metering.models import Granularity, UsageEvent, UsageRollup
+from tenancy.decimals import plain
 from tenancy.models import Organization
 
 MAX_SPAN = {Granularity.MINUTE: timedelta(days=7), Granularity.HOUR: timedelta(days=92), Granularity.DAY: timedelta(days=3 * 366)}
@@ -69,7 +70,7 @@ class Point:
             "error_rate": round((self.client_errors + self.server_errors) / self.requests, 6) if self.requests else 0.0,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
-            "cost": str(self.cost),
+            "cost": plain(self.cost),
             "latency_ms": {
                 name: _rounded(histogram.percentile(self.latency, q)) for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
             },

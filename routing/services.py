@@ -18,13 +18,16 @@ from routing import secrets
 from routing.models import MODEL_NAME_PATTERN, ExternalProvider, ModelRoute, RouteTarget, Strategy
 from tenancy import audit
 from tenancy.context import OrgContext
+from tenancy.decimals import plain
 from tenancy.errors import Conflict, ServiceError
 from tenancy.models import Role
 from tenancy.network import refusal as outbound_refusal
+from tenancy.text import has_control_characters
 
 PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,59}$")
 MAX_TARGETS = 20
 MAX_FALLBACKS = 5
+REGION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")  # it travels in the x-switchboard-region header
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,8 @@ def provider_snapshot(provider: ExternalProvider) -> dict[str, Any]:
         "base_url": provider.base_url,
         "region": provider.region,
         "api_key": f"...{provider.api_key_last4}" if provider.api_key_last4 else "",
-        "input_price_per_mtok": str(provider.input_price_per_mtok),
-        "output_price_per_mtok": str(provider.output_price_per_mtok),
+        "input_price_per_mtok": plain(provider.input_price_per_mtok),
+        "output_price_per_mtok": plain(provider.output_price_per_mtok),
     }
 
 
@@ -70,8 +73,10 @@ def _validate_provider(name: str, base_url: str, region: str, input_price: Decim
     problem = outbound_refusal(base_url, settings.OUTBOUND_POLICY)
     if problem:
         raise ServiceError(f"The provider's API root: {problem}", field="base_url")
-    if not region or len(region) > 40:
-        raise ServiceError("Name the region the provider processes requests in (up to 40 characters).", field="region")
+    if not REGION_PATTERN.match(region):
+        raise ServiceError(
+            "Name the region the provider processes requests in: up to 40 letters, digits, dots, dashes or underscores.", field="region"
+        )
     for label, price in (("input_price_per_mtok", input_price), ("output_price_per_mtok", output_price)):
         if price < 0 or price >= Decimal("100000000") or price != price.quantize(Decimal("0.000001")):
             raise ServiceError("Prices are per million tokens: zero or more, at most six decimals.", field=label)
@@ -241,6 +246,8 @@ def _validate_targets(spec: RouteSpec) -> None:
             raise ServiceError("Each target names either a deployment or a provider, not both.", field="targets")
         if target.provider_id and not target.provider_model.strip():
             raise ServiceError("A provider target needs the provider's model name.", field="targets")
+        if has_control_characters(target.provider_model):
+            raise ServiceError("A provider's model name cannot contain line breaks, tabs or other control characters.", field="targets")
         if len(target.provider_model) > 200:
             raise ServiceError("Provider model names are at most 200 characters.", field="targets")
         _check_range(target.weight, 0, 10_000, "targets")

@@ -28,6 +28,7 @@ from deployments.models import Cluster
 from deployments.quotas import quota_snapshot
 from deployments.services import quota_for
 from tenancy.api.serializers import validated
+from tenancy.decimals import plain
 from tenancy.models import Organization, OrgStatus
 from tenancy.staff_audit import StaffContext, set_organization_status
 
@@ -196,7 +197,8 @@ def _cluster_body(row: Any) -> dict[str, Any]:
         "status": cluster.status,
         "simulated": cluster.simulated,
         "inventory": [
-            {"gpu_type": gpu.gpu_type_id, "count": gpu.count, "price_per_hour": str(gpu.effective_price_per_hour)} for gpu in row.inventory
+            {"gpu_type": gpu.gpu_type_id, "count": gpu.count, "price_per_hour": plain(gpu.effective_price_per_hour)}
+            for gpu in row.inventory
         ],
         "replicas": row.held,
         "replicas_ready": row.ready,

@@ -124,6 +124,8 @@ async def resolve_checked_async(host: str, port: int, policy: OutboundPolicy) ->
 def refusal(url: str, policy: OutboundPolicy) -> str | None:
     """Why a tenant's URL may not be saved, in words for them; None when it may. A host that
     does not resolve now is accepted: it is checked again at every connection."""
+    if any(ord(char) < 33 or ord(char) == 127 for char in url):
+        return "The URL cannot contain spaces, line breaks or other control characters."
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "Give an http(s) URL, e.g. https://api.example.com/v1."

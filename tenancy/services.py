@@ -25,6 +25,7 @@ from tenancy.context import OrgContext
 from tenancy.errors import Conflict, NotAllowed, ServiceError
 from tenancy.ids import random_token
 from tenancy.models import ApiKey, Invitation, Membership, Organization, Role, User
+from tenancy.text import clean_name
 
 INVITATION_LIFETIME = timedelta(days=7)
 MAX_SCOPES = {choice.value for choice in ApiKey.Scope}
@@ -75,9 +76,7 @@ def _unique_slug(name: str) -> str:
 
 @transaction.atomic
 def create_organization(user: User, name: str, *, ip_address: str | None = None, request_id: str = "") -> Organization:
-    name = name.strip()
-    if not name:
-        raise ServiceError("Give the organization a name.", field="name")
+    name = clean_name(name, field="name", what="the organization a name", max_length=100)
     org = Organization.objects.create(name=name, slug=_unique_slug(name))
     Membership.objects.create(organization=org, user=user, role=Role.OWNER)
     ctx = OrgContext(organization=org, role=Role.OWNER, user=user, ip_address=ip_address, request_id=request_id)
@@ -88,9 +87,7 @@ def create_organization(user: User, name: str, *, ip_address: str | None = None,
 @transaction.atomic
 def rename_organization(ctx: OrgContext, name: str) -> Organization:
     org = ctx.organization
-    name = name.strip()
-    if not name:
-        raise ServiceError("Give the organization a name.", field="name")
+    name = clean_name(name, field="name", what="the organization a name", max_length=100)
     before = organization_snapshot(org)
     org.name = name
     org.save(update_fields=["name"])
@@ -284,9 +281,7 @@ def _new_key_row(
 
 @transaction.atomic
 def create_api_key(ctx: OrgContext, *, name: str, scopes: list[str], expires_at: datetime | None = None) -> IssuedKey:
-    name = name.strip()
-    if not name:
-        raise ServiceError("Give the key a name.", field="name")
+    name = clean_name(name, field="name", what="the key a name", max_length=100)
     if expires_at is not None and expires_at <= timezone.now():
         raise ServiceError("The expiry must be in the future.", field="expires_at")
     issued = _new_key_row(ctx, name=name, scopes=_validated_scopes(scopes), expires_at=expires_at)
@@ -296,9 +291,7 @@ def create_api_key(ctx: OrgContext, *, name: str, scopes: list[str], expires_at:
 
 @transaction.atomic
 def rename_api_key(ctx: OrgContext, key: ApiKey, name: str) -> ApiKey:
-    name = name.strip()
-    if not name:
-        raise ServiceError("Give the key a name.", field="name")
+    name = clean_name(name, field="name", what="the key a name", max_length=100)
     before = api_key_snapshot(key)
     key.name = name
     key.save(update_fields=["name"])

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 
+from tenancy.decimals import plain
+
 _TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -20,6 +22,9 @@ def _is_number(text: str) -> bool:
 
 
 def safe_cell(value: object) -> object:
+    """The cell as a spreadsheet should get it: formulas as text, decimals never with an exponent."""
+    if isinstance(value, Decimal):
+        return plain(value)
     if isinstance(value, str) and value.startswith(_TRIGGERS) and not _is_number(value):
         return "'" + value
     return value

@@ -18,6 +18,7 @@ from routing.gateway import metrics
 from routing.gateway.access_log import AccessLog
 from routing.gateway.exchange import Exchange, Send
 from routing.gateway.parsing import INFERENCE_PATHS
+from tenancy.decimals import plain
 
 RecordUsage = Callable[[UsageRecord], Awaitable[None]]
 USAGE_ENDPOINTS = frozenset(INFERENCE_PATHS.values())
@@ -148,6 +149,6 @@ def _log_line(exchange: Exchange, latency_ms: float, cost: Decimal) -> bytes:
             "output_tokens": exchange.output_tokens,
             "latency_ms": round(latency_ms, 3),
             "ttft_ms": round(exchange.ttft_ms, 3) if exchange.ttft_ms is not None else None,
-            "cost_usd": str(cost),
+            "cost_usd": plain(cost),
         }
     )

@@ -14,6 +14,7 @@ from routing.gateway.health import EndpointHealth
 from routing.gateway.limits import Admission
 from routing.gateway.snapshot import Endpoint, Route, Target
 from routing.gateway.spend import SpendPolicy
+from tenancy.decimals import plain
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -68,16 +69,27 @@ async def send_response(send: Send, status: int, body: bytes, headers: Headers) 
     await send({"type": "http.response.body", "body": body})
 
 
+def header_value(text: str) -> bytes:
+    """A name as a header value: UTF-8, with any control byte (a line break stored before
+    names were checked) replaced, so no value can end the header or forge another."""
+    return bytes(byte if byte >= 32 and byte != 127 else 63 for byte in text.encode())
+
+
+def plain_decimal(value: Decimal) -> bytes:
+    """Money and prices as plain decimals, never an exponent (tenancy.decimals)."""
+    return plain(value).encode()
+
+
 def served_by(exchange: Exchange, attempt: Attempt) -> Headers:
     """Who served the answer, at which list prices: the headers on every served answer."""
     return [
         (b"x-request-id", exchange.request_id.encode()),
-        (b"x-switchboard-route", attempt.route.name.encode()),
-        (b"x-switchboard-target", attempt.target.label.encode()),
-        (b"x-switchboard-region", attempt.endpoint.region.encode()),
+        (b"x-switchboard-route", header_value(attempt.route.name)),
+        (b"x-switchboard-target", header_value(attempt.target.label)),
+        (b"x-switchboard-region", header_value(attempt.endpoint.region)),
         (b"x-switchboard-attempts", str(exchange.attempts).encode()),
-        (b"x-switchboard-input-price-per-mtok", str(attempt.target.input_price_per_mtok).encode()),
-        (b"x-switchboard-output-price-per-mtok", str(attempt.target.output_price_per_mtok).encode()),
+        (b"x-switchboard-input-price-per-mtok", plain_decimal(attempt.target.input_price_per_mtok)),
+        (b"x-switchboard-output-price-per-mtok", plain_decimal(attempt.target.output_price_per_mtok)),
     ]
 
 

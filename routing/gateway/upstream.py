@@ -17,7 +17,7 @@ from routing.gateway import metrics
 from routing.gateway.accounting import cost_of, count_usage
 from routing.gateway.cold_start import ColdStart
 from routing.gateway.errors import GatewayError
-from routing.gateway.exchange import Attempt, Exchange, Send, rate_headers, send_response, served_by
+from routing.gateway.exchange import Attempt, Exchange, Send, plain_decimal, rate_headers, send_response, served_by
 from routing.gateway.health import HealthBook
 from routing.gateway.limits import Admission
 from routing.gateway.pool import UpstreamError, UpstreamRefused, UpstreamResponse, Upstreams
@@ -211,7 +211,7 @@ async def _answer(
     if status >= 400:
         exchange.error_code = "upstream_rejected"
     content_type = response.header(b"content-type") or b"application/json"
-    extra = [(b"x-switchboard-cost-usd", str(cost_of(exchange)).encode())] if status == 200 else []
+    extra = [(b"x-switchboard-cost-usd", plain_decimal(cost_of(exchange)))] if status == 200 else []
     await send_response(
         send, status, content, [(b"content-type", content_type), *served_by(exchange, attempt), *extra, *rate_headers(admission)]
     )

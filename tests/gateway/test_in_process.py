@@ -23,6 +23,7 @@ from routing.gateway.auth import Caller
 from routing.gateway.cache import RefreshingCache
 from routing.gateway.cold_start import ColdStart
 from routing.gateway.errors import GatewayError
+from routing.gateway.exchange import header_value
 from routing.gateway.health import HealthBook
 from routing.gateway.limits import MemoryLimiter
 from routing.gateway.pool import UpstreamError, UpstreamResponse
@@ -178,6 +179,16 @@ def test_a_failing_endpoint_is_retried_on_the_next_and_the_answer_says_who_serve
     [event] = harness.events
     assert (event.status, event.attempts, event.input_tokens, event.output_tokens) == (200, 2, 5, 7)
     assert event.organization_id == "org_acme" and event.target == "provider:second"
+
+
+def test_money_in_headers_is_a_plain_decimal_and_names_cannot_break_a_header() -> None:
+    pool = ScriptedPool({"http://a.test": [_ok(5, 7)]})
+    target = _target("cheap", "http://a.test", price="0.001")  # 12 tokens: $0.000000012, "1.2E-8" to str()
+    harness = Harness(pool, _route("chat", target))
+    response = harness.post(CHAT)
+    assert response.headers["x-switchboard-cost-usd"] == "0.000000012"
+    assert response.headers["x-switchboard-input-price-per-mtok"] == "0.001"
+    assert header_value("us-east\r\nSet-Cookie: x=1") == b"us-east??Set-Cookie: x=1"  # a name stored before it was checked
 
 
 def test_when_every_attempt_fails_the_503_says_what_each_did() -> None:
