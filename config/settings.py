@@ -9,6 +9,7 @@ Two stacks from one code base:
 from __future__ import annotations
 
 import warnings
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -58,6 +59,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "csp",
+    "axes",
     "tenancy",
     "console",
     "deployments",
@@ -79,6 +81,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # Last, as django-axes requires: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -226,6 +230,22 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 SESSION_COOKIE_HTTPONLY = True
+# Throttled logins (django-axes): the fifth wrong password for one account from one address
+# locks that pair out for 15 minutes (429, templates/registration/locked_out.html); a
+# success clears the count. Attempts are kept in axes' tables: its cache handler refuses
+# the embedded default's file cache, whose counters are not atomic across processes.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = 5
+AXES_COOLOFF_TIME = timedelta(minutes=15)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_USERNAME_CALLABLE = "tenancy.login_attempts.attempted_account"
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_ENABLE_ADMIN = False
+AXES_VERBOSE = False
+# Password-reset emails: at most this many per address, and per client address, an hour.
+PASSWORD_RESETS_PER_EMAIL_PER_HOUR = 3
+PASSWORD_RESETS_PER_CLIENT_PER_HOUR = 10
 # Scripts only from our own static files (no inline script, no eval), nothing embeds the
 # console. Styles allow inline attributes: the charts and htmx set them.
 CONTENT_SECURITY_POLICY = {
@@ -257,7 +277,23 @@ if HTTPS:
 
 # --- Email ---------------------------------------------------------------------------------
 
-EMAIL_BACKEND = env.str("SWITCHBOARD_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# Invitation and reset links are credentials: they never go to the server's log unless a
+# developer asks (SWITCHBOARD_DEBUG=1). With SWITCHBOARD_EMAIL_HOST, mail goes out by SMTP;
+# without it, each message is written to <data dir>/outbox/ (0700) for the operator.
+EMAIL_HOST = env.str("SWITCHBOARD_EMAIL_HOST")
+if EMAIL_HOST:
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_PORT = env.int("SWITCHBOARD_EMAIL_PORT", 587, minimum=1, maximum=65535)
+    EMAIL_HOST_USER = env.str("SWITCHBOARD_EMAIL_USER", "")
+    EMAIL_HOST_PASSWORD = env.str("SWITCHBOARD_EMAIL_PASSWORD", "")
+    EMAIL_USE_TLS = env.bool("SWITCHBOARD_EMAIL_USE_TLS", True)
+    EMAIL_TIMEOUT = 10
+elif DEBUG:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = DATA_DIR / "outbox"
+    EMAIL_FILE_PATH.mkdir(mode=0o700, exist_ok=True)
 DEFAULT_FROM_EMAIL = env.str("SWITCHBOARD_FROM_EMAIL", "Switchboard <no-reply@switchboard.local>")
 PUBLIC_BASE_URL = env.str("SWITCHBOARD_PUBLIC_URL", "http://127.0.0.1:8000")
 

@@ -44,6 +44,16 @@ def test_a_fresh_install_generates_its_secrets_once_and_keeps_them(tmp_path: Pat
     assert "switchboard-development-secret" not in first.stdout
 
 
+def test_mail_goes_to_the_outbox_never_to_the_log(tmp_path: Path) -> None:
+    send = "from django.core.mail import send_mail; send_mail('Reset', 'https://x.test/accounts/reset/SECRET-LINK/', None, ['a@b.test'])"
+    result = _manage(tmp_path, "shell", "-v", "0", "-c", send)
+    assert result.returncode == 0, result.stderr
+    assert "SECRET-LINK" not in result.stdout + result.stderr
+    [message] = list((tmp_path / "outbox").iterdir())
+    assert "SECRET-LINK" in message.read_text()
+    assert stat.S_IMODE((tmp_path / "outbox").stat().st_mode) == 0o700
+
+
 def test_processes_starting_together_agree_on_one_secret(tmp_path: Path) -> None:
     with ProcessPoolExecutor(4) as pool:
         values = set(pool.map(read_or_create, [tmp_path / "secrets" / "shared"] * 16))

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from typing import cast
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.forms import Form
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 
 from console.forms import OrganizationForm, SignupForm
-from tenancy import access, selectors, services
+from tenancy import access, selectors, services, throttle
 from tenancy.errors import ServiceError
 from tenancy.models import User
 
@@ -92,3 +95,19 @@ def accept_invitation(request: HttpRequest, token: str) -> HttpResponse:
             return redirect("overview", org_slug=membership.organization.slug)
     status = 200 if invitation is not None else 404
     return render(request, "console/accept_invitation.html", {"invitation": invitation}, status=status)
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    """Django's reset view with a limit on the emails it sends: per address, and per client
+    address, an hour. Past it, the answer is the same "sent" page and nothing is sent, so
+    neither a mailbox can be flooded nor anything learned about which accounts exist."""
+
+    def form_valid(self, form: Form) -> HttpResponse:
+        email = form.cleaned_data["email"].strip().lower()
+        client = self.request.META.get("REMOTE_ADDR", "")
+        within = throttle.allow(
+            key=f"password-reset:email:{email}", limit=settings.PASSWORD_RESETS_PER_EMAIL_PER_HOUR, window_s=3600
+        ) and throttle.allow(key=f"password-reset:client:{client}", limit=settings.PASSWORD_RESETS_PER_CLIENT_PER_HOUR, window_s=3600)
+        if within:
+            return super().form_valid(form)
+        return HttpResponseRedirect(self.get_success_url())
