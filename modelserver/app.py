@@ -45,7 +45,7 @@ from modelserver.embedding import DynamicBatcher
 from modelserver.errors import EngineUnavailable, QueueFull
 from modelserver.generation import ContinuousBatchingEngine, Failed, Finished, GenerationRequest, SamplingParams, TextDelta
 from modelserver.metrics import ServingMetrics
-from modelserver.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from modelserver.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, RefusedParameter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -145,7 +145,10 @@ class ModelServer:
     def _require(self, task: Task, endpoint: str) -> loading.LoadedModel:
         if self.spec.task is not task:
             raise ApiError(
-                400, f"{endpoint} is not served by {self.spec.name}, a {self.spec.task} model.", param="model", code="unsupported_endpoint"
+                400,
+                f"{endpoint} is not served by {self.spec.name}, {_article(str(self.spec.task))} {self.spec.task} model.",
+                param="model",
+                code="unsupported_endpoint",
             )
         status, body = self.health()
         if status != 200 or self.loaded is None:
@@ -447,6 +450,8 @@ async def _parse(http: Request, schema: type[Body]) -> Body:
         raise ApiError(400, "The body must be a JSON object.", code="invalid_json")
     try:
         return schema.model_validate(data)
+    except RefusedParameter as refused:
+        raise ApiError(400, refused.message, param=refused.param, code=refused.code) from None
     except ValidationError as error:
         # For a union (a string or a list, say) pydantic reports every branch; the one to
         # show is the branch the client meant: not a bare type mismatch, and the deepest.
@@ -468,8 +473,16 @@ async def _off_loop_if_large(chars: int, work: Callable[..., T], *args: Any) -> 
     return work(*args)
 
 
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
 def _is_union_branch(part: str | int) -> bool:
     return isinstance(part, str) and ("[" in part or part in ("str", "int", "float", "bool"))
+
+
+class ClientGone(Exception):
+    """The client hung up before the answer: nothing to send, nothing to log."""
 
 
 async def _until_disconnected(http: Request) -> None:
@@ -489,7 +502,7 @@ async def _unless_disconnected(http: Request | None, work: Awaitable[T]) -> T:
         watcher.cancel()
     if task not in done:
         task.cancel()
-        raise asyncio.CancelledError("client disconnected")
+        raise ClientGone
     return task.result()
 
 
@@ -536,6 +549,10 @@ def build_app(spec: ModelSpec, options: ServerOptions) -> tuple[Starlette, Model
                 return await handler(http)
             except ApiError as error:
                 return error.response()
+            except ClientGone:
+                # Nobody is listening; the work was cancelled. An answer keeps the server from
+                # logging a traceback for an ordinary hang-up (nginx's 499: client closed).
+                return Response(status_code=499)
 
         return run
 

@@ -1,6 +1,7 @@
 """OpenAI request bodies, validated strictly: a wrong type is a 400 naming the field, not a
 silent coercion. Parameters OpenAI defines but this server cannot honour are refused
-with a message, never ignored."""
+with a message naming them, never ignored. `null` means "the default" wherever OpenAI's
+reference lets a parameter be null (temperature, top_p, n, stream ...)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,36 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
+class RefusedParameter(Exception):
+    """A parameter this server refuses, by name. Not a ValueError, so pydantic passes it on
+    as it is and the answer can name the parameter (`param`)."""
+
+    def __init__(self, param: str, message: str, code: str = "invalid_value") -> None:
+        super().__init__(message)
+        self.param, self.message, self.code = param, message, code
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow")
 
     # Defined by OpenAI, accepted only at the value that means "off".
     unsupported: ClassVar[dict[str, Any]] = {}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_default(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        defaulted = {name for name, field in cls.model_fields.items() if not field.is_required() and field.default is not None}
+        return {key: value for key, value in data.items() if not (value is None and key in defaulted)}
+
     @model_validator(mode="after")
     def _refuse_unsupported(self) -> _Strict:
         extra = self.model_extra or {}
         for name, neutral in self.unsupported.items():
             if name in extra and extra[name] not in (None, neutral):
-                raise ValueError(f"`{name}` is not supported by this server; remove it or set it to {neutral!r}")
+                message = f"`{name}` is not supported by this server; remove it or set it to {neutral!r}"
+                raise RefusedParameter(name, message, code="unsupported_parameter")
         return self
 
 
@@ -83,9 +102,9 @@ class _Generation(_Strict):
     @model_validator(mode="after")
     def _stream_options_need_stream(self) -> _Generation:
         if self.stream_options is not None and not self.stream:
-            raise ValueError("`stream_options` is only allowed when `stream` is true")
+            raise RefusedParameter("stream_options", "`stream_options` is only allowed when `stream` is true")
         if self.stop is not None and any(stop == "" for stop in self.stop_strings):
-            raise ValueError("`stop` strings must not be empty")
+            raise RefusedParameter("stop", "`stop` strings must not be empty")
         return self
 
 

@@ -34,9 +34,10 @@ def _chat(**overrides: object) -> dict[str, object]:
         (_chat(n=2), "n", "less than or equal to 1"),
         (_chat(stop=["a", "b", "c", "d", "e"]), "stop", "at most 4"),
         (_chat(stream="yes"), "stream", "valid boolean"),
-        (_chat(stream_options={"include_usage": True}), None, "only allowed when `stream` is true"),
-        (_chat(logprobs=True), None, "`logprobs` is not supported"),
-        (_chat(tools=[{"type": "function"}]), None, "`tools` is not supported"),
+        (_chat(stream_options={"include_usage": True}), "stream_options", "only allowed when `stream` is true"),
+        (_chat(logprobs=True), "logprobs", "`logprobs` is not supported"),
+        (_chat(tools=[{"type": "function"}]), "tools", "`tools` is not supported"),
+        (_chat(stop=[""]), "stop", "must not be empty"),
         (_chat(messages=[{"role": "user", "content": "word " * 600}], max_tokens=None), "messages", "context length is 512"),
         ({"messages": [{"role": "user", "content": "hi"}]}, "model", "Field required"),
     ],
@@ -48,9 +49,16 @@ def test_chat_input_errors(tiny_chat_server: str, body: dict[str, object], param
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert error["type"] == "invalid_request_error"
-    if param is not None:
-        assert error["param"] == param
+    assert error["param"] == param  # every refusal names what to fix
     assert fragment in error["message"], error["message"]
+
+
+def test_null_means_the_default_wherever_openai_allows_it(tiny_chat_server: str) -> None:
+    """OpenAI's reference lets these be null; the official SDK sends them so."""
+    body = _chat(temperature=None, top_p=None, n=None, stream=None, seed=None, stop=None, presence_penalty=None, logprobs=None)
+    response = httpx.post(tiny_chat_server + "/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["role"] == "assistant"
 
 
 @pytest.mark.parametrize(
