@@ -115,3 +115,17 @@ class CatalogModelSerializer(serializers.ModelSerializer):
 
     def get_builtin(self, entry: CatalogModel) -> bool:
         return entry.organization_id is None
+
+
+class RegionClusterSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    provider = serializers.CharField()
+    status = serializers.CharField()
+    simulated = serializers.BooleanField()
+
+
+class RegionSerializer(serializers.Serializer):
+    """A region and its clusters (deployments.selectors.regions); documents the answer."""
+
+    region = serializers.CharField()
+    clusters = RegionClusterSerializer(many=True)

@@ -88,7 +88,9 @@ class GpuTypeListView(OrgAPIView):
 
 
 class RegionListView(OrgAPIView):
-    @extend_schema(operation_id="regions_list", responses={200: dict})
+    pagination_class = None  # a handful of regions, answered whole
+
+    @extend_schema(operation_id="regions_list", responses={200: s.RegionSerializer(many=True)})
     def get(self, request: Request) -> Response:
         return Response(selectors.regions())
 

@@ -38,6 +38,7 @@ class MemberUpdateSerializer(serializers.Serializer):
 
 
 class InvitationSerializer(serializers.ModelSerializer):
+    email = serializers.CharField(read_only=True, help_text="Only this address may accept; empty for a shareable link.")
     status = serializers.SerializerMethodField()
 
     class Meta:
@@ -74,7 +75,7 @@ class IssuedInvitationSerializer(InvitationSerializer):
 class ApiKeySerializer(serializers.ModelSerializer):
     prefix = serializers.SerializerMethodField(help_text="The public start of the key, for recognising it.")
     status = serializers.CharField(read_only=True)
-    rotated_from = serializers.PrimaryKeyRelatedField(read_only=True)
+    rotated_from = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
 
     class Meta:
         model = ApiKey
@@ -109,7 +110,7 @@ class IssuedApiKeySerializer(ApiKeySerializer):
 class AuditEntrySerializer(serializers.ModelSerializer):
     actor = serializers.CharField(source="actor_label", read_only=True)
     actor_user = serializers.SerializerMethodField()
-    actor_key = serializers.PrimaryKeyRelatedField(read_only=True)
+    actor_key = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
 
     class Meta:
         model = AuditEntry
