@@ -15,6 +15,7 @@ BENCHMARKS = {
     "controlplane": "benchmarks.controlplane",
     "gateway": "benchmarks.gateway",
     "metering": "benchmarks.metering",
+    "soak": "benchmarks.soak",
 }
 
 
@@ -25,12 +26,14 @@ class Command(BaseCommand):
         parser.add_argument("name", choices=sorted(BENCHMARKS))
         parser.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
         parser.add_argument("--seconds", type=float, default=10.0, help="Length of each timed load phase.")
+        parser.add_argument("--minutes", type=float, default=None, help="The same in minutes (for soak).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         module = importlib.import_module(BENCHMARKS[options["name"]])
         progress = (lambda line: print(line, file=sys.stderr, flush=True)) if options["json"] else self.stdout.write
         try:
-            figures = module.run(seconds=options["seconds"], log=progress)
+            seconds = options["minutes"] * 60 if options["minutes"] is not None else options["seconds"]
+            figures = module.run(seconds=seconds, log=progress)
         except RuntimeError as error:
             raise CommandError(str(error)) from None
         if options["json"]:
