@@ -41,6 +41,8 @@ org_patterns: list[URLPattern | URLResolver] = [
 
 account_patterns: list[URLPattern | URLResolver] = [
     path("signup/", accounts.signup, name="signup"),
+    path("signup/sent/", accounts.signup_sent, name="signup-sent"),
+    path("signup/confirm/<str:token>/", accounts.signup_confirm, name="signup-confirm"),
     path(
         "login/", auth_views.LoginView.as_view(authentication_form=EmailAuthenticationForm, redirect_authenticated_user=True), name="login"
     ),

@@ -12,10 +12,11 @@ class SignupForm(UserCreationForm):
         fields = ("email", "full_name")
 
     def clean_email(self) -> str:
-        email = self.cleaned_data["email"].strip().lower()
-        if User.objects.filter(email=email).exists():
-            raise forms.ValidationError("An account with this email already exists; sign in instead.")
-        return email
+        # Whether the address has an account is not said here (tenancy/signup.py).
+        return self.cleaned_data["email"].strip().lower()
+
+    def validate_unique(self) -> None:
+        """Skipped: an existing address is handled by tenancy.signup, which answers alike."""
 
 
 class EmailAuthenticationForm(AuthenticationForm):

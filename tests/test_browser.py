@@ -4,13 +4,31 @@ against the ASGI server."""
 from __future__ import annotations
 
 import re
+import time
+from pathlib import Path
 
 import httpx
 import pytest
+from django.conf import settings
 
 from tests.browser import UNLABELLED_CONTROLS_JS, chromium
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def _confirmation_path(email: str) -> str:
+    """The confirmation link of the newest message to `email` in the server's outbox (no
+    SMTP server here: mail is written to <data dir>/outbox/)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for message in sorted(Path(settings.EMAIL_FILE_PATH).glob("*.log"), key=lambda path: path.stat().st_mtime, reverse=True):
+            text = message.read_text()
+            if email in text and "/accounts/signup/confirm/" in text:
+                link = re.search(r"https?://\S+/accounts/signup/confirm/\S+", text)
+                assert link is not None
+                return "/" + link.group(0).split("://", 1)[1].split("/", 1)[1]
+        time.sleep(0.2)
+    raise AssertionError(f"no confirmation email to {email}")
 
 
 def test_sign_up_create_org_and_see_a_new_key_once(live_server_url: str) -> None:
@@ -23,6 +41,8 @@ def test_sign_up_create_org_and_see_a_new_key_once(live_server_url: str) -> None
         page.get_by_label("Password", exact=True).fill("analytical-engine-1843")
         page.get_by_label("Password confirmation").fill("analytical-engine-1843")
         page.get_by_role("button", name="Create account").click()
+        page.wait_for_url(re.compile(r"/accounts/signup/sent/$"))  # the same answer for any address
+        page.goto(live_server_url + _confirmation_path("ada@example.test"))  # from the email the server wrote
 
         page.wait_for_url(re.compile(r"/orgs/new/$"))
         page.get_by_label("Organization name").fill("Engine Works")

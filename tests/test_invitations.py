@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from django.core import mail
 from django.test import Client
 from django.utils import timezone
@@ -93,10 +94,42 @@ def test_organization_switcher_lists_only_my_organizations(tenants: Tenants) -> 
     assert "Globex" not in page
 
 
-def test_signup_follows_only_local_next_links(db: None) -> None:
+def _confirmation_path(email: str) -> str:
+    [message] = [m for m in mail.outbox if email in m.to]
+    link = next(line for line in message.body.splitlines() if "/accounts/signup/confirm/" in line).strip()
+    return "/" + link.split("://", 1)[1].split("/", 1)[1]
+
+
+@pytest.mark.django_db(transaction=True)  # the email is sent once the sign-up commits
+def test_signup_follows_only_local_next_links() -> None:
     form = {"email": "new@example.test", "full_name": "New", "password1": "a-long-password-42", "password2": "a-long-password-42"}
-    local = Client().post("/accounts/signup/?next=/invitations/abc/", form)
+    sent = Client().post("/accounts/signup/?next=/invitations/abc/", form)
+    assert sent.status_code == 302 and sent["Location"] == "/accounts/signup/sent/"
+    local = Client().get(_confirmation_path("new@example.test"))
     assert local.status_code == 302 and local["Location"] == "/invitations/abc/"
     for unsafe in ("https://evil.example/", "foo", "//evil.example"):
-        response = Client().post(f"/accounts/signup/?next={unsafe}", {**form, "email": f"x{len(unsafe)}@example.test"})
+        email = f"x{len(unsafe)}@example.test"
+        Client().post(f"/accounts/signup/?next={unsafe}", {**form, "email": email})
+        response = Client().get(_confirmation_path(email))
         assert response.status_code == 302 and response["Location"] == "/orgs/new/"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_signup_never_says_whether_an_account_exists(tenants: Tenants) -> None:
+    """The answer is the same for a new and a taken address; only the address's owner
+    learns which, by email. An unconfirmed account cannot sign in; a link works once."""
+    form = {"full_name": "Mallory", "password1": "a-long-password-42", "password2": "a-long-password-42"}
+    taken = Client().post("/accounts/signup/", {**form, "email": tenants.member_a.email.upper()})
+    fresh = Client().post("/accounts/signup/", {**form, "email": "fresh@example.test"})
+    assert (taken.status_code, taken["Location"]) == (fresh.status_code, fresh["Location"]) == (302, "/accounts/signup/sent/")
+    assert Client().get(taken["Location"]).content == Client().get(fresh["Location"]).content
+    [note] = [m for m in mail.outbox if tenants.member_a.email in m.to]
+    assert "already has one" in note.body and "/accounts/signup/confirm/" not in note.body
+    assert not tenants.member_a.__class__.objects.get(pk=tenants.member_a.pk).check_password("a-long-password-42")  # untouched
+    signin = {"username": "fresh@example.test", "password": "a-long-password-42"}
+    assert Client().post("/accounts/login/", signin).status_code == 200  # not until confirmed
+    confirm = _confirmation_path("fresh@example.test")
+    assert Client().get(confirm).status_code == 302
+    assert Client().post("/accounts/login/", signin).status_code == 302
+    assert Client().get(confirm).status_code == 400  # used
+    assert Client().get("/accounts/signup/confirm/forged-token/").status_code == 400

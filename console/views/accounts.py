@@ -17,6 +17,7 @@ from django.views.decorators.http import require_http_methods
 
 from console.forms import OrganizationForm, SignupForm
 from tenancy import access, selectors, services, throttle
+from tenancy import signup as signup_service
 from tenancy.errors import ServiceError
 from tenancy.models import User
 
@@ -44,16 +45,37 @@ def signup(request: HttpRequest) -> HttpResponse:
         return redirect("home")
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = form.save()
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         target = request.GET.get("next", "")
         local = target.startswith("/") and url_has_allowed_host_and_scheme(
             target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
         )
-        if local:
-            return HttpResponseRedirect(target)  # e.g. back to an invitation link
-        return redirect("create-organization")
+        data = form.cleaned_data
+        signup_service.sign_up(
+            signup_service.SignupRequest(
+                email=data["email"], full_name=data["full_name"], password=data["password1"], next_path=target if local else ""
+            )
+        )
+        return redirect("signup-sent")  # the same answer whether or not the address had an account
     return render(request, "console/signup.html", {"form": form}, status=400 if form.errors else 200)
+
+
+def signup_sent(request: HttpRequest) -> HttpResponse:
+    return render(request, "console/signup_sent.html")
+
+
+def signup_confirm(request: HttpRequest, token: str) -> HttpResponse:
+    try:
+        user = signup_service.confirm(token)
+    except signup_service.InvalidConfirmation:
+        return render(request, "console/signup_invalid.html", status=400)
+    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    target = request.GET.get("next", "")
+    local = target.startswith("/") and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    )
+    if local:
+        return HttpResponseRedirect(target)  # e.g. back to an invitation link
+    return redirect("create-organization")
 
 
 @login_required
