@@ -186,3 +186,49 @@ def test_a_new_revision_rolls_out_with_a_ready_replica_at_every_moment(
         new.endpoint + "/v1/embeddings", json={"model": "tiny-embedding", "input": "rolled out"}, headers=bearer(replica_token(new.id))
     )
     assert answer.status_code == 200
+
+
+def test_a_worker_killed_mid_reconcile_leaves_no_duplicate_replica(
+    tenants: Tenants, agents: list[LocalCluster], tmp_path: Path, django_db_blocker
+) -> None:  # type: ignore[no-untyped-def]
+    """The fault: the Celery worker SIGKILLed (its whole process group) while it places a
+    deployment's replicas, then a new worker started. The expectation: the deployment gets
+    exactly the replicas it asks for, each one model-server process, no orphan left on the
+    cluster, within two minutes (the killed pass's lease must lapse first)."""
+    with django_db_blocker.unblock():
+        database_url = child_database_url()
+    env = child_env(DATABASE_URL=database_url, SWITCHBOARD_DATA_DIR=str(tmp_path), SWITCHBOARD_RECONCILE_INTERVAL="1")
+    worker_command = [sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel=WARNING", "--concurrency=2"]
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel=WARNING", "--schedule", str(tmp_path / "beat")],
+        cwd=ROOT,
+        env=env,
+    )
+    worker = subprocess.Popen(worker_command, cwd=ROOT, env=env, start_new_session=True)
+    try:
+        deployment = create_deployment(
+            tenants.org_a, name="twice", model="tiny-chat", min_replicas=2, max_replicas=2, allowed_regions=("us-east", "eu-west")
+        )
+        replicas = Replica.objects.for_org(tenants.org_a).filter(deployment=deployment)
+        _wait("the first pass placing replicas", lambda: replicas.exists(), timeout=60)
+        os.killpg(worker.pid, signal.SIGKILL)  # mid-pass: rows written, model servers starting
+        worker.wait()
+        worker = subprocess.Popen(worker_command, cwd=ROOT, env=env, start_new_session=True)
+
+        live = (Replica.State.PENDING, Replica.State.PROVISIONING, Replica.State.READY)
+        _wait("two READY replicas", lambda: replicas.filter(state=Replica.State.READY).count() == 2, timeout=120)
+        assert replicas.filter(state__in=live).count() == 2  # none extra, in any state
+
+        def on_clusters() -> list[str]:
+            rows = []
+            for cluster in agents:
+                listed = httpx.get(f"http://127.0.0.1:{cluster.port}/replicas", headers=bearer(agent_token(cluster.name))).json()
+                rows += [row["replica_id"] for row in listed["replicas"] if row["running"]]
+            return rows
+
+        ready = set(replicas.filter(state=Replica.State.READY).values_list("id", flat=True))
+        # One model server per READY replica on the clusters (these agents serve this test only).
+        _wait("no orphan or duplicate model server", lambda: sorted(on_clusters()) == sorted(ready), timeout=60)
+    finally:
+        stop(worker)
+        stop(beat)
