@@ -49,6 +49,10 @@ class Command(BaseCommand):
                 "--port",
                 str(options["port"]),
                 "--no-access-log",
+                # Longer than any client's idle-connection expiry (httpx and the OpenAI SDK
+                # keep 5 s), so a client never reuses a connection the server is closing.
+                "--timeout-keep-alive",
+                "75",
             ],
             "worker": [python, "-m", "celery", "-A", "config", "worker", "--loglevel=INFO", "--concurrency=2"],
             "beat": [
