@@ -4,15 +4,17 @@ on free ports of this machine and reports their state. One agent is one cluster.
 Every call needs the agent's bearer token (deployments.internal_tokens.agent_token), and
 every replica it starts requires the token the control plane sent with it, so neither the
 agent nor a replica answers anyone but the platform. Replicas listen on `replica_host`
-and are advertised at `advertise_host`, so a cluster can live on another machine."""
+and are advertised at `advertise_host`, so a cluster can live on another machine.
+
+Replicas outlive their agent: a restarted agent adopts the model servers its predecessor
+recorded in its state file (deployments.replica_processes), so killing an agent interrupts
+no traffic and leaves no orphan."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
 import logging
-import signal
-import subprocess
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,9 +28,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from deployments.replica_processes import AdoptedProcess, ChildProcess, RecordedReplica, ReplicaProcess, StateFile
 from modelserver.auth import API_KEY_VARIABLE
 from modelserver.catalog import CATALOG
-from modelserver.processes import start_model_server, stop
+from modelserver.processes import start_model_server
 
 log = logging.getLogger(__name__)
 # Replica options the control plane may pass, and the model server flag each becomes.
@@ -45,29 +48,51 @@ class ManagedReplica:
     replica_id: str
     model: str
     endpoint: str
-    process: subprocess.Popen[bytes]
+    process: ReplicaProcess
     draining: bool = False
 
     def as_json(self) -> dict[str, object]:
-        code = self.process.poll()
+        running = self.process.running()
+        detail = "" if running or not isinstance(self.process, AdoptedProcess) else "exited after an agent restart"
         return {
             "replica_id": self.replica_id,
             "model": self.model,
             "endpoint": self.endpoint,
-            "running": code is None,
-            "exit_code": code,
+            "running": running,
+            "exit_code": None if running else self.process.exit_code(),
             "pid": self.process.pid,
+            "detail": detail,
         }
 
 
 class Agent:
-    def __init__(self, cluster: str, *, model_cache_dir: Path, replica_host: str = "127.0.0.1", advertise_host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        cluster: str,
+        *,
+        model_cache_dir: Path,
+        state_file: Path,
+        replica_host: str = "127.0.0.1",
+        advertise_host: str = "127.0.0.1",
+    ) -> None:
         self.cluster = cluster
         self.model_cache_dir = model_cache_dir
         self.replica_host = replica_host
         self.advertise_host = advertise_host
-        self.replicas: dict[str, ManagedReplica] = {}
+        self.state = StateFile(state_file)
         self._lock = threading.Lock()
+        self.replicas: dict[str, ManagedReplica] = {}
+        for recorded in self.state.adoptable():
+            process = AdoptedProcess(recorded.pid)
+            self.replicas[recorded.replica_id] = ManagedReplica(recorded.replica_id, recorded.model, recorded.endpoint, process)
+            log.info("%s: adopted replica %s at %s, pid %s", cluster, recorded.replica_id, recorded.endpoint, recorded.pid)
+        self._save()
+
+    def _save(self) -> None:
+        """Records what runs now; called with the lock held (or before anyone else can call)."""
+        self.state.save(
+            [RecordedReplica(r.replica_id, r.model, r.endpoint, r.process.pid) for r in self.replicas.values() if r.process.running()]
+        )
 
     def create(self, replica_id: str, model: str, options: dict[str, object], token: str) -> ManagedReplica:
         with self._lock:
@@ -86,8 +111,9 @@ class Agent:
                 advertise_host=self.advertise_host,
                 env={API_KEY_VARIABLE: token},
             )
-            replica = ManagedReplica(replica_id=replica_id, model=model, endpoint=server.url, process=server.process)
+            replica = ManagedReplica(replica_id=replica_id, model=model, endpoint=server.url, process=ChildProcess(server.process))
             self.replicas[replica_id] = replica
+            self._save()
             log.info("%s: started replica %s (%s) at %s, pid %s", self.cluster, replica_id, model, server.url, server.process.pid)
             return replica
 
@@ -98,23 +124,26 @@ class Agent:
             replica = self.replicas.get(replica_id)
         if replica is None:
             return False
-        if replica.process.poll() is None and not replica.draining:
+        if replica.process.running() and not replica.draining:
             replica.draining = True
-            replica.process.send_signal(signal.SIGTERM)  # the model server drains, then exits
+            replica.process.terminate()  # the model server drains, then exits
             threading.Thread(target=self._reap, args=(replica, drain_seconds + 5), daemon=True).start()
         return True
 
     def _reap(self, replica: ManagedReplica, timeout: float) -> None:
-        stop(replica.process, timeout)
+        replica.process.stop(timeout)
         with self._lock:
             if self.replicas.get(replica.replica_id) is replica:
                 del self.replicas[replica.replica_id]
+            self._save()
 
     def stop_all(self) -> None:
+        """An agent asked to stop (Ctrl-C on `up`, SIGTERM) stops its replicas with it."""
         with self._lock:
             replicas, self.replicas = list(self.replicas.values()), {}
+            self._save()
         for replica in replicas:
-            stop(replica.process, timeout=10)
+            replica.process.stop(timeout=10)
 
 
 class RequireBearer:
@@ -151,11 +180,17 @@ def _creation(body: object) -> tuple[str, str, dict[str, object], str] | str:
 
 
 def build_agent_app(
-    cluster: str, *, token: str, model_cache_dir: Path, replica_host: str = "127.0.0.1", advertise_host: str = "127.0.0.1"
+    cluster: str,
+    *,
+    token: str,
+    model_cache_dir: Path,
+    state_file: Path,
+    replica_host: str = "127.0.0.1",
+    advertise_host: str = "127.0.0.1",
 ) -> Starlette:
     if not token:
         raise ValueError("a cluster agent needs its token")
-    agent = Agent(cluster, model_cache_dir=model_cache_dir, replica_host=replica_host, advertise_host=advertise_host)
+    agent = Agent(cluster, model_cache_dir=model_cache_dir, state_file=state_file, replica_host=replica_host, advertise_host=advertise_host)
 
     async def list_replicas(request: Request) -> JSONResponse:
         return JSONResponse({"cluster": cluster, "replicas": [replica.as_json() for replica in list(agent.replicas.values())]})

@@ -17,6 +17,7 @@ import pytest
 from deployments.internal_tokens import agent_token, bearer, replica_token
 from deployments.local_clusters import LocalCluster, register
 from deployments.models import Deployment, Replica
+from deployments.replica_processes import process_alive
 from tests.conftest import Tenants
 from tests.factories import create_deployment
 from tests.servers import ROOT, child_database_url, child_env, free_port, stop, wait_until_up
@@ -47,22 +48,34 @@ def control_plane(tmp_path: Path, django_db_blocker) -> Iterator[None]:  # type:
             stop(process)
 
 
+class Agents(list[LocalCluster]):
+    """The two local clusters, each with its running agent (`manage.py cluster_agent`)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        super().__init__([LocalCluster("local-us-east", "us-east", free_port()), LocalCluster("local-eu-west", "eu-west", free_port())])
+        self.state_dir = state_dir
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, cluster: LocalCluster) -> None:
+        command = ["manage.py", "cluster_agent", "--cluster", cluster.name, "--port", str(cluster.port)]
+        command += ["--state-file", str(self.state_dir / f"{cluster.name}.json")]
+        process = self.processes[cluster.name] = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=child_env())
+        wait_until_up(f"http://127.0.0.1:{cluster.port}/replicas", process)
+
+    def named(self, name: str) -> LocalCluster:
+        return next(cluster for cluster in self if cluster.name == name)
+
+
 @pytest.fixture
-def agents() -> Iterator[list[LocalCluster]]:
-    clusters = [LocalCluster("local-us-east", "us-east", free_port()), LocalCluster("local-eu-west", "eu-west", free_port())]
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "manage.py", "cluster_agent", "--cluster", c.name, "--port", str(c.port)], cwd=ROOT, env=child_env()
-        )
-        for c in clusters
-    ]
+def agents(tmp_path: Path) -> Iterator[Agents]:
+    running = Agents(tmp_path / "agents")
     try:
-        for cluster, process in zip(clusters, processes, strict=True):
-            wait_until_up(f"http://127.0.0.1:{cluster.port}/replicas", process)
+        for cluster in running:
+            running.start(cluster)
             register(cluster)
-        yield clusters
+        yield running
     finally:
-        for process in processes:
+        for process in running.processes.values():
             stop(process)
 
 
@@ -76,7 +89,7 @@ def _wait(what: str, check: Callable[[], object], timeout: float = 90.0) -> obje
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_replicas_come_up_ready_and_a_killed_one_is_replaced(tenants: Tenants, agents: list[LocalCluster], control_plane: None) -> None:
+def test_replicas_come_up_ready_and_a_killed_one_is_replaced(tenants: Tenants, agents: Agents, control_plane: None) -> None:
     deployment = create_deployment(
         tenants.org_a, name="tiny", model="tiny-chat", min_replicas=1, max_replicas=1, allowed_regions=("eu-west",)
     )
@@ -95,7 +108,7 @@ def test_replicas_come_up_ready_and_a_killed_one_is_replaced(tenants: Tenants, a
     assert httpx.get(replica.endpoint + "/metrics").status_code == 401
     assert httpx.get(replica.endpoint + "/health").status_code == 200  # liveness stays open, and says nothing else
 
-    agent = next(cluster for cluster in agents if cluster.name == "local-eu-west")
+    agent = agents.named("local-eu-west")
     agent_url = f"http://127.0.0.1:{agent.port}/replicas"
     assert httpx.get(agent_url).status_code == 401
     assert httpx.get(agent_url, headers=bearer(agent_token("local-us-east"))).status_code == 401  # another cluster's token
@@ -116,7 +129,7 @@ def test_replicas_come_up_ready_and_a_killed_one_is_replaced(tenants: Tenants, a
     )
 
 
-def test_idle_scales_to_zero_and_a_request_brings_it_back(tenants: Tenants, agents: list[LocalCluster], control_plane: None) -> None:
+def test_idle_scales_to_zero_and_a_request_brings_it_back(tenants: Tenants, agents: Agents, control_plane: None) -> None:
     from deployments.enqueue import request_scale_from_zero
 
     deployment = create_deployment(
@@ -156,9 +169,7 @@ def test_idle_scales_to_zero_and_a_request_brings_it_back(tenants: Tenants, agen
     )
 
 
-def test_a_new_revision_rolls_out_with_a_ready_replica_at_every_moment(
-    tenants: Tenants, agents: list[LocalCluster], control_plane: None
-) -> None:
+def test_a_new_revision_rolls_out_with_a_ready_replica_at_every_moment(tenants: Tenants, agents: Agents, control_plane: None) -> None:
     from deployments import services
     from tests.factories import owner_context
 
@@ -189,7 +200,7 @@ def test_a_new_revision_rolls_out_with_a_ready_replica_at_every_moment(
 
 
 def test_a_worker_killed_mid_reconcile_leaves_no_duplicate_replica(
-    tenants: Tenants, agents: list[LocalCluster], tmp_path: Path, django_db_blocker
+    tenants: Tenants, agents: Agents, tmp_path: Path, django_db_blocker
 ) -> None:  # type: ignore[no-untyped-def]
     """The fault: the Celery worker SIGKILLed (its whole process group) while it places a
     deployment's replicas, then a new worker started. The expectation: the deployment gets
@@ -233,3 +244,45 @@ def test_a_worker_killed_mid_reconcile_leaves_no_duplicate_replica(
     finally:
         stop(worker)
         stop(beat)
+
+
+def test_a_killed_agent_leaves_its_replicas_serving_and_its_successor_adopts_them(
+    tenants: Tenants, agents: Agents, control_plane: None
+) -> None:
+    """The agent is control, not data: SIGKILLed, its replica keeps answering; restarted (as
+    `up` restarts it), it adopts the running model server, so the control plane neither
+    replaces it nor leaves an orphan. Expected: no failed request, no second replica."""
+    deployment = create_deployment(
+        tenants.org_a, name="steady", model="tiny-chat", min_replicas=1, max_replicas=1, allowed_regions=("eu-west",)
+    )
+
+    def live() -> list[Replica]:
+        return list(Replica.objects.for_org(tenants.org_a).filter(deployment=deployment).exclude(state=Replica.State.STOPPED))
+
+    [replica] = _wait("a READY replica", lambda: [r for r in live() if r.state == Replica.State.READY])
+    agent = agents.named("local-eu-west")
+    agent_url, auth = f"http://127.0.0.1:{agent.port}/replicas", bearer(agent_token(agent.name))
+    [row] = [row for row in httpx.get(agent_url, headers=auth).json()["replicas"] if row["replica_id"] == replica.id]
+    hello = {"model": "tiny-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+
+    def served() -> bool:
+        return httpx.post(replica.endpoint + "/v1/chat/completions", json=hello, headers=bearer(replica_token(replica.id))).is_success
+
+    agents.processes[agent.name].kill()
+    agents.processes[agent.name].wait()
+    answers = []
+    for _ in range(6):  # several reconcile passes (1 s apart) see the agent unreachable
+        answers.append(served())
+        time.sleep(0.5)
+    assert all(answers)
+    agents.start(agent)
+
+    [adopted] = [r for r in httpx.get(agent_url, headers=auth).json()["replicas"] if r["replica_id"] == replica.id]
+    assert adopted["running"] and adopted["pid"] == row["pid"] and adopted["endpoint"] == replica.endpoint
+    time.sleep(4)  # reconcile passes against the new agent
+    assert [(r.id, r.state) for r in live()] == [(replica.id, Replica.State.READY)]
+    assert served()
+
+    # The new agent governs the adopted process: asked to, it stops it.
+    httpx.delete(f"{agent_url}/{replica.id}", params={"drain_seconds": 0}, headers=auth)
+    _wait("the adopted model server stopped", lambda: not process_alive(row["pid"]), timeout=30)

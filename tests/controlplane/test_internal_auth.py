@@ -30,7 +30,7 @@ def _get(app: object, method: str, path: str, headers: dict[str, str] | None = N
 
 
 def test_the_agent_refuses_every_call_without_its_token(tmp_path: Path) -> None:
-    app = build_agent_app("local-test", token=TOKEN, model_cache_dir=tmp_path)
+    app = build_agent_app("local-test", token=TOKEN, model_cache_dir=tmp_path, state_file=tmp_path / "agent.json")
     for method, path in (("GET", "/replicas"), ("POST", "/replicas"), ("DELETE", "/replicas/rep_x")):
         assert _get(app, method, path).status_code == 401
         assert _get(app, method, path, {"authorization": "Bearer " + "u" * 48}).status_code == 401
@@ -45,7 +45,7 @@ def test_the_agent_refuses_every_call_without_its_token(tmp_path: Path) -> None:
 
 def test_an_agent_cannot_start_without_a_token(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="needs its token"):
-        build_agent_app("local-test", token="", model_cache_dir=tmp_path)
+        build_agent_app("local-test", token="", model_cache_dir=tmp_path, state_file=tmp_path / "agent.json")
 
 
 def test_a_replica_answers_its_own_token_only_and_health_to_anyone() -> None:

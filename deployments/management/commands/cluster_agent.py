@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -24,6 +25,9 @@ class Command(BaseCommand):
             "--replica-host", default="127.0.0.1", help="Address replicas listen on (0.0.0.0 for a cluster on another machine)."
         )
         parser.add_argument("--advertise-host", default="127.0.0.1", help="Address the control plane and gateways reach replicas at.")
+        parser.add_argument(
+            "--state-file", help="Where the agent records its replicas, for a restarted agent to adopt (default: the data directory)."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         # On this install the token derives from its internal secret; an agent on another
@@ -34,6 +38,7 @@ class Command(BaseCommand):
                 options["cluster"],
                 token=token,
                 model_cache_dir=settings.MODEL_CACHE_DIR,
+                state_file=Path(options["state_file"] or settings.DATA_DIR / "agents" / f"{options['cluster']}.json"),
                 replica_host=options["replica_host"],
                 advertise_host=options["advertise_host"],
             ),
