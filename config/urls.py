@@ -2,13 +2,10 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import URLPattern, URLResolver, include, path
-from django.views import defaults
 
 from console.forms import EmailAuthenticationForm
 from console.views import accounts, audit, deployments, keys, members, org_settings, pages, usage
-from tenancy.api.errors import error_body, json_not_found
 
 deployment_patterns: list[URLPattern | URLResolver] = [
     path("", deployments.deployment_list, name="deployments"),
@@ -67,30 +64,8 @@ urlpatterns = [
 ]
 
 
-# Error answers: the console's own pages, and under /api/ the API's JSON error shape, never
-# an HTML page (and never Django's debug pages unless SWITCHBOARD_DEBUG is on).
-
-
-def handler400(request: HttpRequest, exception: Exception) -> HttpResponse:
-    if request.path.startswith("/api/"):
-        return JsonResponse(error_body(400, "The request could not be understood.", "bad_request"), status=400)
-    return defaults.bad_request(request, exception)
-
-
-def handler403(request: HttpRequest, exception: Exception) -> HttpResponse:
-    if request.path.startswith("/api/"):
-        return JsonResponse(error_body(403, str(exception) or "Your role does not allow this.", "permission_denied"), status=403)
-    return defaults.permission_denied(request, exception)
-
-
-def handler404(request: HttpRequest, exception: Exception) -> HttpResponse:
-    if request.path.startswith("/api/"):
-        return json_not_found()
-    return defaults.page_not_found(request, exception)
-
-
-def handler500(request: HttpRequest) -> HttpResponse:
-    if request.path.startswith("/api/"):
-        message = "Something went wrong on our side; it has been logged. Retry, and quote the X-Request-Id if it keeps failing."
-        return JsonResponse(error_body(500, message, "internal_error"), status=500)
-    return defaults.server_error(request)
+# Error answers: config/errors.py.
+handler400 = "config.errors.bad_request"
+handler403 = "config.errors.permission_denied"
+handler404 = "config.errors.page_not_found"
+handler500 = "config.errors.server_error"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.test import Client, override_settings
 from django.urls import path
@@ -71,7 +72,17 @@ def _fails(request: HttpRequest) -> HttpResponse:
     raise RuntimeError(f"boom {CANARY}")
 
 
-urlpatterns = [path("api/v1/fails/", _fails), path("o/fails/", _fails), *console_urls.urlpatterns]
+def _database_gone(request: HttpRequest) -> HttpResponse:
+    raise OperationalError("server closed the connection unexpectedly")
+
+
+urlpatterns = [
+    path("api/v1/fails/", _fails),
+    path("o/fails/", _fails),
+    path("api/v1/database-gone/", _database_gone),
+    path("o/database-gone/", _database_gone),
+    *console_urls.urlpatterns,
+]
 
 
 @override_settings(ROOT_URLCONF=__name__, DEBUG=False)
@@ -90,3 +101,15 @@ def test_failures_answer_in_the_console_style_or_the_api_json_shape() -> None:
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     page_missing = client.get("/nothing-here/")
     assert page_missing.status_code == 404 and "URLconf" not in page_missing.content.decode()
+
+
+@override_settings(ROOT_URLCONF=__name__, DEBUG=False)
+@pytest.mark.django_db
+def test_an_unreachable_database_answers_503_with_retry_after_not_500() -> None:
+    client = Client(raise_request_exception=False)
+    api = client.get("/api/v1/database-gone/")
+    assert api.status_code == 503 and api["Retry-After"] == "5"
+    assert api.json()["error"]["code"] == "service_unavailable" and "Retry in 5 seconds" in api.json()["error"]["message"]
+    page = client.get("/o/database-gone/")
+    assert page.status_code == 503 and page["Retry-After"] == "5" and "Back in a moment" in page.content.decode()
+    assert "server closed" not in api.content.decode() + page.content.decode()

@@ -22,6 +22,30 @@ from routing.gateway.spend import SpendLedger, SpendPolicy
 log = logging.getLogger("switchboard.gateway")
 
 
+class _Outage:
+    """A store's failure is logged in full once, then in one line per request until the
+    store answers again: an outage under traffic must not bury the log in tracebacks."""
+
+    def __init__(self, store: str) -> None:
+        self.store = store
+        self.down = False
+
+    def failed(self, what: str) -> None:
+        if self.down:
+            log.warning("%s still unavailable; %s", self.store, what)
+        else:
+            self.down = True
+            log.exception("%s unavailable; %s", self.store, what)
+
+    def answered(self) -> None:
+        if self.down:
+            self.down = False
+            log.warning("%s answers again", self.store)
+
+
+_LIMITER, _LEDGER = _Outage("rate limiter"), _Outage("spend ledger")
+
+
 async def admit(
     limiter: Limiter, *, exchange: Exchange, caller: Caller, snapshot: OrgSnapshot, payload: dict[str, Any]
 ) -> Admission | None:
@@ -30,8 +54,9 @@ async def admit(
     try:
         admission = await limiter.admit(exchange.request_id, scopes, token_estimate(payload, exchange.endpoint))
     except Exception:  # noqa: BLE001 - limiter store down: serve rather than refuse everyone
-        log.exception("rate limiter unavailable; admitting %s unchecked", exchange.request_id)
+        _LIMITER.failed(f"admitting {exchange.request_id} unchecked")
         return None
+    _LIMITER.answered()
     if not admission.allowed:
         metrics.RATE_LIMITED.labels(caller.org_id, admission.exceeded).inc()
         who = "this API key" if admission.scope.startswith("key:") else "this organization"
@@ -58,8 +83,9 @@ async def reserve_spend(
     try:
         held = await ledger.reserve(snapshot.org_id, policy, micros)
     except Exception:  # noqa: BLE001 - as for rate limits: a store outage must not refuse every tenant
-        log.exception("spend ledger unavailable; admitting %s unchecked", exchange.request_id)
+        _LEDGER.failed(f"admitting {exchange.request_id} unchecked")
         return
+    _LEDGER.answered()
     if not held:
         metrics.SPEND_REFUSED.labels(snapshot.org_id).inc()
         raise GatewayError(
@@ -83,7 +109,7 @@ async def settle(limiter: Limiter, ledger: SpendLedger, exchange: Exchange) -> N
         try:
             await limiter.settle(exchange.request_id, admission, used_tokens)
         except Exception:  # noqa: BLE001 - a lost settle only leaks a lease until it expires
-            log.exception("settling limits for %s failed", exchange.request_id)
+            _LIMITER.failed(f"settling {exchange.request_id} lost")
     caller = exchange.caller
     if exchange.spend_reserved is not None and exchange.spend_policy is not None and caller is not None:
         provider = (exchange.input_price, exchange.output_price) if exchange.target and not exchange.deployment_id else None
@@ -91,4 +117,4 @@ async def settle(limiter: Limiter, ledger: SpendLedger, exchange: Exchange) -> N
         try:
             await ledger.settle(caller.org_id, exchange.spend_reserved, spend.to_micros(charged))
         except Exception:  # noqa: BLE001 - a lost settle keeps a reservation until its key expires
-            log.exception("settling spend for %s failed", exchange.request_id)
+            _LEDGER.failed(f"settling {exchange.request_id} lost")
