@@ -62,26 +62,6 @@ class ModelPrice(models.Model):
         ]
 
 
-class GpuPrice(models.Model):
-    """What a dedicated replica costs per GPU-second of its GPU type, cold start included."""
-
-    organization = models.ForeignKey(
-        Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="+", help_text="Empty: the platform's price."
-    )
-    gpu_type = models.ForeignKey("deployments.GpuType", on_delete=models.PROTECT, related_name="+")
-    price_per_second = models.DecimalField(max_digits=20, decimal_places=12)
-    effective_from = models.DateTimeField(help_text="On a whole hour (UTC).")
-    created_at = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        ordering = ["gpu_type", "-effective_from"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["organization", "gpu_type", "effective_from"], name="one_gpu_price_version", nulls_distinct=False
-            )
-        ]
-
-
 class ProviderMarkup(models.Model):
     """External providers' cost is passed through with this markup."""
 

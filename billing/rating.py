@@ -2,7 +2,8 @@
 
 What is charged, per usage source:
 - a request served by a dedicated deployment: nothing per token; its replicas' GPU-seconds
-  (metering.gpu_time, cold start included) at the GPU type's price per second;
+  (metering.gpu_time, cold start included) at the GPU type's price per hour from the book
+  (deployments.prices: the organization's version, the platform's, or the list price);
 - a request for a model the price book prices (ModelPrice): its input and output tokens
   at that model's prices per million;
 - any other request through an external provider: the provider's cost (on the usage
@@ -12,12 +13,12 @@ Each version of a price holds from its `effective_from` (a whole hour) until the
 organization's own versions (an enterprise deal) win over the platform's. Usage is read
 from the hourly rollups, so every hour is priced at the version in force in it, exactly
 as each of its events would be. Amounts are exact decimals until each invoice line, which
-rounds half up to the cent: the only rounding.
+rounds half up to the cent: the only rounding (a GPU price per hour divided into seconds
+is carried to 28 significant digits first, as it is not always a finite decimal).
 """
 
 from __future__ import annotations
 
-import bisect
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,8 @@ from typing import Any
 
 from django.db.models import Q, QuerySet, Sum
 
-from billing.models import GpuPrice, InvoiceLine, ModelPrice, ProviderMarkup
+from billing.models import InvoiceLine, ModelPrice, ProviderMarkup
+from deployments.prices import SECONDS_PER_HOUR, GpuPriceBook, Versions
 from metering import gpu_time
 from metering.models import Breakdown, Granularity, UsageRollup
 from tenancy.models import Organization
@@ -53,19 +55,6 @@ def next_month(start: datetime) -> datetime:
 # The price book in force
 
 
-class Versions:
-    """Versions of one price, each in force from its start until the next one's."""
-
-    def __init__(self, versions: Iterable[tuple[datetime, Any]]) -> None:
-        ordered = sorted(versions, key=lambda version: version[0])
-        self.starts = [start for start, _ in ordered]
-        self.values = [value for _, value in ordered]
-
-    def at(self, moment: datetime) -> Any | None:
-        index = bisect.bisect_right(self.starts, moment) - 1
-        return self.values[index] if index >= 0 else None
-
-
 def _for(org: Organization, rows: QuerySet[Any]) -> QuerySet[Any]:
     return rows.filter(Q(organization=org) | Q(organization__isnull=True))
 
@@ -75,7 +64,7 @@ class PriceBook:
     """Everything that prices one organization's usage, loaded once."""
 
     model_prices: dict[str, Versions]
-    gpu_prices: dict[str, Versions]
+    gpu_prices: GpuPriceBook
     markup: Versions
 
     @classmethod
@@ -92,7 +81,7 @@ class PriceBook:
         own_markups = [(m.effective_from, m.percent) for m in markups if m.organization_id]
         return cls(
             model_prices=chosen(_for(org, ModelPrice.objects.all()), "model"),
-            gpu_prices=chosen(_for(org, GpuPrice.objects.all()), "gpu_type_id"),
+            gpu_prices=GpuPriceBook.load(org.pk),
             markup=Versions(own_markups or [(m.effective_from, m.percent) for m in markups if not m.organization_id]),
         )
 
@@ -179,22 +168,22 @@ def rate(org: Organization, start: datetime, end: datetime, *, now: datetime | N
 
 def _rate_gpu_time(org: Organization, start: datetime, end: datetime, now: datetime | None, book: PriceBook, line: Any) -> None:
     # One GPU-seconds query per stretch of time in which no GPU price changes.
-    edges = sorted({start, end, *(moment for versions in book.gpu_prices.values() for moment in versions.starts if start < moment < end)})
+    edges = sorted({start, end, *(moment for moment in book.gpu_prices.changes() if start < moment < end)})
     for begin, finish in zip(edges, edges[1:], strict=False):
         if begin >= (now or datetime.now(UTC)):
             break
         for row in gpu_time.gpu_seconds(org, begin, finish, ("deployment_id", "gpu_type"), now=now):
-            versions = book.gpu_prices.get(row.gpu_type or "")
-            price = versions.at(begin) if versions else None
-            if price is None:
-                continue  # no price for this GPU type: not charged, never guessed
+            rate = book.gpu_prices.at(row.gpu_type or "", begin)
+            if rate is None:
+                continue  # a GPU type the catalog does not know: never guessed
             spec = {
                 "kind": InvoiceLine.Kind.GPU,
-                "description": f"{row.deployment_name}: {row.gpu_type} GPU-seconds",
-                "unit": "GPU-second",
-                "unit_price": price.price_per_second,
+                "description": f"{row.deployment_name}: {row.gpu_type} GPU-hours",
+                "unit": "GPU-hour",
+                "unit_price": rate.price_per_hour,
             }
-            line(("gpu", row.deployment_id, row.gpu_type, price.pk), **spec).add(row.gpu_seconds, row.gpu_seconds * price.price_per_second)
+            key = ("gpu", row.deployment_id, row.gpu_type, rate.price_per_hour)
+            line(key, **spec).add(row.gpu_seconds / SECONDS_PER_HOUR, rate.cost_of(row.gpu_seconds))
 
 
 def subtotal(lines: Sequence[Line]) -> Decimal:

@@ -24,8 +24,8 @@ from django.db.models import Model
 from django.utils import timezone
 
 from billing.invoices import account_for
-from billing.models import BillingAccount, CreditGrant, GpuPrice, ModelPrice, Plan, ProviderMarkup
-from deployments.models import GpuType
+from billing.models import BillingAccount, CreditGrant, ModelPrice, Plan, ProviderMarkup
+from deployments.models import GpuPrice, GpuType
 from tenancy.decimals import plain
 from tenancy.errors import Conflict, ServiceError
 from tenancy.models import Organization
@@ -105,7 +105,7 @@ def price_snapshot(row: Model) -> dict[str, Any]:
             "output_price_per_mtok": plain(row.output_price_per_mtok),
         }
     if isinstance(row, GpuPrice):
-        return {**base, "kind": "gpu", "gpu_type": row.gpu_type_id, "price_per_second": plain(row.price_per_second)}
+        return {**base, "kind": "gpu", "gpu_type": row.gpu_type_id, "price_per_hour": plain(row.price_per_hour)}
     assert isinstance(row, ProviderMarkup)
     return {**base, "kind": "markup", "percent": str(row.percent)}
 
@@ -161,7 +161,7 @@ def add_gpu_price(
     staff: StaffContext,
     *,
     gpu_type: str,
-    price_per_second: object,
+    price_per_hour: object,
     effective_from: datetime | None,
     organization: Organization | None = None,
     now: datetime | None = None,
@@ -170,14 +170,14 @@ def add_gpu_price(
     if not GpuType.objects.filter(code=gpu_type).exists():
         codes = ", ".join(GpuType.objects.values_list("code", flat=True))
         raise ServiceError(f"Unknown GPU type {gpu_type!r}; choose one of {codes}.", field="gpu_type")
-    price = _decimal(price_per_second, "price_per_second", "The price per GPU-second", places=12, integer_digits=8)
+    price = _decimal(price_per_hour, "price_per_hour", "The price per GPU-hour", places=9, integer_digits=9)
     start = _effective_from(effective_from, now)
     if GpuPrice.objects.filter(organization=organization, gpu_type_id=gpu_type, effective_from=start).exists():
         raise Conflict(
             f"{_who(organization).capitalize()} price book already has a {gpu_type} version from {start:%Y-%m-%d %H:%M} UTC.",
             field="effective_from",
         )
-    row = GpuPrice.objects.create(organization=organization, gpu_type_id=gpu_type, price_per_second=price, effective_from=start)
+    row = GpuPrice.objects.create(organization=organization, gpu_type_id=gpu_type, price_per_hour=price, effective_from=start)
     _audit_price(staff, "price.gpu_version_added", row, organization, after=price_snapshot(row))
     return row
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,7 +28,6 @@ from django.db import transaction
 
 from deployments.enqueue import reconcile_soon
 from deployments.models import Cluster, ClusterGpu, GpuType, Replica
-from tenancy.decimals import plain
 from tenancy.errors import Conflict, ServiceError
 from tenancy.models import Organization
 from tenancy.staff_audit import StaffContext, record, record_for_tenant
@@ -51,7 +49,6 @@ ACTIONS = {
 class InventoryRow:
     gpu_type: str
     count: int
-    price_per_hour: Decimal | None = None  # None: the GPU type's default price
 
 
 def cluster_snapshot(cluster: Cluster) -> dict[str, Any]:
@@ -64,24 +61,9 @@ def cluster_snapshot(cluster: Cluster) -> dict[str, Any]:
         "status": cluster.status,
         "simulated": cluster.simulated,
         "inventory": {
-            row.gpu_type_id: {"count": row.count, "price_per_hour": plain(row.price_per_hour) if row.price_per_hour is not None else None}
-            for row in ClusterGpu.objects.filter(cluster_id=cluster.pk).order_by("gpu_type_id")
+            row.gpu_type_id: {"count": row.count} for row in ClusterGpu.objects.filter(cluster_id=cluster.pk).order_by("gpu_type_id")
         },
     }
-
-
-def _price(value: object, gpu: str) -> Decimal | None:
-    if value is None or value == "":
-        return None
-    try:
-        price = Decimal(str(value))
-    except InvalidOperation:
-        raise ServiceError(
-            f"The {gpu} price must be an amount per hour like 0.526, or empty for the list price.", field="inventory"
-        ) from None
-    if not price.is_finite() or price < 0 or price >= Decimal("1000000") or price != price.quantize(Decimal("0.000001")):
-        raise ServiceError(f"The {gpu} price must be between 0 and 999999.999999 per hour, with at most six decimals.", field="inventory")
-    return price
 
 
 def _valid_inventory(inventory: list[InventoryRow]) -> dict[str, InventoryRow]:
@@ -94,7 +76,7 @@ def _valid_inventory(inventory: list[InventoryRow]) -> dict[str, InventoryRow]:
             raise ServiceError(f"The {row.gpu_type} count must be a whole number from 0 to 100000.", field="inventory")
         if row.gpu_type in rows:
             raise ServiceError(f"{row.gpu_type} is listed twice.", field="inventory")
-        rows[row.gpu_type] = InventoryRow(row.gpu_type, row.count, _price(row.price_per_hour, row.gpu_type))
+        rows[row.gpu_type] = InventoryRow(row.gpu_type, row.count)
     if not any(row.count for row in rows.values()):
         raise ServiceError(
             "Give the cluster at least one GPU (or CPU slot): a cluster with no inventory can hold no replica.", field="inventory"
@@ -136,11 +118,7 @@ def add_cluster(
         name=name, provider=provider, region=region, driver=driver, connection={"agent_url": agent_url}, simulated=simulated, status=status
     )
     ClusterGpu.objects.bulk_create(
-        [
-            ClusterGpu(cluster=cluster, gpu_type_id=row.gpu_type, count=row.count, price_per_hour=row.price_per_hour)
-            for row in rows.values()
-            if row.count
-        ]
+        [ClusterGpu(cluster=cluster, gpu_type_id=row.gpu_type, count=row.count) for row in rows.values() if row.count]
     )
     record(staff, "cluster.added", target_type="cluster", target_id=cluster.pk, after=cluster_snapshot(cluster))
     return cluster

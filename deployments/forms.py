@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import cast
 
 from django import forms
 
 from deployments import selectors
 from deployments.models import Deployment
+from deployments.prices import GpuPriceBook
 from modelserver.catalog import CATALOG
 
 
@@ -23,12 +25,16 @@ class DeploymentForm(forms.Form):
     idle_timeout_s = forms.IntegerField(min_value=0, max_value=604_800, initial=300, label="Scale-to-zero idle timeout (s)")
     environment = forms.ChoiceField(choices=Deployment.Environment.choices)
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: object, organization_id: str, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        cast(forms.ChoiceField, self.fields["gpu_type"]).choices = [
-            (gpu.code, f"{gpu.code} ({gpu.memory_gb} GB), ${gpu.default_price_per_hour.normalize()}/h list price")
-            for gpu in selectors.gpu_types()
-        ]
+        # The organization's prices from the book: what each GPU-hour will be billed at.
+        book, now = GpuPriceBook.load(organization_id), datetime.now(UTC)
+        choices = []
+        for gpu in selectors.gpu_types():
+            rate = book.at(gpu.code, now)
+            price = f"${rate.price_per_hour.normalize():f}/h per replica" if rate else "no price"
+            choices.append((gpu.code, f"{gpu.code} ({gpu.memory_gb} GB), {price}"))
+        cast(forms.ChoiceField, self.fields["gpu_type"]).choices = choices
         cast(forms.MultipleChoiceField, self.fields["allowed_regions"]).choices = [
             (row["region"], f"{row['region']} ({_cluster_names(cast(list[dict[str, object]], row['clusters']))})")
             for row in selectors.regions()

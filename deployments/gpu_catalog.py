@@ -6,7 +6,7 @@ Sources (AWS, US East, Linux), per GPU = instance price / GPUs in the instance:
 - A100-80GB: EC2 On-Demand, p4de.24xlarge $40.96 per hour for 8 GPUs.
 - H100, H200: EC2 Capacity Blocks for ML pricing, https://aws.amazon.com/ec2/capacityblocks/pricing/
   ("effective accelerator hourly rate": p5.48xlarge $4.916, p5e.48xlarge $5.408).
-Prices move; staff override them per cluster (ClusterGpu.price_per_hour).
+Prices move; staff add versions in the price book (deployments.prices), per organization if need be.
 """
 
 from __future__ import annotations

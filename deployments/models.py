@@ -3,8 +3,6 @@ deployments with immutable revisions, replicas and their state transitions."""
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -63,16 +61,32 @@ class ClusterGpu(models.Model):
     cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="inventory")
     gpu_type = models.ForeignKey(GpuType, on_delete=models.PROTECT, related_name="+")
     count = models.PositiveIntegerField()
-    price_per_hour = models.DecimalField(
-        max_digits=12, decimal_places=6, null=True, blank=True, help_text="Leave empty for the GPU type's default price."
-    )
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["cluster", "gpu_type"], name="one_inventory_row_per_gpu_type")]
 
-    @property
-    def effective_price_per_hour(self) -> Decimal:
-        return self.price_per_hour if self.price_per_hour is not None else self.gpu_type.default_price_per_hour
+
+class GpuPrice(models.Model):
+    """A version of what a GPU of one type costs per hour on a dedicated replica, billed by
+    the GPU-second, cold start included: the price book's GPU part (deployments.prices).
+    Where no version is in force, the GPU type's list price is."""
+
+    organization = models.ForeignKey(
+        Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="+", help_text="Empty: the platform's price."
+    )
+    gpu_type = models.ForeignKey(GpuType, on_delete=models.PROTECT, related_name="+")
+    price_per_hour = models.DecimalField(max_digits=18, decimal_places=9)
+    effective_from = models.DateTimeField(help_text="On a whole hour (UTC).")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "billing_gpuprice"  # created by billing's migrations, before the book moved here
+        ordering = ["gpu_type", "-effective_from"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "gpu_type", "effective_from"], name="one_gpu_price_version", nulls_distinct=False
+            )
+        ]
 
 
 DEFAULT_REQUESTS_PER_MINUTE = 600

@@ -413,13 +413,12 @@ def _placements(deployment: Deployment, count: int) -> list[str]:
     )
     inventory = ClusterGpu.objects.filter(
         gpu_type=revision.gpu_type, cluster__status=Cluster.Status.ACTIVE, cluster__region__in=revision.allowed_regions
-    ).select_related("cluster", "gpu_type")
+    ).select_related("cluster")
     capacities = [
         Capacity(
             cluster=row.cluster_id,
             region=row.cluster.region,
             free=row.count - in_use[row.cluster_id],
-            price_per_hour=row.effective_price_per_hour,
         )
         for row in inventory
     ]

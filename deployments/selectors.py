@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from decimal import Decimal
-
 from django.db.models import QuerySet
 
-from deployments.models import Cluster, ClusterGpu, Deployment, DeploymentRevision, GpuType
+from deployments.models import Cluster, Deployment, DeploymentRevision, GpuType
 from tenancy.models import Organization
 
 
@@ -35,13 +32,3 @@ def live_deployments(org: Organization) -> QuerySet[Deployment]:
 
 def revisions(org: Organization, deployment: Deployment) -> QuerySet[DeploymentRevision]:
     return DeploymentRevision.objects.for_org(org).filter(deployment=deployment).select_related("gpu_type")
-
-
-def cheapest_price(gpu_code: str, allowed_regions: Iterable[str]) -> Decimal:
-    inventory = ClusterGpu.objects.filter(gpu_type_id=gpu_code, cluster__region__in=list(allowed_regions), count__gt=0).select_related(
-        "gpu_type"
-    )
-    prices = [row.effective_price_per_hour for row in inventory]
-    if prices:
-        return min(prices)
-    return GpuType.objects.get(code=gpu_code).default_price_per_hour

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from broadcast.groups import deployment_group
 from broadcast.publish import publish_after_commit
-from deployments import selectors
+from deployments import prices, selectors
 from deployments.models import Deployment, DeploymentRevision, GpuType, Quota
 from modelserver.catalog import CATALOG
 from tenancy import audit
@@ -236,7 +236,8 @@ def delete_deployment(ctx: OrgContext, deployment: Deployment) -> None:
     publish_after_commit(groups=[deployment_group(deployment.id)])
 
 
-def estimated_cost_per_hour(spec: DeploymentSpec) -> tuple[Decimal, Decimal]:
-    """At min and at max replicas, at the cheapest price for the GPU type in the allowed regions."""
-    price = selectors.cheapest_price(spec.gpu_type, spec.allowed_regions)
+def estimated_cost_per_hour(spec: DeploymentSpec, *, organization_id: str) -> tuple[Decimal, Decimal]:
+    """At min and at max replicas, at the organization's GPU price now (deployments.prices):
+    what the invoice charges for each hour the replicas run."""
+    price = prices.price_per_hour(organization_id=organization_id, gpu_type=spec.gpu_type)
     return price * spec.min_replicas, price * spec.max_replicas

@@ -28,7 +28,6 @@ from deployments.models import Cluster
 from deployments.quotas import quota_snapshot
 from deployments.services import quota_for
 from tenancy.api.serializers import validated
-from tenancy.decimals import plain
 from tenancy.models import Organization, OrgStatus
 from tenancy.staff_audit import StaffContext, set_organization_status
 
@@ -196,10 +195,7 @@ def _cluster_body(row: Any) -> dict[str, Any]:
         "driver": cluster.driver,
         "status": cluster.status,
         "simulated": cluster.simulated,
-        "inventory": [
-            {"gpu_type": gpu.gpu_type_id, "count": gpu.count, "price_per_hour": plain(gpu.effective_price_per_hour)}
-            for gpu in row.inventory
-        ],
+        "inventory": [{"gpu_type": gpu.gpu_type_id, "count": gpu.count} for gpu in row.inventory],
         "replicas": row.held,
         "replicas_ready": row.ready,
     }
@@ -208,7 +204,6 @@ def _cluster_body(row: Any) -> dict[str, Any]:
 class InventorySerializer(serializers.Serializer):
     gpu_type = serializers.CharField(max_length=20)
     count = serializers.IntegerField(min_value=0, max_value=100_000)
-    price_per_hour = serializers.DecimalField(max_digits=12, decimal_places=6, required=False, allow_null=True, min_value=Decimal(0))
 
 
 class ClusterCreateSerializer(serializers.Serializer):
@@ -228,7 +223,7 @@ class ClusterListView(StaffAPIView):
 
     def post(self, request: Request) -> Response:
         data = validated(ClusterCreateSerializer, request.data)
-        inventory = [cluster_ops.InventoryRow(row["gpu_type"], row["count"], row.get("price_per_hour")) for row in data.pop("inventory")]
+        inventory = [cluster_ops.InventoryRow(row["gpu_type"], row["count"]) for row in data.pop("inventory")]
         cluster = cluster_ops.add_cluster(self.staff, inventory=inventory, **data)
         row = next(row for row in platform_stats.cluster_rows() if row.cluster.pk == cluster.pk)
         return Response(_cluster_body(row), status=status.HTTP_201_CREATED)

@@ -143,19 +143,15 @@ class ClusterForm(forms.Form):
             name = gpu_field_name(gpu.code)
             self.gpu_codes[name] = gpu.code
             self.fields[name] = forms.IntegerField(min_value=0, max_value=100_000, initial=0, label=f"{gpu.code} count")
-            self.fields[name + "_price"] = forms.DecimalField(
-                min_value=0, max_digits=12, decimal_places=6, required=False, label=f"{gpu.code} price per hour (USD)",
-                help_text=f"Empty: the list price, ${gpu.default_price_per_hour.normalize()}/h.",
-            )  # fmt: skip
 
-    def inventory(self) -> list[tuple[str, int, Any]]:
-        return [(code, self.cleaned_data[name], self.cleaned_data[name + "_price"]) for name, code in self.gpu_codes.items()]
+    def inventory(self) -> list[tuple[str, int]]:
+        return [(code, self.cleaned_data[name]) for name, code in self.gpu_codes.items()]
 
     def main_fields(self) -> list[forms.BoundField]:
         return [self[name] for name in ("name", "provider", "region", "driver", "agent_url", "status", "simulated")]
 
-    def inventory_fields(self) -> list[tuple[forms.BoundField, forms.BoundField]]:
-        return [(self[name], self[name + "_price"]) for name in self.gpu_codes]
+    def inventory_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in self.gpu_codes]
 
 
 class ClusterActionForm(forms.Form):
@@ -171,8 +167,8 @@ class ModelPriceForm(forms.Form):
 
 class GpuPriceForm(forms.Form):
     gpu_type = forms.ChoiceField(label="GPU type")
-    price_per_second = forms.DecimalField(
-        min_value=0, max_digits=20, decimal_places=12, label="Price per GPU-second (USD)", help_text="e.g. 0.000146 is $0.526/h."
+    price_per_hour = forms.DecimalField(
+        min_value=0, max_digits=18, decimal_places=9, label="Price per GPU-hour (USD)", help_text="Billed by the second, e.g. 0.526."
     )
     effective_from = forms.DateTimeField(widget=UtcDateTimeInput(), label="Effective from (UTC)", help_text=DATETIME_HELP)
 

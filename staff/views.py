@@ -198,7 +198,7 @@ def _add_price(request: HttpRequest, kind: str, form: Form, org: Organization | 
         what = f"{row.model}: ${plain(row.input_price_per_mtok)} / ${plain(row.output_price_per_mtok)} per 1M tokens"
     elif kind == "gpu":
         row = staff_ops.add_gpu_price(staff, organization=org, **data)
-        what = f"{row.gpu_type_id}: ${plain(row.price_per_second)} per GPU-second"
+        what = f"{row.gpu_type_id}: ${plain(row.price_per_hour)} per GPU-hour"
     else:
         row = staff_ops.add_markup(staff, organization=org, **data)
         what = f"provider markup {plain(row.percent)}%"
@@ -268,7 +268,7 @@ def clusters(request: HttpRequest) -> HttpResponse:
                 StaffContext.of(request),
                 name=data["name"], provider=data["provider"], region=data["region"], driver=data["driver"], agent_url=data["agent_url"],
                 simulated=data["simulated"], status=data["status"],
-                inventory=[cluster_ops.InventoryRow(code, count, price) for code, count, price in form.inventory()],
+                inventory=[cluster_ops.InventoryRow(code, count) for code, count in form.inventory()],
             )  # fmt: skip
         except ServiceError as error:
             _apply_error(form, error)

@@ -461,7 +461,7 @@ def test_price_versions_are_added_never_edited_and_only_upcoming_ones_cancelled(
 
     gpu = console.post(
         "/staff/prices/gpu/",
-        {"gpu-gpu_type": "T4", "gpu-price_per_second": "0.000146111111", "gpu-effective_from": start.strftime("%Y-%m-%dT%H:%M")},
+        {"gpu-gpu_type": "T4", "gpu-price_per_hour": "0.526", "gpu-effective_from": start.strftime("%Y-%m-%dT%H:%M")},
     )
     markup = console.post("/staff/prices/markup/", {"markup-percent": "12.5", "markup-effective_from": start.strftime("%Y-%m-%dT%H:%M")})
     assert gpu.status_code == markup.status_code == 302
@@ -547,7 +547,6 @@ def test_staff_add_a_cluster_and_the_form_says_what_to_fix(tenants: Tenants, con
         "status": "cordoned",
         **inventory,
         "gpu_t4": "4",
-        "gpu_t4_price": "0.35",
     }
     assert console.post("/staff/clusters/", good).status_code == 302
     cluster = Cluster.objects.get(pk="gcp-eu")
@@ -556,11 +555,9 @@ def test_staff_add_a_cluster_and_the_form_says_what_to_fix(tenants: Tenants, con
         Cluster.Status.CORDONED,
         {"agent_url": "http://10.1.0.5:9101"},
     )
-    assert [(row.gpu_type_id, row.count, row.price_per_hour) for row in ClusterGpu.objects.filter(cluster=cluster)] == [
-        ("T4", 4, Decimal("0.35"))
-    ]
+    assert [(row.gpu_type_id, row.count) for row in ClusterGpu.objects.filter(cluster=cluster)] == [("T4", 4)]
     entry = StaffAuditEntry.objects.get(action="cluster.added")
-    assert entry.actor_user == staff and entry.after["inventory"] == {"T4": {"count": 4, "price_per_hour": "0.350000"}}
+    assert entry.actor_user == staff and entry.after["inventory"] == {"T4": {"count": 4}}
     duplicate = console.post("/staff/clusters/", good)
     assert duplicate.status_code == 400 and "already exists" in duplicate.content.decode()
     listing = console.get("/staff/clusters/").content.decode()

@@ -3,6 +3,8 @@ region, the event timeline and revisions; scale, promote, roll back, delete."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -10,7 +12,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from deployments import selectors, services
 from deployments.forms import DeploymentForm, ScaleForm
-from deployments.models import Replica, ReplicaEvent
+from deployments.models import Deployment, Replica, ReplicaEvent
 from metering import dashboards
 from tenancy.context import OrgContext
 from tenancy.decorators import org_page
@@ -22,10 +24,20 @@ def _deployment(ctx: OrgContext, deployment_id: str):  # type: ignore[no-untyped
     return get_object_or_404(selectors.live_deployments(ctx.organization).select_related("current_revision"), pk=deployment_id)
 
 
+def _estimate(deployment: Deployment) -> tuple[Decimal, Decimal]:
+    return services.estimated_cost_per_hour(services.DeploymentSpec.of(deployment.revision), organization_id=deployment.organization_id)
+
+
 @org_page(read=Role.VIEWER, write=Role.MEMBER)
 def deployment_list(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
     deployments = list(selectors.live_deployments(ctx.organization).select_related("current_revision"))
-    rows = [(deployment, services.estimated_cost_per_hour(services.DeploymentSpec.of(deployment.revision))) for deployment in deployments]
+    rows = [
+        (
+            deployment,
+            services.estimated_cost_per_hour(services.DeploymentSpec.of(deployment.revision), organization_id=deployment.organization_id),
+        )
+        for deployment in deployments
+    ]
     return render(
         request, "deployments/list.html", {"rows": rows, "can_deploy": ctx.role.at_least(Role.MEMBER), "active_nav": "deployments"}
     )
@@ -34,13 +46,13 @@ def deployment_list(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
 @org_page(read=Role.MEMBER, write=Role.MEMBER)
 @require_http_methods(["GET", "POST"])
 def deployment_create(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
-    form = DeploymentForm(request.POST or None)
+    form = DeploymentForm(request.POST or None, organization_id=ctx.organization.pk)
     estimate = None
     if request.method == "POST" and form.is_valid():
         data = dict(form.cleaned_data)
         name, environment = data.pop("name"), data.pop("environment")
         spec = services.DeploymentSpec(**{**data, "allowed_regions": tuple(data["allowed_regions"])})
-        estimate = services.estimated_cost_per_hour(spec) if spec.allowed_regions else None
+        estimate = services.estimated_cost_per_hour(spec, organization_id=ctx.organization.pk) if spec.allowed_regions else None
         if request.POST.get("action") != "estimate":
             try:
                 deployment = services.create_deployment(ctx, name=name, spec=spec, environment=environment)
@@ -69,7 +81,9 @@ def deployment_detail(request: HttpRequest, ctx: OrgContext, deployment_id: str)
     context = {
         "deployment": deployment,
         "revision": deployment.current_revision,
-        "estimate": services.estimated_cost_per_hour(services.DeploymentSpec.of(deployment.revision)),
+        "estimate": services.estimated_cost_per_hour(
+            services.DeploymentSpec.of(deployment.revision), organization_id=deployment.organization_id
+        ),
         "replicas_by_region": sorted(by_region.items()),
         "events": ReplicaEvent.objects.for_org(ctx.organization)
         .filter(deployment=deployment)

@@ -48,7 +48,9 @@ class DeploymentSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_estimated_cost_per_hour(self, deployment: Deployment) -> dict[str, str]:
-        low, high = services.estimated_cost_per_hour(services.DeploymentSpec.of(deployment.revision))
+        low, high = services.estimated_cost_per_hour(
+            services.DeploymentSpec.of(deployment.revision), organization_id=deployment.organization_id
+        )
         return {"at_min": str(low.quantize(Decimal("0.0001"))), "at_max": str(high.quantize(Decimal("0.0001")))}
 
 

@@ -15,7 +15,8 @@ from django.utils import timezone
 from billing import invoices, rating
 from deployments.internal_tokens import replica_token
 from deployments.models import Cluster as ClusterModel
-from deployments.models import ClusterGpu, Deployment, Quota, Replica
+from deployments.models import Deployment, Quota, Replica
+from deployments.prices import GpuPriceBook
 from deployments.services import quota_for
 from routing import pricing, secrets
 from routing.gateway.spend import SpendPolicy, to_micros
@@ -136,7 +137,7 @@ def load_snapshot(org_id: str) -> OrgSnapshot:
     replicas_by_deployment: dict[str, list[Replica]] = {}
     for replica in ready:
         replicas_by_deployment.setdefault(replica.deployment_id, []).append(replica)
-    gpu_prices = {(row.cluster_id, row.gpu_type_id): row.effective_price_per_hour for row in ClusterGpu.objects.select_related("gpu_type")}
+    gpu_prices = GpuPriceBook.load(org.pk)
     deployment_targets = {
         pk: _deployment_target(d, replicas_by_deployment.get(pk, []), gpu_prices) for pk, d in deployments.items() if d.current_revision_id
     }
@@ -217,7 +218,7 @@ def _spend_policy(org: Organization) -> SpendPolicy | None:
     )
 
 
-def _deployment_target(deployment: Deployment, replicas: list[Replica], gpu_prices: dict[tuple[str, str], Decimal]) -> Target:
+def _deployment_target(deployment: Deployment, replicas: list[Replica], gpu_prices: GpuPriceBook) -> Target:
     revision = deployment.current_revision
     assert revision is not None
     endpoints = tuple(
@@ -230,11 +231,8 @@ def _deployment_target(deployment: Deployment, replicas: list[Replica], gpu_pric
         )
         for r in replicas
     )
-    hourly = [gpu_prices.get((r.cluster_id, revision.gpu_type_id)) for r in replicas]
-    known = [price for price in hourly if price is not None]
-    price_per_hour = (
-        max(known) if known else max((p for (_, gpu), p in gpu_prices.items() if gpu == revision.gpu_type_id), default=Decimal("0"))
-    )
+    rate = gpu_prices.at(revision.gpu_type_id, timezone.now())
+    price_per_hour = rate.price_per_hour if rate is not None else Decimal(0)
     per_mtok = pricing.deployment_price_per_mtok(price_per_hour, revision.model)
     return Target(
         id=deployment.pk,

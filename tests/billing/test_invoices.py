@@ -13,8 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from billing import invoices, rating
-from billing.models import BillingAccount, CreditGrant, GpuPrice, Invoice, ModelPrice, Plan, ProviderMarkup
-from deployments.models import Quota
+from billing.models import BillingAccount, CreditGrant, Invoice, ModelPrice, Plan, ProviderMarkup
+from deployments import services as deployment_services
+from deployments.models import GpuPrice, Quota
 from metering import ingest
 from tests.conftest import Tenants
 from tests.factories import create_deployment
@@ -174,7 +175,7 @@ def test_gpu_seconds_are_billed_cold_start_included(tenants: Tenants) -> None:
     deployment = create_deployment(tenants.org_a, name="chat")
     gpu = deployment.current_revision.gpu_type_id
     start = MONTH + timedelta(days=3)
-    GpuPrice.objects.create(gpu_type_id=gpu, price_per_second=Decimal("0.000611111111"), effective_from=MONTH - timedelta(days=1))
+    GpuPrice.objects.create(gpu_type_id=gpu, price_per_hour=Decimal("2.2"), effective_from=MONTH - timedelta(days=1))
     add_replica(
         deployment,
         [
@@ -187,9 +188,31 @@ def test_gpu_seconds_are_billed_cold_start_included(tenants: Tenants) -> None:
         ],
     )
     [line] = invoices.draft(tenants.org_a, MONTH, now=AFTER).lines
-    assert line.kind == "gpu" and line.quantity == Decimal(3630)  # provisioning to stopped
-    assert line.exact_amount == Decimal(3630) * Decimal("0.000611111111") and line.amount == Decimal("2.22")
+    assert line.kind == "gpu" and line.unit == "GPU-hour" and line.unit_price == Decimal("2.2")
+    assert (line.quantity * 3600).quantize(Decimal(1)) == Decimal(3630)  # provisioning to stopped
+    assert line.exact_amount.quantize(Decimal("1E-12")) == Decimal("2.218333333333") and line.amount == Decimal("2.22")  # 3,630 s x $2.2/h
     assert invoices.draft(tenants.org_b, MONTH, now=AFTER).lines == []
+
+
+def test_one_gpu_price_truth_a_fresh_install_bills_and_the_estimate_agrees_with_the_invoice(tenants: Tenants) -> None:
+    """No price was ever entered: the book's list price (the GPU catalog) bills. The deploy
+    estimate per hour, times the hours the replica ran, is the invoice line to the cent; a
+    price version staff add later moves both, and the other tenant's deal stays its own."""
+    deployment = create_deployment(tenants.org_a, name="chat", gpu_type="T4", min_replicas=1, max_replicas=2)
+    start = MONTH + timedelta(days=2)
+    add_replica(deployment, [(P, start), (PROV, start), (READY, start + timedelta(seconds=60)), (STOP, start + timedelta(hours=10))])
+    spec = deployment_services.DeploymentSpec.of(deployment.current_revision)
+    per_replica_hour, _ = deployment_services.estimated_cost_per_hour(spec, organization_id=tenants.org_a.pk)
+    assert per_replica_hour == Decimal("0.526")  # T4's list price, from its cited source
+    [line] = invoices.draft(tenants.org_a, MONTH, now=AFTER).lines
+    assert line.amount == (per_replica_hour * 10).quantize(Decimal("0.01")) == Decimal("5.26")
+
+    # From the next month on, a platform version; and organization B's own deal.
+    GpuPrice.objects.create(gpu_type_id="T4", price_per_hour=Decimal("0.40"), effective_from=AFTER.replace(day=1, hour=0))
+    GpuPrice.objects.create(organization=tenants.org_b, gpu_type_id="T4", price_per_hour=Decimal("0.30"), effective_from=MONTH)
+    assert deployment_services.estimated_cost_per_hour(spec, organization_id=tenants.org_a.pk)[0] == Decimal("0.40")
+    assert deployment_services.estimated_cost_per_hour(spec, organization_id=tenants.org_b.pk)[0] == Decimal("0.30")
+    assert [line.amount for line in invoices.draft(tenants.org_a, MONTH, now=AFTER).lines] == [Decimal("5.26")]  # the past keeps its price
 
 
 def test_credits_are_drawn_down_before_charging_earliest_expiry_first(tenants: Tenants) -> None:

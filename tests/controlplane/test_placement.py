@@ -1,18 +1,16 @@
 from __future__ import annotations
 
-from decimal import Decimal
-
 from deployments.placement import Capacity, place
 
 CLUSTERS = [
-    Capacity("us-east-a", "us-east", free=2, price_per_hour=Decimal("1.00")),
-    Capacity("us-east-b", "us-east", free=4, price_per_hour=Decimal("0.80")),
-    Capacity("eu-west-a", "eu-west", free=3, price_per_hour=Decimal("1.20")),
-    Capacity("ap-south-a", "ap-south", free=8, price_per_hour=Decimal("0.50")),
+    Capacity("us-east-a", "us-east", free=2),
+    Capacity("us-east-b", "us-east", free=4),
+    Capacity("eu-west-a", "eu-west", free=3),
+    Capacity("ap-south-a", "ap-south", free=8),
 ]
 
 
-def test_a_single_replica_goes_to_the_cheapest_allowed_cluster() -> None:
+def test_a_single_replica_goes_to_the_allowed_cluster_with_the_most_free_gpus() -> None:
     assert place(1, CLUSTERS, ["us-east", "eu-west"], {}) == ["us-east-b"]
 
 
@@ -27,9 +25,9 @@ def test_existing_replicas_count_towards_the_spread() -> None:
 
 def test_regions_outside_the_allow_list_are_never_used() -> None:
     chosen = place(10, CLUSTERS, ["eu-west"], {})
-    assert chosen == ["eu-west-a"] * 3  # capacity runs out; the cheap ap-south cluster is not allowed
+    assert chosen == ["eu-west-a"] * 3  # capacity runs out; the roomy ap-south cluster is not allowed
 
 
 def test_no_capacity_places_nothing() -> None:
-    full = [Capacity("x", "us-east", free=0, price_per_hour=Decimal("1"))]
+    full = [Capacity("x", "us-east", free=0)]
     assert place(2, full, ["us-east"], {}) == []
