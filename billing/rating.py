@@ -29,8 +29,8 @@ from typing import Any
 from django.db.models import Q, QuerySet, Sum
 
 from billing.models import InvoiceLine, ModelPrice, ProviderMarkup
-from deployments.prices import SECONDS_PER_HOUR, GpuPriceBook, Versions
-from metering import gpu_time
+from deployments.prices import GpuPriceBook, Versions
+from metering.gpu_charges import gpu_charges
 from metering.models import Breakdown, Granularity, UsageRollup
 from tenancy.models import Organization
 
@@ -167,23 +167,15 @@ def rate(org: Organization, start: datetime, end: datetime, *, now: datetime | N
 
 
 def _rate_gpu_time(org: Organization, start: datetime, end: datetime, now: datetime | None, book: PriceBook, line: Any) -> None:
-    # One GPU-seconds query per stretch of time in which no GPU price changes.
-    edges = sorted({start, end, *(moment for moment in book.gpu_prices.changes() if start < moment < end)})
-    for begin, finish in zip(edges, edges[1:], strict=False):
-        if begin >= (now or datetime.now(UTC)):
-            break
-        for row in gpu_time.gpu_seconds(org, begin, finish, ("deployment_id", "gpu_type"), now=now):
-            rate = book.gpu_prices.at(row.gpu_type or "", begin)
-            if rate is None:
-                continue  # a GPU type the catalog does not know: never guessed
-            spec = {
-                "kind": InvoiceLine.Kind.GPU,
-                "description": f"{row.deployment_name}: {row.gpu_type} GPU-hours",
-                "unit": "GPU-hour",
-                "unit_price": rate.price_per_hour,
-            }
-            key = ("gpu", row.deployment_id, row.gpu_type, rate.price_per_hour)
-            line(key, **spec).add(row.gpu_seconds / SECONDS_PER_HOUR, rate.cost_of(row.gpu_seconds))
+    for charge in gpu_charges(org, start, end, now=now, book=book.gpu_prices):
+        spec = {
+            "kind": InvoiceLine.Kind.GPU,
+            "description": f"{charge.deployment_name}: {charge.gpu_type} GPU-hours",
+            "unit": "GPU-hour",
+            "unit_price": charge.rate.price_per_hour,
+        }
+        key = ("gpu", charge.deployment_id, charge.gpu_type, charge.rate.price_per_hour)
+        line(key, **spec).add(charge.gpu_hours, charge.amount)
 
 
 def subtotal(lines: Sequence[Line]) -> Decimal:

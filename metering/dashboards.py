@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from deployments.models import Deployment
 from metering import gpu_time, histogram, selectors
+from metering.gpu_charges import gpu_total
 from metering.models import Granularity, UsageEvent
 from tenancy.decimals import plain
 from tenancy.models import ApiKey, Organization
@@ -248,6 +249,18 @@ def aggregate(org: Organization, params: DashboardParams, now: datetime) -> Aggr
     return Aggregate(buckets=buckets, end=end, overall=overall, total=total, groups=groups)
 
 
+def _gpu_totals(org: Organization, usage: Aggregate, show_cost: bool) -> dict[str, str]:
+    """Dedicated deployments' GPU time in the range, priced as the invoice prices it
+    (metering.gpu_charges): they are billed by GPU time, not per token."""
+    if not usage.buckets:
+        return {}
+    hours, amount = gpu_total(org, usage.buckets[0], usage.end, now=usage.end)
+    figures = {"gpu_hours": plain(hours.quantize(Decimal("0.001")))}
+    if show_cost:
+        figures["gpu_cost"] = plain(amount.quantize(Decimal("0.000001")))
+    return figures
+
+
 def _payload(
     org: Organization, params: DashboardParams, usage: Aggregate, charts: list[dict[str, object]], show_cost: bool
 ) -> dict[str, object]:
@@ -264,7 +277,7 @@ def _payload(
         "buckets": [int(bucket.timestamp() * 1000) for bucket in usage.buckets],
         "end": int(usage.end.timestamp() * 1000),
         "show_cost": show_cost,
-        "totals": usage.total.summary(show_cost),
+        "totals": {**usage.total.summary(show_cost), **_gpu_totals(org, usage, show_cost)},
         "groups": [{"name": name, "other": other, **cell.summary(show_cost)} for name, _, cell, other in usage.groups],
         "charts": charts,
         "has_usage": usage.total.requests > 0 or has_usage(org),

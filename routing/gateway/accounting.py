@@ -49,7 +49,10 @@ def count_usage(exchange: Exchange, content: bytes) -> None:
 
 
 def cost_of(exchange: Exchange) -> Decimal:
-    """What the usage event records for the tokens served, at the target's list prices."""
+    """What the usage event records for the tokens served, at the target's prices; nothing
+    for a dedicated deployment, which is billed by its replicas' GPU time instead."""
+    if exchange.deployment_id:
+        return Decimal(0)
     return pricing.cost(exchange.input_tokens, exchange.output_tokens, exchange.input_price, exchange.output_price)
 
 

@@ -81,15 +81,28 @@ def plain_decimal(value: Decimal) -> bytes:
 
 
 def served_by(exchange: Exchange, attempt: Attempt) -> Headers:
-    """Who served the answer, at which list prices: the headers on every served answer."""
-    return [
+    """Who served the answer, and how it is billed: per token at the target's prices, or
+    (a dedicated deployment) by GPU time at its price per replica-hour, the request
+    itself adding nothing. The headers on every served answer."""
+    target = attempt.target
+    headers = [
         (b"x-request-id", exchange.request_id.encode()),
         (b"x-switchboard-route", header_value(attempt.route.name)),
-        (b"x-switchboard-target", header_value(attempt.target.label)),
+        (b"x-switchboard-target", header_value(target.label)),
         (b"x-switchboard-region", header_value(attempt.endpoint.region)),
         (b"x-switchboard-attempts", str(exchange.attempts).encode()),
-        (b"x-switchboard-input-price-per-mtok", plain_decimal(attempt.target.input_price_per_mtok)),
-        (b"x-switchboard-output-price-per-mtok", plain_decimal(attempt.target.output_price_per_mtok)),
+    ]
+    if target.gpu_price_per_hour is not None:
+        return [
+            *headers,
+            (b"x-switchboard-billed-by", b"gpu-time"),
+            (b"x-switchboard-gpu-price-per-hour", plain_decimal(target.gpu_price_per_hour)),
+        ]
+    return [
+        *headers,
+        (b"x-switchboard-billed-by", b"tokens"),
+        (b"x-switchboard-input-price-per-mtok", plain_decimal(target.input_price_per_mtok)),
+        (b"x-switchboard-output-price-per-mtok", plain_decimal(target.output_price_per_mtok)),
     ]
 
 

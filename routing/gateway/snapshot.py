@@ -50,11 +50,15 @@ class Target:
     weight: int
     position: int
     endpoints: tuple[Endpoint, ...]
+    # A provider's prices, charged per token. For a deployment, an estimate from its GPU
+    # price and its model's throughput, used only to order targets by cost: a deployment
+    # is billed by GPU time (gpu_price_per_hour), never per token.
     input_price_per_mtok: Decimal
     output_price_per_mtok: Decimal
     regions: frozenset[str]  # where this target may run at all
     deployment_id: str = ""
     can_wake: bool = False  # a deployment scaled to zero: a request may start a replica
+    gpu_price_per_hour: Decimal | None = None  # a deployment's price per replica-hour (deployments.prices)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +250,7 @@ def _deployment_target(deployment: Deployment, replicas: list[Replica], gpu_pric
         regions=frozenset(revision.allowed_regions) if revision.allowed_regions else frozenset(),
         deployment_id=deployment.pk,
         can_wake=revision.min_replicas == 0,
+        gpu_price_per_hour=price_per_hour,
     )
 
 
@@ -262,6 +267,7 @@ def _with_route_fields(base: Target, row: RouteTarget) -> Target:
         regions=base.regions,
         deployment_id=base.deployment_id,
         can_wake=base.can_wake,
+        gpu_price_per_hour=base.gpu_price_per_hour,
     )
 
 

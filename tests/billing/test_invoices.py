@@ -16,7 +16,8 @@ from billing import invoices, rating
 from billing.models import BillingAccount, CreditGrant, Invoice, ModelPrice, Plan, ProviderMarkup
 from deployments import services as deployment_services
 from deployments.models import GpuPrice, Quota
-from metering import ingest
+from metering import dashboards, ingest
+from metering.dashboards import DashboardParams
 from tests.conftest import Tenants
 from tests.factories import create_deployment
 from tests.metering.test_gpu_seconds import DRAIN, LOAD, PROV, READY, STOP, P, add_replica
@@ -213,6 +214,13 @@ def test_one_gpu_price_truth_a_fresh_install_bills_and_the_estimate_agrees_with_
     assert deployment_services.estimated_cost_per_hour(spec, organization_id=tenants.org_a.pk)[0] == Decimal("0.40")
     assert deployment_services.estimated_cost_per_hour(spec, organization_id=tenants.org_b.pk)[0] == Decimal("0.30")
     assert [line.amount for line in invoices.draft(tenants.org_a, MONTH, now=AFTER).lines] == [Decimal("5.26")]  # the past keeps its price
+
+    # The Usage page shows the same GPU time and the same charge as the invoice line.
+    now = start + timedelta(days=2)
+    usage = dashboards.usage_dashboard(tenants.org_a, DashboardParams(range="7d"), show_cost=True, now=now)
+    [line] = invoices.draft(tenants.org_a, MONTH, now=now).lines
+    assert usage["totals"]["gpu_hours"] == "10.000" and Decimal(usage["totals"]["gpu_cost"]) == line.exact_amount == Decimal("5.26")
+    assert "gpu_cost" not in dashboards.usage_dashboard(tenants.org_a, DashboardParams(range="7d"), show_cost=False, now=now)["totals"]
 
 
 def test_credits_are_drawn_down_before_charging_earliest_expiry_first(tenants: Tenants) -> None:

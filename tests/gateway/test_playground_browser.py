@@ -11,6 +11,7 @@ from django.conf import settings
 from django.test import Client
 
 from metering.models import UsageEvent
+from tenancy.decimals import plain
 from tests.browser import UNLABELLED_CONTROLS_JS, chromium
 from tests.conftest import Tenants
 from tests.gateway.conftest import Backend
@@ -58,6 +59,8 @@ def test_create_a_route_and_chat_with_it_in_the_playground(gateway: str, tenants
         # The call was metered like any other, with no key (a console session).
         event = orm.submit(lambda: wait_for(lambda: UsageEvent.objects.for_org(tenants.org_a).first())).result()
         assert event.key_id == "" and event.route == "chat-default" and event.status == 200 and event.streamed
+        # The Playground's figure is the event's, exactly: one price truth, no float.
+        assert page.get_by_test_id("playground-cost").inner_text() == f"${plain(event.cost.normalize())}" != "$0"
 
         # The route page shows where the traffic went.
         page.go_back()

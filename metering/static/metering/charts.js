@@ -79,7 +79,7 @@
     return compact(Math.round(value)) + "/s";
   }
 
-  const FORMATS = { count: compact, usd: money, ms: ms, percent: percent, rps: rps };
+  const FORMATS = { count: compact, usd: money, ms: ms, percent: percent, rps: rps, text: (value) => (value === null ? "–" : String(value)) };
 
   // Axis labels: shorter, and steady across ticks (0.5, 1, 1.5 rather than 0.5, 1.0).
   function axisLabel(unit, value) {

@@ -1,10 +1,27 @@
 // The playground calls /v1/chat/completions with a short-lived token, streams the answer
-// and shows who served it and what it cost (usage x the prices the gateway reports).
+// and shows who served it and what it is billed: tokens x the prices the gateway reports,
+// in exact decimals, or, for a dedicated deployment, its GPU price per replica-hour (the
+// request itself adds nothing; the invoice bills the replicas' GPU time).
 (function () {
   const form = document.getElementById("playground");
   if (!form) return;
   const output = document.getElementById("pg-output");
   const show = (id, text) => { document.getElementById(id).textContent = text; };
+  const SCALE = 15; // prices have at most nine decimals; per token (a millionth) that is fifteen
+
+  // "0.000123" -> 123000000n at SCALE decimals: exact, as money must be.
+  const toUnits = (text) => {
+    const [whole, fraction = ""] = (text || "0").split(".");
+    return BigInt(whole + fraction.padEnd(SCALE, "0").slice(0, SCALE));
+  };
+  const plain = (units) => {
+    const digits = units.toString().padStart(SCALE + 1, "0");
+    const fraction = digits.slice(-SCALE).replace(/0+$/, "");
+    return digits.slice(0, -SCALE) + (fraction ? "." + fraction : "");
+  };
+  // Tokens x price per million, exact: the per-million division is six places of SCALE.
+  const charge = (promptTokens, completionTokens, inputPrice, outputPrice) =>
+    plain((BigInt(promptTokens) * toUnits(inputPrice) + BigInt(completionTokens) * toUnits(outputPrice)) / 1000000n);
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -34,8 +51,9 @@
       }
       show("pg-target", response.headers.get("x-switchboard-target") || "-");
       show("pg-region", response.headers.get("x-switchboard-region") || "-");
-      const inputPrice = parseFloat(response.headers.get("x-switchboard-input-price-per-mtok") || "0");
-      const outputPrice = parseFloat(response.headers.get("x-switchboard-output-price-per-mtok") || "0");
+      const gpuPrice = response.headers.get("x-switchboard-billed-by") === "gpu-time" ? response.headers.get("x-switchboard-gpu-price-per-hour") : null;
+      const inputPrice = response.headers.get("x-switchboard-input-price-per-mtok");
+      const outputPrice = response.headers.get("x-switchboard-output-price-per-mtok");
       const reader = response.body.getReader();
       const decoder = new TextDecoder();
       let buffer = "";
@@ -54,8 +72,9 @@
           if (chunk.usage) {
             const usage = chunk.usage;
             show("pg-tokens", usage.prompt_tokens + " in, " + usage.completion_tokens + " out");
-            const cost = (usage.prompt_tokens * inputPrice + usage.completion_tokens * outputPrice) / 1e6;
-            show("pg-cost", "$" + cost.toFixed(8));
+            show("pg-cost", gpuPrice !== null
+              ? "Billed by GPU time: $" + gpuPrice + " per replica-hour"
+              : "$" + charge(usage.prompt_tokens, usage.completion_tokens, inputPrice, outputPrice));
           }
         }
       }
