@@ -102,10 +102,11 @@ async def settle(limiter: Limiter, ledger: SpendLedger, exchange: Exchange) -> N
     admission = exchange.admission
     if admission is not None:
         used_tokens = exchange.input_tokens + exchange.output_tokens
-        if not exchange.usage_reported and (exchange.status == 200 or exchange.output_tokens):
-            # Served (or partly) with no usage figures from upstream: keep the reservation
-            # rather than refund tokens that were probably used.
-            used_tokens = max(used_tokens, admission.reserved_tokens)
+        if not exchange.usage_reported and exchange.status == 200 and not used_tokens:
+            # Served with no figures at all (an upstream that reports no usage): keep the
+            # reservation rather than refund tokens that were certainly used. A dropped or
+            # cut stream has its figures (routing.gateway.sse) and settles with them.
+            used_tokens = admission.reserved_tokens
         try:
             await limiter.settle(exchange.request_id, admission, used_tokens)
         except Exception:  # noqa: BLE001 - a lost settle only leaks a lease until it expires

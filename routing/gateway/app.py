@@ -27,7 +27,7 @@ from routing.gateway.errors import GatewayError
 from routing.gateway.exchange import JSON_HEADERS, Exchange, Receive, Scope, Send, rate_headers, send_response
 from routing.gateway.health import EndpointHealth, HealthBook
 from routing.gateway.limits import Limiter, MemoryLimiter, RedisLimiter
-from routing.gateway.parsing import INFERENCE_PATHS, parse, read_body, too_large, wait_for_disconnect
+from routing.gateway.parsing import INFERENCE_PATHS, parse, prompt_estimate, read_body, too_large, wait_for_disconnect
 from routing.gateway.pool import Upstreams
 from routing.gateway.snapshot import OrgSnapshot, load_snapshot
 from routing.gateway.spend import MemorySpendLedger, RedisSpendLedger, SpendLedger
@@ -118,6 +118,7 @@ class Gateway:
         payload = parse(body, exchange.endpoint)
         exchange.model = payload["model"]
         exchange.streamed = payload.get("stream") is True
+        exchange.prompt_estimate = prompt_estimate(payload, exchange.endpoint)
         snapshot = await self.snapshots.get(caller.org_id)
         if snapshot.suspended:
             raise GatewayError(

@@ -50,6 +50,10 @@ class Exchange:
     recorded: bool = False
     admission: Admission | None = None  # set once admitted: settled on every way out
     usage_reported: bool = False  # the upstream said how many tokens it used
+    # The prompt's tokens as the rate limiter estimates them (characters / 4): charged for a
+    # stream that ends before the upstream reports its usage (dropped by the client or
+    # cut by the upstream), once the upstream has started answering.
+    prompt_estimate: int = 0
     spend_policy: SpendPolicy | None = None
     spend_reserved: int | None = None  # micro-dollars held under the spend limit: settled on every way out
 
@@ -96,7 +100,7 @@ def served_by(exchange: Exchange, attempt: Attempt) -> Headers:
         return [
             *headers,
             (b"x-switchboard-billed-by", b"gpu-time"),
-            (b"x-switchboard-gpu-price-per-hour", plain_decimal(target.gpu_price_per_hour)),
+            (b"x-switchboard-gpu-price-per-hour", plain_decimal(target.gpu_price_per_hour.normalize())),
         ]
     return [
         *headers,

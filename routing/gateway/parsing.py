@@ -101,14 +101,19 @@ def _output_bound(payload: dict[str, Any], endpoint: str) -> int:
     return int(payload.get("max_completion_tokens") or payload.get("max_tokens") or DEFAULT_OUTPUT_RESERVATION)
 
 
-def token_estimate(payload: dict[str, Any], endpoint: str) -> int:
-    """Prompt characters / 4 plus the most the answer may use: what the TPM limit reserves."""
+def prompt_estimate(payload: dict[str, Any], endpoint: str) -> int:
+    """Prompt characters / 4, plus one: the usual estimate of a prompt's tokens."""
     if endpoint == "chat/completions":
         chars = sum(len(str(m.get("content") or "")) for m in payload["messages"])
     else:
         value: Any = payload.get(_REQUIRED_INPUT[endpoint])
         chars = len(value) if isinstance(value, str) else sum(len(str(item)) for item in value)
-    return chars // 4 + 1 + _output_bound(payload, endpoint)
+    return chars // 4 + 1
+
+
+def token_estimate(payload: dict[str, Any], endpoint: str) -> int:
+    """The prompt's estimate plus the most the answer may use: what the TPM limit reserves."""
+    return prompt_estimate(payload, endpoint) + _output_bound(payload, endpoint)
 
 
 def spend_token_bounds(payload: dict[str, Any], endpoint: str) -> tuple[int, int]:

@@ -3,6 +3,12 @@
 When the gateway asked the upstream for usage on the client's behalf (so every streamed
 token is counted), it removes what the client did not ask for. Events end with a blank
 line (LF or CRLF); anything unparseable passes untouched.
+
+Every token sent is charged. Until the upstream reports its usage (in the last event), the
+exchange holds what was sent so far: one completion token per event that carries content
+(text or a tool call; a role-only or empty event carries none) and the prompt's estimate
+once the upstream has begun answering (its first event). So a stream the client drops, or the upstream
+cuts, is metered, billed and counted against tokens-per-minute for what it used.
 """
 
 from __future__ import annotations
@@ -52,8 +58,6 @@ async def relay_stream(
     except (UpstreamError, TimeoutError) as error:
         reason = "stopped sending" if isinstance(error, TimeoutError) else "broke the connection"
         exchange.status, exchange.error_code = 502, "upstream_stream_interrupted"
-        if exchange.output_tokens == 0:
-            exchange.output_tokens = relay.content_events
         message = (
             f"The upstream ({exchange.target} in {exchange.region}) {reason} mid-stream; the response is incomplete. Retry the request."
         )
@@ -96,17 +100,40 @@ class SseRelay:
         data = _event_data(event)
         if data is None or not data.startswith(b"{"):
             return event
-        if b'"usage"' in data and b'"usage":null' not in data and b'"usage": null' not in data:
-            try:
-                chunk = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                return event
-            if isinstance(chunk, dict) and take_usage(exchange, chunk.get("usage")) and self.inject_usage and not chunk.get("choices"):
-                return b""
-        self.content_events += 1
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return event
+        if not isinstance(chunk, dict):
+            return event
+        if chunk.get("usage") is not None and take_usage(exchange, chunk["usage"]) and self.inject_usage and not chunk.get("choices"):
+            return b""
+        if not exchange.usage_reported and "choices" in chunk:
+            # The upstream has read the prompt once it answers at all.
+            exchange.input_tokens = exchange.input_tokens or exchange.prompt_estimate
+        if _carries_content(chunk):
+            self.content_events += 1
+            if not exchange.usage_reported:
+                exchange.output_tokens = self.content_events
         if self.inject_usage:
             return _without_null_usage(event, data)
         return event
+
+
+def _carries_content(chunk: dict[str, object]) -> bool:
+    """A chat delta with text or a tool call, or a completion's text."""
+    choices = chunk.get("choices")
+    if not isinstance(choices, list):
+        return False
+    for choice in choices:
+        if not isinstance(choice, dict):
+            continue
+        delta = choice.get("delta")
+        if isinstance(delta, dict) and (delta.get("content") or delta.get("tool_calls") or delta.get("refusal")):
+            return True
+        if choice.get("text"):
+            return True
+    return False
 
 
 def _without_null_usage(event: bytes, data: bytes) -> bytes:

@@ -80,8 +80,14 @@ def test_a_deployment_name_reaches_a_real_model_server(gateway: str, tenants: Te
     deployment_with_replicas(tenants.org_a, "tiny", [(tiny_chat, "local-us-east")])
     sdk = client(gateway, issue_key(tenants.org_a).plaintext)
 
-    answer = sdk.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hello"}], max_tokens=6, temperature=0)
+    raw = sdk.chat.completions.with_raw_response.create(
+        model="tiny", messages=[{"role": "user", "content": "Hello"}], max_tokens=6, temperature=0
+    )
+    answer = raw.parse()
     assert answer.usage.completion_tokens >= 1 and answer.usage.prompt_tokens > 1
+    # Billed by its replicas' GPU time at the book's CPU price per hour, not per token.
+    assert raw.headers["x-switchboard-billed-by"] == "gpu-time" and raw.headers["x-switchboard-gpu-price-per-hour"] == "0.1785"
+    assert raw.headers["x-switchboard-cost-usd"] == "0" and "x-switchboard-input-price-per-mtok" not in raw.headers
     assert answer.choices[0].message.content
 
     chunks = list(
@@ -93,5 +99,5 @@ def test_a_deployment_name_reaches_a_real_model_server(gateway: str, tenants: Te
     event = wait_for(lambda: UsageEvent.objects.for_org(tenants.org_a).filter(streamed=True).first())
     assert event.output_tokens == answer.usage.completion_tokens
     assert event.target == "deployment:tiny" and event.deployment_id
-    assert event.cost > 0  # priced from the CPU type's price and the model's measured throughput
+    assert event.cost == 0  # a dedicated deployment's requests are not charged per token
     assert [m.id for m in sdk.models.list()] == ["tiny"]
