@@ -180,6 +180,9 @@ RECONCILE_INTERVAL_SECONDS = env.int("SWITCHBOARD_RECONCILE_INTERVAL", 5, minimu
 # keys already seen keep working from the cache for the stale time if the database is down.
 GATEWAY_KEY_CACHE_SECONDS = env.int("SWITCHBOARD_GATEWAY_KEY_CACHE_SECONDS", 2, minimum=0, maximum=60)
 GATEWAY_KEY_STALE_SECONDS = env.int("SWITCHBOARD_GATEWAY_KEY_STALE_SECONDS", 300, minimum=0, maximum=86400)
+# How long a request's spend reservation holds before it frees itself (a gateway that died
+# with requests in flight): longer than any request should take.
+SPEND_LEASE_SECONDS = env.int("SWITCHBOARD_SPEND_LEASE_SECONDS", 900, minimum=1, maximum=86400)
 GATEWAY_ROUTES_CACHE_SECONDS = env.int("SWITCHBOARD_GATEWAY_ROUTES_CACHE_SECONDS", 2, minimum=0, maximum=60)
 GATEWAY_COLD_START_TIMEOUT_SECONDS = env.int("SWITCHBOARD_GATEWAY_COLD_START_TIMEOUT", 120, minimum=1, maximum=1800)
 # /metrics answers only this bearer token (never a peer address: behind a proxy on the same

@@ -67,6 +67,14 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 6
 
 @contextmanager
 def asgi_server(env: dict[str, str]) -> Iterator[str]:
+    with asgi_server_process(env) as (base_url, _):
+        yield base_url
+
+
+@contextmanager
+def asgi_server_process(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The platform's ASGI app (console, API, gateway) under uvicorn; yields its base URL
+    and the process, for a test that kills it."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
@@ -76,7 +84,7 @@ def asgi_server(env: dict[str, str]) -> Iterator[str]:
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(base_url + "/accounts/login/", process)
-        yield base_url
+        yield base_url, process
     finally:
         stop(process)
 

@@ -81,7 +81,7 @@ async def reserve_spend(
     dearest = (max(t.input_price_per_mtok for t in providers), max(t.output_price_per_mtok for t in providers)) if providers else None
     micros = spend.to_micros(spend.charge(policy, exchange.model, prompt_bound, output_bound, dearest), up=True)
     try:
-        held = await ledger.reserve(snapshot.org_id, policy, micros)
+        held = await ledger.reserve(snapshot.org_id, policy, micros, lease=exchange.request_id)
     except Exception:  # noqa: BLE001 - as for rate limits: a store outage must not refuse every tenant
         _LEDGER.failed(f"admitting {exchange.request_id} unchecked")
         return
@@ -116,6 +116,6 @@ async def settle(limiter: Limiter, ledger: SpendLedger, exchange: Exchange) -> N
         provider = (exchange.input_price, exchange.output_price) if exchange.target and not exchange.deployment_id else None
         charged = spend.charge(exchange.spend_policy, exchange.model, exchange.input_tokens, exchange.output_tokens, provider)
         try:
-            await ledger.settle(caller.org_id, exchange.spend_reserved, spend.to_micros(charged))
+            await ledger.settle(caller.org_id, exchange.request_id, spend.to_micros(charged))
         except Exception:  # noqa: BLE001 - a lost settle keeps a reservation until its key expires
             _LEDGER.failed(f"settling {exchange.request_id} lost")

@@ -223,7 +223,7 @@ def build_gateway() -> Gateway:
         authenticate=authenticate,
         snapshots=snapshots,
         limiter=RedisLimiter(settings.REDIS_URL) if settings.REDIS_URL else MemoryLimiter(),
-        spend=RedisSpendLedger(settings.REDIS_URL) if settings.REDIS_URL else MemorySpendLedger(),
+        spend=RedisSpendLedger(settings.REDIS_URL, lease_s=settings.SPEND_LEASE_SECONDS) if settings.REDIS_URL else MemorySpendLedger(),
         upstream=UpstreamExchange(
             pool=pool, health=HealthBook(on_change=_publish_breaker, on_forget=_forget_endpoint), cold_start=cold_start
         ),

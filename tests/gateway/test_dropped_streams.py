@@ -58,9 +58,9 @@ class RecordingLedger(MemorySpendLedger):
         super().__init__()
         self.settled: list[int] = []
 
-    async def settle(self, org_id: str, reserved: int, actual: int) -> None:
+    async def settle(self, org_id: str, lease: str, actual: int) -> None:
         self.settled.append(actual)
-        await super().settle(org_id, reserved, actual)
+        await super().settle(org_id, lease, actual)
 
 
 def _stream(words: int, usage: bool) -> list[bytes]:

@@ -5,7 +5,9 @@ the free plan stops at its credit."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from decimal import Decimal
@@ -22,7 +24,7 @@ from tests.factories import issue_key
 from tests.gateway.conftest import Backend, set_limits
 from tests.gateway.helpers import chat, provider_for, route_to, wait_for
 from tests.metering.test_usage_pipeline import _record
-from tests.servers import asgi_server, child_database_url, child_env
+from tests.servers import asgi_server, asgi_server_process, child_database_url, child_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -120,3 +122,47 @@ def test_the_free_plan_stops_at_its_credit(gateway: str, tenants: Tenants, backe
     # The other tenant, on the default plan, is untouched.
     route_to(tenants.org_b, "external", [(provider_for(tenants.org_b, backends[0]), 100)])
     assert chat(gateway, issue_key(tenants.org_b).plaintext, "external").status_code == 200
+
+
+LEASE_S = 4
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="one gateway process on the embedded default: its reservations die with it")
+def test_a_gateway_killed_with_reservations_in_flight_frees_them_within_the_lease(
+    gateway: str, tenants: Tenants, backends: list[Backend]
+) -> None:
+    """Gateway A holds the whole budget in reservations for slow requests and is SIGKILLed.
+    Expected: gateway B refuses at first (the reservations stand), serves the same tenant
+    again within the lease time of A's reservations (plus one snapshot refresh), and serves
+    the other tenant throughout."""
+    _priced_route(tenants, backends[0])
+    one = _charge_of_one(gateway, tenants)
+    set_limits(tenants.org_a, monthly_spend_cap=one * 10)
+    key, other = issue_key(tenants.org_a).plaintext, issue_key(tenants.org_b).plaintext
+    backends[0].control(latency_ms=20_000)  # A's requests stay in flight until it dies
+    leased = child_env(DATABASE_URL=child_database_url(), SWITCHBOARD_SPEND_LEASE_SECONDS=str(LEASE_S))
+    with asgi_server_process(leased) as (doomed, process):
+        hung = ThreadPoolExecutor(20)
+        for _ in range(20):
+            hung.submit(lambda: _quietly(lambda: chat(doomed, key, "priced", max_tokens=7)))
+        wait_for(lambda: chat(doomed, key, "priced", max_tokens=7).status_code == 402, timeout=10, interval=0.2)  # the budget is held
+        backends[0].control(latency_ms=0)
+        assert chat(gateway, key, "priced", max_tokens=7).status_code == 402  # B sees A's reservations
+        process.kill()  # SIGKILL: no shutdown handler runs, nothing is settled
+        process.wait()
+        killed = time.monotonic()
+    while chat(gateway, key, "priced", max_tokens=7).status_code == 402:
+        assert chat(gateway, other, "priced", max_tokens=7).status_code == 200  # the other tenant never waits
+        assert time.monotonic() - killed < LEASE_S + 10, "the dead gateway's reservations never freed"
+        time.sleep(0.25)
+    freed_after = time.monotonic() - killed
+    print(f"reservations of the killed gateway freed {freed_after:.1f} s after it died (lease {LEASE_S} s)")
+    assert freed_after <= LEASE_S + 3
+    hung.shutdown(wait=False, cancel_futures=True)
+
+
+def _quietly(call: Callable[[], object]) -> None:
+    try:
+        call()
+    except httpx.HTTPError:
+        pass  # its gateway was killed
