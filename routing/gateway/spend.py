@@ -153,7 +153,7 @@ class RedisSpendLedger:
         # of skew between gateway hosts shifts it by a second.
         now = int(time.time())
         settled = [f"sb:spend:{org_id}:settled:{second}" for second in range(now - SETTLED_WINDOW_S, now + 1)]
-        args = [policy.limit_micros, policy.spent_micros, micros, lease, self._lease_ms]
+        args: list[int | str] = [policy.limit_micros, policy.spent_micros, micros, lease, self._lease_ms]
         return bool(await self._reserve(keys=[*self._lease_keys(org_id), *settled], args=args))
 
     async def settle(self, org_id: str, lease: str, actual: int) -> None:
