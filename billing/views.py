@@ -45,7 +45,7 @@ def _payments_enabled() -> bool:
 @org_page()
 @require_safe
 def billing(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
-    context: dict[str, object] = {"active_nav": "billing", "sees_money": ctx.role.at_least(Role.ADMIN)}
+    context: dict[str, object] = {"active_nav": "billing", "sees_money": ctx.role.sees_money}
     if context["sees_money"]:
         context.update(_money_context(ctx))
     return render(request, "billing/billing.html", context)

@@ -106,7 +106,7 @@ class UsageFeed:
             self.dirty |= replica_mark != self.replica_mark
             self.replica_mark = replica_mark
         self.dirty |= self._window_start() != self.window_start
-        self.dirty |= role.at_least(Role.ADMIN) != self.show_cost
+        self.dirty |= role.sees_money != self.show_cost
         self.dirty |= self.clock() - self.computed_at >= REFRESH_S
         if not self.dirty or self.clock() < self.not_before:
             return None
@@ -135,7 +135,7 @@ class UsageFeed:
     def _compute(self, org: Organization, role: Role) -> dict[str, object]:
         started = self.clock()
         now = timezone.now()
-        self.show_cost = role.at_least(Role.ADMIN)
+        self.show_cost = role.sees_money
         self.window_start = dashboards.window(dashboards.RANGES[self.params.range], self.params.zone, now)[0][0]
         if self.params.deployment_id:
             payload = dashboards.deployment_dashboard(org, self.params.deployment_id, self.params, now=now)

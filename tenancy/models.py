@@ -81,6 +81,12 @@ class Role(models.TextChoices):
     def at_least(self, other: Role) -> bool:
         return self.rank >= Role(other).rank
 
+    @property
+    def sees_money(self) -> bool:
+        """Costs, prices, charges and invoices: admins and owners (and keys that may write),
+        on every page, API answer and export alike."""
+        return self.at_least(Role.ADMIN)
+
 
 _ROLE_RANK = {Role.VIEWER: 0, Role.MEMBER: 1, Role.ADMIN: 2, Role.OWNER: 3}
 

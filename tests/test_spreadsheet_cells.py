@@ -39,7 +39,7 @@ def test_decimals_are_written_plain_never_with_an_exponent() -> None:
 def test_events_csv_escapes_caller_chosen_names(tenants: Tenants, api_client) -> None:  # type: ignore[no-untyped-def]
     tiny = Decimal("0.000000029751")
     ingest.write_batch([_record(tenants.org_a.pk, "formula", at=timezone.now(), model=FORMULAS[0], route="@route", cost=tiny)])
-    key = issue_key(tenants.org_a, ["read"]).plaintext
+    key = issue_key(tenants.org_a, ["read", "write"]).plaintext
     response = api_client.get("/api/v1/usage/events.csv", HTTP_AUTHORIZATION=f"Bearer {key}")
     assert response.status_code == 200
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))

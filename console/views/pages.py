@@ -21,7 +21,7 @@ def overview(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
         "recent_entries": list(selectors.audit_entries(org)[:5]) if ctx.role.at_least(Role.ADMIN) else [],
         # The last 24 hours of usage, live through the same WebSocket as the Usage page.
         "dashboard": dashboards.usage_dashboard(
-            org, dashboards.DashboardParams.parse({}, fallback_tz=request.COOKIES.get("sb_tz")), show_cost=ctx.role.at_least(Role.ADMIN)
+            org, dashboards.DashboardParams.parse({}, fallback_tz=request.COOKIES.get("sb_tz")), show_cost=ctx.role.sees_money
         ),
     }
     return render(request, "console/overview.html", context)

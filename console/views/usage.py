@@ -33,7 +33,7 @@ def _example_model(ctx: OrgContext) -> str:
 @require_safe
 def usage(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
     params = dashboards.DashboardParams.parse(request.GET, fallback_tz=request.COOKIES.get(TZ_COOKIE))
-    data = dashboards.usage_dashboard(ctx.organization, params, show_cost=ctx.role.at_least(Role.ADMIN))
+    data = dashboards.usage_dashboard(ctx.organization, params, show_cost=ctx.role.sees_money)
     context = {
         "dashboard": data,
         "params": params,

@@ -86,14 +86,15 @@ class UsageView(OrgAPIView):
     def get(self, request: Request) -> Response:
         query = _query(request)
         points, total = selectors.usage_series(self.ctx.organization, query)
+        hide = set() if self.ctx.role.sees_money else {"cost"}  # viewers and read-only keys see no money
         body: dict[str, Any] = {
             "granularity": query.granularity,
             "timezone": query.timezone.key,
             "start": query.start.astimezone(query.timezone).isoformat(),
             "end": query.end.astimezone(query.timezone).isoformat(),
             "group_by": [name for name, column in GROUPS.items() if column in query.group_by],
-            "series": [point.as_dict() for point in points],
-            "totals": {key: value for key, value in total.as_dict().items() if key != "bucket"},
+            "series": [{key: value for key, value in point.as_dict().items() if key not in hide} for point in points],
+            "totals": {key: value for key, value in total.as_dict().items() if key != "bucket" and key not in hide},
         }
         return Response(body)
 
@@ -145,10 +146,9 @@ class UsageEventsCsvView(OrgAPIView):
     def get(self, request: Request) -> StreamingHttpResponse:
         query = _query(request)
         events = selectors.raw_events(self.ctx.organization, query.start, query.end, query.filters)
-        rows = (
-            [getattr(e, c).astimezone(query.timezone).isoformat() if c == "at" else getattr(e, c) for c in EVENT_COLUMNS] for e in events
-        )
-        return _csv(rows, EVENT_COLUMNS, "usage-events.csv")
+        columns = EVENT_COLUMNS if self.ctx.role.sees_money else [c for c in EVENT_COLUMNS if c != "cost"]
+        rows = ([getattr(e, c).astimezone(query.timezone).isoformat() if c == "at" else getattr(e, c) for c in columns] for e in events)
+        return _csv(rows, columns, "usage-events.csv")
 
 
 class UsageRollupsCsvView(OrgAPIView):
@@ -159,6 +159,7 @@ class UsageRollupsCsvView(OrgAPIView):
         query = _query(request)
         points, _ = selectors.usage_series(self.ctx.organization, query)
         groups = [name for name, column in GROUPS.items() if column in query.group_by]
+        money = self.ctx.role.sees_money
         header = [
             "bucket",
             *groups,
@@ -167,7 +168,7 @@ class UsageRollupsCsvView(OrgAPIView):
             "server_errors",
             "input_tokens",
             "output_tokens",
-            "cost",
+            *(["cost"] if money else []),
             "latency_p50_ms",
             "latency_p95_ms",
             "latency_p99_ms",
@@ -185,7 +186,7 @@ class UsageRollupsCsvView(OrgAPIView):
                     point.server_errors,
                     point.input_tokens,
                     point.output_tokens,
-                    data["cost"],
+                    *([data["cost"]] if money else []),
                     latency["p50"],  # type: ignore[index]
                     latency["p95"],  # type: ignore[index]
                     latency["p99"],  # type: ignore[index]

@@ -43,7 +43,7 @@ def _load(tenants: Tenants) -> None:
 
 def test_series_group_filter_and_total(tenants: Tenants) -> None:
     _load(tenants)
-    api = session_api(tenants.viewer_a, tenants.org_a)
+    api = session_api(tenants.admin_a, tenants.org_a)
     params = {"start": "2026-11-20T00:00:00Z", "end": "2026-11-22T00:00:00Z", "granularity": "day", "group_by": "route"}
     body = api.get("/api/v1/usage/", params).json()
     assert [(p["bucket"][:10], p["route"], p["requests"]) for p in body["series"]] == [
@@ -90,6 +90,29 @@ def test_csv_exports_stream_events_and_series(tenants: Tenants) -> None:
     series = api.get("/api/v1/usage/series.csv", {**params, "granularity": "day", "group_by": "region"})
     lines = list(csv.reader(io.StringIO(b"".join(series.streaming_content).decode())))
     assert lines[0][:3] == ["bucket", "region", "requests"] and len(lines) == 5
+
+
+def test_money_shows_only_to_roles_that_may_see_it_as_on_the_pages(tenants: Tenants) -> None:
+    """Admins, owners and keys that may write see costs; members, viewers and read-only
+    keys get the same answers and exports without them."""
+    _load(tenants)
+    params = {"start": "2026-11-20T00:00:00Z", "end": "2026-11-22T00:00:00Z", "granularity": "day"}
+    callers = {
+        "owner": session_api(tenants.owner_a, tenants.org_a),
+        "admin": session_api(tenants.admin_a, tenants.org_a),
+        "write key": key_api(issue_key(tenants.org_a, ["read", "write"]).plaintext),
+        "member": session_api(tenants.member_a, tenants.org_a),
+        "viewer": session_api(tenants.viewer_a, tenants.org_a),
+        "read-only key": key_api(issue_key(tenants.org_a, ["read"]).plaintext),
+    }
+    for who, api in callers.items():
+        sees = who in ("owner", "admin", "write key")
+        body = api.get("/api/v1/usage/", params).json()
+        assert ("cost" in body["totals"]) is sees and all(("cost" in p) is sees for p in body["series"]), who
+        assert body["totals"]["requests"] == 96, who
+        for export in ("/api/v1/usage/events.csv", "/api/v1/usage/series.csv"):
+            header = b"".join(api.get(export, params).streaming_content).decode().splitlines()[0].split(",")
+            assert ("cost" in header) is sees and "requests" in header or "request_id" in header, (who, export)
 
 
 def test_other_tenants_see_only_their_own_usage(tenants: Tenants) -> None:
