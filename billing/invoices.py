@@ -150,10 +150,15 @@ def close_period(org: Organization, period_start: datetime, *, now: datetime | N
     return invoice
 
 
+CAP_LIFTED_BY = "platform staff can raise the cap"
+CREDIT_LIFTED_BY = "platform staff can grant credit or move the organization to pay as you go"
+
+
 @dataclass(frozen=True)
 class SpendLimit:
     amount: Decimal
     reason: str  # says what the limit is, in the gateway's 402
+    lifted_by: str = CAP_LIFTED_BY  # who can lift it: every refusal says so
 
 
 def spend_limit(org: Organization, *, now: datetime | None = None) -> SpendLimit | None:
@@ -163,12 +168,12 @@ def spend_limit(org: Organization, *, now: datetime | None = None) -> SpendLimit
     limits = []
     cap = Quota.objects.filter(organization=org).values_list("monthly_spend_cap", flat=True).first()
     if cap is not None:
-        limits.append(SpendLimit(cap, f"monthly spend cap of ${cap}"))
+        limits.append(SpendLimit(cap, f"monthly spend cap of ${cap}", CAP_LIFTED_BY))
     if account_for(org).plan == Plan.FREE:
         period_start = rating.month_start(now)
         grants = sum((remaining_credit(grant) for grant in _usable_grants(org, period_start, rating.next_month(period_start))), Decimal(0))
         credit = free_plan_monthly_credit() + grants
-        limits.append(SpendLimit(credit, f"free plan credit of ${credit}"))
+        limits.append(SpendLimit(credit, f"free plan credit of ${credit}", CREDIT_LIFTED_BY))
     return min(limits, key=lambda limit: limit.amount) if limits else None
 
 

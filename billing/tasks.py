@@ -1,7 +1,7 @@
 """Celery tasks of billing: thin, idempotent, by id.
 
-Scheduled by Celery beat (config/settings.py, CELERY_BEAT_SCHEDULE): budgets every 5
-minutes, invoice closing hourly, Stripe meter pushes every 5 minutes and past-due
+Scheduled by Celery beat (config/settings.py, CELERY_BEAT_SCHEDULE): spend limits every
+minute, budgets every 5 minutes, invoice closing hourly, Stripe meter pushes every 5 minutes and past-due
 suspensions every 15 (those two do nothing while Stripe is off).
 """
 
@@ -12,7 +12,7 @@ from datetime import timedelta
 from celery import shared_task
 from django.utils import timezone
 
-from billing import budgets, invoices, rating
+from billing import budgets, caps, invoices, rating
 from billing.models import BillingAccount
 from billing.stripe import sync as stripe_sync
 from tenancy.models import Organization
@@ -43,6 +43,14 @@ def push_organization_meter_events(org_id: str) -> dict[str, int] | None:
 @shared_task(acks_late=True, time_limit=60, soft_time_limit=50)
 def suspend_overdue_organizations() -> list[str]:
     return stripe_sync.suspend_overdue()
+
+
+@shared_task(acks_late=True, time_limit=120, soft_time_limit=100)
+def enforce_spend_limits() -> int:
+    """Holds the deployments of organizations at their hard spend limit, and releases
+    those whose limit was lifted (billing.caps); returns how many changed."""
+    now = timezone.now()
+    return sum(1 for org in caps.organizations_to_check() if caps.enforce(org, now=now))
 
 
 @shared_task(acks_late=True, time_limit=240, soft_time_limit=220)

@@ -183,6 +183,9 @@ GATEWAY_KEY_STALE_SECONDS = env.int("SWITCHBOARD_GATEWAY_KEY_STALE_SECONDS", 300
 # How long a request's spend reservation holds before it frees itself (a gateway that died
 # with requests in flight): longer than any request should take.
 SPEND_LEASE_SECONDS = env.int("SWITCHBOARD_SPEND_LEASE_SECONDS", 900, minimum=1, maximum=86400)
+# At an organization's hard spend limit its deployments start no new replicas at once, and
+# scale to zero after this grace (deployments.holds).
+SPEND_LIMIT_GRACE_SECONDS = env.int("SWITCHBOARD_SPEND_LIMIT_GRACE_SECONDS", 900, minimum=0, maximum=7 * 86400)
 GATEWAY_ROUTES_CACHE_SECONDS = env.int("SWITCHBOARD_GATEWAY_ROUTES_CACHE_SECONDS", 2, minimum=0, maximum=60)
 GATEWAY_COLD_START_TIMEOUT_SECONDS = env.int("SWITCHBOARD_GATEWAY_COLD_START_TIMEOUT", 120, minimum=1, maximum=1800)
 # /metrics answers only this bearer token (never a peer address: behind a proxy on the same
@@ -200,6 +203,7 @@ except ValueError as error:
 GATEWAY_ACCESS_LOG = env.bool("SWITCHBOARD_GATEWAY_ACCESS_LOG", True)
 CELERY_BEAT_SCHEDULE = {
     "reconcile-all": {"task": "deployments.tasks.reconcile_all", "schedule": float(RECONCILE_INTERVAL_SECONDS)},
+    "billing-enforce-spend-limits": {"task": "billing.tasks.enforce_spend_limits", "schedule": 60.0},
     "billing-check-budgets": {"task": "billing.tasks.check_budgets", "schedule": 300.0},
     "billing-close-invoices": {"task": "billing.tasks.close_invoices", "schedule": 3600.0},
     "stripe-push-meter-events": {"task": "billing.tasks.push_meter_events", "schedule": 300.0},

@@ -111,6 +111,10 @@ class Quota(models.Model):
     key_concurrent_requests = models.PositiveIntegerField(null=True, blank=True)
     # A hard cap on a calendar month's spend: past it the gateway answers 402.
     monthly_spend_cap = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    # Set by billing while the month's spend stands at its hard limit (billing.caps): no new
+    # replicas, and after the grace the deployments scale to zero (deployments.holds).
+    spend_limit_reached_at = models.DateTimeField(null=True, blank=True)
+    spend_limit_reason = models.CharField(max_length=300, blank=True, help_text="Which limit, and who can lift it.")
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = TenantManager()

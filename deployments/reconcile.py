@@ -33,10 +33,12 @@ from django.utils import timezone
 from broadcast.groups import deployment_group
 from broadcast.publish import publish_after_commit
 from deployments.drivers import ClusterDriver, DriverError, ObservedReplica, ReplicaRequest, driver_for
+from deployments.holds import Hold, current_hold
 from deployments.internal_tokens import replica_token
-from deployments.models import Cluster, ClusterGpu, Deployment, Replica, ReplicaEvent
+from deployments.models import Cluster, ClusterGpu, Deployment, Quota, Replica, ReplicaEvent
 from deployments.placement import Capacity, place
 from deployments.scaling import CACHE_SECONDS, Scrape, autoscaled_desired, cache_key, desired_from_store, scrape_concurrency
+from tenancy.models import Organization, OrgStatus
 
 LEASE = timedelta(seconds=120)
 MAX_FAILURES = 5  # replica failures in a row before the deployment is FAILED
@@ -178,6 +180,10 @@ def _pass(
         deployment.failure_count = 0
 
     desired = 0 if deployment.deleted_at else desired_replicas(deployment, run.replicas)
+    hold = None if deployment.deleted_at else current_hold(deployment.organization, now=run.now)
+    if hold is not None:
+        # Held (suspended, or at the spend limit): nothing new starts; past the grace, zero.
+        desired = 0 if run.now >= hold.scale_to_zero_at else min(desired, len(fleet.current))
     run.result.desired = desired
     crash_loop = deployment.failure_count >= MAX_FAILURES
     backing_off = deployment.next_attempt_at is not None and run.now < deployment.next_attempt_at
@@ -189,7 +195,7 @@ def _pass(
     if fleet.evacuating and not deployment.deleted_at:
         _hand_over_from_draining_clusters(run, fleet, desired)
     _drain_deleted_or_surplus(run, fleet, live, desired)
-    _settle_status(run, fleet, desired=desired, crash_loop=crash_loop, missing=missing)
+    _settle_status(run, fleet, desired=desired, crash_loop=crash_loop, missing=missing, hold=hold)
     return run.result
 
 
@@ -302,9 +308,11 @@ def _drain_deleted_or_surplus(run: _Pass, fleet: _Fleet, live: list[Replica], de
             _drain(replica, run.drivers, run.result)
 
 
-def _settle_status(run: _Pass, fleet: _Fleet, *, desired: int, crash_loop: bool, missing: int) -> None:
+def _settle_status(run: _Pass, fleet: _Fleet, *, desired: int, crash_loop: bool, missing: int, hold: Hold | None) -> None:
     deployment = run.deployment
     deployment.status, deployment.status_reason = _status(deployment, desired, fleet.current, fleet.old, crash_loop, missing)
+    if hold is not None:
+        deployment.status_reason = hold.describe(run.now)
     still_evacuating = [replica for replica in fleet.evacuating if replica.state in LIVE]
     if still_evacuating and not crash_loop and not fleet.old:
         clusters = ", ".join(sorted({replica.cluster_id for replica in still_evacuating}))
@@ -322,6 +330,13 @@ def _settle_status(run: _Pass, fleet: _Fleet, *, desired: int, crash_loop: bool,
         failure_count=deployment.failure_count,
         next_attempt_at=deployment.next_attempt_at,
     )
+
+
+def _held_organizations(organization_ids: set[str]) -> set[str]:
+    """Of these organizations, those held (deployments.holds): their deployments take the full pass."""
+    capped = Quota.objects.unscoped_across_tenants().filter(organization_id__in=organization_ids, spend_limit_reached_at__isnull=False)
+    suspended = Organization.objects.filter(pk__in=organization_ids, status=OrgStatus.SUSPENDED)
+    return set(capped.values_list("organization_id", flat=True)) | set(suspended.values_list("pk", flat=True))
 
 
 def _adopt_compatible(deployment: Deployment, live: list[Replica]) -> None:
@@ -526,6 +541,7 @@ def reconcile_fleet(
     try:
         deployments = list(deployments_table.filter(lease_owner=owner).select_related("current_revision"))
         leased = [deployment.pk for deployment in deployments]
+        held = _held_organizations({deployment.organization_id for deployment in deployments})
         result.skipped = len(deployment_ids) - len(leased)
         by_deployment: dict[str, list[Replica]] = {deployment_id: [] for deployment_id in leased}
         # Only the columns the steady check reads; clusters come once, not once per replica.
@@ -545,7 +561,7 @@ def reconcile_fleet(
         status_changes: dict[Deployment.Status, list[str]] = {Deployment.Status.ACTIVE: [], Deployment.Status.SCALED_TO_ZERO: []}
         for deployment in deployments:
             replicas = by_deployment[deployment.pk]
-            if not _steady(deployment, replicas, clusters, observed, unreachable, probe):
+            if deployment.organization_id in held or not _steady(deployment, replicas, clusters, observed, unreachable, probe):
                 needs_pass.append(deployment.pk)
                 continue
             key = cache_key(deployment.pk)

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from broadcast.groups import deployment_group
 from broadcast.publish import publish_after_commit
-from deployments import prices, selectors
+from deployments import holds, prices, selectors
 from deployments.models import Deployment, DeploymentRevision, GpuType, Quota
 from modelserver.catalog import CATALOG
 from tenancy import audit
@@ -156,6 +156,7 @@ def create_deployment(
         raise Conflict(f"A deployment named {name!r} already exists.", field="name")
     validate_spec(spec)
     check_quota(ctx.organization, spec)
+    holds.refuse_if_held(ctx.organization, now=timezone.now())
     deployment = Deployment.objects.create(organization=ctx.organization, name=name, environment=environment)
     deployment.current_revision = _new_revision(ctx, deployment, spec)
     deployment.save(update_fields=["current_revision"])
@@ -176,6 +177,8 @@ def update_deployment(ctx: OrgContext, deployment: Deployment, **changes: Any) -
     spec = replace(DeploymentSpec.of(current), **changes)
     validate_spec(spec)
     check_quota(ctx.organization, spec, replacing=deployment)
+    if spec.min_replicas > current.min_replicas or spec.max_replicas > current.max_replicas or spec.model != current.model:
+        holds.refuse_if_held(ctx.organization, now=timezone.now())  # scaling down stays allowed: it spends less
     before = deployment_snapshot(deployment)
     if environment is not None:
         deployment.environment = environment
@@ -201,6 +204,7 @@ def promote_revision(ctx: OrgContext, deployment: Deployment, number: int, *, ac
     spec = DeploymentSpec.of(revision)
     validate_spec(spec)
     check_quota(ctx.organization, spec, replacing=deployment)
+    holds.refuse_if_held(ctx.organization, now=timezone.now())
     before = deployment_snapshot(deployment)
     deployment.current_revision = revision
     deployment.status = Deployment.Status.UPDATING

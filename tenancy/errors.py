@@ -23,3 +23,13 @@ class NotAllowed(ServiceError):
 class Conflict(ServiceError):
     status_code = 409
     code = "conflict"
+
+
+class SpendLimitReached(ServiceError):
+    status_code = 402
+    code = "spend_limit_reached"
+
+
+class OrganizationSuspended(ServiceError):
+    status_code = 403
+    code = "organization_suspended"

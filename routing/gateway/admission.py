@@ -90,8 +90,8 @@ async def reserve_spend(
         metrics.SPEND_REFUSED.labels(snapshot.org_id).inc()
         raise GatewayError(
             402,
-            f"This organization has reached its {policy.reason} for this month. "
-            "New requests are refused until an owner or admin raises the limit or adds credit (Billing page).",
+            f"This organization has reached its {policy.reason} for this month. New requests are refused until "
+            f"it is lifted: {policy.lifted_by}.",
             "spend_limit_reached",
         )
     exchange.spend_policy, exchange.spend_reserved = policy, micros

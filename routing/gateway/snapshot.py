@@ -215,6 +215,7 @@ def _spend_policy(org: Organization) -> SpendPolicy | None:
         limit_micros=to_micros(limit.amount),
         spent_micros=to_micros(rating.month_to_date(org, now, exact=True), up=True),
         reason=limit.reason,
+        lifted_by=limit.lifted_by,
         model_prices={
             model: (price.input_price_per_mtok, price.output_price_per_mtok) for model, price in current.items() if price is not None
         },

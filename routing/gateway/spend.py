@@ -43,6 +43,7 @@ class SpendPolicy:
     reason: str  # what the limit is, for the 402 message
     model_prices: dict[str, tuple[Decimal, Decimal]]  # model -> input, output per million tokens
     markup: Decimal  # external providers' cost multiplier
+    lifted_by: str = "platform staff can raise the limit"  # who can lift it, for the 402 message
 
 
 def to_micros(amount: Decimal, *, up: bool = False) -> int:

@@ -310,10 +310,14 @@ def test_a_closed_invoice_is_immutable_and_only_past_months_close(tenants: Tenan
 def test_spend_limit_is_the_cap_or_the_free_credit(tenants: Tenants) -> None:
     assert invoices.spend_limit(tenants.org_a, now=AFTER) is None
     Quota.objects.update_or_create(organization=tenants.org_a, defaults={"monthly_spend_cap": Decimal("25")})
-    assert invoices.spend_limit(tenants.org_a, now=AFTER) == invoices.SpendLimit(Decimal("25"), "monthly spend cap of $25.00")
+    assert invoices.spend_limit(tenants.org_a, now=AFTER) == invoices.SpendLimit(
+        Decimal("25"), "monthly spend cap of $25.00", invoices.CAP_LIFTED_BY
+    )
     BillingAccount.objects.update_or_create(organization=tenants.org_a, defaults={"plan": Plan.FREE})
     CreditGrant.objects.create(organization=tenants.org_a, amount=Decimal("3"), reason="welcome", granted_at=AFTER - timedelta(days=1))
-    assert invoices.spend_limit(tenants.org_a, now=AFTER) == invoices.SpendLimit(Decimal("8.00"), "free plan credit of $8.00")
+    assert invoices.spend_limit(tenants.org_a, now=AFTER) == invoices.SpendLimit(
+        Decimal("8.00"), "free plan credit of $8.00", invoices.CREDIT_LIFTED_BY
+    )
     assert invoices.spend_limit(tenants.org_b, now=AFTER) is None
     assert rating.month_to_date(tenants.org_b, now=AFTER) == 0
 
