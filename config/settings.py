@@ -212,6 +212,8 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Billing -------------------------------------------------------------------------------
 
+# How many organizations on free credit one person may own (billing.accounts).
+MAX_FREE_ORGANIZATIONS = env.int("SWITCHBOARD_MAX_FREE_ORGANIZATIONS", 2, minimum=0, maximum=1000)
 # The free plan's usage included each month, in USD; past it the gateway answers 402.
 try:
     FREE_PLAN_MONTHLY_CREDIT = Decimal(env.str("SWITCHBOARD_FREE_PLAN_MONTHLY_CREDIT", "5.00") or "0").quantize(Decimal("0.01"))

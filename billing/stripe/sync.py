@@ -40,6 +40,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from billing import accounts
 from billing.invoices import hourly_amounts_micros
 from billing.stripe.models import MeterPush, MeterPushStatus, StripeAccount, StripeCatalog, StripeWebhookEvent
 from billing.stripe.settings import stripe_settings
@@ -558,6 +559,7 @@ def _apply_checkout_completed(event: stripe.Event) -> str:
     payment_method = _id_of(intent.payment_method)
     if payment_method:
         client.v1.customers.update(account.customer_id, {"invoice_settings": {"default_payment_method": payment_method}})
+        accounts.payment_method_added(account.organization)  # free credit -> pay as you go
     ensure_subscription(account.organization)
     return "applied"
 

@@ -15,6 +15,7 @@ from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 
+from billing import accounts as billing_accounts
 from console.forms import OrganizationForm, SignupForm
 from tenancy import access, selectors, services, throttle
 from tenancy import signup as signup_service
@@ -84,7 +85,7 @@ def create_organization(request: HttpRequest) -> HttpResponse:
     form = OrganizationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            org = services.create_organization(
+            org = billing_accounts.create_organization(
                 signed_in(request),
                 form.cleaned_data["name"],  # type: ignore[arg-type]
                 ip_address=access.client_ip(request),

@@ -12,7 +12,8 @@ import stripe
 from django.test import Client
 from django.utils import timezone
 
-from billing import tasks
+from billing import invoices, tasks
+from billing.models import BillingAccount, Plan
 from billing.stripe import sync as stripe_sync
 from billing.stripe.models import MeterPush, MeterPushStatus, StripeAccount, StripeCatalog, StripeWebhookEvent
 from tenancy.models import Organization, OrgStatus
@@ -118,6 +119,7 @@ def test_a_customer_whose_answer_was_lost_is_created_once(tenants: Tenants, stri
 
 def test_checkout_completion_sets_the_default_payment_method(tenants: Tenants, stripe_double: StripeDouble) -> None:
     org = tenants.org_a
+    BillingAccount.objects.create(organization=org, plan=Plan.FREE)  # a new organization, on free credit
     stripe_sync.checkout_setup_url(org, "https://console.test/ok", "https://console.test/cancel")
     (session_id,) = stripe_double.state()["checkout_sessions"]
     session = stripe_double.complete_checkout(session_id)
@@ -127,6 +129,10 @@ def test_checkout_completion_sets_the_default_payment_method(tenants: Tenants, s
     customer = stripe_double.state()["customers"][account.customer_id]
     assert customer["invoice_settings"]["default_payment_method"].startswith("pm_")
     assert account.subscription_id.startswith("sub_")
+    # With a payment method it pays as it goes: no more free-credit limit.
+    assert BillingAccount.objects.get(organization=org).plan == Plan.PAY_AS_YOU_GO
+    assert invoices.spend_limit(org) is None
+    assert BillingAccount.objects.filter(organization=tenants.org_b).first() is None  # the other tenant untouched
 
 
 # ---------------------------------------------------------------------------- meter events
