@@ -19,6 +19,7 @@ urlpatterns = [
     path("", include("deployments.api.urls")),
     path("", include("routing.api.urls")),
     path("", include("metering.api.urls")),
+    path("", include("billing.api.urls")),
     # Anything else under /api/ answers in the API's error shape, not an HTML page.
     re_path(r"^.*$", unknown_endpoint),
 ]

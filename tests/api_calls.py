@@ -28,6 +28,10 @@ class ApiCall:
     needs: Role
     setup: Callable[[Organization], dict[str, str]]
     body: dict[str, Any] | None = None
+    # What a caller with the role may get. Payment links answer 409 here (Stripe is off in
+    # this table; tests/billing/test_stripe.py runs them against the Stripe double): the
+    # role is checked before that.
+    allowed: tuple[int, ...] = (200, 201, 204)
 
     def payload(self, params: dict[str, str]) -> dict[str, Any] | None:
         """The body, with "{name}" placeholders filled from the setup's ids."""
@@ -164,6 +168,25 @@ MUTATING_CALLS = [
     ),
     ApiCall("update provider", "patch", "/api/v1/providers/<str:provider_id>/", Role.ADMIN, _provider, {"input_price_per_mtok": "0.3"}),
     ApiCall("delete provider", "delete", "/api/v1/providers/<str:provider_id>/", Role.ADMIN, _unused_provider),
+    ApiCall("set budget", "put", "/api/v1/billing/budget/", Role.ADMIN, _nothing, {"monthly_budget": "50.00", "alert_webhook_url": ""}),
+    ApiCall(
+        "payment method checkout",
+        "post",
+        "/api/v1/billing/checkout/",
+        Role.ADMIN,
+        _nothing,
+        {"return_url": "https://console.example/"},
+        allowed=(201, 409),
+    ),
+    ApiCall(
+        "payment portal",
+        "post",
+        "/api/v1/billing/portal/",
+        Role.ADMIN,
+        _nothing,
+        {"return_url": "https://console.example/"},
+        allowed=(201, 409),
+    ),
 ]
 
 

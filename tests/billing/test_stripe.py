@@ -19,6 +19,7 @@ from billing.stripe.models import MeterPush, MeterPushStatus, StripeAccount, Str
 from tenancy.models import Organization, OrgStatus
 from tests.billing.conftest import WEBHOOK_SECRET, StripeDouble
 from tests.conftest import Tenants
+from tests.helpers import session_api
 from tests.stripe_server import sign_payload, webhook_event
 
 WEBHOOK_URL = "/billing/stripe/webhook/"
@@ -94,6 +95,16 @@ def test_customer_checkout_portal_and_subscription(tenants: Tenants, stripe_doub
     found = stripe_sync.ensure_meters_and_prices()
     assert found is not None and (found.meter_id, found.price_id) == (catalog.meter_id, catalog.price_id)
     assert len(stripe_double.state()["meters"]) == 1 and len(stripe_double.state()["prices"]) == 1
+
+
+def test_the_api_gives_the_payment_links_to_admins_only(tenants: Tenants, stripe_double: StripeDouble) -> None:
+    back = {"return_url": "https://console.test/billing"}
+    admin = session_api(tenants.admin_a, tenants.org_a)
+    checkout = admin.post("/api/v1/billing/checkout/", back, format="json")
+    assert checkout.status_code == 201 and checkout.json()["url"].startswith(f"{stripe_double.url}/c/pay/cs_test_")
+    portal = admin.post("/api/v1/billing/portal/", back, format="json")
+    assert portal.status_code == 201 and f"{stripe_double.url}/p/session/bps_" in portal.json()["url"]
+    assert session_api(tenants.member_a, tenants.org_a).post("/api/v1/billing/checkout/", back, format="json").status_code == 403
 
 
 def test_a_meter_that_would_add_up_revisions_is_refused(tenants: Tenants, stripe_double: StripeDouble) -> None:
