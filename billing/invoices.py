@@ -8,6 +8,7 @@ and what is left is the total. The free plan carries a monthly credit of its own
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -184,28 +185,36 @@ def credit_for_month(org: Organization, period_start: datetime) -> Decimal:
     return grants + (free_plan_monthly_credit() if account_for(org).plan == Plan.FREE else Decimal(0))
 
 
+def _charged_after_credit(exact_lines: dict[tuple[object, ...], Decimal], credit: Decimal) -> Decimal:
+    """A running invoice's total: its lines rounded to the cent, less what credit covers."""
+    return max(Decimal(0), sum((rating.round_to_cents(amount) for amount in exact_lines.values()), Decimal(0)) - credit)
+
+
 def hourly_amounts_micros(org: Organization, start: datetime, end: datetime, *, now: datetime | None = None) -> dict[datetime, int]:
-    """What each closed hour in [start, end) is charged, in micro-dollars, after credits:
-    within a month, credits cover its first charges, so an hour is charged only what the
-    month's charges up to it exceed the month's credit by. What is pushed to Stripe's meter
-    hour by hour. (A committed minimum is not metered: the invoice raises a month to it.)"""
+    """What each closed hour in [start, end) adds to its month's invoice total, in
+    micro-dollars: the running invoice (its lines rounded to the cent, less credit) at the
+    hour's end, minus at its start. What is pushed to Stripe's meter hour by hour, so over a
+    month Stripe bills exactly the invoice's total, to the cent; the running total never
+    falls, so no hour is negative. (A committed minimum is not metered: the invoice raises a
+    month to it.)"""
     book = rating.PriceBook.load(org)
     amounts: dict[datetime, int] = {}
     hour = start
     while hour < end:
         period = rating.month_start(hour)
         stop = min(rating.next_month(period), end)
-        before = (
-            sum((line.exact_amount for line in rating.rate(org, period, hour, now=now, book=book)), Decimal(0))
-            if hour > period
-            else Decimal(0)
-        )
-        credit_left = max(Decimal(0), credit_for_month(org, period) - before)
+        credit = credit_for_month(org, period)
+        running: dict[tuple[object, ...], Decimal] = defaultdict(Decimal)
+        if hour > period:
+            for line in rating.rate(org, period, hour, now=now, book=book):
+                running[line.key] += line.exact_amount
+
+        before = _charged_after_credit(running, credit)
         while hour < stop:
             following = hour + timedelta(hours=1)
-            gross = sum((line.exact_amount for line in rating.rate(org, hour, following, now=now, book=book)), Decimal(0))
-            covered = min(gross, credit_left)
-            credit_left -= covered
-            amounts[hour] = rating.to_micros(gross - covered)
-            hour = following
+            for line in rating.rate(org, hour, following, now=now, book=book):
+                running[line.key] += line.exact_amount
+            after = _charged_after_credit(running, credit)
+            amounts[hour] = rating.to_micros(after - before)
+            before, hour = after, following
     return amounts

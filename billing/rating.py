@@ -98,6 +98,7 @@ class Line:
     unit_price: Decimal
     quantity: Decimal = Decimal(0)
     exact_amount: Decimal = Decimal(0)
+    key: tuple[object, ...] = ()  # what makes it one line: the same across any stretch of time
 
     @property
     def amount(self) -> Decimal:
@@ -127,7 +128,7 @@ def rate(org: Organization, start: datetime, end: datetime, *, now: datetime | N
 
     def line(key: tuple[object, ...], **spec: Any) -> Line:
         if key not in lines:
-            lines[key] = Line(**spec)
+            lines[key] = Line(key=key, **spec)
         return lines[key]
 
     for row in _hourly_usage(org, start, end):

@@ -333,5 +333,6 @@ def test_hourly_amounts_for_stripe_are_after_credits(tenants: Tenants) -> None:
     )
     CreditGrant.objects.create(organization=tenants.org_a, amount=Decimal("2"), reason="prepaid", granted_at=MONTH)
     amounts = invoices.hourly_amounts_micros(tenants.org_a, MONTH + timedelta(hours=4), MONTH + timedelta(hours=7), now=AFTER)
-    assert amounts == {MONTH + timedelta(hours=4): 0, first: 0, second: 1_000_002}  # $3.00000246 - $2 of credit
+    # The invoice: 3.00 (the line $3.00000246, rounded) - $2 of credit = $1.00; Stripe gets exactly that.
+    assert amounts == {MONTH + timedelta(hours=4): 0, first: 0, second: 1_000_000}
     assert invoices.hourly_amounts_micros(tenants.org_b, first, second, now=AFTER) == {first: 0}

