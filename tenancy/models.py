@@ -149,6 +149,8 @@ class ApiKey(models.Model):
     prefix = models.CharField(max_length=24, unique=True)
     secret_hash = models.CharField(max_length=64)
     scopes = models.JSONField(default=list)
+    # Route or deployment names this key may call through /v1; empty: every one.
+    allowed_models = models.JSONField(default=list, blank=True)
     created_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(null=True, blank=True)

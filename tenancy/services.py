@@ -58,6 +58,7 @@ def api_key_snapshot(key: ApiKey) -> dict[str, Any]:
         "name": key.name,
         "prefix": f"sbk_{key.prefix}",
         "scopes": list(key.scopes),
+        "allowed_models": list(key.allowed_models),
         "expires_at": key.expires_at.isoformat() if key.expires_at else None,
         "revoked": key.revoked_at is not None,
     }
@@ -279,12 +280,29 @@ def _new_key_row(
     raise RuntimeError("could not allocate a unique API key prefix")
 
 
+MAX_ALLOWED_MODELS = 50
+
+
+def _validated_models(models: list[str] | None) -> list[str]:
+    names = [clean_name(name, field="allowed_models", what="each allowed model a name", max_length=100) for name in models or []]
+    if len(names) > MAX_ALLOWED_MODELS:
+        message = f"A key may list at most {MAX_ALLOWED_MODELS} models; leave the list empty to allow every one."
+        raise ServiceError(message, field="allowed_models")
+    return sorted(set(names))
+
+
 @transaction.atomic
-def create_api_key(ctx: OrgContext, *, name: str, scopes: list[str], expires_at: datetime | None = None) -> IssuedKey:
+def create_api_key(
+    ctx: OrgContext, *, name: str, scopes: list[str], expires_at: datetime | None = None, allowed_models: list[str] | None = None
+) -> IssuedKey:
     name = clean_name(name, field="name", what="the key a name", max_length=100)
     if expires_at is not None and expires_at <= timezone.now():
         raise ServiceError("The expiry must be in the future.", field="expires_at")
+    models = _validated_models(allowed_models)
     issued = _new_key_row(ctx, name=name, scopes=_validated_scopes(scopes), expires_at=expires_at)
+    if models:
+        issued.api_key.allowed_models = models
+        issued.api_key.save(update_fields=["allowed_models"])
     audit.record(ctx, "api_key.created", target_type="api_key", target_id=issued.api_key.id, after=api_key_snapshot(issued.api_key))
     return issued
 
@@ -296,6 +314,17 @@ def rename_api_key(ctx: OrgContext, key: ApiKey, name: str) -> ApiKey:
     key.name = name
     key.save(update_fields=["name"])
     audit.record(ctx, "api_key.renamed", target_type="api_key", target_id=key.id, before=before, after=api_key_snapshot(key))
+    return key
+
+
+@transaction.atomic
+def set_allowed_models(ctx: OrgContext, key: ApiKey, models: list[str]) -> ApiKey:
+    """Which routes or deployments the key may call (empty: every one); gateways apply it
+    within their key cache time."""
+    before = api_key_snapshot(key)
+    key.allowed_models = _validated_models(models)
+    key.save(update_fields=["allowed_models"])
+    audit.record(ctx, "api_key.models_changed", target_type="api_key", target_id=key.id, before=before, after=api_key_snapshot(key))
     return key
 
 

@@ -163,3 +163,19 @@ def test_a_key_made_in_the_console_is_shown_once_and_never_stored_in_the_session
     rotated = client.post(f"{url}{ApiKey.objects.for_org(tenants.org_a).get(name='laptop').pk}/rotate/")
     new_plaintext = rotated.context["new_secret"]["key"]
     assert new_plaintext != plaintext and all(new_plaintext.rsplit("_", 1)[1] not in s.session_data for s in Session.objects.all())
+
+
+def test_a_key_can_be_limited_to_some_models_through_the_api(tenants: Tenants) -> None:
+    api = session_api(tenants.admin_a, tenants.org_a)
+    created = api.post("/api/v1/keys/", {"name": "chat only", "scopes": ["inference"], "allowed_models": ["chat", "chat"]}, format="json")
+    assert created.status_code == 201 and created.json()["allowed_models"] == ["chat"]
+    key_id = created.json()["id"]
+    changed = api.patch(f"/api/v1/keys/{key_id}/", {"allowed_models": ["chat", "embed"]}, format="json")
+    assert changed.status_code == 200 and changed.json()["allowed_models"] == ["chat", "embed"]
+    assert ApiKey.objects.for_org(tenants.org_a).get(pk=key_id).allowed_models == ["chat", "embed"]
+    bad = api.patch(f"/api/v1/keys/{key_id}/", {"allowed_models": ["chat\r\nx"]}, format="json")
+    assert bad.status_code == 400 and "allowed_models" in bad.json()["error"]["fields"]
+    assert api.patch(f"/api/v1/keys/{key_id}/", {}, format="json").status_code == 400
+    # Another tenant's admin cannot touch it.
+    other = session_api(tenants.owner_b, tenants.org_b)
+    assert other.patch(f"/api/v1/keys/{key_id}/", {"allowed_models": []}, format="json").status_code == 404

@@ -130,6 +130,7 @@ class Gateway:
         route = snapshot.resolve(exchange.model)
         if route is None:
             raise _model_not_found(exchange.model)
+        _check_allowed(caller, exchange.model)
         exchange.route = route.name
         exchange.admission = admitted = await admission.admit(
             self.limiter, exchange=exchange, caller=caller, snapshot=snapshot, payload=payload
@@ -170,6 +171,7 @@ class Gateway:
         models = {
             name: {"id": name, "object": "model", "created": route.created, "owned_by": "deployment" if route.is_deployment else "route"}
             for name, route in snapshot.routes.items()
+            if not caller.allowed_models or name in caller.allowed_models  # a key sees what it may call
         }
         exchange.status = 200
         if model_id is None:
@@ -191,6 +193,18 @@ class Gateway:
         self.accounting.access_log.flush_now()
         if self._close is not None:
             await self._close()
+
+
+def _check_allowed(caller: Caller, model: str) -> None:
+    """A key limited to some models calls only those (the route it names; its fallbacks follow)."""
+    if caller.allowed_models and model not in caller.allowed_models:
+        raise GatewayError(
+            403,
+            f"This API key may call only {', '.join(sorted(caller.allowed_models))}. "
+            f"An admin can allow '{model}' on the key (API keys page, or PATCH /api/v1/keys/{{id}}/).",
+            "model_not_allowed",
+            param="model",
+        )
 
 
 def _model_not_found(model: str) -> GatewayError:

@@ -24,6 +24,7 @@ class Caller:
     key_id: str  # empty for the playground
     can_infer: bool
     expires_at: float | None  # epoch seconds
+    allowed_models: frozenset[str] = frozenset()  # empty: every route and deployment
 
 
 def _load_key(plaintext: str) -> Caller:
@@ -33,6 +34,7 @@ def _load_key(plaintext: str) -> Caller:
         key_id=key.pk,
         can_infer=ApiKey.Scope.INFERENCE in key.scopes,
         expires_at=key.expires_at.timestamp() if key.expires_at else None,
+        allowed_models=frozenset(key.allowed_models),
     )
 
 

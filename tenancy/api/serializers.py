@@ -79,7 +79,19 @@ class ApiKeySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ApiKey
-        fields = ["id", "name", "prefix", "scopes", "status", "created_at", "expires_at", "last_used_at", "revoked_at", "rotated_from"]
+        fields = [
+            "id",
+            "name",
+            "prefix",
+            "scopes",
+            "allowed_models",
+            "status",
+            "created_at",
+            "expires_at",
+            "last_used_at",
+            "revoked_at",
+            "rotated_from",
+        ]
         read_only_fields = fields
 
     def get_prefix(self, key: ApiKey) -> str:
@@ -90,10 +102,16 @@ class ApiKeyCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     scopes = serializers.ListField(child=serializers.ChoiceField(choices=ApiKey.Scope.choices), min_length=1, max_length=3)
     expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    allowed_models = serializers.ListField(
+        child=serializers.CharField(max_length=100), max_length=50, default=list, help_text="Routes it may call; empty: every one."
+    )
 
 
 class ApiKeyUpdateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=100)
+    name = serializers.CharField(max_length=100, required=False)
+    allowed_models = serializers.ListField(
+        child=serializers.CharField(max_length=100), max_length=50, required=False, help_text="Routes it may call; empty: every one."
+    )
 
 
 class IssuedApiKeySerializer(ApiKeySerializer):

@@ -15,6 +15,7 @@ from tenancy import selectors, services
 from tenancy.api import serializers as s
 from tenancy.api.permissions import OrgRolePermission
 from tenancy.context import OrgContext
+from tenancy.errors import ServiceError
 from tenancy.models import Role
 
 
@@ -122,7 +123,9 @@ class ApiKeyListView(OrgAPIView):
     @extend_schema(request=s.ApiKeyCreateSerializer, responses={201: s.IssuedApiKeySerializer})
     def post(self, request: Request) -> Response:
         data = s.validated(s.ApiKeyCreateSerializer, request.data)
-        issued = services.create_api_key(self.ctx, name=data["name"], scopes=data["scopes"], expires_at=data["expires_at"])
+        issued = services.create_api_key(
+            self.ctx, name=data["name"], scopes=data["scopes"], expires_at=data["expires_at"], allowed_models=data["allowed_models"]
+        )
         body = s.IssuedApiKeySerializer(issued.api_key, context={"plaintext": issued.plaintext}).data
         return Response(body, status=status.HTTP_201_CREATED)
 
@@ -142,7 +145,13 @@ class ApiKeyDetailView(ApiKeyObjectView):
     def patch(self, request: Request, key_id: str) -> Response:
         key = self.get_object()
         data = s.validated(s.ApiKeyUpdateSerializer, request.data)
-        return Response(self.get_serializer(services.rename_api_key(self.ctx, key, data["name"])).data)
+        if "name" not in data and "allowed_models" not in data:
+            raise ServiceError("Send name, allowed_models or both.", field="name")
+        if "name" in data:
+            key = services.rename_api_key(self.ctx, key, data["name"])
+        if "allowed_models" in data:
+            key = services.set_allowed_models(self.ctx, key, data["allowed_models"])
+        return Response(self.get_serializer(key).data)
 
     @extend_schema(description="Revokes the key at once. The row stays, for the audit log.")
     def delete(self, request: Request, key_id: str) -> Response:

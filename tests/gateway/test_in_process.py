@@ -34,6 +34,7 @@ from routing.gateway.upstream import UpstreamExchange
 KEYS = {
     b"Bearer sbk_acme": Caller("org_acme", "key_acme", True, None),
     b"Bearer sbk_globex": Caller("org_globex", "key_globex", True, None),
+    b"Bearer sbk_chat_only": Caller("org_acme", "key_chat_only", True, None, frozenset({"chat"})),
 }
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "Hello"}]}
 
@@ -281,3 +282,24 @@ def test_no_key_or_a_wrong_key_is_401(key: str) -> None:
     harness = Harness(ScriptedPool({}), _route("chat", _target("only", "http://a.test")))
     assert harness.post(CHAT, key=key).status_code == 401
     assert harness.events == []
+
+
+def test_a_key_limited_to_some_models_calls_and_lists_only_those() -> None:
+    pool = ScriptedPool({"http://a.test": [_ok()], "http://b.test": [_ok()]})
+    harness = Harness(pool, _route("chat", _target("one", "http://a.test")), _route("embed", _target("two", "http://b.test")))
+    refused = harness.post({**CHAT, "model": "embed"}, key="sbk_chat_only")
+    assert refused.status_code == 403
+    error = refused.json()["error"]
+    assert (error["code"], error["param"]) == ("model_not_allowed", "model") and "may call only chat" in error["message"]
+    assert harness.post(CHAT, key="sbk_chat_only").status_code == 200
+    assert harness.post({**CHAT, "model": "embed"}).status_code == 200  # an unlimited key of the same organization
+    assert [url for url, _ in pool.sent] == ["http://a.test/v1/chat/completions", "http://b.test/v1/chat/completions"]
+
+    async def listed(key: str) -> list[str]:
+        transport = httpx.ASGITransport(app=harness.gateway)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+            answer = await client.get("/v1/models", headers={"Authorization": f"Bearer {key}"})
+            return [model["id"] for model in answer.json()["data"]]
+
+    assert asyncio.run(listed("sbk_chat_only")) == ["chat"]
+    assert asyncio.run(listed("sbk_acme")) == ["chat", "embed"]
