@@ -109,20 +109,31 @@ class Line:
         self.exact_amount += amount
 
 
-def _hourly_usage(org: Organization, start: datetime, end: datetime) -> Iterable[dict[str, Any]]:
-    """Per hour and model, split by whether a deployment served it: tokens and cost."""
+def _hourly_usage(org: Organization, start: datetime, end: datetime, key_id: str | None = None) -> Iterable[dict[str, Any]]:
+    """Per hour and model, split by whether a deployment served it: tokens and cost (of
+    one API key's requests, if given)."""
+    rows = UsageRollup.objects.for_org(org).filter(granularity=Granularity.HOUR, breakdown=Breakdown.ALL, bucket__gte=start, bucket__lt=end)
+    if key_id is not None:
+        rows = rows.filter(key_id=key_id)
     return (
-        UsageRollup.objects.for_org(org)
-        .filter(granularity=Granularity.HOUR, breakdown=Breakdown.ALL, bucket__gte=start, bucket__lt=end)
-        .annotate(dedicated=~Q(deployment_id=""))
+        rows.annotate(dedicated=~Q(deployment_id=""))
         .values("bucket", "model", "dedicated")
         .annotate(input_tokens=Sum("input_tokens"), output_tokens=Sum("output_tokens"), cost=Sum("cost"))
         .order_by("bucket", "model")
     )
 
 
-def rate(org: Organization, start: datetime, end: datetime, *, now: datetime | None = None, book: PriceBook | None = None) -> list[Line]:
-    """The lines for [start, end) (whole hours), in a stable order."""
+def rate(
+    org: Organization,
+    start: datetime,
+    end: datetime,
+    *,
+    now: datetime | None = None,
+    book: PriceBook | None = None,
+    key_id: str | None = None,
+) -> list[Line]:
+    """The lines for [start, end) (whole hours), in a stable order. For one API key: only
+    its requests' per-token charges (GPU time belongs to deployments, not keys)."""
     book = book or PriceBook.load(org)
     lines: dict[tuple[object, ...], Line] = {}
 
@@ -131,7 +142,7 @@ def rate(org: Organization, start: datetime, end: datetime, *, now: datetime | N
             lines[key] = Line(key=key, **spec)
         return lines[key]
 
-    for row in _hourly_usage(org, start, end):
+    for row in _hourly_usage(org, start, end, key_id):
         if row["dedicated"]:
             continue  # billed as GPU time
         hour, model = row["bucket"], row["model"]
@@ -162,7 +173,8 @@ def rate(org: Organization, start: datetime, end: datetime, *, now: datetime | N
             }
             line(("provider", model, percent), **spec).add(row["cost"], row["cost"] * multiplier)
 
-    _rate_gpu_time(org, start, end, now, book, line)
+    if key_id is None:
+        _rate_gpu_time(org, start, end, now, book, line)
     order: list[str] = [InvoiceLine.Kind.TOKENS, InvoiceLine.Kind.PROVIDER, InvoiceLine.Kind.GPU]
     return sorted(lines.values(), key=lambda item: (order.index(item.kind), item.description))
 
@@ -183,13 +195,19 @@ def subtotal(lines: Sequence[Line]) -> Decimal:
     return sum((line.amount for line in lines), Decimal(0))
 
 
-def month_to_date(org: Organization, now: datetime | None = None, *, exact: bool = False) -> Decimal:
+def month_to_date(org: Organization, now: datetime | None = None, *, exact: bool = False, book: PriceBook | None = None) -> Decimal:
     """This month's charges so far, before credits: the sum of the rounded lines (or of
     their exact amounts)."""
     now = now or datetime.now(UTC)
     start = month_start(now)
-    lines = rate(org, start, now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1), now=now)
+    lines = rate(org, start, now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1), now=now, book=book)
     return sum((line.exact_amount for line in lines), Decimal(0)) if exact else subtotal(lines)
+
+
+def key_month_to_date(org: Organization, key_id: str, now: datetime, *, book: PriceBook | None = None) -> Decimal:
+    """This month's exact per-token charges of one API key's requests."""
+    end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    return sum((line.exact_amount for line in rate(org, month_start(now), end, now=now, book=book, key_id=key_id)), Decimal(0))
 
 
 def to_micros(amount: Decimal) -> int:

@@ -151,6 +151,9 @@ class ApiKey(models.Model):
     scopes = models.JSONField(default=list)
     # Route or deployment names this key may call through /v1; empty: every one.
     allowed_models = models.JSONField(default=list, blank=True)
+    # A hard monthly limit on this key's per-token charges (the gateway answers 402 past
+    # it, across all gateway processes); empty: only the organization's limits apply.
+    monthly_budget = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
     created_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(null=True, blank=True)

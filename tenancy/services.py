@@ -11,6 +11,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -59,6 +60,7 @@ def api_key_snapshot(key: ApiKey) -> dict[str, Any]:
         "prefix": f"sbk_{key.prefix}",
         "scopes": list(key.scopes),
         "allowed_models": list(key.allowed_models),
+        "monthly_budget": str(key.monthly_budget) if key.monthly_budget is not None else None,
         "expires_at": key.expires_at.isoformat() if key.expires_at else None,
         "revoked": key.revoked_at is not None,
     }
@@ -292,17 +294,30 @@ def _validated_models(models: list[str] | None) -> list[str]:
 
 
 @transaction.atomic
+def _validated_budget(budget: Decimal | None) -> Decimal | None:
+    if budget is not None and (budget <= 0 or budget >= Decimal("1e12")):
+        raise ServiceError("A key's monthly budget must be more than $0; leave it empty for none.", field="monthly_budget")
+    return budget
+
+
 def create_api_key(
-    ctx: OrgContext, *, name: str, scopes: list[str], expires_at: datetime | None = None, allowed_models: list[str] | None = None
+    ctx: OrgContext,
+    *,
+    name: str,
+    scopes: list[str],
+    expires_at: datetime | None = None,
+    allowed_models: list[str] | None = None,
+    monthly_budget: Decimal | None = None,
 ) -> IssuedKey:
     name = clean_name(name, field="name", what="the key a name", max_length=100)
     if expires_at is not None and expires_at <= timezone.now():
         raise ServiceError("The expiry must be in the future.", field="expires_at")
     models = _validated_models(allowed_models)
+    budget = _validated_budget(monthly_budget)
     issued = _new_key_row(ctx, name=name, scopes=_validated_scopes(scopes), expires_at=expires_at)
-    if models:
-        issued.api_key.allowed_models = models
-        issued.api_key.save(update_fields=["allowed_models"])
+    if models or budget is not None:
+        issued.api_key.allowed_models, issued.api_key.monthly_budget = models, budget
+        issued.api_key.save(update_fields=["allowed_models", "monthly_budget"])
     audit.record(ctx, "api_key.created", target_type="api_key", target_id=issued.api_key.id, after=api_key_snapshot(issued.api_key))
     return issued
 
@@ -314,6 +329,17 @@ def rename_api_key(ctx: OrgContext, key: ApiKey, name: str) -> ApiKey:
     key.name = name
     key.save(update_fields=["name"])
     audit.record(ctx, "api_key.renamed", target_type="api_key", target_id=key.id, before=before, after=api_key_snapshot(key))
+    return key
+
+
+@transaction.atomic
+def set_key_budget(ctx: OrgContext, key: ApiKey, monthly_budget: Decimal | None) -> ApiKey:
+    """The key's hard monthly limit on per-token charges; gateways apply it within a few
+    seconds (their snapshot refresh)."""
+    before = api_key_snapshot(key)
+    key.monthly_budget = _validated_budget(monthly_budget)
+    key.save(update_fields=["monthly_budget"])
+    audit.record(ctx, "api_key.budget_changed", target_type="api_key", target_id=key.id, before=before, after=api_key_snapshot(key))
     return key
 
 

@@ -179,3 +179,16 @@ def test_a_key_can_be_limited_to_some_models_through_the_api(tenants: Tenants) -
     # Another tenant's admin cannot touch it.
     other = session_api(tenants.owner_b, tenants.org_b)
     assert other.patch(f"/api/v1/keys/{key_id}/", {"allowed_models": []}, format="json").status_code == 404
+
+
+def test_a_key_gets_a_monthly_budget_that_only_money_roles_see(tenants: Tenants) -> None:
+    admin = session_api(tenants.admin_a, tenants.org_a)
+    created = admin.post("/api/v1/keys/", {"name": "capped", "scopes": ["inference"], "monthly_budget": "25.00"}, format="json")
+    assert created.status_code == 201 and created.json()["monthly_budget"] == "25.00"
+    key_id = created.json()["id"]
+    assert admin.patch(f"/api/v1/keys/{key_id}/", {"monthly_budget": "0"}, format="json").status_code == 400
+    lifted = admin.patch(f"/api/v1/keys/{key_id}/", {"monthly_budget": None}, format="json")
+    assert lifted.status_code == 200 and lifted.json()["monthly_budget"] is None
+    admin.patch(f"/api/v1/keys/{key_id}/", {"monthly_budget": "30"}, format="json")
+    listed = session_api(tenants.viewer_a, tenants.org_a).get(f"/api/v1/keys/{key_id}/").json()
+    assert "monthly_budget" not in listed  # a viewer sees the key, not its money

@@ -74,27 +74,27 @@ async def admit(
 async def reserve_spend(
     ledger: SpendLedger, *, exchange: Exchange, snapshot: OrgSnapshot, policy: SpendPolicy, route: Route, payload: dict[str, Any]
 ) -> None:
-    """Holds the most this request can be charged under the monthly limit, or refuses it
-    with 402. Requests already in flight are never cut off."""
+    """Holds the most this request can be charged under the organization's monthly limit
+    and its key's budget, or refuses it with 402 naming which. Requests already in flight
+    are never cut off."""
+    caps = policy.caps_for(exchange.caller.key_id if exchange.caller else "")
+    if not caps:
+        return
     prompt_bound, output_bound = spend_token_bounds(payload, exchange.endpoint)
     providers = [t for r in snapshot.chain(route) for t in r.targets if t.kind == "provider"]
     dearest = (max(t.input_price_per_mtok for t in providers), max(t.output_price_per_mtok for t in providers)) if providers else None
     micros = spend.to_micros(spend.charge(policy, exchange.model, prompt_bound, output_bound, dearest), up=True)
     try:
-        held = await ledger.reserve(snapshot.org_id, policy, micros, lease=exchange.request_id)
+        refused = await ledger.reserve(caps, micros, lease=exchange.request_id)
     except Exception:  # noqa: BLE001 - as for rate limits: a store outage must not refuse every tenant
         _LEDGER.failed(f"admitting {exchange.request_id} unchecked")
         return
     _LEDGER.answered()
-    if not held:
+    if refused is not None:
         metrics.SPEND_REFUSED.labels(snapshot.org_id).inc()
-        raise GatewayError(
-            402,
-            f"This organization has reached its {policy.reason} for this month. New requests are refused until "
-            f"it is lifted: {policy.lifted_by}.",
-            "spend_limit_reached",
-        )
+        raise GatewayError(402, refused.refusal, refused.code)
     exchange.spend_policy, exchange.spend_reserved = policy, micros
+    exchange.spend_scopes = [cap.scope for cap in caps]
 
 
 async def settle(limiter: Limiter, ledger: SpendLedger, exchange: Exchange) -> None:
@@ -111,11 +111,10 @@ async def settle(limiter: Limiter, ledger: SpendLedger, exchange: Exchange) -> N
             await limiter.settle(exchange.request_id, admission, used_tokens)
         except Exception:  # noqa: BLE001 - a lost settle only leaks a lease until it expires
             _LIMITER.failed(f"settling {exchange.request_id} lost")
-    caller = exchange.caller
-    if exchange.spend_reserved is not None and exchange.spend_policy is not None and caller is not None:
+    if exchange.spend_reserved is not None and exchange.spend_policy is not None:
         provider = (exchange.input_price, exchange.output_price) if exchange.target and not exchange.deployment_id else None
         charged = spend.charge(exchange.spend_policy, exchange.model, exchange.input_tokens, exchange.output_tokens, provider)
         try:
-            await ledger.settle(caller.org_id, exchange.request_id, spend.to_micros(charged))
+            await ledger.settle(exchange.spend_scopes, exchange.request_id, spend.to_micros(charged))
         except Exception:  # noqa: BLE001 - a lost settle keeps a reservation until its key expires
             _LEDGER.failed(f"settling {exchange.request_id} lost")

@@ -4,7 +4,7 @@ gateway's modules share."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -56,6 +56,7 @@ class Exchange:
     prompt_estimate: int = 0
     spend_policy: SpendPolicy | None = None
     spend_reserved: int | None = None  # micro-dollars held under the spend limit: settled on every way out
+    spend_scopes: list[str] = field(default_factory=list)  # the caps it is held under (routing.gateway.spend)
 
 
 @dataclass(slots=True)

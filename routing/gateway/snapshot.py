@@ -19,9 +19,9 @@ from deployments.models import Deployment, Quota, Replica
 from deployments.prices import GpuPriceBook
 from deployments.services import quota_for
 from routing import pricing, secrets
-from routing.gateway.spend import SpendPolicy, to_micros
+from routing.gateway.spend import Cap, SpendPolicy, to_micros
 from routing.models import ModelRoute, RouteTarget, Strategy
-from tenancy.models import Organization, OrgStatus
+from tenancy.models import ApiKey, Organization, OrgStatus
 
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_ATTEMPT_TIMEOUT_S = 30.0
@@ -203,19 +203,39 @@ def load_snapshot(org_id: str) -> OrgSnapshot:
 
 
 def _spend_policy(org: Organization) -> SpendPolicy | None:
-    """The monthly limit with the month's spend so far and today's prices; rated only for
-    organizations that have a limit."""
+    """The organization's monthly limit and its keys' budgets, each with the month's spend
+    so far, and today's prices; rated only where there is a limit."""
     limit = invoices.spend_limit(org)
-    if limit is None:
+    budgets = list(
+        ApiKey.objects.filter(organization=org, revoked_at=None).exclude(monthly_budget=None).values_list("pk", "monthly_budget")
+    )
+    if limit is None and not budgets:
         return None
     now = timezone.now()
     book = rating.PriceBook.load(org)
     current = {model: versions.at(now) for model, versions in book.model_prices.items()}
+    organization = None
+    if limit is not None:
+        organization = Cap(
+            scope=org.pk,
+            limit_micros=to_micros(limit.amount),
+            spent_micros=to_micros(rating.month_to_date(org, now, exact=True, book=book), up=True),
+            refusal=f"This organization has reached its {limit.reason} for this month. New requests are refused until "
+            f"it is lifted: {limit.lifted_by}.",
+        )
+    keys = {}
+    for key_id, budget in budgets:
+        keys[key_id] = Cap(
+            scope=f"key:{key_id}",
+            limit_micros=to_micros(budget),
+            spent_micros=to_micros(rating.key_month_to_date(org, key_id, now, book=book), up=True),
+            refusal=f"This API key has reached its monthly budget of ${budget}. An admin can raise or remove it "
+            f"(API keys page, or PATCH /api/v1/keys/{key_id}/); the organization's other keys are not affected.",
+            code="key_budget_reached",
+        )
     return SpendPolicy(
-        limit_micros=to_micros(limit.amount),
-        spent_micros=to_micros(rating.month_to_date(org, now, exact=True), up=True),
-        reason=limit.reason,
-        lifted_by=limit.lifted_by,
+        organization=organization,
+        keys=keys,
         model_prices={
             model: (price.input_price_per_mtok, price.output_price_per_mtok) for model, price in current.items() if price is not None
         },

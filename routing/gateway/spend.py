@@ -35,15 +35,28 @@ SETTLED_WINDOW_S = 10  # longer than a snapshot's age plus the ingester's delay
 
 
 @dataclass(frozen=True, slots=True)
-class SpendPolicy:
-    """An organization's monthly limit and prices, as of its snapshot."""
+class Cap:
+    """One monthly limit: the organization's, or one API key's budget."""
 
+    scope: str  # names its ledger entries: the organization's id, or "key:<id>"
     limit_micros: int
     spent_micros: int  # this month, rated from the database
-    reason: str  # what the limit is, for the 402 message
+    refusal: str  # the 402 message: what the limit is and who can lift it
+    code: str = "spend_limit_reached"
+
+
+@dataclass(frozen=True, slots=True)
+class SpendPolicy:
+    """An organization's monthly limits and prices, as of its snapshot."""
+
+    organization: Cap | None
+    keys: dict[str, Cap]  # key id -> its budget, for the keys that have one
     model_prices: dict[str, tuple[Decimal, Decimal]]  # model -> input, output per million tokens
     markup: Decimal  # external providers' cost multiplier
-    lifted_by: str = "platform staff can raise the limit"  # who can lift it, for the 402 message
+
+    def caps_for(self, key_id: str) -> list[Cap]:
+        caps = [self.organization] if self.organization is not None else []
+        return caps + ([self.keys[key_id]] if key_id in self.keys else [])
 
 
 def to_micros(amount: Decimal, *, up: bool = False) -> int:
@@ -66,65 +79,75 @@ def charge(
 
 
 class SpendLedger(Protocol):
-    async def reserve(self, org_id: str, policy: SpendPolicy, micros: int, *, lease: str) -> bool: ...
+    async def reserve(self, caps: list[Cap], micros: int, *, lease: str) -> Cap | None:
+        """Holds `micros` under every cap, or under none: returns the cap that refused."""
+        ...
 
-    async def settle(self, org_id: str, lease: str, actual: int) -> None: ...
+    async def settle(self, scopes: list[str], lease: str, actual: int) -> None: ...
 
 
 class MemorySpendLedger:
     def __init__(self) -> None:
         self._inflight: dict[str, int] = {}
-        self._leases: dict[str, int] = {}
+        self._leases: dict[tuple[str, str], int] = {}
         self._settled: dict[str, deque[tuple[float, int]]] = {}
 
-    def _recent(self, org_id: str) -> int:
-        settled = self._settled.setdefault(org_id, deque())
+    def _recent(self, scope: str) -> int:
+        settled = self._settled.setdefault(scope, deque())
         horizon = time.monotonic() - SETTLED_WINDOW_S
         while settled and settled[0][0] < horizon:
             settled.popleft()
         return sum(amount for _, amount in settled)
 
-    async def reserve(self, org_id: str, policy: SpendPolicy, micros: int, *, lease: str) -> bool:
-        committed = policy.spent_micros + self._inflight.get(org_id, 0) + self._recent(org_id)
-        if committed >= policy.limit_micros or committed + micros > policy.limit_micros:
-            return False
-        self._inflight[org_id] = self._inflight.get(org_id, 0) + micros
-        self._leases[lease] = micros
-        return True
+    async def reserve(self, caps: list[Cap], micros: int, *, lease: str) -> Cap | None:
+        for cap in caps:
+            committed = cap.spent_micros + self._inflight.get(cap.scope, 0) + self._recent(cap.scope)
+            if committed >= cap.limit_micros or committed + micros > cap.limit_micros:
+                return cap
+        for cap in caps:
+            self._inflight[cap.scope] = self._inflight.get(cap.scope, 0) + micros
+            self._leases[(cap.scope, lease)] = micros
+        return None
 
-    async def settle(self, org_id: str, lease: str, actual: int) -> None:
-        self._inflight[org_id] = self._inflight.get(org_id, 0) - self._leases.pop(lease, 0)
-        if actual:
-            self._settled.setdefault(org_id, deque()).append((time.monotonic(), actual))
+    async def settle(self, scopes: list[str], lease: str, actual: int) -> None:
+        for scope in scopes:
+            self._inflight[scope] = self._inflight.get(scope, 0) - self._leases.pop((scope, lease), 0)
+            if actual:
+                self._settled.setdefault(scope, deque()).append((time.monotonic(), actual))
 
 
-# KEYS[1]: the leases (sorted set: lease -> when it ends, in ms), KEYS[2]: each lease's
-# micros (hash), KEYS[3]: their total; KEYS[4..]: settled charges of the window's seconds.
-# ARGV: limit, spent, micros, lease, lease ms. Expired leases are freed first, on Redis's clock.
-_FREE_EXPIRED = """
-local now_s = redis.call('TIME')
-local now = tonumber(now_s[1]) * 1000 + math.floor(tonumber(now_s[2]) / 1000)
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
-  redis.call('DECRBY', KEYS[3], tonumber(redis.call('HGET', KEYS[2], id) or '0'))
-  redis.call('HDEL', KEYS[2], id)
-  redis.call('ZREM', KEYS[1], id)
+# For each of N caps, KEYS holds 3 lease keys (the leases: a sorted set of lease -> end in
+# ms; each lease's micros: a hash; their total) and then the settled charges of the
+# window's seconds (W keys). ARGV: N, W, micros, lease, lease ms, then limit and spent for
+# each cap. Expired leases are freed first, on Redis's clock. Returns 0 when held under
+# every cap, else the number (1-based) of the cap that refused; then nothing is held.
+_RESERVE = """
+local n, w, micros, lease, lease_ms = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local stride = 3 + w
+for c = 0, n - 1 do
+  local base = c * stride
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[base + 1], '-inf', now)) do
+    redis.call('DECRBY', KEYS[base + 3], tonumber(redis.call('HGET', KEYS[base + 2], id) or '0'))
+    redis.call('HDEL', KEYS[base + 2], id)
+    redis.call('ZREM', KEYS[base + 1], id)
+  end
+  local committed = tonumber(ARGV[7 + 2 * c]) + tonumber(redis.call('GET', KEYS[base + 3]) or '0')
+  for i = base + 4, base + stride do committed = committed + tonumber(redis.call('GET', KEYS[i]) or '0') end
+  local limit = tonumber(ARGV[6 + 2 * c])
+  if committed >= limit or committed + micros > limit then return c + 1 end
 end
+for c = 0, n - 1 do
+  local base = c * stride
+  redis.call('ZADD', KEYS[base + 1], now + lease_ms, lease)
+  redis.call('HSET', KEYS[base + 2], lease, micros)
+  redis.call('INCRBY', KEYS[base + 3], micros)
+  for i = base + 1, base + 3 do redis.call('PEXPIRE', KEYS[i], lease_ms * 2) end
+end
+return 0
 """
-_RESERVE = (
-    _FREE_EXPIRED
-    + """
-local committed = tonumber(ARGV[2]) + tonumber(redis.call('GET', KEYS[3]) or '0')
-for i = 4, #KEYS do committed = committed + tonumber(redis.call('GET', KEYS[i]) or '0') end
-local limit, micros, lease_ms = tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[5])
-if committed >= limit or committed + micros > limit then return 0 end
-redis.call('ZADD', KEYS[1], now + lease_ms, ARGV[4])
-redis.call('HSET', KEYS[2], ARGV[4], micros)
-redis.call('INCRBY', KEYS[3], micros)
-for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], lease_ms * 2) end
-return 1
-"""
-)
-# KEYS: the three lease keys; ARGV: the lease. A lease already expired frees nothing twice.
+# KEYS: the three lease keys of one cap; ARGV: the lease. A lease already expired frees nothing twice.
 _RELEASE = """
 local micros = redis.call('HGET', KEYS[2], ARGV[1])
 if micros then
@@ -146,22 +169,29 @@ class RedisSpendLedger:
         self._lease_ms = int(lease_s * 1000)
 
     @staticmethod
-    def _lease_keys(org_id: str) -> list[str]:
-        return [f"sb:spend:{org_id}:leases", f"sb:spend:{org_id}:lease-micros", f"sb:spend:{org_id}:inflight"]
+    def _lease_keys(scope: str) -> list[str]:
+        return [f"sb:spend:{scope}:leases", f"sb:spend:{scope}:lease-micros", f"sb:spend:{scope}:inflight"]
 
-    async def reserve(self, org_id: str, policy: SpendPolicy, micros: int, *, lease: str) -> bool:
+    async def reserve(self, caps: list[Cap], micros: int, *, lease: str) -> Cap | None:
         # The settled window uses this host's clock: only its keys are summed, and a second
         # of skew between gateway hosts shifts it by a second.
         now = int(time.time())
-        settled = [f"sb:spend:{org_id}:settled:{second}" for second in range(now - SETTLED_WINDOW_S, now + 1)]
-        args: list[int | str] = [policy.limit_micros, policy.spent_micros, micros, lease, self._lease_ms]
-        return bool(await self._reserve(keys=[*self._lease_keys(org_id), *settled], args=args))
+        seconds = range(now - SETTLED_WINDOW_S, now + 1)
+        keys = [key for cap in caps for key in [*self._lease_keys(cap.scope), *(f"sb:spend:{cap.scope}:settled:{s}" for s in seconds)]]
+        args: list[int | str] = [len(caps), len(seconds), micros, lease, self._lease_ms]
+        for cap in caps:
+            args += [cap.limit_micros, cap.spent_micros]
+        refused = int(await self._reserve(keys=keys, args=args))
+        return caps[refused - 1] if refused else None
 
-    async def settle(self, org_id: str, lease: str, actual: int) -> None:
-        await self._release(keys=self._lease_keys(org_id), args=[lease])
+    async def settle(self, scopes: list[str], lease: str, actual: int) -> None:
+        for scope in scopes:
+            await self._release(keys=self._lease_keys(scope), args=[lease])
         if actual:
-            settled = f"sb:spend:{org_id}:settled:{int(time.time())}"
+            second = int(time.time())
             pipe = self._redis.pipeline()
-            pipe.incrby(settled, actual)
-            pipe.expire(settled, SETTLED_WINDOW_S + 5)
+            for scope in scopes:
+                settled = f"sb:spend:{scope}:settled:{second}"
+                pipe.incrby(settled, actual)
+                pipe.expire(settled, SETTLED_WINDOW_S + 5)
             await pipe.execute()

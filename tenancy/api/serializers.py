@@ -85,6 +85,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
             "prefix",
             "scopes",
             "allowed_models",
+            "monthly_budget",
             "status",
             "created_at",
             "expires_at",
@@ -97,6 +98,13 @@ class ApiKeySerializer(serializers.ModelSerializer):
     def get_prefix(self, key: ApiKey) -> str:
         return f"sbk_{key.prefix}"
 
+    def to_representation(self, instance: ApiKey) -> dict[str, Any]:
+        data: dict[str, Any] = super().to_representation(instance)
+        ctx = self.context.get("ctx")
+        if ctx is None or not ctx.role.sees_money:
+            data.pop("monthly_budget", None)  # money, for the roles that may see it
+        return data
+
 
 class ApiKeyCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
@@ -105,12 +113,18 @@ class ApiKeyCreateSerializer(serializers.Serializer):
     allowed_models = serializers.ListField(
         child=serializers.CharField(max_length=100), max_length=50, default=list, help_text="Routes it may call; empty: every one."
     )
+    monthly_budget = serializers.DecimalField(
+        max_digits=14, decimal_places=2, required=False, allow_null=True, default=None, help_text="USD of per-token charges a month."
+    )
 
 
 class ApiKeyUpdateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100, required=False)
     allowed_models = serializers.ListField(
         child=serializers.CharField(max_length=100), max_length=50, required=False, help_text="Routes it may call; empty: every one."
+    )
+    monthly_budget = serializers.DecimalField(
+        max_digits=14, decimal_places=2, required=False, allow_null=True, help_text="USD of per-token charges a month; null: none."
     )
 
 

@@ -124,9 +124,14 @@ class ApiKeyListView(OrgAPIView):
     def post(self, request: Request) -> Response:
         data = s.validated(s.ApiKeyCreateSerializer, request.data)
         issued = services.create_api_key(
-            self.ctx, name=data["name"], scopes=data["scopes"], expires_at=data["expires_at"], allowed_models=data["allowed_models"]
+            self.ctx,
+            name=data["name"],
+            scopes=data["scopes"],
+            expires_at=data["expires_at"],
+            allowed_models=data["allowed_models"],
+            monthly_budget=data["monthly_budget"],
         )
-        body = s.IssuedApiKeySerializer(issued.api_key, context={"plaintext": issued.plaintext}).data
+        body = s.IssuedApiKeySerializer(issued.api_key, context={"plaintext": issued.plaintext, "ctx": self.ctx}).data
         return Response(body, status=status.HTTP_201_CREATED)
 
 
@@ -145,12 +150,14 @@ class ApiKeyDetailView(ApiKeyObjectView):
     def patch(self, request: Request, key_id: str) -> Response:
         key = self.get_object()
         data = s.validated(s.ApiKeyUpdateSerializer, request.data)
-        if "name" not in data and "allowed_models" not in data:
-            raise ServiceError("Send name, allowed_models or both.", field="name")
+        if not data:
+            raise ServiceError("Send name, allowed_models or monthly_budget.", field="name")
         if "name" in data:
             key = services.rename_api_key(self.ctx, key, data["name"])
         if "allowed_models" in data:
             key = services.set_allowed_models(self.ctx, key, data["allowed_models"])
+        if "monthly_budget" in data:
+            key = services.set_key_budget(self.ctx, key, data["monthly_budget"])
         return Response(self.get_serializer(key).data)
 
     @extend_schema(description="Revokes the key at once. The row stays, for the audit log.")
@@ -166,7 +173,7 @@ class ApiKeyRotateView(ApiKeyObjectView):
     )
     def post(self, request: Request, key_id: str) -> Response:
         issued = services.rotate_api_key(self.ctx, self.get_object())
-        body = s.IssuedApiKeySerializer(issued.api_key, context={"plaintext": issued.plaintext}).data
+        body = s.IssuedApiKeySerializer(issued.api_key, context={"plaintext": issued.plaintext, "ctx": self.ctx}).data
         return Response(body, status=status.HTTP_201_CREATED)
 
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from routing.gateway.limits import Admission, MemoryLimiter
 from routing.gateway.parsing import prompt_estimate
 from routing.gateway.pool import UpstreamError
-from routing.gateway.spend import MemorySpendLedger, SpendPolicy, to_micros
+from routing.gateway.spend import Cap, MemorySpendLedger, SpendPolicy, to_micros
 from tests.gateway.test_in_process import CHAT, Harness, ScriptedPool, ScriptedResponse, _route, _target
 
 PRICE = Decimal("2.5")  # per million tokens, in and out
@@ -58,9 +58,9 @@ class RecordingLedger(MemorySpendLedger):
         super().__init__()
         self.settled: list[int] = []
 
-    async def settle(self, org_id: str, lease: str, actual: int) -> None:
+    async def settle(self, scopes: list[str], lease: str, actual: int) -> None:
         self.settled.append(actual)
-        await super().settle(org_id, lease, actual)
+        await super().settle(scopes, lease, actual)
 
 
 def _stream(words: int, usage: bool) -> list[bytes]:
@@ -110,7 +110,8 @@ def _drive(harness: Harness, body: dict[str, Any], *, drop_after: int | None) ->
 
 
 def _harness(response: ScriptedResponse) -> tuple[Harness, RecordingLimiter, RecordingLedger]:
-    policy = SpendPolicy(limit_micros=10**12, spent_micros=0, reason="monthly budget", model_prices={}, markup=Decimal(1))
+    cap = Cap(scope="org_acme", limit_micros=10**12, spent_micros=0, refusal="monthly budget reached")
+    policy = SpendPolicy(organization=cap, keys={}, model_prices={}, markup=Decimal(1))
     harness = Harness(
         ScriptedPool({"http://a.test": [response]}), _route("chat", _target("only", "http://a.test", price=str(PRICE))), spend=policy
     )

@@ -28,7 +28,7 @@ from routing.gateway.health import HealthBook
 from routing.gateway.limits import MemoryLimiter
 from routing.gateway.pool import UpstreamError, UpstreamResponse
 from routing.gateway.snapshot import Endpoint, Limits, OrgSnapshot, Route, Target
-from routing.gateway.spend import MemorySpendLedger, SpendPolicy
+from routing.gateway.spend import Cap, MemorySpendLedger, SpendPolicy
 from routing.gateway.upstream import UpstreamExchange
 
 KEYS = {
@@ -258,14 +258,45 @@ def test_the_request_limit_answers_429_and_the_upstream_never_sees_the_refused_r
 
 
 def test_at_the_spend_limit_new_requests_get_402_and_nothing_is_sent() -> None:
-    exhausted = SpendPolicy(
-        limit_micros=1_000_000, spent_micros=1_000_000, reason="monthly spend limit", model_prices={}, markup=Decimal("1.2")
-    )
+    cap = Cap(scope="org_acme", limit_micros=1_000_000, spent_micros=1_000_000, refusal="Limit reached; platform staff can raise it.")
+    exhausted = SpendPolicy(organization=cap, keys={}, model_prices={}, markup=Decimal("1.2"))
     pool = ScriptedPool({"http://a.test": [_ok()]})
     harness = Harness(pool, _route("chat", _target("only", "http://a.test")), spend=exhausted)
     response = harness.post(CHAT)
     assert response.status_code == 402 and response.json()["error"]["code"] == "spend_limit_reached"
+    assert "platform staff can raise it" in response.json()["error"]["message"]
     assert pool.sent == []
+
+
+def test_a_keys_budget_binds_that_key_only_under_concurrency() -> None:
+    """A key with a budget for about three requests, ten sent at once: at most three are
+    served, the rest get 402 key_budget_reached; another key of the organization is not
+    held back by it."""
+    one = 12 * 1_000  # 12 tokens at $1,000 per million, in micro-dollars
+    budget = Cap(
+        scope="key:key_acme", limit_micros=3 * one + one // 2, spent_micros=0, refusal="Key budget reached.", code="key_budget_reached"
+    )
+    policy = SpendPolicy(organization=None, keys={"key_acme": budget}, model_prices={}, markup=Decimal(1))
+    pool = ScriptedPool({"http://a.test": [_ok(5, 7) for _ in range(11)]})
+    harness = Harness(pool, _route("chat", _target("only", "http://a.test", price="1000")), spend=policy)
+    capped = {**CHAT, "max_tokens": 7, "messages": [{"role": "user", "content": "Hi"}]}  # bound: 2 + 16 prompt, 7 out
+
+    async def burst() -> list[int]:
+        transport = httpx.ASGITransport(app=harness.gateway)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+            answers = await asyncio.gather(
+                *(client.post("/v1/chat/completions", json=capped, headers={"Authorization": "Bearer sbk_acme"}) for _ in range(10))
+            )
+            other = await client.post("/v1/chat/completions", json=capped, headers={"Authorization": "Bearer sbk_chat_only"})
+            return [a.status_code for a in answers] + [other.status_code]
+
+    statuses = asyncio.run(burst())
+    served = statuses[:10].count(200)
+    assert 1 <= served <= 3 and statuses[:10].count(402) == 10 - served and statuses[10] == 200
+    charged = sum(
+        event.input_tokens + event.output_tokens for event in harness.events if event.key_id == "key_acme" and event.status == 200
+    )
+    assert charged * 1_000 <= budget.limit_micros  # never over the key's budget
 
 
 def test_another_tenants_route_does_not_exist_for_you() -> None:

@@ -4,6 +4,7 @@ the free plan stops at its credit."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter
@@ -19,8 +20,9 @@ from django.utils import timezone
 
 from billing.models import BillingAccount, ModelPrice, Plan
 from metering import ingest
+from tenancy import services
 from tests.conftest import Tenants
-from tests.factories import issue_key
+from tests.factories import issue_key, owner_context
 from tests.gateway.conftest import Backend, set_limits
 from tests.gateway.helpers import chat, provider_for, route_to, wait_for
 from tests.metering.test_usage_pipeline import _record
@@ -166,3 +168,29 @@ def _quietly(call: Callable[[], object]) -> None:
         call()
     except httpx.HTTPError:
         pass  # its gateway was killed
+
+
+def test_a_keys_budget_holds_under_concurrency_across_gateways(gateway: str, tenants: Tenants, backends: list[Backend]) -> None:
+    """LiteLLM's users report budgets bypassed under concurrency. Here: a key with a budget
+    for ten requests, fifty sent at once over two gateway processes (one on the embedded
+    default): never more than the budget is served, the refusals name the key's budget,
+    and the organization's other key is not held back."""
+    _priced_route(tenants, backends[0])
+    one = _charge_of_one(gateway, tenants)
+    capped = services.create_api_key(owner_context(tenants.org_a), name="capped", scopes=["inference"], monthly_budget=one * 10).plaintext
+    other = issue_key(tenants.org_a, name="free-running").plaintext
+    backends[0].control(latency_ms=300)
+    urls = [gateway]
+    with contextlib.ExitStack() as stack:
+        if settings.REDIS_URL:
+            urls.append(stack.enter_context(asgi_server(child_env(DATABASE_URL=child_database_url()))))
+        with ThreadPoolExecutor(50) as pool:
+            responses = list(pool.map(lambda i: chat(urls[i % len(urls)], capped, "priced", max_tokens=7), range(50)))
+        later = [chat(url, capped, "priced", max_tokens=7) for url in urls * 4]
+    served = [r for r in responses + later if r.status_code == 200]
+    assert {r.status_code for r in responses + later} == {200, 402}
+    assert 1 <= len(served) <= 10
+    assert sum(r.json()["usage"]["total_tokens"] for r in served) * PER_TOKEN <= one * 10
+    refused = next(r for r in responses if r.status_code == 402).json()["error"]
+    assert refused["code"] == "key_budget_reached" and "This API key has reached its monthly budget" in refused["message"]
+    assert chat(gateway, other, "priced", max_tokens=7).status_code == 200
