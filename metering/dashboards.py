@@ -249,12 +249,13 @@ def aggregate(org: Organization, params: DashboardParams, now: datetime) -> Aggr
     return Aggregate(buckets=buckets, end=end, overall=overall, total=total, groups=groups)
 
 
-def _gpu_totals(org: Organization, usage: Aggregate, show_cost: bool) -> dict[str, str]:
-    """Dedicated deployments' GPU time in the range, priced as the invoice prices it
+def _gpu_totals(org: Organization, usage: Aggregate, show_cost: bool, now: datetime) -> dict[str, str]:
+    """Dedicated deployments' GPU time in the range up to now (a running replica counts
+    until now, not to the end of the current bucket), priced as the invoice prices it
     (metering.gpu_charges): they are billed by GPU time, not per token."""
     if not usage.buckets:
         return {}
-    hours, amount = gpu_total(org, usage.buckets[0], usage.end, now=usage.end)
+    hours, amount = gpu_total(org, usage.buckets[0], usage.end, now=min(now, usage.end))
     figures = {"gpu_hours": plain(hours.quantize(Decimal("0.001")))}
     if show_cost:
         figures["gpu_cost"] = plain(amount.quantize(Decimal("0.000001")))
@@ -262,7 +263,7 @@ def _gpu_totals(org: Organization, usage: Aggregate, show_cost: bool) -> dict[st
 
 
 def _payload(
-    org: Organization, params: DashboardParams, usage: Aggregate, charts: list[dict[str, object]], show_cost: bool
+    org: Organization, params: DashboardParams, usage: Aggregate, charts: list[dict[str, object]], show_cost: bool, now: datetime
 ) -> dict[str, object]:
     range_ = RANGES[params.range]
     return {
@@ -277,7 +278,7 @@ def _payload(
         "buckets": [int(bucket.timestamp() * 1000) for bucket in usage.buckets],
         "end": int(usage.end.timestamp() * 1000),
         "show_cost": show_cost,
-        "totals": {**usage.total.summary(show_cost), **_gpu_totals(org, usage, show_cost)},
+        "totals": {**usage.total.summary(show_cost), **_gpu_totals(org, usage, show_cost, now)},
         "groups": [{"name": name, "other": other, **cell.summary(show_cost)} for name, _, cell, other in usage.groups],
         "charts": charts,
         "has_usage": usage.total.requests > 0 or has_usage(org),
@@ -287,7 +288,8 @@ def _payload(
 def usage_dashboard(org: Organization, params: DashboardParams, *, show_cost: bool, now: datetime | None = None) -> dict[str, object]:
     """The Usage page: totals for the range, a breakdown by the split, and the charts
     (requests, tokens, cost, latency, error rate), every bucket of the range present."""
-    usage = aggregate(org, params, now or timezone.now())
+    now = now or timezone.now()
+    usage = aggregate(org, params, now)
     per = PER_STEP[RANGES[params.range].granularity]
     by = f"by {SPLIT_NOUNS[params.split]}"
     charts: list[dict[str, object]] = []
@@ -372,7 +374,7 @@ def usage_dashboard(org: Organization, params: DashboardParams, *, show_cost: bo
                 "errors", "Error rate", "percent", "lines", [_series("Error rate", [c.error_rate for c in overall])], "4xx and 5xx answers"
             )
         )
-    return _payload(org, params, usage, charts, show_cost)
+    return _payload(org, params, usage, charts, show_cost, now)
 
 
 def deployment_dashboard(
@@ -413,4 +415,4 @@ def deployment_dashboard(
             f"most at once, {PER_STEP[granularity]}",
         ),
     ]
-    return {**_payload(org, params, usage, charts, show_cost=False), "deployment_id": deployment_id}
+    return {**_payload(org, params, usage, charts, show_cost=False, now=now), "deployment_id": deployment_id}

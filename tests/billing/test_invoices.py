@@ -222,6 +222,16 @@ def test_one_gpu_price_truth_a_fresh_install_bills_and_the_estimate_agrees_with_
     assert usage["totals"]["gpu_hours"] == "10.000" and Decimal(usage["totals"]["gpu_cost"]) == line.exact_amount == Decimal("5.26")
     assert "gpu_cost" not in dashboards.usage_dashboard(tenants.org_a, DashboardParams(range="7d"), show_cost=False, now=now)["totals"]
 
+    # A replica still running counts until now on both, not to the end of the hour.
+    running = create_deployment(tenants.org_a, name="running", gpu_type="L4")
+    begun = now - timedelta(minutes=97)
+    add_replica(running, [(P, begun), (PROV, begun), (READY, begun + timedelta(seconds=20))])
+    usage = dashboards.usage_dashboard(tenants.org_a, DashboardParams(range="24h"), show_cost=True, now=now)
+    lines = invoices.draft(tenants.org_a, MONTH, now=now).lines
+    running_line = next(line for line in lines if line.description.startswith("running:"))
+    assert (running_line.quantity * 60).quantize(Decimal(1)) == 97  # GPU-minutes until now
+    assert Decimal(usage["totals"]["gpu_cost"]) == running_line.exact_amount.quantize(Decimal("0.000001"))
+
 
 def test_credits_are_drawn_down_before_charging_earliest_expiry_first(tenants: Tenants) -> None:
     _price_book()
