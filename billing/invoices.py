@@ -84,7 +84,7 @@ def draft(org: Organization, period_start: datetime, *, now: datetime | None = N
     account = account_for(org)
     lines = [line for line in rating.rate(org, period_start, period_end, now=now) if line.amount or line.exact_amount]
     subtotal = rating.subtotal(lines)
-    minimum = account.committed_monthly_minimum if account.plan == Plan.ENTERPRISE else Decimal(0)
+    minimum = committed_minimum(org)
     invoice = Draft(org, period_start, period_end, account.plan, account.currency, lines, subtotal, max(Decimal(0), minimum - subtotal))
     owed = invoice.subtotal + invoice.minimum_adjustment
     if account.plan == Plan.FREE and owed > 0:
@@ -185,9 +185,16 @@ def credit_for_month(org: Organization, period_start: datetime) -> Decimal:
     return grants + (free_plan_monthly_credit() if account_for(org).plan == Plan.FREE else Decimal(0))
 
 
-def _charged_after_credit(exact_lines: dict[tuple[object, ...], Decimal], credit: Decimal) -> Decimal:
-    """A running invoice's total: its lines rounded to the cent, less what credit covers."""
-    return max(Decimal(0), sum((rating.round_to_cents(amount) for amount in exact_lines.values()), Decimal(0)) - credit)
+def committed_minimum(org: Organization) -> Decimal:
+    account = account_for(org)
+    return account.committed_monthly_minimum if account.plan == Plan.ENTERPRISE else Decimal(0)
+
+
+def _charged_after_credit(exact_lines: dict[tuple[object, ...], Decimal], credit: Decimal, minimum: Decimal = Decimal(0)) -> Decimal:
+    """A running invoice's total: its lines rounded to the cent, raised to the committed
+    minimum (at the month's end), less what credit covers."""
+    subtotal = sum((rating.round_to_cents(amount) for amount in exact_lines.values()), Decimal(0))
+    return max(Decimal(0), max(subtotal, minimum) - credit)
 
 
 def hourly_amounts_micros(org: Organization, start: datetime, end: datetime, *, now: datetime | None = None) -> dict[datetime, int]:
@@ -195,15 +202,16 @@ def hourly_amounts_micros(org: Organization, start: datetime, end: datetime, *, 
     micro-dollars: the running invoice (its lines rounded to the cent, less credit) at the
     hour's end, minus at its start. What is pushed to Stripe's meter hour by hour, so over a
     month Stripe bills exactly the invoice's total, to the cent; the running total never
-    falls, so no hour is negative. (A committed minimum is not metered: the invoice raises a
-    month to it.)"""
+    falls, so no hour is negative. An enterprise month's last hour also carries what raises
+    the month to its committed minimum, so that reaches Stripe too."""
     book = rating.PriceBook.load(org)
     amounts: dict[datetime, int] = {}
     hour = start
     while hour < end:
         period = rating.month_start(hour)
         stop = min(rating.next_month(period), end)
-        credit = credit_for_month(org, period)
+        credit, minimum = credit_for_month(org, period), committed_minimum(org)
+        month_end = rating.next_month(period)
         running: dict[tuple[object, ...], Decimal] = defaultdict(Decimal)
         if hour > period:
             for line in rating.rate(org, period, hour, now=now, book=book):
@@ -214,7 +222,7 @@ def hourly_amounts_micros(org: Organization, start: datetime, end: datetime, *, 
             following = hour + timedelta(hours=1)
             for line in rating.rate(org, hour, following, now=now, book=book):
                 running[line.key] += line.exact_amount
-            after = _charged_after_credit(running, credit)
+            after = _charged_after_credit(running, credit, minimum if following == month_end else Decimal(0))
             amounts[hour] = rating.to_micros(after - before)
             before, hour = after, following
     return amounts

@@ -346,3 +346,14 @@ def test_hourly_amounts_for_stripe_are_after_credits(tenants: Tenants) -> None:
     # The invoice: 3.00 (the line $3.00000246, rounded) - $2 of credit = $1.00; Stripe gets exactly that.
     assert amounts == {MONTH + timedelta(hours=4): 0, first: 0, second: 1_000_000}
     assert invoices.hourly_amounts_micros(tenants.org_b, first, second, now=AFTER) == {first: 0}
+
+
+def test_the_committed_minimum_reaches_stripe_in_the_months_last_hour(tenants: Tenants) -> None:
+    _price_book()
+    BillingAccount.objects.create(organization=tenants.org_a, plan=Plan.ENTERPRISE, committed_monthly_minimum=Decimal("100"))
+    at = MONTH + timedelta(hours=5)
+    ingest.write_batch([_record(tenants.org_a.pk, "a", at=at, model="llama", route="llama", input_tokens=10_000_000, output_tokens=0)])
+    end = rating.next_month(MONTH)
+    pushed = invoices.hourly_amounts_micros(tenants.org_a, MONTH, end, now=AFTER)
+    assert pushed[at] == 1_500_000 and pushed[end - timedelta(hours=1)] == 98_500_000  # $1.50 used, raised to $100 at the end
+    assert sum(pushed.values()) == 100_000_000 and invoices.draft(tenants.org_a, MONTH, now=AFTER).total == Decimal("100.00")

@@ -4,7 +4,8 @@ GPU time, price versions on random hour boundaries (tokens, GPU, markup) and cre
 
 - the invoice's lines are the events and GPU-seconds each priced on its own at the version
   in force at its hour (an oracle written here, not the rating code);
-- what is pushed to Stripe hour by hour sums to the invoice's total, to the cent;
+- what is pushed to Stripe hour by hour sums to the invoice's total, to the cent, an
+  enterprise month's committed minimum included;
 - the Usage page's GPU figure is the invoice's GPU lines, exactly;
 - the management API's running invoice is the Billing page's;
 - the other tenant's traffic changes none of it."""
@@ -19,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from billing import invoices, rating
-from billing.models import CreditGrant, ModelPrice, ProviderMarkup
+from billing.models import BillingAccount, CreditGrant, ModelPrice, Plan, ProviderMarkup
 from deployments.models import Deployment, DeploymentRevision, GpuPrice, Replica, ReplicaEvent
 from metering import dashboards, ingest
 from metering.dashboards import DashboardParams
@@ -88,6 +89,7 @@ def _reset() -> None:
     for model in (ModelPrice, ProviderMarkup, GpuPrice):
         model.objects.all().delete()
     CreditGrant.objects.unscoped_across_tenants().delete()
+    BillingAccount.objects.unscoped_across_tenants().delete()
     for replica_model in (ReplicaEvent, Replica):
         replica_model.objects.unscoped_across_tenants().delete()
     Deployment.objects.unscoped_across_tenants().update(current_revision=None)
@@ -103,6 +105,7 @@ def _reset() -> None:
     markups=st.lists(st.tuples(st.integers(1, HOURS - 1), st.decimals(min_value=0, max_value=40, places=2)), max_size=2),
     run=st.tuples(st.integers(0, HOURS - 2), st.integers(60, 20 * 3600)),
     credit=st.decimals(min_value=0, max_value=5, places=2),
+    minimum=st.one_of(st.none(), st.decimals(min_value=0, max_value=40, places=2)),
 )
 def test_invoice_pushes_pages_and_api_agree(  # noqa: PLR0913
     tenants: Tenants,
@@ -112,6 +115,7 @@ def test_invoice_pushes_pages_and_api_agree(  # noqa: PLR0913
     markups: list[tuple[int, Decimal]],
     run: tuple[int, int],
     credit: Decimal,
+    minimum: Decimal | None,
 ) -> None:
     _reset()
 
@@ -126,6 +130,8 @@ def test_invoice_pushes_pages_and_api_agree(  # noqa: PLR0913
     gpu_rows = [(MONTH - timedelta(days=40), Decimal("0.9"))] + [(MONTH + timedelta(hours=h), p) for h, p in gpu_versions]
     for start, price in gpu_rows:
         GpuPrice.objects.create(gpu_type_id="T4", price_per_hour=price, effective_from=start)
+    if minimum is not None:  # an enterprise deal with a committed monthly minimum
+        BillingAccount.objects.create(organization=tenants.org_a, plan=Plan.ENTERPRISE, committed_monthly_minimum=minimum)
     if credit:
         CreditGrant.objects.create(organization=tenants.org_a, amount=credit, reason="drawn", granted_at=MONTH - timedelta(days=1))
 
@@ -156,9 +162,9 @@ def test_invoice_pushes_pages_and_api_agree(  # noqa: PLR0913
     draft = invoices.draft(tenants.org_a, MONTH, now=NOW)
     got = sorted(rating.round_to_cents(line.exact_amount) for line in draft.lines if line.exact_amount)
     assert got == sorted(rating.round_to_cents(amount) for amount in expected.values() if amount)
-    assert draft.total == max(Decimal(0), draft.subtotal - credit)
+    assert draft.total == max(Decimal(0), max(draft.subtotal, minimum or Decimal(0)) - credit)
 
-    # Stripe is pushed exactly the invoice's total over the month.
+    # Stripe is pushed exactly the invoice's total over the month, committed minimum included.
     pushed = invoices.hourly_amounts_micros(tenants.org_a, MONTH, rating.next_month(MONTH), now=END)
     assert all(amount >= 0 for amount in pushed.values())
     closed = invoices.draft(tenants.org_a, MONTH, now=END)
