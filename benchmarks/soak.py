@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 from django.conf import settings
 
-from modelserver.processes import free_port
+from modelserver.processes import free_port, free_port_run
 
 ORG = "demo-org"
 EMAIL, PASSWORD = "demo@switchboard.local", "switchboard-demo"
@@ -187,7 +187,7 @@ def _up(data_dir: Path, port: int, log_file: Any) -> subprocess.Popen[bytes]:
         key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "REDIS_URL") and not key.startswith("SWITCHBOARD_")
     }
     env.update({"SWITCHBOARD_DATA_DIR": str(data_dir), "SWITCHBOARD_NO_BOOTSTRAP": "1", "PYTHONUNBUFFERED": "1"})
-    command = [sys.executable, "manage.py", "up", "--port", str(port), "--agent-port-base", str(free_port())]
+    command = [sys.executable, "manage.py", "up", "--port", str(port), "--agent-port-base", str(free_port_run(2))]
     return subprocess.Popen(command, cwd=settings.BASE_DIR, env=env, stdout=log_file, stderr=subprocess.STDOUT)
 
 

@@ -25,6 +25,28 @@ def free_port() -> int:
         return port
 
 
+def free_port_run(count: int) -> int:
+    """The first of `count` consecutive ports that are free now (a local cluster's agents
+    listen on a base port and the ones after it)."""
+    for _ in range(100):
+        base = free_port()
+        if base + count > 65536:
+            continue
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError(f"found no {count} consecutive free ports")
+
+
 @dataclass(frozen=True)
 class RunningServer:
     url: str

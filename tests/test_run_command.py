@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from modelserver.processes import free_port_run
 from tests.servers import ROOT, child_env, free_port, wait_until_up
 
 pytestmark = pytest.mark.slow
@@ -47,7 +48,7 @@ def test_up_serves_the_console_with_the_demo_login(tmp_path: Path) -> None:
     env.pop("REDIS_URL", None)
     log_path = tmp_path / "up.log"
     log = log_path.open("wb")
-    agent_base = free_port()
+    agent_base = free_port_run(2)  # up's two local clusters listen on it and the next
     command = [sys.executable, "manage.py", "up", "--port", str(port), "--agent-port-base", str(agent_base)]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

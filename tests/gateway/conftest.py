@@ -88,9 +88,12 @@ def wait_until_usage_drained(timeout: float = 15.0) -> None:
         directory = spool_directory()
         for path in [*directory.glob("*" + SPOOL_SUFFIX), *directory.glob("*" + LEGACY_SPOOL_SUFFIX)] if directory.exists() else []:
             offset_path = path.with_suffix(".offset")
-            offset = int(offset_path.read_text()) if offset_path.exists() else 0
-            if path.stat().st_size > offset:
-                return True
+            try:
+                offset = int(offset_path.read_text()) if offset_path.exists() else 0
+                if path.stat().st_size > offset:
+                    return True
+            except (FileNotFoundError, ValueError):
+                continue  # the ingester finished the file and removed it meanwhile
         if settings.REDIS_URL:
             import redis
 
