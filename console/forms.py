@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
 
@@ -36,6 +38,20 @@ class ApiKeyForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="Say where it is used, e.g. “staging backend”.")
     scopes = forms.MultipleChoiceField(choices=ApiKey.Scope.choices, widget=forms.CheckboxSelectMultiple, initial=[ApiKey.Scope.INFERENCE])
     expires_in_days = forms.TypedChoiceField(choices=EXPIRY_CHOICES, coerce=int, empty_value=None, required=False, label="Expires")
+    allowed_models = forms.CharField(
+        max_length=2000, required=False, label="Models", help_text="Comma-separated routes or deployments it may call; empty: every one."
+    )
+    monthly_budget = forms.DecimalField(
+        min_value=Decimal("0.01"),
+        max_digits=14,
+        decimal_places=2,
+        required=False,
+        label="Monthly budget (USD)",
+        help_text="Its requests' per-token charges a month; past it the key gets 402. Empty: none.",
+    )
+
+    def models(self) -> list[str]:
+        return [name.strip() for name in self.cleaned_data["allowed_models"].split(",") if name.strip()]
 
 
 class InvitationForm(forms.Form):

@@ -192,3 +192,18 @@ def test_a_key_gets_a_monthly_budget_that_only_money_roles_see(tenants: Tenants)
     admin.patch(f"/api/v1/keys/{key_id}/", {"monthly_budget": "30"}, format="json")
     listed = session_api(tenants.viewer_a, tenants.org_a).get(f"/api/v1/keys/{key_id}/").json()
     assert "monthly_budget" not in listed  # a viewer sees the key, not its money
+
+
+def test_the_console_creates_a_key_limited_to_models_with_a_budget_and_hides_the_money_from_viewers(tenants: Tenants) -> None:
+    admin = Client()
+    admin.force_login(tenants.admin_a)
+    page = admin.post(
+        "/o/acme/keys/", {"name": "batch job", "scopes": ["inference"], "allowed_models": "chat, embed ,", "monthly_budget": "12.50"}
+    )
+    assert page.status_code == 200 and 'data-testid="key-budget"' in page.content.decode()
+    key = ApiKey.objects.for_org(tenants.org_a).get(name="batch job")
+    assert key.allowed_models == ["chat", "embed"] and str(key.monthly_budget) == "12.50"
+    viewer = Client()
+    viewer.force_login(tenants.viewer_a)
+    listing = viewer.get("/o/acme/keys/").content.decode()
+    assert "only chat, embed" in listing and "$12.50" not in listing and 'data-testid="key-budget"' not in listing

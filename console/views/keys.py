@@ -26,6 +26,7 @@ def _page(request: HttpRequest, ctx: OrgContext, form: ApiKeyForm, new_secret: d
         "keys": selectors.api_keys(ctx.organization).select_related("created_by"),
         "new_secret": new_secret,
         "can_manage": ctx.role.at_least(Role.ADMIN),
+        "sees_money": ctx.role.sees_money,
         "active_nav": "keys",
     }
     response = render(request, "console/api_keys.html", context, status=400 if form.errors else 200)
@@ -49,6 +50,8 @@ def api_keys(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
                 name=form.cleaned_data["name"],
                 scopes=form.cleaned_data["scopes"],
                 expires_at=timezone.now() + timedelta(days=days) if days else None,
+                allowed_models=form.models(),
+                monthly_budget=form.cleaned_data["monthly_budget"],
             )
         except ServiceError as error:
             form.add_error(error.field, error.message)
