@@ -367,8 +367,10 @@ def revoke_api_key(ctx: OrgContext, key: ApiKey) -> ApiKey:
 
 @transaction.atomic
 def rotate_api_key(ctx: OrgContext, key: ApiKey, *, grace: timedelta | None = None) -> IssuedKey:
-    """Issue a replacement with the same name, scopes and expiry; the old key keeps
-    working for the grace period so clients can switch without an outage."""
+    """Issue a replacement with the same name, scopes, expiry, allowed models and budget
+    (whose month's spend it shares with the key it replaces: rotating never resets a
+    budget); the old key keeps working for the grace period so clients can switch
+    without an outage."""
     key = ApiKey.objects.for_org(ctx.organization).select_for_update().get(pk=key.pk)  # two rotations at once: one waits, then sees 409
     if key.status != "active":
         raise Conflict(f"Only an active key can be rotated; this one is {key.status}.")
@@ -377,6 +379,8 @@ def rotate_api_key(ctx: OrgContext, key: ApiKey, *, grace: timedelta | None = No
     grace = grace if grace is not None else timedelta(hours=settings.API_KEY_ROTATION_GRACE_HOURS)
     before = api_key_snapshot(key)
     issued = _new_key_row(ctx, name=key.name, scopes=list(key.scopes), expires_at=key.expires_at, rotated_from=key)
+    issued.api_key.allowed_models, issued.api_key.monthly_budget = list(key.allowed_models), key.monthly_budget
+    issued.api_key.save(update_fields=["allowed_models", "monthly_budget"])
     grace_end = timezone.now() + grace
     key.expires_at = min(key.expires_at, grace_end) if key.expires_at else grace_end
     key.save(update_fields=["expires_at"])

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.contrib.sessions.models import Session
@@ -8,11 +9,16 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
+from billing.models import ModelPrice
+from billing.rating import month_start
+from metering import ingest
+from routing.gateway.snapshot import load_snapshot
 from tenancy import keys, services
 from tenancy.models import ApiKey
 from tests.conftest import Tenants
 from tests.factories import issue_key, owner_context
 from tests.helpers import key_api, session_api
+from tests.metering.test_usage_pipeline import _record
 
 
 def test_a_key_authenticates_only_its_own_organization(tenants: Tenants) -> None:
@@ -207,3 +213,22 @@ def test_the_console_creates_a_key_limited_to_models_with_a_budget_and_hides_the
     viewer.force_login(tenants.viewer_a)
     listing = viewer.get("/o/acme/keys/").content.decode()
     assert "only chat, embed" in listing and "$12.50" not in listing and 'data-testid="key-budget"' not in listing
+
+
+def test_rotating_a_key_keeps_its_models_and_budget_and_never_resets_its_spend(tenants: Tenants) -> None:
+    ctx = owner_context(tenants.org_a)
+    issued = services.create_api_key(ctx, name="capped", scopes=["inference"], allowed_models=["chat"], monthly_budget=Decimal("5"))
+    ModelPrice.objects.create(
+        model="chat", input_price_per_mtok=Decimal(1), output_price_per_mtok=Decimal(1), effective_from=timezone.now() - timedelta(days=40)
+    )
+    at = max(timezone.now() - timedelta(minutes=3), month_start(timezone.now()))  # this month, even just after it began
+    ingest.write_batch(
+        [_record(tenants.org_a.pk, "r1", at=at, key_id=issued.api_key.pk, model="chat", input_tokens=10**6, output_tokens=10**6)]
+    )
+    replacement = services.rotate_api_key(ctx, issued.api_key).api_key
+    assert replacement.allowed_models == ["chat"] and replacement.monthly_budget == Decimal("5")
+    policy = load_snapshot(tenants.org_a.pk).spend
+    assert policy is not None
+    old, new = policy.keys[issued.api_key.pk], policy.keys[replacement.pk]
+    assert old is new and new.spent_micros == 2_000_000  # $2 spent before the rotation still counts
+    assert load_snapshot(tenants.org_b.pk).spend is None  # the other tenant has no limits

@@ -206,10 +206,8 @@ def _spend_policy(org: Organization) -> SpendPolicy | None:
     """The organization's monthly limit and its keys' budgets, each with the month's spend
     so far, and today's prices; rated only where there is a limit."""
     limit = invoices.spend_limit(org)
-    budgets = list(
-        ApiKey.objects.filter(organization=org, revoked_at=None).exclude(monthly_budget=None).values_list("pk", "monthly_budget")
-    )
-    if limit is None and not budgets:
+    lineages = _budget_lineages(org)
+    if limit is None and not lineages:
         return None
     now = timezone.now()
     book = rating.PriceBook.load(org)
@@ -224,15 +222,16 @@ def _spend_policy(org: Organization) -> SpendPolicy | None:
             f"it is lifted: {limit.lifted_by}.",
         )
     keys = {}
-    for key_id, budget in budgets:
-        keys[key_id] = Cap(
-            scope=f"key:{key_id}",
+    for first, (budget, members) in lineages.items():
+        cap = Cap(
+            scope=f"key:{first}",  # one budget for a key and the keys it replaced
             limit_micros=to_micros(budget),
-            spent_micros=to_micros(rating.key_month_to_date(org, key_id, now, book=book), up=True),
+            spent_micros=to_micros(rating.keys_month_to_date(org, members, now, book=book), up=True),
             refusal=f"This API key has reached its monthly budget of ${budget}. An admin can raise or remove it "
-            f"(API keys page, or PATCH /api/v1/keys/{key_id}/); the organization's other keys are not affected.",
+            "(API keys page, or PATCH /api/v1/keys/{id}/); the organization's other keys are not affected.",
             code="key_budget_reached",
         )
+        keys.update(dict.fromkeys(members, cap))
     return SpendPolicy(
         organization=organization,
         keys=keys,
@@ -241,6 +240,29 @@ def _spend_policy(org: Organization) -> SpendPolicy | None:
         },
         markup=1 + (book.markup.at(now) or Decimal(0)) / 100,
     )
+
+
+def _budget_lineages(org: Organization) -> dict[str, tuple[Decimal, list[str]]]:
+    """Keys with a budget, by rotation line: the line's first key -> (the newest live key's
+    budget, every key of the line). Rotation copies the budget, and the line shares one
+    month's spend, so rotating a key never resets it."""
+    rows = list(
+        ApiKey.objects.filter(organization=org).order_by("created_at").values_list("pk", "rotated_from_id", "monthly_budget", "revoked_at")
+    )
+    parent = {pk: rotated_from for pk, rotated_from, _, _ in rows}
+
+    def first_of(pk: str) -> str:
+        for _ in range(len(parent)):  # bounded: a line cannot be longer than the keys
+            if parent.get(pk) is None:
+                break
+            pk = parent[pk]  # type: ignore[assignment]
+        return pk
+
+    lines: dict[str, list[str]] = {}
+    for pk in parent:
+        lines.setdefault(first_of(pk), []).append(pk)
+    budgets = {first_of(pk): budget for pk, _, budget, revoked_at in rows if revoked_at is None and budget is not None}
+    return {first: (budget, lines[first]) for first, budget in budgets.items()}
 
 
 def _deployment_target(deployment: Deployment, replicas: list[Replica], gpu_prices: GpuPriceBook) -> Target:

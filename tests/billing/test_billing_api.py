@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from billing import invoices
 from billing.models import CreditGrant, ModelPrice
+from billing.rating import month_start
 from deployments.models import Quota
 from metering import ingest
 from tests.conftest import Tenants
@@ -23,7 +24,7 @@ def _usage(tenants: Tenants) -> None:
     ModelPrice.objects.create(
         model="m", input_price_per_mtok=Decimal("2"), output_price_per_mtok=Decimal("4"), effective_from=datetime(2020, 1, 1, tzinfo=UTC)
     )
-    at = timezone.now() - timedelta(minutes=10)
+    at = max(timezone.now() - timedelta(minutes=10), month_start(timezone.now()))  # this month, even just after it began
     ingest.write_batch([_record(tenants.org_a.pk, f"r{n}", at=at, input_tokens=1000, output_tokens=2000) for n in range(50)])
     ingest.write_batch([_record(tenants.org_b.pk, "b-secret", at=at, input_tokens=10**6, output_tokens=0)])
 

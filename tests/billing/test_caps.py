@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from billing import caps
 from billing.models import BillingAccount, Plan
+from billing.rating import month_start
 from deployments import services
 from deployments.models import Quota, Replica
 from metering import ingest
@@ -36,7 +37,16 @@ def fleet(tenants: Tenants) -> Fleet:
 
 def _spend(org_id: str, amount: str) -> None:
     """This month's usage: an external provider's cost, charged as it is (no markup)."""
-    ingest.write_batch([_record(org_id, f"spent-{org_id}-{amount}", at=timezone.now() - timedelta(minutes=5), cost=Decimal(amount))])
+    ingest.write_batch(
+        [
+            _record(
+                org_id,
+                f"spent-{org_id}-{amount}",
+                at=max(timezone.now() - timedelta(minutes=5), month_start(timezone.now())),
+                cost=Decimal(amount),
+            )
+        ]
+    )
 
 
 def test_at_the_cap_deployments_stop_growing_then_scale_to_zero_and_come_back_when_lifted(tenants: Tenants, fleet: Fleet) -> None:
