@@ -74,6 +74,11 @@ class IssuedInvitationSerializer(InvitationSerializer):
 
 class ApiKeySerializer(serializers.ModelSerializer):
     prefix = serializers.SerializerMethodField(help_text="The public start of the key, for recognising it.")
+    # Not required in the schema: only roles that see money get it (an output-only
+    # serializer, so "not read-only" changes nothing but that).
+    monthly_budget = serializers.DecimalField(
+        max_digits=14, decimal_places=2, required=False, allow_null=True, help_text="Only for admins, owners and keys that may write."
+    )
     status = serializers.CharField(read_only=True)
     rotated_from = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
 
@@ -93,7 +98,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
             "revoked_at",
             "rotated_from",
         ]
-        read_only_fields = fields
+        read_only_fields = [name for name in fields if name != "monthly_budget"]
 
     def get_prefix(self, key: ApiKey) -> str:
         return f"sbk_{key.prefix}"
