@@ -21,6 +21,8 @@ def _rows(invoice: Invoice) -> list[list[str]]:
         rows.append(["Committed monthly minimum", "", "", "", f"{invoice.minimum_adjustment}"])
     if invoice.credits_applied:
         rows.append(["Credits applied", "", "", "", f"-{invoice.credits_applied}"])
+    if invoice.carried_adjustments:
+        rows.append(["Carried from earlier months (reconciled with Stripe)", "", "", "", f"{invoice.carried_adjustments}"])
     rows.append(["Total", "", "", "", f"{invoice.total}"])
     return rows
 

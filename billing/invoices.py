@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Sum
 
 from billing import rating
-from billing.models import BillingAccount, CreditDrawdown, CreditGrant, Invoice, InvoiceLine, Plan
+from billing.models import BillingAccount, CarriedAdjustment, CreditDrawdown, CreditGrant, Invoice, InvoiceLine, Plan
 from deployments.models import Quota
 from tenancy.models import Organization
 
@@ -51,14 +51,26 @@ class Draft:
     subtotal: Decimal
     minimum_adjustment: Decimal
     credits: list[CreditUse] = field(default_factory=list)
+    # Earlier months' differences with Stripe, carried here; outside credit and the
+    # minimum, as Stripe adds them (pending invoice items) beside its metered line.
+    adjustments: list[CarriedAdjustment] = field(default_factory=list)
 
     @property
     def credits_applied(self) -> Decimal:
         return sum((use.amount for use in self.credits), Decimal(0))
 
     @property
-    def total(self) -> Decimal:
+    def carried_adjustments(self) -> Decimal:
+        return sum((adjustment.amount for adjustment in self.adjustments), Decimal(0))
+
+    @property
+    def metered_total(self) -> Decimal:
+        """What the month's usage comes to: what its hours push to Stripe's meter."""
         return self.subtotal + self.minimum_adjustment - self.credits_applied
+
+    @property
+    def total(self) -> Decimal:
+        return self.metered_total + self.carried_adjustments
 
 
 def remaining_credit(grant: CreditGrant) -> Decimal:
@@ -98,6 +110,11 @@ def draft(org: Organization, period_start: datetime, *, now: datetime | None = N
         if use > 0:
             invoice.credits.append(CreditUse(grant.pk, f"Credit {grant.pk}: {grant.reason}", use))
             owed -= use
+    invoice.adjustments = list(
+        CarriedAdjustment.objects.for_org(org)
+        .filter(status=CarriedAdjustment.Status.SENT, period_start=period_start)
+        .order_by("sent_at", "id")
+    )
     return invoice
 
 
@@ -126,6 +143,7 @@ def close_period(org: Organization, period_start: datetime, *, now: datetime | N
                 subtotal=invoice_draft.subtotal,
                 credits_applied=invoice_draft.credits_applied,
                 minimum_adjustment=invoice_draft.minimum_adjustment,
+                carried_adjustments=invoice_draft.carried_adjustments,
                 total=invoice_draft.total,
                 closed_at=now,
             )

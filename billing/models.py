@@ -105,6 +105,9 @@ class Invoice(models.Model):
     subtotal = models.DecimalField(max_digits=14, decimal_places=2)
     credits_applied = models.DecimalField(max_digits=14, decimal_places=2)
     minimum_adjustment = models.DecimalField(max_digits=14, decimal_places=2)
+    carried_adjustments = models.DecimalField(
+        max_digits=14, decimal_places=2, default=0, help_text="Differences carried from earlier months (CarriedAdjustment), signed."
+    )
     total = models.DecimalField(max_digits=14, decimal_places=2)
     closed_at = models.DateTimeField(default=timezone.now)
 
@@ -166,3 +169,35 @@ class CreditDrawdown(models.Model):
     grant = models.ForeignKey(CreditGrant, on_delete=models.CASCADE, related_name="drawdowns")
     invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="drawdowns")
     amount = models.DecimalField(max_digits=14, decimal_places=2)
+
+
+class CarriedAdjustment(models.Model):
+    """A month's difference between what rating says it is worth and what Stripe billed for
+    it, found by the reconciliation (billing.stripe.reconcile) once Stripe's invoice for that
+    month was final. Carried onto the invoice of the month it reached Stripe in (as a pending
+    invoice item there, ours as a line), signed: positive charges, negative refunds."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENT = "sent", "Sent"
+
+    id = public_id_field("adj")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    source_period_start = models.DateTimeField(help_text="The month it corrects.")
+    rated_micros = models.BigIntegerField(help_text="What rating said the month was worth, in micro-dollars.")
+    stripe_micros = models.BigIntegerField(help_text="What Stripe's meter billed for the month, in micro-dollars.")
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    description = models.CharField(max_length=300)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    period_start = models.DateTimeField(null=True, blank=True, help_text="The month whose invoice carries it: set when sent.")
+    stripe_invoice_item_id = models.CharField(max_length=255, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TenantManager()
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["organization", "period_start"], name="carried_adjustment_period")]

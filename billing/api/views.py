@@ -55,6 +55,10 @@ def _draft(draft: invoices.Draft) -> dict[str, Any]:
         "subtotal": _money(draft.subtotal),
         "credits": [{"description": use.description, "amount": _money(use.amount)} for use in draft.credits],
         "minimum_adjustment": _money(draft.minimum_adjustment),
+        "carried_adjustments": [
+            {"id": adjustment.pk, "description": adjustment.description, "amount": _money(adjustment.amount)}
+            for adjustment in draft.adjustments
+        ],
         "total": _money(draft.total),
     }
 
@@ -69,6 +73,7 @@ def _invoice(invoice: Invoice, *, lines: bool) -> dict[str, Any]:
         "subtotal": _money(invoice.subtotal),
         "credits_applied": _money(invoice.credits_applied),
         "minimum_adjustment": _money(invoice.minimum_adjustment),
+        "carried_adjustments": _money(invoice.carried_adjustments),
         "total": _money(invoice.total),
         "closed_at": invoice.closed_at.isoformat(),
     }
