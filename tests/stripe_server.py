@@ -20,15 +20,22 @@ It implements exactly the calls Switchboard makes, following Stripe's documented
   ahead, and an `identifier` already used is refused with a 400 ("An event already
   exists with identifier ..."). Meters with `event_time_window` hour or day keep only
   the newest event per customer and window when aggregated, as Stripe documents for
-  pre-aggregated meters.
+  pre-aggregated meters;
+- meter event summaries (`GET /v1/billing/meters/:id/event_summaries`) aggregate those
+  billed events over `[start_time, end_time)` for one customer, as one summary or per
+  `hour`/`day` window (start and end aligned to the window, else a 400), paginated;
+- pending invoice items (`POST /v1/invoiceitems`, whole-cent `amount`, negative allowed);
+- subscriptions take a `billing_cycle_anchor` (in the future, within a period).
 
 Admin endpoints (no auth) for the tests: `POST /_admin/reset`, `POST /_admin/outage`
 (JSON `{"mode": "off" | "503" | "429" | "drop" | "lost_response", "count": n}`: 503s,
 rate limits, connections closed without an answer, or requests carried out whose answer
-is then lost; `count` limits it to the next n API requests), `POST /_admin/clock`
+is then lost; `count` limits it to the next n API requests, `"path": "/v1/..."` to requests
+to that path), `POST /_admin/clock`
 (JSON `{"offset": seconds}`: the double's clock runs that far ahead, for the timestamp
 window), `GET /_admin/meter_events`
-(the events and, per customer, the raw sum and the billed sum), `GET /_admin/requests`,
+(the events and, per customer, the raw sum and the billed sum), `POST /_admin/meter_events/lose`
+(JSON `{"identifier": ...}`: an accepted event stops counting), `GET /_admin/requests`,
 `POST /_admin/checkout/<cs_id>/complete` (the customer saves a card in Checkout).
 
 Run alone: `python -m tests.stripe_server --port 12111`.
@@ -98,6 +105,25 @@ def _required(params: dict[str, Any], name: str) -> Any:
 # ------------------------------------------------------------------- form decoding
 
 
+def _summary_window(params: dict[str, Any], grouping: str | None) -> tuple[int, int, int]:
+    """start_time and end_time, checked as Stripe checks them, and the grouping window's size."""
+    size = {"hour": 3600, "day": 86400, None: 60}.get(grouping)
+    if size is None:
+        raise StripeApiError(400, "Invalid value_grouping_window: must be one of day or hour.", param="value_grouping_window")
+    bounds = []
+    for name in ("start_time", "end_time"):
+        raw = str(_required(params, name))
+        if not re.fullmatch(r"[0-9]+", raw):
+            raise StripeApiError(400, f"Invalid integer: {name}.", param=name)
+        if int(raw) % size:
+            unit = {3600: "hour", 86400: "day", 60: "minute"}[size]
+            raise StripeApiError(400, f"{name} must be aligned with {unit} boundaries.", param=name)
+        bounds.append(int(raw))
+    if bounds[1] <= bounds[0]:
+        raise StripeApiError(400, "end_time must be after start_time.", param="end_time")
+    return bounds[0], bounds[1], size
+
+
 def decode_form(pairs: list[tuple[str, str]]) -> dict[str, Any]:
     """Stripe's bracket notation into nested dicts; dicts keyed 0..n-1 become lists."""
     root: dict[str, Any] = {}
@@ -144,11 +170,13 @@ class StripeState:
             self.prices: dict[str, dict[str, Any]] = {}
             self.subscriptions: dict[str, dict[str, Any]] = {}
             self.meter_events: list[dict[str, Any]] = []
+            self.invoice_items: dict[str, dict[str, Any]] = {}
             self.identifiers: set[str] = set()
             self.idempotency: dict[tuple[str, str], tuple[str, str, dict[str, Any], int, dict[str, Any]]] = {}
             self.requests: list[dict[str, Any]] = []
             self.outage_mode = "off"
             self.outage_remaining: int | None = None
+            self.outage_path = ""  # only requests to this path, when set
             self.clock_offset = 0
 
     def now(self) -> int:
@@ -157,9 +185,9 @@ class StripeState:
 
     # ------------------------------------------------------------------ outages
 
-    def take_outage(self) -> str:
+    def take_outage(self, path: str) -> str:
         with self.lock:
-            if self.outage_mode == "off":
+            if self.outage_mode == "off" or (self.outage_path and path != self.outage_path):
                 return "off"
             mode = self.outage_mode
             if self.outage_remaining is not None:
@@ -187,6 +215,8 @@ class StripeState:
             ("POST", r"/v1/subscriptions", self.create_subscription),
             ("GET", r"/v1/subscriptions/(?P<id>[^/]+)", self.get_subscription),
             ("POST", r"/v1/billing/meter_events", self.create_meter_event),
+            ("GET", r"/v1/billing/meters/(?P<id>[^/]+)/event_summaries", self.list_event_summaries),
+            ("POST", r"/v1/invoiceitems", self.create_invoice_item),
         ]
         for route_method, pattern, handler in routes:
             match = re.fullmatch(pattern, path)
@@ -461,8 +491,20 @@ class StripeState:
                 {"id": new_id("si_"), "object": "subscription_item", "price": self.prices[price_id], "subscription": subscription_id}
             )
         now = self.now()
+        anchor = now
+        if params.get("billing_cycle_anchor") not in (None, ""):
+            if not re.fullmatch(r"[0-9]+", str(params["billing_cycle_anchor"])):
+                raise StripeApiError(400, "Invalid integer: billing_cycle_anchor.", param="billing_cycle_anchor")
+            anchor = int(params["billing_cycle_anchor"])
+            if anchor < now or anchor > now + 31 * 86400:
+                raise StripeApiError(
+                    400, "billing_cycle_anchor must be in the future and within one billing period.", param="billing_cycle_anchor"
+                )
+        if params.get("proration_behavior") not in (None, "create_prorations", "none", "always_invoice"):
+            raise StripeApiError(400, "Invalid proration_behavior.", param="proration_behavior")
         subscription = {
             "id": subscription_id,
+            "billing_cycle_anchor": anchor,
             "object": "subscription",
             "customer": customer_id,
             "status": "active",
@@ -531,6 +573,97 @@ class StripeState:
             {**event, "customer": customer_id, "value": int(value), "meter": meter["id"], "sequence": len(self.meter_events)}
         )
         return event
+
+    def _billed_events(self, meter_id: str, customer_id: str) -> list[dict[str, Any]]:
+        """The events a meter counts for a customer: on a pre-aggregated meter only the
+        newest of each window."""
+        meter = self.meters[meter_id]
+        events = [event for event in self.meter_events if event["meter"] == meter_id and event["customer"] == customer_id]
+        window = {"hour": 3600, "day": 86400}.get(meter["event_time_window"] or "")
+        if window is None:
+            return events
+        newest: dict[int, dict[str, Any]] = {}
+        for event in events:
+            key = event["timestamp"] // window
+            if key not in newest or (event["timestamp"], event["sequence"]) > (newest[key]["timestamp"], newest[key]["sequence"]):
+                newest[key] = event
+        return list(newest.values())
+
+    def list_event_summaries(self, params: dict[str, Any], id: str, **_: Any) -> dict[str, Any]:
+        """`GET /v1/billing/meters/:id/event_summaries`: the customer's aggregated value
+        over [start_time, end_time), as one summary or one per hour or day window that has
+        events, oldest first, paginated by `starting_after`/`limit`."""
+        if id not in self.meters:
+            raise _missing("billing.meter", id, "id")
+        customer_id = _required(params, "customer")
+        self._customer(customer_id)
+        grouping = params.get("value_grouping_window")
+        start, end, size = _summary_window(params, grouping)
+        limit = int(params.get("limit", 10))
+        if not 1 <= limit <= 100:
+            raise StripeApiError(400, "limit must be between 1 and 100.", param="limit")
+        meter = self.meters[id]
+        sums: dict[int, int] = {}
+        for event in self._billed_events(id, customer_id):
+            if start <= event["timestamp"] < end:
+                window_start = start if grouping is None else event["timestamp"] - event["timestamp"] % size
+                sums[window_start] = sums.get(window_start, 0) + event["value"]
+        summaries = [
+            {
+                "id": f"mtrusg_test_{id[-8:]}{customer_id[-8:]}{window_start}",
+                "object": "billing.meter_event_summary",
+                "aggregated_value": float(value),
+                "start_time": window_start,
+                "end_time": end if grouping is None else window_start + size,
+                "livemode": False,
+                "meter": meter["id"],
+            }
+            for window_start, value in sorted(sums.items())
+        ]
+        after = params.get("starting_after")
+        if after:
+            ids = [summary["id"] for summary in summaries]
+            if after not in ids:
+                raise StripeApiError(400, f"Invalid starting_after: {after}.", param="starting_after")
+            summaries = summaries[ids.index(after) + 1 :]
+        return {
+            "object": "list",
+            "url": f"/v1/billing/meters/{id}/event_summaries",
+            "has_more": len(summaries) > limit,
+            "data": summaries[:limit],
+        }
+
+    # ------------------------------------------------------------------ invoice items
+
+    def create_invoice_item(self, params: dict[str, Any], **_: Any) -> dict[str, Any]:
+        """A pending invoice item: Stripe adds it to the customer's next invoice."""
+        customer_id = _required(params, "customer")
+        self._customer(customer_id)
+        currency = _required(params, "currency")
+        raw = str(_required(params, "amount"))
+        if not re.fullmatch(r"-?[0-9]+", raw):
+            raise StripeApiError(400, "Invalid integer: amount.", param="amount")
+        item = {
+            "id": new_id("ii_", 24),
+            "object": "invoiceitem",
+            "customer": customer_id,
+            "amount": int(raw),
+            "currency": currency,
+            "description": params.get("description"),
+            "date": self.now(),
+            "invoice": None,
+            "metadata": params.get("metadata", {}),
+            "livemode": False,
+        }
+        self.invoice_items[item["id"]] = item
+        return item
+
+    def lose_meter_event(self, identifier: str) -> bool:
+        """An accepted event that stops counting (for the reconciliation tests)."""
+        with self.lock:
+            before = len(self.meter_events)
+            self.meter_events = [event for event in self.meter_events if event["identifier"] != identifier]
+            return len(self.meter_events) < before
 
     def meter_summary(self) -> dict[str, Any]:
         """The stored events, and per customer the raw sum and what Stripe would bill:
@@ -626,7 +759,7 @@ class _Handler(BaseHTTPRequestHandler):
             message = f"Invalid API Key provided: {shown}" if api_key else "You did not provide an API key."
             self._send_json(401, {"error": {"type": "invalid_request_error", "message": message}})
             return
-        outage = state.take_outage()
+        outage = state.take_outage(split.path)
         if self._outage(outage):
             return
         idempotency_key = self.headers.get("Idempotency-Key") if method == "POST" else None
@@ -677,7 +810,8 @@ class _Handler(BaseHTTPRequestHandler):
             with state.lock:
                 state.outage_mode = str(body.get("mode", "off"))
                 state.outage_remaining = int(body["count"]) if body.get("count") else None
-            self._send_json(200, {"mode": state.outage_mode, "count": state.outage_remaining})
+                state.outage_path = str(body.get("path") or "")
+            self._send_json(200, {"mode": state.outage_mode, "count": state.outage_remaining, "path": state.outage_path})
         elif method == "POST" and path == "/_admin/clock":
             with state.lock:
                 state.clock_offset = int(body.get("offset", 0))
@@ -699,8 +833,11 @@ class _Handler(BaseHTTPRequestHandler):
                         "subscriptions": state.subscriptions,
                         "checkout_sessions": state.checkout_sessions,
                         "portal_sessions": state.portal_sessions,
+                        "invoice_items": state.invoice_items,
                     },
                 )
+        elif method == "POST" and path == "/_admin/meter_events/lose":
+            self._send_json(200, {"lost": state.lose_meter_event(str(body.get("identifier", "")))})
         elif method == "POST" and (match := re.fullmatch(r"/_admin/checkout/([^/]+)/complete", path)):
             try:
                 self._send_json(200, state.complete_checkout(match.group(1)))

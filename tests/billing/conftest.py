@@ -27,8 +27,8 @@ class StripeDouble:
     def reset(self) -> None:
         self._admin("POST", "reset")
 
-    def outage(self, mode: str, count: int | None = None) -> None:
-        self._admin("POST", "outage", {"mode": mode, "count": count})
+    def outage(self, mode: str, count: int | None = None, path: str = "") -> None:
+        self._admin("POST", "outage", {"mode": mode, "count": count, "path": path})
 
     def clock(self, offset_seconds: int) -> None:
         self._admin("POST", "clock", {"offset": offset_seconds})
@@ -45,6 +45,12 @@ class StripeDouble:
 
     def state(self) -> dict[str, Any]:
         return self._admin("GET", "state")
+
+    def lose_meter_event(self, identifier: str) -> bool:
+        return bool(self._admin("POST", "meter_events/lose", {"identifier": identifier})["lost"])
+
+    def invoice_items(self) -> list[dict[str, Any]]:
+        return list(self.state()["invoice_items"].values())
 
     def complete_checkout(self, session_id: str) -> dict[str, Any]:
         return self._admin("POST", f"checkout/{session_id}/complete")
