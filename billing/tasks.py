@@ -1,8 +1,9 @@
 """Celery tasks of billing: thin, idempotent, by id.
 
 Scheduled by Celery beat (config/settings.py, CELERY_BEAT_SCHEDULE): spend limits every
-minute, budgets every 5 minutes, invoice closing hourly, Stripe meter pushes every 5 minutes and past-due
-suspensions every 15 (those two do nothing while Stripe is off).
+minute, budgets every 5 minutes, invoice closing hourly, Stripe meter pushes every 5 minutes,
+the Stripe reconciliation hourly and past-due suspensions every 15 minutes (the Stripe
+tasks do nothing while Stripe is off).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from django.utils import timezone
 
 from billing import budgets, caps, invoices, rating
 from billing.models import BillingAccount
+from billing.stripe import reconcile as stripe_reconcile
 from billing.stripe import sync as stripe_sync
 from tenancy.models import Organization
 
@@ -37,6 +39,30 @@ def push_organization_meter_events(org_id: str) -> dict[str, int] | None:
         "already_sent": len(report.already_sent),
         "pending": len(report.pending),
         "expired": len(report.expired),
+    }
+
+
+@shared_task(acks_late=True, time_limit=60, soft_time_limit=50)
+def reconcile_stripe() -> int:
+    """Fans out one reconciliation per organization with a Stripe subscription."""
+    org_ids = stripe_sync.organizations_to_push()
+    for org_id in org_ids:
+        reconcile_stripe_organization.delay(org_id)
+    return len(org_ids)
+
+
+@shared_task(acks_late=True, time_limit=600, soft_time_limit=570)
+def reconcile_stripe_organization(org_id: str) -> dict[str, int | str] | None:
+    report = stripe_reconcile.reconcile_organization(org_id)
+    if report is None:
+        return None
+    return {
+        "hours_checked": report.hours_checked,
+        "corrections": len(report.corrections),
+        "unsettled": len(report.unsettled),
+        "carried": len(report.carried),
+        "adjustments_sent": len(report.adjustments_sent),
+        "stopped": report.stopped,
     }
 
 

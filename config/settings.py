@@ -207,6 +207,7 @@ CELERY_BEAT_SCHEDULE = {
     "billing-check-budgets": {"task": "billing.tasks.check_budgets", "schedule": 300.0},
     "billing-close-invoices": {"task": "billing.tasks.close_invoices", "schedule": 3600.0},
     "stripe-push-meter-events": {"task": "billing.tasks.push_meter_events", "schedule": 300.0},
+    "stripe-reconcile": {"task": "billing.tasks.reconcile_stripe", "schedule": 3600.0},
     "stripe-suspend-overdue": {"task": "billing.tasks.suspend_overdue_organizations", "schedule": 900.0},
 }
 

@@ -17,8 +17,10 @@ Design (README, "Stripe"):
   identifier, which Stripe refuses as a duplicate (counted here as sent). If rating later
   says the hour is worth something else (late usage, a corrected price), a revision
   `...:r<n>` with a later timestamp inside the same hour replaces the hour's value rather
-  than adding to it. Anything after the last revision or outside Stripe's window is left
-  to the invoice reconciliation.
+  than adding to it. Anything after the last revision, outside Stripe's window or in a
+  month whose Stripe invoice is final is left to the reconciliation (billing.stripe.reconcile),
+  which compares Stripe's own meter summaries with the rated hours of the whole open month
+  and carries older differences onto the next invoice.
 - Every push is written to the ledger (`MeterPush`, pending) before it is sent and
   marked sent after, so an outage delays pushes and loses none.
 
@@ -40,7 +42,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from billing import accounts
+from billing import accounts, rating
 from billing.invoices import hourly_amounts_micros
 from billing.stripe.models import MeterPush, MeterPushStatus, StripeAccount, StripeCatalog, StripeWebhookEvent
 from billing.stripe.settings import stripe_settings
@@ -63,10 +65,18 @@ WINDOW_MARGIN = timedelta(minutes=10)
 # An hour is pushed once it is over and the ingester (which writes within about a second)
 # and the rollups have caught up.
 PUSH_GRACE = timedelta(minutes=5)
-# The periodic push re-rates this many closed hours each run, for late usage.
+# The periodic push re-rates this many closed hours each run, for late usage; the hourly
+# reconciliation (billing.stripe.reconcile) covers the whole open month.
 LOOKBACK = timedelta(hours=48)
+# Stripe leaves a period's invoice open to usage for an hour after the period ends (its
+# default finalization grace); this margin keeps a push from racing the finalization.
+FINALIZATION_GRACE = timedelta(hours=1)
+FINALIZATION_MARGIN = timedelta(minutes=15)
 # A revision's timestamp is hh:59:00 + revision seconds, so revisions stay inside the hour.
 MAX_REVISION = 59
+
+
+HourlyAmounts = Callable[[Organization, datetime, datetime], Mapping[datetime, int]]
 
 
 class StripeNotConfigured(RuntimeError):
@@ -246,9 +256,18 @@ def ensure_subscription(org: Organization) -> StripeAccount | None:
         return None
     if account.subscription_id:
         return account
+    # Stripe's periods are the platform's invoice months (calendar months, UTC), so each
+    # Stripe invoice bills exactly one of ours.
+    anchor = int(rating.next_month(rating.month_start(timezone.now())).timestamp())
     subscription = client.v1.subscriptions.create(
-        {"customer": account.customer_id, "items": [{"price": catalog.price_id}], "metadata": {"organization_id": org.pk}},
-        {"idempotency_key": f"switchboard-subscription-{org.pk}-{catalog.price_id}"},
+        {
+            "customer": account.customer_id,
+            "items": [{"price": catalog.price_id}],
+            "billing_cycle_anchor": anchor,
+            "proration_behavior": "none",
+            "metadata": {"organization_id": org.pk},
+        },
+        {"idempotency_key": f"switchboard-subscription-{org.pk}-{catalog.price_id}-{anchor}"},
     )
     StripeAccount.objects.for_org(org).filter(subscription_id="").update(subscription_id=subscription.id, subscribed_at=timezone.now())
     account.refresh_from_db()
@@ -293,6 +312,46 @@ def _outside_window(timestamp: datetime, now: datetime) -> bool:
     return timestamp < now - STRIPE_PAST_WINDOW + WINDOW_MARGIN
 
 
+def stripe_open_from(now: datetime) -> datetime:
+    """The first hour whose month Stripe still bills: the current month, or during the
+    finalization grace after a month ends, the month that just ended. Usage of earlier
+    hours can only be carried onto a later invoice (billing.stripe.reconcile)."""
+    current = rating.month_start(now)
+    if now < current + FINALIZATION_GRACE - FINALIZATION_MARGIN:
+        return rating.month_start(current - timedelta(hours=1))
+    return current
+
+
+def last_closed_hour_end(now: datetime) -> datetime:
+    """The end of the newest hour that may be pushed: over, plus PUSH_GRACE."""
+    end = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return end - timedelta(hours=1) if end + PUSH_GRACE > now else end
+
+
+def subscribed_hour(account: StripeAccount) -> datetime | None:
+    if account.subscribed_at is None:
+        return None
+    return account.subscribed_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def stripe_targets(
+    org: Organization, start: datetime, end: datetime, first_hour: datetime, hourly_amounts: HourlyAmounts
+) -> dict[datetime, int]:
+    """What each hour in [start, end) from `first_hour` (the subscription's first) on should
+    hold on Stripe's meter. The month's usage before the subscription began is folded into
+    its first hour, so Stripe bills the month's whole invoice."""
+    start = max(start, first_hour)
+    if start >= end:
+        return {}
+    rate_from = rating.month_start(first_hour) if start == first_hour else start
+    amounts = dict(hourly_amounts(org, rate_from, end))
+    before = sum(amount for hour, amount in amounts.items() if hour < first_hour)
+    targets = {hour: amount for hour, amount in amounts.items() if hour >= first_hour}
+    if before:
+        targets[first_hour] = targets.get(first_hour, 0) + before
+    return targets
+
+
 def _is_duplicate_identifier(error: stripe.InvalidRequestError) -> bool:
     message = (error.user_message or "").lower()
     return error.param == "identifier" or ("identifier" in message and "already exists" in message)
@@ -302,13 +361,16 @@ def _row(push: MeterPush) -> QuerySet[MeterPush]:
     return MeterPush.objects.filter(organization_id=push.organization_id, pk=push.pk)
 
 
-def _send(client: stripe.StripeClient, account: StripeAccount, push: MeterPush, report: PushReport, now: datetime) -> bool:
+def send_push(client: stripe.StripeClient, account: StripeAccount, push: MeterPush, report: PushReport, now: datetime) -> bool:
     """Send one pending push. False when the run should stop (Stripe unreachable)."""
-    if _outside_window(push.timestamp, now):
-        _row(push).filter(status=MeterPushStatus.PENDING).update(
-            status=MeterPushStatus.EXPIRED, last_error="older than Stripe's 35-day window; left to invoice reconciliation"
+    if _outside_window(push.timestamp, now) or push.hour < stripe_open_from(now):
+        reason = (
+            "older than Stripe's 35-day window"
+            if _outside_window(push.timestamp, now)
+            else "its month's Stripe invoice is final; carried onto the next invoice by reconciliation"
         )
-        logger.warning("meter push %s expired before it could be sent (%s micro-dollars)", push.identifier, push.value)
+        _row(push).filter(status=MeterPushStatus.PENDING).update(status=MeterPushStatus.EXPIRED, last_error=reason)
+        logger.warning("meter push %s expired before it could be sent (%s micro-dollars): %s", push.identifier, push.value, reason)
         report.expired.append(push.identifier)
         return True
     params: stripe.params.billing.MeterEventCreateParams = {
@@ -441,7 +503,7 @@ def push_usage(org: Organization, hourly_amounts: Mapping[datetime, int], now: d
             to_send[push.pk] = push
     ordered = sorted(to_send.values(), key=lambda row: (row.hour, row.revision))
     for index, push in enumerate(ordered):
-        if not _send(client, account, push, report, now):
+        if not send_push(client, account, push, report, now):
             report.pending.extend(row.identifier for row in ordered[index + 1 :])
             break
     return report
@@ -454,17 +516,14 @@ def organizations_to_push() -> list[str]:
     return list(StripeAccount.objects.unscoped_across_tenants().exclude(subscription_id="").values_list("organization_id", flat=True))
 
 
-HourlyAmounts = Callable[[Organization, datetime, datetime], Mapping[datetime, int]]
-
-
 def _rating_hourly_amounts() -> HourlyAmounts:
     return hourly_amounts_micros
 
 
 def push_organization(org_id: str, now: datetime | None = None, hourly_amounts: HourlyAmounts | None = None) -> PushReport | None:
     """The periodic push for one organization: re-rates the closed hours of the last
-    LOOKBACK (from its subscription's start) and pushes what changed, after retrying
-    whatever is pending."""
+    LOOKBACK that Stripe still bills (from its subscription's start) and pushes what
+    changed, after retrying whatever is pending."""
     if not stripe_enabled():
         return None
     org = Organization.objects.filter(pk=org_id).first()
@@ -472,13 +531,10 @@ def push_organization(org_id: str, now: datetime | None = None, hourly_amounts: 
     if org is None or account is None or not account.subscription_id:
         return None
     now = now or timezone.now()
-    end = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    if end + PUSH_GRACE > now:
-        end -= timedelta(hours=1)  # the hour that just closed waits for its grace
-    start = end - LOOKBACK
-    if account.subscribed_at is not None:
-        start = max(start, account.subscribed_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0))
-    amounts = (hourly_amounts or _rating_hourly_amounts())(org, start, end) if start < end else {}
+    end = last_closed_hour_end(now)  # the hour that just closed waits for its grace
+    start = max(end - LOOKBACK, stripe_open_from(now))
+    first_hour = subscribed_hour(account) or start
+    amounts = stripe_targets(org, start, end, first_hour, hourly_amounts or _rating_hourly_amounts())
     return push_usage(org, amounts, now)
 
 

@@ -12,7 +12,7 @@ import stripe
 from django.test import Client
 from django.utils import timezone
 
-from billing import invoices, tasks
+from billing import invoices, rating, tasks
 from billing.models import BillingAccount, Plan
 from billing.stripe import sync as stripe_sync
 from billing.stripe.models import MeterPush, MeterPushStatus, StripeAccount, StripeCatalog, StripeWebhookEvent
@@ -36,6 +36,17 @@ def closed_hours(count: int, now: datetime) -> list[datetime]:
     """`count` hours that are over, grace included, oldest first."""
     current = hour_floor(now)
     return [current - timedelta(hours=offset) for offset in range(count + 1, 1, -1)]
+
+
+def push_now(double: StripeDouble) -> datetime:
+    """Now, for tests that push the last few closed hours: in a month's first twelve hours
+    (when they would reach into a month whose Stripe invoice is final) twelve hours later,
+    the double's clock moved with it."""
+    real = timezone.now()
+    if real - rating.month_start(real) >= timedelta(hours=12):
+        return real
+    double.clock(12 * 3600)
+    return real + timedelta(hours=12)
 
 
 def subscribe(org: Organization) -> StripeAccount:
@@ -152,7 +163,7 @@ def test_checkout_completion_sets_the_default_payment_method(tenants: Tenants, s
 def test_pushes_run_twice_or_retried_after_a_failure_bill_once(tenants: Tenants, stripe_double: StripeDouble) -> None:
     org = tenants.org_a
     account = subscribe(org)
-    now = timezone.now()
+    now = push_now(stripe_double)
     amounts = dict(zip(closed_hours(5, now), [1_250_000, 7, 0, 42_000_001, 3], strict=True))
     expected = sum(amounts.values())
 
@@ -184,7 +195,7 @@ def test_pushes_run_twice_or_retried_after_a_failure_bill_once(tenants: Tenants,
 def test_an_outage_delays_pushes_and_loses_nothing(tenants: Tenants, stripe_double: StripeDouble, mode: str) -> None:
     org = tenants.org_a
     account = subscribe(org)
-    now = timezone.now()
+    now = push_now(stripe_double)
     amounts = dict(zip(closed_hours(6, now), [11, 22, 33, 44, 55, 66], strict=True))
 
     stripe_double.outage(mode)
@@ -207,7 +218,7 @@ def test_an_outage_delays_pushes_and_loses_nothing(tenants: Tenants, stripe_doub
 def test_old_hours_are_recorded_not_pushed_and_the_open_hour_waits(tenants: Tenants, stripe_double: StripeDouble) -> None:
     org = tenants.org_a
     account = subscribe(org)
-    now = timezone.now()
+    now = push_now(stripe_double)
     current = hour_floor(now)
     ancient = current - timedelta(days=36)
     recent = current - timedelta(hours=2)
@@ -222,12 +233,12 @@ def test_old_hours_are_recorded_not_pushed_and_the_open_hour_waits(tenants: Tena
 
     # Within the grace after the hour the open hour still waits...
     just_closed = current + timedelta(hours=1, minutes=2)
-    stripe_double.clock(int((just_closed - now).total_seconds()))
+    stripe_double.clock(int((just_closed - timezone.now()).total_seconds()))
     report = stripe_sync.push_usage(org, {current: 50}, just_closed)
     assert report is not None and report.not_closed == [current] and report.sent == []
     # ...and goes once the grace is over, timestamped inside its hour.
     later = current + timedelta(hours=1, minutes=6)
-    stripe_double.clock(int((later - now).total_seconds()))
+    stripe_double.clock(int((later - timezone.now()).total_seconds()))
     report = stripe_sync.push_usage(org, {current: 50}, later)
     assert report is not None and report.sent == [stripe_sync.meter_identifier(org, current)]
     event = stripe_double.meter_events()["events"][-1]
@@ -238,13 +249,13 @@ def test_old_hours_are_recorded_not_pushed_and_the_open_hour_waits(tenants: Tena
 def test_a_push_pending_beyond_the_window_expires(tenants: Tenants, stripe_double: StripeDouble) -> None:
     org = tenants.org_a
     subscribe(org)
-    now = timezone.now()
+    now = push_now(stripe_double)
     (hour,) = closed_hours(1, now)
     stripe_double.outage("503")
     stripe_sync.push_usage(org, {hour: 123}, now)
     stripe_double.outage("off")
     much_later = now + timedelta(days=36)
-    stripe_double.clock(int((much_later - now).total_seconds()))
+    stripe_double.clock(int((much_later - timezone.now()).total_seconds()))
     report = stripe_sync.push_usage(org, {}, much_later)
     assert report is not None and report.expired == [stripe_sync.meter_identifier(org, hour)]
     assert ledger(org)[0].status == MeterPushStatus.EXPIRED
@@ -254,7 +265,7 @@ def test_a_push_pending_beyond_the_window_expires(tenants: Tenants, stripe_doubl
 def test_late_usage_is_a_revision_that_replaces_the_hour(tenants: Tenants, stripe_double: StripeDouble) -> None:
     org = tenants.org_a
     account = subscribe(org)
-    now = timezone.now()
+    now = push_now(stripe_double)
     (hour,) = closed_hours(1, now)
     stripe_sync.push_usage(org, {hour: 100}, now)
     report = stripe_sync.push_usage(org, {hour: 150}, now)
@@ -268,7 +279,7 @@ def test_late_usage_is_a_revision_that_replaces_the_hour(tenants: Tenants, strip
 
 def test_amounts_must_be_whole_utc_hours(tenants: Tenants, stripe_double: StripeDouble) -> None:
     subscribe(tenants.org_a)
-    now = timezone.now()
+    now = push_now(stripe_double)
     (hour,) = closed_hours(1, now)
     with pytest.raises(ValueError, match="not the start of an hour"):
         stripe_sync.push_usage(tenants.org_a, {hour + timedelta(minutes=5): 1}, now)
@@ -280,9 +291,13 @@ def test_amounts_must_be_whole_utc_hours(tenants: Tenants, stripe_double: Stripe
 
 def test_the_periodic_push_rates_closed_hours_since_the_subscription(tenants: Tenants, stripe_double: StripeDouble) -> None:
     org = tenants.org_a
-    account = subscribe(org)
-    subscribed_hour = hour_floor(account.subscribed_at or timezone.now())
-    StripeAccount.objects.for_org(org).update(subscribed_at=subscribed_hour - timedelta(hours=3))
+    subscribe(org)
+    subscribe(tenants.org_b)  # before the double's clock moves: the anchor is a month ahead of real time
+    month = datetime(2026, 11, 1, tzinfo=UTC)
+    first_hour = datetime(2026, 11, 18, 7, tzinfo=UTC)
+    StripeAccount.objects.for_org(org).update(subscribed_at=first_hour + timedelta(minutes=20))
+    now = first_hour + timedelta(hours=3, minutes=3)
+    stripe_double.clock(int((now - timezone.now()).total_seconds()))
     asked: list[tuple[datetime, datetime]] = []
 
     def rated(organization: Organization, start: datetime, end: datetime) -> dict[datetime, int]:
@@ -291,14 +306,17 @@ def test_the_periodic_push_rates_closed_hours_since_the_subscription(tenants: Te
         hours = int((end - start) / timedelta(hours=1))
         return {start + timedelta(hours=index): 1000 + index for index in range(hours)}
 
-    # Three minutes into the hour, the hour that just ended still waits for its grace.
-    report = stripe_sync.push_organization(org.pk, subscribed_hour + timedelta(minutes=3), rated)
-    assert asked == [(subscribed_hour - timedelta(hours=3), subscribed_hour - timedelta(hours=1))]
+    # Three minutes into the hour, the hour that just ended still waits for its grace. The
+    # month is rated from its start: what it cost before the subscription is folded into
+    # the subscription's first hour, so Stripe bills the month's whole invoice.
+    report = stripe_sync.push_organization(org.pk, now, rated)
+    assert asked == [(month, first_hour + timedelta(hours=2))]
     assert report is not None and len(report.sent) == 2
-    report = stripe_sync.push_organization(org.pk, subscribed_hour + timedelta(minutes=6), rated)
-    assert asked[-1] == (subscribed_hour - timedelta(hours=3), subscribed_hour)
-    assert report is not None and report.sent == [stripe_sync.meter_identifier(org, subscribed_hour - timedelta(hours=1))]
-    subscribe(tenants.org_b)
+    before = int((first_hour - month) / timedelta(hours=1))
+    assert [push.value for push in ledger(org)] == [sum(1000 + index for index in range(before + 1)), 1000 + before + 1]
+    report = stripe_sync.push_organization(org.pk, now + timedelta(minutes=3), rated)
+    assert asked[-1] == (month, first_hour + timedelta(hours=3))
+    assert report is not None and report.sent == [stripe_sync.meter_identifier(org, first_hour + timedelta(hours=2))]
     assert sorted(stripe_sync.organizations_to_push()) == sorted([org.pk, tenants.org_b.pk])
     # The task itself, with the real rating (org B has no usage: nothing to push).
     assert tasks.push_organization_meter_events(tenants.org_b.pk) == {"sent": 0, "already_sent": 0, "pending": 0, "expired": 0}
@@ -306,7 +324,7 @@ def test_the_periodic_push_rates_closed_hours_since_the_subscription(tenants: Te
 
 def test_another_tenants_ledger_and_customer_are_never_touched(tenants: Tenants, stripe_double: StripeDouble) -> None:
     account_a, account_b = subscribe(tenants.org_a), subscribe(tenants.org_b)
-    now = timezone.now()
+    now = push_now(stripe_double)
     hours = closed_hours(3, now)
     stripe_sync.push_usage(tenants.org_b, {hours[0]: 5}, now)
     stripe_double.outage("503", count=1)
