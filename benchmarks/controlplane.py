@@ -24,6 +24,7 @@ from deployments.drivers.memory import InMemoryDriver
 from deployments.gpu_catalog import ensure_gpu_types
 from deployments.models import Cluster, ClusterGpu, Deployment, DeploymentRevision, Replica
 from deployments.reconcile import reconcile_fleet
+from deployments.scaling import Scraped
 from modelserver.processes import start_model_server, stop
 from tenancy.models import Organization
 
@@ -108,7 +109,7 @@ def reconcile_pass_seconds(log: Any) -> float:
 
     started = time.perf_counter()
     result = reconcile_fleet(
-        ids, drivers=lambda cluster: drivers[cluster.name], probe=lambda endpoint: "ready", scrape=lambda endpoints: 0.0
+        ids, drivers=lambda cluster: drivers[cluster.name], probe=lambda endpoint: "ready", scrape=lambda endpoints: Scraped(0.0)
     )
     elapsed = time.perf_counter() - started
     if result.steady != len(ids):

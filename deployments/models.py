@@ -1,5 +1,6 @@
 """Control plane data: GPU types, clusters and their inventory, per-organization quotas,
-deployments with immutable revisions, replicas and their state transitions."""
+deployments with immutable revisions, replicas and their state transitions, and the
+throughput replicas report per model and GPU type."""
 
 from __future__ import annotations
 
@@ -294,3 +295,23 @@ class CatalogModel(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Throughput(models.Model):
+    """Tokens per busy second that replicas of a model on a GPU type reported, as an
+    exponentially weighted average over scrapes (deployments/throughput.py). Platform-wide,
+    not tenant data: a property of the model and the hardware (only the built-in catalog's
+    models can be deployed, so a name means the same model for every tenant)."""
+
+    model = models.CharField(max_length=100)
+    gpu_type = models.ForeignKey(GpuType, on_delete=models.CASCADE, related_name="+")
+    tokens_per_second = models.DecimalField(max_digits=16, decimal_places=3)
+    samples = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["model", "gpu_type"]
+        constraints = [models.UniqueConstraint(fields=["model", "gpu_type"], name="one_throughput_per_model_and_gpu_type")]
+
+    def __str__(self) -> str:
+        return f"{self.model} on {self.gpu_type_id}: {self.tokens_per_second} tokens/s"

@@ -37,7 +37,17 @@ from deployments.holds import Hold, current_hold
 from deployments.internal_tokens import replica_token
 from deployments.models import Cluster, ClusterGpu, Deployment, Quota, Replica, ReplicaEvent
 from deployments.placement import Capacity, place
-from deployments.scaling import CACHE_SECONDS, Scrape, autoscaled_desired, cache_key, desired_from_store, scrape_concurrency
+from deployments.scaling import (
+    CACHE_SECONDS,
+    Scrape,
+    Scraped,
+    autoscaled_desired,
+    cache_key,
+    desired_from_store,
+    record_throughput,
+    scrape_replicas,
+)
+from deployments.throughput import Counters
 from tenancy.models import Organization, OrgStatus
 
 LEASE = timedelta(seconds=120)
@@ -530,7 +540,7 @@ def reconcile_fleet(
     """One pass over many deployments: leases, reads and writes in a handful of queries,
     each cluster observed once, the autoscaler decided from one cache read. Deployments
     in steady state are confirmed in the batch; the others get the full pass."""
-    scrape = scrape or scrape_concurrency
+    scrape = scrape or scrape_replicas
     owner, now = uuid.uuid4().hex, timezone.now()
     deployments_table = Deployment.objects.unscoped_across_tenants()
     free = Q(lease_until=None) | Q(lease_until__lt=now)
@@ -558,6 +568,7 @@ def reconcile_fleet(
         stored = cache.get_many([cache_key(deployment_id) for deployment_id in leased])
         clock = time.time()
         to_store: dict[str, object] = {}
+        counters: dict[str, Counters] = {}
         status_changes: dict[Deployment.Status, list[str]] = {Deployment.Status.ACTIVE: [], Deployment.Status.SCALED_TO_ZERO: []}
         for deployment in deployments:
             replicas = by_deployment[deployment.pk]
@@ -565,8 +576,9 @@ def reconcile_fleet(
                 needs_pass.append(deployment.pk)
                 continue
             key = cache_key(deployment.pk)
-            concurrency = scrape([(replica.endpoint, replica.id) for replica in replicas]) if replicas else 0.0
-            desired, to_store[key] = desired_from_store(deployment, replicas, stored.get(key), concurrency, clock)
+            scraped = scrape([(replica.endpoint, replica.id) for replica in replicas]) if replicas else Scraped(0.0)
+            counters.update(scraped.counters)
+            desired, to_store[key] = desired_from_store(deployment, replicas, stored.get(key), scraped.concurrency, clock)
             if desired != len(replicas):
                 del to_store[key]  # the full pass takes this sample itself
                 needs_pass.append(deployment.pk)
@@ -576,6 +588,8 @@ def reconcile_fleet(
             if deployment.status != status or deployment.status_reason:
                 status_changes[status].append(deployment.pk)
         cache.set_many(to_store, timeout=CACHE_SECONDS)
+        steady_replicas = [replica for replicas in by_deployment.values() for replica in replicas if replica.id in counters]
+        record_throughput(scraped=Scraped(0.0, counters), replicas=steady_replicas)  # the fleet's samples in one go
         for status, ids in status_changes.items():
             if ids:
                 deployments_table.filter(pk__in=ids).update(status=status, status_reason="")

@@ -4,24 +4,39 @@ and its samples and state between passes.
 The figure is requests running plus waiting on each READY replica, summed per deployment
 (the model server knows its own queue, including requests that did not come through the
 gateway). Samples and the autoscaler's state live in the cache, shared by every worker.
+The same scrape carries each replica's throughput counters, which it hands to
+deployments.throughput.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 from django.core.cache import cache
+from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from deployments import throughput
 from deployments.autoscaler import AutoscalerState, Sample, ScalingPolicy, decide
 from deployments.internal_tokens import bearer, replica_token
 from deployments.models import Deployment, Replica
 
 _CONCURRENCY_SERIES = ("switchboard:num_requests_running", "switchboard:num_requests_waiting")
-Scrape = Callable[[Iterable[tuple[str, str]]], float]  # (endpoint, replica id) of each ready replica
+
+
+@dataclass(frozen=True, slots=True)
+class Scraped:
+    """What one scrape of a deployment's ready replicas found."""
+
+    concurrency: float  # requests running plus waiting, summed
+    counters: dict[str, throughput.Counters] = field(default_factory=dict)  # by replica id, those that answered
+
+
+Scrape = Callable[[Iterable[tuple[str, str]]], Scraped]  # (endpoint, replica id) of each ready replica
 COLD_START_PATIENCE_S = 600.0
 CACHE_SECONDS = 3600  # how long a wake keeps asking for a replica that is not READY yet
 
@@ -40,18 +55,29 @@ def concurrency_in(metrics_text: str) -> float:
         return 0.0
 
 
-def scrape_concurrency(replicas: Iterable[tuple[str, str]]) -> float:
-    """The requests in flight across these replicas, from each one's /metrics (which wants
-    the replica's bearer token)."""
+def scrape_replicas(replicas: Iterable[tuple[str, str]]) -> Scraped:
+    """The requests in flight across these replicas and each one's throughput counters,
+    from each one's /metrics (which wants the replica's bearer token)."""
     total = 0.0
+    counters: dict[str, throughput.Counters] = {}
     for endpoint, replica_id in replicas:
         try:
             response = httpx.get(endpoint.rstrip("/") + "/metrics", timeout=1.0, headers=bearer(replica_token(replica_id)))
             response.raise_for_status()
-            total += concurrency_in(response.text)
         except httpx.HTTPError:
             continue
-    return total
+        total += concurrency_in(response.text)
+        found = throughput.counters_in(response.text)
+        if found is not None:
+            counters[replica_id] = found
+    return Scraped(concurrency=total, counters=counters)
+
+
+def record_throughput(*, scraped: Scraped, replicas: Iterable[Replica]) -> None:
+    """Hands the scrape's counters to the throughput estimates, with each replica's revision."""
+    if scraped.counters:
+        revisions = {replica.id: replica.revision_id for replica in replicas}
+        throughput.record(counters=scraped.counters, revisions=revisions, now=timezone.now())
 
 
 def cache_key(deployment_id: str) -> str:
@@ -101,10 +127,11 @@ def desired_from_store(
 
 
 def autoscaled_desired(
-    deployment: Deployment, replicas: list[Replica], *, scrape: Scrape = scrape_concurrency, clock: Callable[[], float] = time.time
+    deployment: Deployment, replicas: list[Replica], *, scrape: Scrape = scrape_replicas, clock: Callable[[], float] = time.time
 ) -> int:
     ready = [replica for replica in replicas if replica.state == Replica.State.READY]
-    concurrency = scrape([(replica.endpoint, replica.id) for replica in ready]) if ready else 0.0
-    desired, stored = desired_from_store(deployment, replicas, cache.get(cache_key(deployment.id)), concurrency, clock())
+    scraped = scrape([(replica.endpoint, replica.id) for replica in ready]) if ready else Scraped(0.0)
+    record_throughput(scraped=scraped, replicas=ready)
+    desired, stored = desired_from_store(deployment, replicas, cache.get(cache_key(deployment.id)), scraped.concurrency, clock())
     cache.set(cache_key(deployment.id), stored, timeout=CACHE_SECONDS)
     return desired

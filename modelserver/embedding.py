@@ -70,6 +70,7 @@ class DynamicBatcher:
         self.parallel_batches = parallel_batches
         self._slots: asyncio.Semaphore | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._passes = 0  # forward passes under way, on the event loop's count
         # Forward passes run off the event loop, `parallel_batches` at a time, the cores
         # shared out between them: independent passes never wait on each other's threads.
         threads = max(1, (os.cpu_count() or 1) // parallel_batches)
@@ -153,6 +154,8 @@ class DynamicBatcher:
             self.metrics.queue_time.observe(started - item.arrival)
         self.metrics.batch_size.observe(len(batch))
         self.metrics.requests_running.inc(len(batch))  # inputs in passes now running (two may overlap)
+        self._passes += 1
+        self.metrics.busy.set_in_flight(self._passes)
         try:
             vectors = await loop.run_in_executor(self._executor, embed_token_ids, self.loaded, [item.token_ids for item in batch])
         except Exception as error:  # the engine is broken: say so and fail what it was given
@@ -162,6 +165,8 @@ class DynamicBatcher:
             return
         finally:
             self.metrics.requests_running.dec(len(batch))
+            self._passes -= 1
+            self.metrics.busy.set_in_flight(self._passes)
         finished = time.monotonic()
         self.metrics.prompt_tokens.inc(sum(len(item.token_ids) for item in batch))
         for row, item in enumerate(batch):

@@ -154,9 +154,12 @@ class ContinuousBatchingEngine:
                     self._emit(request, Failed(self.broken))
                 self._waiting.clear()
             self._running.clear()
+            self.metrics.busy.set_in_flight(0)
 
     def _take_joiners(self) -> list[GenerationRequest] | None:
         with self._wakeup:
+            if not self._waiting and not self._running:
+                self.metrics.busy.set_in_flight(0)  # idle until the next request
             while not self._waiting and not self._running and not self._stopping:
                 self._wakeup.wait(timeout=1.0)
             if self._stopping and not self._running and not self._waiting:
@@ -167,6 +170,7 @@ class ContinuousBatchingEngine:
                 if not request.cancelled:
                     joiners.append(request)
             self.metrics.requests_waiting.set(len(self._waiting))
+            self.metrics.busy.set_in_flight(len(self._running) + len(joiners))
         now = time.monotonic()
         for request in joiners:
             self.metrics.queue_time.observe(now - request.arrival)

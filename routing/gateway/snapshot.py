@@ -18,6 +18,7 @@ from deployments.models import Cluster as ClusterModel
 from deployments.models import Deployment, Quota, Replica
 from deployments.prices import GpuPriceBook
 from deployments.services import quota_for
+from deployments.throughput import Figure, figure_for, measured
 from routing import pricing, secrets
 from routing.gateway.spend import Cap, SpendPolicy, to_micros
 from routing.models import ModelRoute, RouteTarget, Strategy
@@ -50,15 +51,17 @@ class Target:
     weight: int
     position: int
     endpoints: tuple[Endpoint, ...]
-    # A provider's prices, charged per token. For a deployment, an estimate from its GPU
-    # price and its model's throughput, used only to order targets by cost: a deployment
-    # is billed by GPU time (gpu_price_per_hour), never per token.
+    # A provider's prices, charged per token. For a deployment, an estimate (an attribution
+    # of its GPU price to tokens) from its GPU price and the throughput of its model on its
+    # GPU type, used only to order targets by cost: a deployment is billed by GPU time
+    # (gpu_price_per_hour), never per token.
     input_price_per_mtok: Decimal
     output_price_per_mtok: Decimal
     regions: frozenset[str]  # where this target may run at all
     deployment_id: str = ""
     can_wake: bool = False  # a deployment scaled to zero: a request may start a replica
     gpu_price_per_hour: Decimal | None = None  # a deployment's price per replica-hour (deployments.prices)
+    throughput: Figure | None = None  # a deployment's: the tokens per second its estimate assumes, and their source
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +145,11 @@ def load_snapshot(org_id: str) -> OrgSnapshot:
     for replica in ready:
         replicas_by_deployment.setdefault(replica.deployment_id, []).append(replica)
     gpu_prices = GpuPriceBook.load(org.pk)
+    throughputs = measured()
     deployment_targets = {
-        pk: _deployment_target(d, replicas_by_deployment.get(pk, []), gpu_prices) for pk, d in deployments.items() if d.current_revision_id
+        pk: _deployment_target(d, replicas_by_deployment.get(pk, []), gpu_prices, throughputs)
+        for pk, d in deployments.items()
+        if d.current_revision_id
     }
 
     routes: dict[str, Route] = {}
@@ -265,7 +271,9 @@ def _budget_lineages(org: Organization) -> dict[str, tuple[Decimal, list[str]]]:
     return {first: (budget, lines[first]) for first, budget in budgets.items()}
 
 
-def _deployment_target(deployment: Deployment, replicas: list[Replica], gpu_prices: GpuPriceBook) -> Target:
+def _deployment_target(
+    deployment: Deployment, replicas: list[Replica], gpu_prices: GpuPriceBook, throughputs: dict[tuple[str, str], Decimal]
+) -> Target:
     revision = deployment.current_revision
     assert revision is not None
     endpoints = tuple(
@@ -280,7 +288,8 @@ def _deployment_target(deployment: Deployment, replicas: list[Replica], gpu_pric
     )
     rate = gpu_prices.at(revision.gpu_type_id, timezone.now())
     price_per_hour = rate.price_per_hour if rate is not None else Decimal(0)
-    per_mtok = pricing.deployment_price_per_mtok(price_per_hour, revision.model)
+    throughput = figure_for(model=revision.model, gpu_type=revision.gpu_type_id, measured=throughputs)
+    per_mtok = pricing.deployment_price_per_mtok(gpu_price_per_hour=price_per_hour, tokens_per_second=throughput.tokens_per_second)
     return Target(
         id=deployment.pk,
         label=f"deployment:{deployment.name}",
@@ -294,6 +303,7 @@ def _deployment_target(deployment: Deployment, replicas: list[Replica], gpu_pric
         deployment_id=deployment.pk,
         can_wake=revision.min_replicas == 0,
         gpu_price_per_hour=price_per_hour,
+        throughput=throughput,
     )
 
 
@@ -311,6 +321,7 @@ def _with_route_fields(base: Target, row: RouteTarget) -> Target:
         deployment_id=base.deployment_id,
         can_wake=base.can_wake,
         gpu_price_per_hour=base.gpu_price_per_hour,
+        throughput=base.throughput,
     )
 
 

@@ -10,6 +10,7 @@ from deployments import services
 from deployments.drivers.memory import InMemoryDriver
 from deployments.models import Cluster, Deployment, Replica, ReplicaEvent
 from deployments.reconcile import reconcile
+from deployments.scaling import Scraped
 from tenancy.models import Organization
 from tests.conftest import Tenants
 from tests.factories import create_deployment, ensure_clusters, owner_context
@@ -216,12 +217,12 @@ def test_the_batched_fleet_pass_confirms_steady_deployments_and_fixes_the_rest(t
     creates_before = fleet.creates
 
     ids = [deployment.id for deployment in (*steady, crashed, fresh)]
-    result = reconcile_fleet(ids, drivers=fleet.driver, probe=fleet.probe, scrape=lambda endpoints: 0.0)
+    result = reconcile_fleet(ids, drivers=fleet.driver, probe=fleet.probe, scrape=lambda endpoints: Scraped(0.0))
     assert (result.steady, result.reconciled, result.skipped) == (2, 2, 0)
     assert fleet.creates == creates_before + 1  # the fresh one placed; the crash noticed (replaced after backoff)
     victim.refresh_from_db()
     assert victim.state == Replica.State.FAILED
-    again = reconcile_fleet(ids, drivers=fleet.driver, probe=fleet.probe, scrape=lambda endpoints: 0.0)
+    again = reconcile_fleet(ids, drivers=fleet.driver, probe=fleet.probe, scrape=lambda endpoints: Scraped(0.0))
     assert again.steady >= 2 and fleet.creates <= creates_before + 2
     for deployment in steady:
         deployment.refresh_from_db()
