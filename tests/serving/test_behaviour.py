@@ -149,6 +149,8 @@ def test_metrics_use_the_documented_names(narrow_server: str) -> None:
         "switchboard:batch_size_bucket",
         "switchboard:request_queue_time_seconds_bucket",
         "switchboard:max_batch_size",
+        "switchboard:busy_seconds_total",
+        "switchboard:start_time_seconds",
     ):
         assert name in text, name
     assert metric(narrow_server, "switchboard:max_batch_size") == 1
