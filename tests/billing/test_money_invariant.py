@@ -7,6 +7,9 @@ GPU time, price versions on random hour boundaries (tokens, GPU, markup) and cre
 - what is pushed to Stripe hour by hour sums to the invoice's total, to the cent, an
   enterprise month's committed minimum included;
 - the Usage page's GPU figure is the invoice's GPU lines, exactly;
+- through the Stripe double, after late events and price versions on hours already
+  pushed, what Stripe's meter bills for the month is the invoice's total, and usage that
+  arrives once Stripe's invoice is final is carried so both sides agree again;
 - the management API's running invoice is the Billing page's;
 - the other tenant's traffic changes none of it."""
 
@@ -16,15 +19,21 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from billing import invoices, rating
-from billing.models import BillingAccount, CreditGrant, ModelPrice, Plan, ProviderMarkup
+from billing.models import BillingAccount, CarriedAdjustment, CreditGrant, ModelPrice, Plan, ProviderMarkup
+from billing.stripe import reconcile
+from billing.stripe import sync as stripe_sync
+from billing.stripe.models import MeterPush, StripeAccount, StripeCatalog
 from deployments.models import Deployment, DeploymentRevision, GpuPrice, Replica, ReplicaEvent
 from metering import dashboards, ingest
 from metering.dashboards import DashboardParams
 from metering.models import UsageEvent, UsageRollup
+from tenancy.models import Organization
+from tests.billing.conftest import StripeDouble
 from tests.conftest import Tenants
 from tests.factories import create_deployment
 from tests.metering.test_gpu_seconds import PROV, READY, STOP, P, add_replica
@@ -174,3 +183,105 @@ def test_invoice_pushes_pages_and_api_agree(  # noqa: PLR0913
     usage = dashboards.usage_dashboard(tenants.org_a, DashboardParams(range="7d"), show_cost=True, now=NOW)
     gpu_lines = sum((line.exact_amount for line in draft.lines if line.kind == "gpu"), Decimal(0))
     assert Decimal(usage["totals"]["gpu_cost"]) == gpu_lines.quantize(Decimal("0.000001"))
+
+
+def _fresh_stripe(double: StripeDouble, org: Organization) -> StripeAccount:
+    """Each example starts Stripe from nothing: a new customer, meter and subscription."""
+    double.reset()
+    for model in (MeterPush, CarriedAdjustment, StripeAccount):
+        model.objects.unscoped_across_tenants().delete()
+    StripeCatalog.objects.all().delete()
+    double.clock(0)
+    account = stripe_sync.ensure_subscription(org)
+    assert account is not None
+    StripeAccount.objects.for_org(org).update(subscribed_at=MONTH)
+    return account
+
+
+def _stripe_month(double: StripeDouble, account: StripeAccount, now: datetime) -> int:
+    """What Stripe bills for the month: its meter's summary for the month, plus the pending
+    invoice items (they land on the invoice after), in micro-dollars."""
+    double.clock(int((now - timezone.now()).total_seconds()))
+    client, catalog = stripe_sync.stripe_client(), stripe_sync.ensure_meters_and_prices()
+    assert client is not None and catalog is not None
+    return reconcile.stripe_total(client, catalog.meter_id, account.customer_id, MONTH, rating.next_month(MONTH))
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(
+    events=st.lists(event, min_size=1, max_size=16),
+    token_versions=versions,
+    late=st.tuples(st.integers(0, 27 * 24), st.integers(1, 4_000_000)),
+    credit=st.decimals(min_value=0, max_value=3, places=2),
+    minimum=st.one_of(st.none(), st.decimals(min_value=0, max_value=20, places=2)),
+)
+def test_what_stripe_bills_is_the_invoice_after_late_events_and_price_changes(  # noqa: PLR0913
+    tenants: Tenants,
+    stripe_double: StripeDouble,
+    events: list[dict[str, object]],
+    token_versions: list[tuple[int, Decimal, Decimal]],
+    late: tuple[int, int],
+    credit: Decimal,
+    minimum: Decimal | None,
+) -> None:
+    """Hours pushed as they close; then late and replayed events and price versions on
+    earlier hours; reconciled in the month's finalization grace: Stripe's meter for the
+    month is the invoice's total. Then usage arrives after Stripe's invoice is final: it is
+    carried, and Stripe's month plus the carried item is the re-rated month, to the cent."""
+    _reset()
+    org = tenants.org_a
+    account = _fresh_stripe(stripe_double, org)
+    ModelPrice.objects.create(
+        model="llama", input_price_per_mtok=Decimal("0.5"), output_price_per_mtok=Decimal("1.5"), effective_from=MONTH - timedelta(days=40)
+    )
+    ProviderMarkup.objects.create(percent=Decimal(10), effective_from=MONTH - timedelta(days=40))
+    if minimum is not None:
+        BillingAccount.objects.create(organization=org, plan=Plan.ENTERPRISE, committed_monthly_minimum=minimum)
+    if credit:
+        CreditGrant.objects.create(organization=org, amount=credit, reason="drawn", granted_at=MONTH - timedelta(days=1))
+    records = [
+        _record(
+            org.pk,
+            f"req_{n}",
+            at=MONTH + timedelta(hours=e["hour"], minutes=e["minute"]),  # type: ignore[arg-type]
+            model=e["model"],
+            route=e["model"],
+            input_tokens=e["input_tokens"],
+            output_tokens=e["output_tokens"],
+            cost=e["cost"] if e["model"] == "ext" else Decimal(0),
+        )
+        for n, e in enumerate(events)
+    ]
+    ingest.write_batch(records[::2] + [_record(tenants.org_b.pk, "b_noise", at=MONTH + timedelta(hours=2), cost=Decimal("50"))])
+    pushed_at = MONTH + timedelta(hours=HOURS + 1, minutes=10)
+    stripe_double.clock(int((pushed_at - timezone.now()).total_seconds()))
+    stripe_sync.push_organization(org.pk, pushed_at)
+
+    # After the push: the late half, replays, and price versions on hours already pushed.
+    ingest.write_batch(records[1::2] + [r for r, e in zip(records, events, strict=True) if e["replayed"]])
+    for hour, input_price, output_price in token_versions:
+        ModelPrice.objects.create(
+            model="llama",
+            input_price_per_mtok=input_price,
+            output_price_per_mtok=output_price,
+            effective_from=MONTH + timedelta(hours=hour),
+        )
+    in_grace = rating.next_month(MONTH) + timedelta(minutes=30)
+    stripe_double.clock(int((in_grace - timezone.now()).total_seconds()))
+    report = reconcile.reconcile_organization(org.pk, now=in_grace)
+    assert report is not None and report.stopped == "" and report.unsettled == []
+    invoice_total = invoices.draft(org, MONTH, now=END).total
+    assert _stripe_month(stripe_double, account, in_grace) == rating.to_micros(invoice_total)
+
+    # Usage that arrives once Stripe's invoice is final is carried onto the next one.
+    ingest.write_batch([_record(org.pk, "after_final", at=MONTH + timedelta(hours=late[0]), model="llama", input_tokens=late[1])])
+    after = rating.next_month(MONTH) + timedelta(hours=2)
+    stripe_double.clock(int((after - timezone.now()).total_seconds()))
+    report = reconcile.reconcile_organization(org.pk, now=after)
+    assert report is not None and report.stopped == ""
+    carried = sum(item["amount"] for item in stripe_double.invoice_items()) * 10_000
+    rerated = invoices.draft(org, MONTH, now=after).metered_total
+    assert _stripe_month(stripe_double, account, after) + carried == rating.to_micros(rerated)
+    following = invoices.draft(org, rating.next_month(MONTH), now=after)
+    assert rating.to_micros(following.carried_adjustments) == carried
+    assert not CarriedAdjustment.objects.for_org(tenants.org_b).exists()
