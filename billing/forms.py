@@ -19,3 +19,13 @@ class BudgetForm(forms.Form):
         label="Alert webhook URL",
         help_text="Optional: alerts are also POSTed here as JSON.",
     )
+
+
+class CreditForm(forms.Form):
+    """What an owner buys; the amount rules are billing.stripe.credit.credit_amount's."""
+
+    amount = forms.DecimalField(
+        label="Amount (USD)",
+        help_text="From $5 to $10,000, in whole cents. You pay in Stripe Checkout; the credit is added once the payment succeeds.",
+        widget=forms.NumberInput(attrs={"min": "5", "max": "10000", "step": "0.01"}),
+    )

@@ -78,7 +78,9 @@ class ProviderMarkup(models.Model):
 
 
 class CreditGrant(models.Model):
-    """Prepaid or promotional credit, drawn down (earliest expiry first) before charging."""
+    """Prepaid or promotional credit, drawn down (earliest expiry first) before charging.
+    Granted by staff (billing.staff_ops) or bought through Stripe Checkout
+    (billing.stripe.credit), then with the paid session's id: one grant per session."""
 
     id = public_id_field("crd")
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
@@ -86,11 +88,21 @@ class CreditGrant(models.Model):
     reason = models.CharField(max_length=200)
     granted_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(null=True, blank=True)
+    stripe_checkout_session = models.CharField(
+        max_length=255, blank=True, default="", help_text="The paid Checkout Session (cs_...) that bought it; empty for staff grants."
+    )
 
     objects = TenantManager()
 
     class Meta:
         ordering = ["expires_at", "granted_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["stripe_checkout_session"],
+                condition=~models.Q(stripe_checkout_session=""),
+                name="one_credit_grant_per_checkout_session",
+            )
+        ]
 
 
 class Invoice(models.Model):

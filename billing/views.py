@@ -1,5 +1,6 @@
 """The console's Billing page (owners and admins see money; other members a notice), its
-budget form, the payment-method links and the closed invoices' downloads."""
+budget form, the payment-method links, buying prepaid credit through Stripe Checkout and
+the closed invoices' downloads."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 
 from billing import budgets, invoice_documents, invoices
-from billing.forms import BudgetForm
+from billing.forms import BudgetForm, CreditForm
 from billing.models import BudgetAlert, CreditGrant, Invoice
 from billing.stripe import sync as stripe_sync
 from tenancy.context import OrgContext
@@ -18,8 +19,14 @@ from tenancy.decorators import org_page
 from tenancy.errors import ServiceError
 from tenancy.models import Role
 
+# Where Stripe Checkout sends the browser back after buying credit, and what the page says.
+CREDIT_RETURNS = {
+    "paid": "Thank you: the credit is added here as soon as Stripe confirms the payment (for a bank payment, once it clears).",
+    "cancelled": "Checkout was cancelled: nothing was charged.",
+}
 
-def _money_context(ctx: OrgContext, form: BudgetForm | None = None) -> dict[str, object]:
+
+def _money_context(ctx: OrgContext, form: BudgetForm | None = None, credit_form: CreditForm | None = None) -> dict[str, object]:
     org = ctx.organization
     account = invoices.account_for(org)
     preview = invoices.preview(org)
@@ -34,6 +41,7 @@ def _money_context(ctx: OrgContext, form: BudgetForm | None = None) -> dict[str,
         "budget_form": form
         or BudgetForm(initial={"monthly_budget": account.monthly_budget, "alert_webhook_url": account.alert_webhook_url}),
         "payments": _payments_enabled(),
+        "credit_form": credit_form or CreditForm(),
         "free_credit": invoices.free_plan_monthly_credit(),
     }
 
@@ -48,6 +56,9 @@ def billing(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
     context: dict[str, object] = {"active_nav": "billing", "sees_money": ctx.role.sees_money}
     if context["sees_money"]:
         context.update(_money_context(ctx))
+        returned = request.GET.get("credit", "")
+        if returned in CREDIT_RETURNS:
+            messages.add_message(request, messages.SUCCESS if returned == "paid" else messages.INFO, CREDIT_RETURNS[returned])
     return render(request, "billing/billing.html", context)
 
 
@@ -83,6 +94,33 @@ def payment_method(request: HttpRequest, ctx: OrgContext, action: str) -> HttpRe
     if url is None:  # Stripe was switched off meanwhile
         raise Http404("Payments are not connected.")
     return HttpResponseRedirect(url)
+
+
+@org_page(read=Role.ADMIN, write=Role.ADMIN)
+@require_POST
+def buy_credit(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
+    """Starts Stripe Checkout for prepaid credit; the webhook grants it once paid."""
+    if stripe_sync.stripe_client() is None:
+        messages.error(request, "Payments are not connected on this platform: credit is granted by the platform's staff.")
+        return redirect("billing", org_slug=ctx.organization.slug)
+    form = CreditForm(request.POST)
+    if form.is_valid():
+        back = request.build_absolute_uri(reverse("billing", kwargs={"org_slug": ctx.organization.slug}))
+        try:
+            url = stripe_sync.checkout_credit_url(
+                org=ctx.organization,
+                amount=form.cleaned_data["amount"],
+                success_url=f"{back}?credit=paid",
+                cancel_url=f"{back}?credit=cancelled",
+            )
+        except ServiceError as error:
+            form.add_error(error.field if error.field in form.fields else None, error.message)
+        else:
+            if url is None:  # Stripe was switched off meanwhile
+                raise Http404("Payments are not connected.")
+            return HttpResponseRedirect(url)
+    context = {"active_nav": "billing", "sees_money": True, **_money_context(ctx, credit_form=form)}
+    return render(request, "billing/billing.html", context, status=400)
 
 
 @org_page(read=Role.ADMIN)

@@ -187,6 +187,15 @@ MUTATING_CALLS = [
         {"return_url": "https://console.example/"},
         allowed=(201, 409),
     ),
+    ApiCall(
+        "prepaid credit checkout",
+        "post",
+        "/api/v1/billing/credit/checkout/",
+        Role.ADMIN,
+        _nothing,
+        {"amount": "25.00", "return_url": "https://console.example/"},
+        allowed=(201, 409),
+    ),
 ]
 
 

@@ -36,7 +36,14 @@ to that path), `POST /_admin/clock`
 window), `GET /_admin/meter_events`
 (the events and, per customer, the raw sum and the billed sum), `POST /_admin/meter_events/lose`
 (JSON `{"identifier": ...}`: an accepted event stops counting), `GET /_admin/requests`,
-`POST /_admin/checkout/<cs_id>/complete` (the customer saves a card in Checkout).
+`POST /_admin/checkout/<cs_id>/complete` (the customer saves a card in Checkout, or in
+payment mode pays; JSON `{"delayed": true}` leaves the payment unpaid, as a delayed
+method does, until `POST /_admin/checkout/<cs_id>/settle`).
+
+Checkout Sessions in payment mode take `line_items` with `price_data` (currency,
+`product` or `product_data[name]`, a non-negative integer `unit_amount`) and a positive
+integer `quantity`, all in one currency, and answer `amount_total` (from $0.50 to
+$999,999.99) and `payment_status`.
 
 Run alone: `python -m tests.stripe_server --port 12111`.
 """
@@ -62,6 +69,9 @@ from urllib.parse import parse_qsl, urlsplit
 PAST_WINDOW_SECONDS = 35 * 24 * 3600
 FUTURE_WINDOW_SECONDS = 5 * 60
 WHOLE_NUMBER = re.compile(r"^[0-9]+$")
+# A payment-mode Checkout Session in USD charges from $0.50 to $999,999.99.
+MINIMUM_CHARGE_CENTS = 50
+MAXIMUM_CHARGE_CENTS = 99_999_999
 _ALPHANUMERIC = string.ascii_letters + string.digits
 
 
@@ -278,6 +288,7 @@ class StripeState:
         _required(params, "success_url")
         if mode == "setup" and not params.get("currency") and not params.get("payment_method_types"):
             raise StripeApiError(400, "currency is required in setup mode when payment_method_types is not set.", param="currency")
+        line_items, amount_total = self._checkout_line_items(params) if mode == "payment" else (None, None)
         session_id = new_id("cs_test_", 58)
         intent = None
         if mode == "setup":
@@ -304,29 +315,123 @@ class StripeState:
             "url": f"{base_url}/c/pay/{session_id}",
             "livemode": False,
         }
+        if mode == "payment":
+            session.update(
+                currency=line_items[0]["currency"] if line_items else params.get("currency"),
+                amount_subtotal=amount_total,
+                amount_total=amount_total,
+                payment_status="unpaid",
+                payment_intent=None,
+                line_items={
+                    "object": "list",
+                    "has_more": False,
+                    "url": f"/v1/checkout/sessions/{session_id}/line_items",
+                    "data": line_items,
+                },
+            )
         self.checkout_sessions[session_id] = session
         return session
+
+    def _checkout_line_items(self, params: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+        """Payment mode's line items, checked as Stripe checks `price_data` ones, and the
+        session's total in the smallest currency unit."""
+        items = params.get("line_items")
+        if not isinstance(items, list) or not items:
+            raise StripeApiError(400, "line_items is required in payment mode.", param="line_items", code="parameter_missing")
+        lines: list[dict[str, Any]] = []
+        for index, item in enumerate(items):
+            at = f"line_items[{index}]"
+            if not isinstance(item, dict):
+                raise StripeApiError(400, f"Invalid object: {at}.", param=at)
+            price_data = item.get("price_data")
+            if not isinstance(price_data, dict):
+                raise StripeApiError(400, f"Missing required param: {at}[price_data].", param=f"{at}[price_data]", code="parameter_missing")
+            currency = price_data.get("currency")
+            if not currency:
+                raise StripeApiError(
+                    400,
+                    f"Missing required param: {at}[price_data][currency].",
+                    param=f"{at}[price_data][currency]",
+                    code="parameter_missing",
+                )
+            name = (price_data.get("product_data") or {}).get("name") if isinstance(price_data.get("product_data"), dict) else None
+            if not name and not price_data.get("product"):
+                raise StripeApiError(
+                    400,
+                    f"You must specify either `product` or `product_data` when creating a price ({at}[price_data]).",
+                    param=f"{at}[price_data]",
+                )
+            unit_amount = str(price_data.get("unit_amount", ""))
+            if not WHOLE_NUMBER.match(unit_amount):
+                raise StripeApiError(
+                    400,
+                    f"Invalid non-negative integer: {at}[price_data][unit_amount].",
+                    param=f"{at}[price_data][unit_amount]",
+                )
+            quantity = str(item.get("quantity", ""))
+            if not WHOLE_NUMBER.match(quantity) or int(quantity) < 1:
+                raise StripeApiError(
+                    400, f"Missing required param: {at}[quantity] (a positive integer).", param=f"{at}[quantity]", code="parameter_missing"
+                )
+            if lines and currency != lines[0]["currency"]:
+                raise StripeApiError(400, "All line items must use the same currency.", param=f"{at}[price_data][currency]")
+            total = int(unit_amount) * int(quantity)
+            lines.append(
+                {
+                    "id": new_id("li_", 24),
+                    "object": "item",
+                    "currency": currency,
+                    "description": name or price_data.get("product"),
+                    "quantity": int(quantity),
+                    "price": {"object": "price", "currency": currency, "unit_amount": int(unit_amount), "type": "one_time"},
+                    "amount_subtotal": total,
+                    "amount_total": total,
+                }
+            )
+        amount_total = sum(line["amount_total"] for line in lines)
+        if amount_total < MINIMUM_CHARGE_CENTS:
+            raise StripeApiError(400, "The Checkout Session's total amount due must add up to at least $0.50 usd", param="line_items")
+        if amount_total > MAXIMUM_CHARGE_CENTS:
+            raise StripeApiError(400, "The Checkout Session's total amount due must be no more than $999,999.99 usd", param="line_items")
+        return lines, amount_total
 
     def get_checkout_session(self, params: dict[str, Any], id: str, **_: Any) -> dict[str, Any]:
         if id not in self.checkout_sessions:
             raise _missing("checkout.session", id, "session")
         return self.checkout_sessions[id]
 
-    def complete_checkout(self, session_id: str) -> dict[str, Any]:
+    def complete_checkout(self, session_id: str, delayed: bool = False) -> dict[str, Any]:
+        """The customer finishes Checkout. In payment mode the charge succeeds at once
+        (`payment_status` paid), or with `delayed` is left to a delayed method (unpaid
+        until `settle_checkout`); the card is not saved to the customer, as Stripe saves
+        none in payment mode unless asked to (`setup_future_usage`)."""
         with self.lock:
             session = self.get_checkout_session({}, session_id)
+            payment = session["mode"] == "payment"
             method = {
                 "id": new_id("pm_", 24),
                 "object": "payment_method",
-                "type": "card",
-                "customer": session["customer"],
+                "type": "us_bank_account" if delayed else "card",
+                "customer": None if payment else session["customer"],
                 "card": {"brand": "visa", "last4": "4242"},
             }
             self.payment_methods[method["id"]] = method
             if session["setup_intent"]:
                 intent = self.setup_intents[session["setup_intent"]]
                 intent.update(status="succeeded", payment_method=method["id"])
+            if payment:
+                session.update(payment_intent=new_id("pi_", 24), payment_status="unpaid" if delayed else "paid")
             session["status"] = "complete"
+            return session
+
+    def settle_checkout(self, session_id: str) -> dict[str, Any]:
+        """A delayed payment of a completed payment-mode session succeeds (Stripe then
+        sends `checkout.session.async_payment_succeeded`)."""
+        with self.lock:
+            session = self.get_checkout_session({}, session_id)
+            if session["mode"] != "payment" or session["status"] != "complete":
+                raise StripeApiError(400, f"Checkout session {session_id} is not a completed payment-mode session.", param="session")
+            session["payment_status"] = "paid"
             return session
 
     def create_portal_session(self, params: dict[str, Any], base_url: str, **_: Any) -> dict[str, Any]:
@@ -840,7 +945,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {"lost": state.lose_meter_event(str(body.get("identifier", "")))})
         elif method == "POST" and (match := re.fullmatch(r"/_admin/checkout/([^/]+)/complete", path)):
             try:
-                self._send_json(200, state.complete_checkout(match.group(1)))
+                self._send_json(200, state.complete_checkout(match.group(1), delayed=bool(body.get("delayed"))))
+            except StripeApiError as error:
+                self._send_json(error.status, error.body)
+        elif method == "POST" and (match := re.fullmatch(r"/_admin/checkout/([^/]+)/settle", path)):
+            try:
+                self._send_json(200, state.settle_checkout(match.group(1)))
             except StripeApiError as error:
                 self._send_json(error.status, error.body)
         else:

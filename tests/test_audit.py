@@ -8,9 +8,10 @@ from tests.conftest import Tenants
 from tests.factories import issue_key
 from tests.helpers import key_api, session_api
 
-# Deleting the organization takes its audit log with it; the payment links create a Stripe
-# session and change nothing here (tests/billing/test_stripe.py).
-NOT_AUDITED = {"delete organization", "payment method checkout", "payment portal"}
+# Deleting the organization takes its audit log with it; the payment links and the credit
+# checkout create a Stripe session and change nothing here (tests/billing/test_stripe.py; a
+# bought credit is audited when Stripe reports it paid, tests/billing/test_prepaid_credit.py).
+NOT_AUDITED = {"delete organization", "payment method checkout", "payment portal", "prepaid credit checkout"}
 AUDITABLE = [call for call in MUTATING_CALLS if call.name not in NOT_AUDITED]
 
 

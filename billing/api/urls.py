@@ -12,4 +12,5 @@ urlpatterns = [
     path("billing/invoices/<str:invoice_id>/<str:kind>/", views.InvoiceDocumentView.as_view(), name="api-invoice-document"),
     path("billing/checkout/", views.CheckoutView.as_view(), name="api-billing-checkout"),
     path("billing/portal/", views.PortalView.as_view(), name="api-billing-portal"),
+    path("billing/credit/checkout/", views.CreditCheckoutView.as_view(), name="api-billing-credit-checkout"),
 ]

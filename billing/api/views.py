@@ -1,8 +1,8 @@
 """Billing in the management API, as the Billing page has it: the running invoice, past
-invoices (JSON, CSV, PDF), credits, the spend limit, the budget and its alerts, and the
-payment-method links. Money, so admins, owners and keys that may write only
-(`Role.sees_money`); everyone else gets 403 naming the role it needs. Every amount is a
-plain decimal string."""
+invoices (JSON, CSV, PDF), credits, the spend limit, the budget and its alerts, the
+payment-method links and buying prepaid credit through Stripe Checkout. Money, so admins,
+owners and keys that may write only (`Role.sees_money`); everyone else gets 403 naming
+the role it needs. Every amount is a plain decimal string."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.http import Http404, HttpResponse
+from django.urls import reverse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -201,3 +202,29 @@ class CheckoutView(PaymentLinkView):
 
 class PortalView(PaymentLinkView):
     action = "portal"
+
+
+class CreditCheckoutSerializer(serializers.Serializer):
+    amount = serializers.DecimalField(
+        max_digits=None, decimal_places=None, help_text='US dollars to buy, in whole cents, from 5 to 10000 (a string, e.g. "25.00").'
+    )
+    return_url = serializers.URLField(
+        max_length=500, required=False, help_text="Where Stripe sends the browser back to; the console's Billing page if left out."
+    )
+
+
+class CreditCheckoutView(BillingAPIView):
+    @extend_schema(
+        operation_id="billing_credit_checkout",
+        request=CreditCheckoutSerializer,
+        responses={201: dict},
+        description="A Stripe Checkout page to buy prepaid credit; the credit is granted once Stripe reports the payment.",
+    )
+    def post(self, request: Request) -> Response:
+        data = validated(CreditCheckoutSerializer, request.data)
+        org = self.ctx.organization
+        back = data.get("return_url") or request.build_absolute_uri(reverse("billing", kwargs={"org_slug": org.slug}))
+        url = stripe_sync.checkout_credit_url(org=org, amount=data["amount"], success_url=back, cancel_url=back)
+        if url is None:
+            raise Conflict("Payments are not connected on this platform: credit is granted by the platform's staff.")
+        return Response({"url": url}, status=status.HTTP_201_CREATED)

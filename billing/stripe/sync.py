@@ -1,7 +1,9 @@
 """Stripe, through the official library's `StripeClient`: a customer per organization, a
-payment method through Checkout (setup mode) and the Customer Portal, a subscription with
-one metered price on a Billing Meter, hourly meter events, and the invoice webhooks that
-move an organization between active, past due and suspended.
+payment method through Checkout (setup mode) and the Customer Portal, prepaid credit
+through Checkout (payment mode; what is bought and granted is billing.stripe.credit's), a
+subscription with one metered price on a Billing Meter, hourly meter events, and the
+webhooks: Checkout's, and the invoice ones that move an organization between active, past
+due and suspended.
 
 Design (README, "Stripe"):
 
@@ -44,6 +46,7 @@ from django.utils import timezone
 
 from billing import accounts, rating
 from billing.invoices import hourly_amounts_micros
+from billing.stripe import credit
 from billing.stripe.models import MeterPush, MeterPushStatus, StripeAccount, StripeCatalog, StripeWebhookEvent
 from billing.stripe.settings import stripe_settings
 from tenancy.models import Membership, Organization, OrgStatus, Role
@@ -164,6 +167,28 @@ def checkout_setup_url(org: Organization, success_url: str, cancel_url: str) -> 
     )
     if not session.url:
         raise stripe.APIError("Stripe returned a Checkout session without a URL.")
+    return session.url
+
+
+def checkout_credit_url(*, org: Organization, amount: Decimal, success_url: str, cancel_url: str) -> str | None:
+    """A Checkout page in payment mode where an owner buys `amount` dollars of prepaid
+    credit (billing.stripe.credit): granted when Stripe reports the session paid."""
+    amount = credit.credit_amount(amount)
+    client = stripe_client()
+    if client is None:
+        return None
+    try:
+        account = ensure_customer(org)
+        if account is None:
+            return None
+        session = client.v1.checkout.sessions.create(
+            credit.session_params(org=org, customer_id=account.customer_id, amount=amount, success_url=success_url, cancel_url=cancel_url)
+        )
+    except stripe.StripeError as error:
+        logger.warning("credit Checkout for %s could not be created: %s", org.pk, error)
+        raise credit.PaymentsUnavailable(credit.UNAVAILABLE) from error
+    if not session.url:
+        raise credit.PaymentsUnavailable(f"Stripe returned a Checkout session without a URL. {credit.UNAVAILABLE}")
     return session.url
 
 
@@ -599,10 +624,32 @@ def _apply_invoice_event(event: stripe.Event, created: datetime) -> str:
     return "applied"
 
 
+def _apply_credit_payment(event: stripe.Event) -> str:
+    """A prepaid-credit Checkout was paid (at completion, or later for a delayed payment
+    method): one grant for the organization whose customer paid (billing.stripe.credit).
+    Nothing else changes: no payment method is saved by buying credit."""
+    session = event.data.object.to_dict()
+    if not credit.is_credit_session(session):
+        return "ignored"
+    customer_id = _id_of(session.get("customer"))
+    account = (
+        StripeAccount.objects.unscoped_across_tenants().select_related("organization").filter(customer_id=customer_id).first()
+        if customer_id
+        else None
+    )
+    if account is None:
+        logger.error("credit session %s paid by an unknown customer %r: not granted", session.get("id"), customer_id)
+        return "ignored"
+    return credit.grant_for_paid_session(org=account.organization, session=session)
+
+
 def _apply_checkout_completed(event: stripe.Event) -> str:
     """A setup-mode Checkout finished: make its payment method the customer's default for
-    invoices, then make sure the organization has its subscription."""
+    invoices, then make sure the organization has its subscription. A prepaid-credit one
+    is granted if it is paid already."""
     session = event.data.object.to_dict()
+    if session.get("mode") == "payment":
+        return _apply_credit_payment(event)
     if session.get("mode") != "setup":
         return "ignored"
     customer_id = _id_of(session.get("customer"))
@@ -620,7 +667,7 @@ def _apply_checkout_completed(event: stripe.Event) -> str:
     return "applied"
 
 
-HANDLERS = {"invoice.paid", "invoice.payment_failed", "checkout.session.completed"}
+HANDLERS = {"invoice.paid", "invoice.payment_failed", "checkout.session.completed", "checkout.session.async_payment_succeeded"}
 
 
 def handle_webhook(payload: bytes, signature: str | None) -> WebhookResult:
@@ -657,6 +704,8 @@ def handle_webhook(payload: bytes, signature: str | None) -> WebhookResult:
             outcome = _apply_invoice_event(event, created)
         elif event.type == "checkout.session.completed":
             outcome = _apply_checkout_completed(event)
+        elif event.type == "checkout.session.async_payment_succeeded":
+            outcome = _apply_credit_payment(event)
         else:
             outcome = "ignored"
         record.outcome = outcome

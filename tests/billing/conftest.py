@@ -52,8 +52,12 @@ class StripeDouble:
     def invoice_items(self) -> list[dict[str, Any]]:
         return list(self.state()["invoice_items"].values())
 
-    def complete_checkout(self, session_id: str) -> dict[str, Any]:
-        return self._admin("POST", f"checkout/{session_id}/complete")
+    def complete_checkout(self, session_id: str, *, delayed: bool = False) -> dict[str, Any]:
+        return self._admin("POST", f"checkout/{session_id}/complete", {"delayed": True} if delayed else None)
+
+    def settle_checkout(self, session_id: str) -> dict[str, Any]:
+        """A delayed payment of a completed session succeeds."""
+        return self._admin("POST", f"checkout/{session_id}/settle")
 
 
 @pytest.fixture(scope="session")

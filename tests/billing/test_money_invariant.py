@@ -260,12 +260,8 @@ def test_what_stripe_bills_is_the_invoice_after_late_events_and_price_changes(  
     # After the push: the late half, replays, and price versions on hours already pushed.
     ingest.write_batch(records[1::2] + [r for r, e in zip(records, events, strict=True) if e["replayed"]])
     for hour, input_price, output_price in token_versions:
-        ModelPrice.objects.create(
-            model="llama",
-            input_price_per_mtok=input_price,
-            output_price_per_mtok=output_price,
-            effective_from=MONTH + timedelta(hours=hour),
-        )
+        start = MONTH + timedelta(hours=hour)
+        ModelPrice.objects.create(model="llama", input_price_per_mtok=input_price, output_price_per_mtok=output_price, effective_from=start)
     in_grace = rating.next_month(MONTH) + timedelta(minutes=30)
     stripe_double.clock(int((in_grace - timezone.now()).total_seconds()))
     report = reconcile.reconcile_organization(org.pk, now=in_grace)
