@@ -109,12 +109,16 @@ class Line:
         self.exact_amount += amount
 
 
-def _hourly_usage(org: Organization, start: datetime, end: datetime, key_ids: Sequence[str] | None = None) -> Iterable[dict[str, Any]]:
+def _hourly_usage(
+    org: Organization, start: datetime, end: datetime, key_ids: Sequence[str] | None = None, route: str | None = None
+) -> Iterable[dict[str, Any]]:
     """Per hour and model, split by whether a deployment served it: tokens and cost (of
-    some API keys' requests, if given)."""
+    some API keys' requests, or of one route's, if given)."""
     rows = UsageRollup.objects.for_org(org).filter(granularity=Granularity.HOUR, breakdown=Breakdown.ALL, bucket__gte=start, bucket__lt=end)
     if key_ids is not None:
         rows = rows.filter(key_id__in=list(key_ids))
+    if route is not None:
+        rows = rows.filter(route=route)
     return (
         rows.annotate(dedicated=~Q(deployment_id=""))
         .values("bucket", "model", "dedicated")
@@ -131,9 +135,11 @@ def rate(
     now: datetime | None = None,
     book: PriceBook | None = None,
     key_ids: Sequence[str] | None = None,
+    route: str | None = None,
 ) -> list[Line]:
-    """The lines for [start, end) (whole hours), in a stable order. For API keys: only
-    their requests' per-token charges (GPU time belongs to deployments, not keys)."""
+    """The lines for [start, end) (whole hours), in a stable order. For API keys, or a
+    route: only their requests' per-token charges (GPU time belongs to deployments, not
+    to keys or routes)."""
     book = book or PriceBook.load(org)
     lines: dict[tuple[object, ...], Line] = {}
 
@@ -142,7 +148,7 @@ def rate(
             lines[key] = Line(key=key, **spec)
         return lines[key]
 
-    for row in _hourly_usage(org, start, end, key_ids):
+    for row in _hourly_usage(org, start, end, key_ids, route):
         if row["dedicated"]:
             continue  # billed as GPU time
         hour, model = row["bucket"], row["model"]
@@ -173,7 +179,7 @@ def rate(
             }
             line(("provider", model, percent), **spec).add(row["cost"], row["cost"] * multiplier)
 
-    if key_ids is None:
+    if key_ids is None and route is None:
         _rate_gpu_time(org, start, end, now, book, line)
     order: list[str] = [InvoiceLine.Kind.TOKENS, InvoiceLine.Kind.PROVIDER, InvoiceLine.Kind.GPU]
     return sorted(lines.values(), key=lambda item: (order.index(item.kind), item.description))
@@ -209,6 +215,14 @@ def keys_month_to_date(org: Organization, key_ids: Sequence[str], now: datetime,
     keys it was rotated from share one budget)."""
     end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     return sum((line.exact_amount for line in rate(org, month_start(now), end, now=now, book=book, key_ids=key_ids)), Decimal(0))
+
+
+def route_month_to_date(org: Organization, route: str, now: datetime, *, book: PriceBook | None = None) -> Decimal:
+    """This month's exact per-token charges of the requests made through a route's name
+    (the usage events' `route`); requests a dedicated deployment served bill GPU time and
+    count nothing here."""
+    end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    return sum((line.exact_amount for line in rate(org, month_start(now), end, now=now, book=book, route=route)), Decimal(0))
 
 
 def to_micros(amount: Decimal) -> int:

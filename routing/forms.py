@@ -6,7 +6,7 @@ from django import forms
 
 from routing import selectors
 from routing.models import Strategy
-from routing.services import MAX_FALLBACKS, RouteSpec, TargetSpec
+from routing.services import MAX_FALLBACKS, UNCHANGED, RouteSpec, TargetSpec
 from tenancy.models import Organization
 
 
@@ -30,9 +30,23 @@ class RouteForm(forms.Form):
     breaker_failures = forms.IntegerField(min_value=1, max_value=100, initial=5, label="Breaker opens after (failures)")
     breaker_cooldown_s = forms.FloatField(min_value=0.1, max_value=3600, initial=10, label="Breaker cool-down (s)")
 
-    def __init__(self, *args: Any, regions: list[str], **kwargs: Any) -> None:
+    monthly_budget = forms.DecimalField(
+        required=False,
+        min_value=0,
+        max_digits=14,
+        decimal_places=2,
+        label="Monthly budget ($)",
+        help_text="Per-token charges of requests made through this route's name, a month; past it the route answers 402 "
+        "until the month ends. Empty: no budget. Requests a dedicated deployment serves are billed as GPU time, not per route, "
+        "and do not count.",
+    )
+
+    def __init__(self, *args: Any, regions: list[str], money: bool, **kwargs: Any) -> None:
+        """`money`: the editor's role sees money (Role.sees_money); only then is the budget shown and set."""
         super().__init__(*args, **kwargs)
         cast(forms.MultipleChoiceField, self.fields["allowed_regions"]).choices = [(region, region) for region in regions]
+        if not money:
+            del self.fields["monthly_budget"]
 
     def clean_fallbacks(self) -> list[str]:
         return [name.strip() for name in self.cleaned_data["fallbacks"].split(",") if name.strip()]
@@ -85,6 +99,7 @@ def route_spec(form: RouteForm, targets: Any) -> RouteSpec:
         deadline_s=data["deadline_s"],
         breaker_failures=data["breaker_failures"],
         breaker_cooldown_s=data["breaker_cooldown_s"],
+        monthly_budget=data["monthly_budget"] if "monthly_budget" in form.fields else UNCHANGED,
     )
 
 

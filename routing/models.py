@@ -72,6 +72,11 @@ class ModelRoute(models.Model):
     deadline_s = models.FloatField(default=120.0, validators=[MinValueValidator(0.1), MaxValueValidator(3600)])
     breaker_failures = models.PositiveSmallIntegerField(default=5, validators=[MinValueValidator(1), MaxValueValidator(100)])
     breaker_cooldown_s = models.FloatField(default=10.0, validators=[MinValueValidator(0.1), MaxValueValidator(3600)])
+    # USD a month of the per-token charges of requests made through this route's name
+    # (a dedicated deployment's requests bill GPU time, not tokens); null: no budget.
+    monthly_budget = models.DecimalField(
+        max_digits=14, decimal_places=2, null=True, blank=True, validators=[MinValueValidator(Decimal("0"))]
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from enum import Enum
 from typing import Any
 
 from django.conf import settings
@@ -38,6 +39,16 @@ class TargetSpec:
     weight: int = 100
 
 
+class Unchanged(Enum):
+    """A route's budget left as it is: members edit routes but do not see money."""
+
+    UNCHANGED = "unchanged"
+
+
+UNCHANGED = Unchanged.UNCHANGED
+MAX_BUDGET = Decimal("1e12")
+
+
 @dataclass(frozen=True)
 class RouteSpec:
     name: str
@@ -50,6 +61,9 @@ class RouteSpec:
     deadline_s: float = 120.0
     breaker_failures: int = 5
     breaker_cooldown_s: float = 10.0
+    # USD a month of per-token charges; None: no budget; UNCHANGED: as it is (none for a
+    # new route). Setting it takes an admin.
+    monthly_budget: Decimal | None | Unchanged = UNCHANGED
 
 
 # ---------------------------------------------------------------------------------------
@@ -171,6 +185,7 @@ def route_snapshot(route: ModelRoute) -> dict[str, Any]:
         "deadline_s": route.deadline_s,
         "breaker_failures": route.breaker_failures,
         "breaker_cooldown_s": route.breaker_cooldown_s,
+        "monthly_budget": plain(route.monthly_budget) if route.monthly_budget is not None else None,
         "targets": [
             {
                 "deployment": t.deployment_id or None,
@@ -190,10 +205,28 @@ def known_regions(ctx: OrgContext) -> set[str]:
 
 
 def _validate_route(ctx: OrgContext, spec: RouteSpec, existing: ModelRoute | None) -> None:
+    _validate_budget(ctx, spec.monthly_budget)
     _validate_route_name(ctx, spec, existing)
     _validate_route_policy(ctx, spec)
     _validate_fallbacks(ctx, spec)
     _validate_targets(spec)
+
+
+def _validate_budget(ctx: OrgContext, budget: Decimal | None | Unchanged) -> None:
+    if budget is UNCHANGED:
+        return
+    ctx.require_role(Role.ADMIN, "set a route's monthly budget")
+    if budget is not None and (
+        not isinstance(budget, Decimal)
+        or not budget.is_finite()
+        or budget < 0
+        or budget >= MAX_BUDGET
+        or budget != budget.quantize(Decimal("0.01"))
+    ):
+        raise ServiceError(
+            "A route's monthly budget is in dollars: zero or more, with at most two decimals (e.g. 25.00); leave it empty for none.",
+            field="monthly_budget",
+        )
 
 
 def _validate_route_name(ctx: OrgContext, spec: RouteSpec, existing: ModelRoute | None) -> None:
@@ -301,6 +334,8 @@ def _apply(route: ModelRoute, spec: RouteSpec) -> None:
     route.deadline_s = float(spec.deadline_s)
     route.breaker_failures = spec.breaker_failures
     route.breaker_cooldown_s = float(spec.breaker_cooldown_s)
+    if spec.monthly_budget is not UNCHANGED:
+        route.monthly_budget = spec.monthly_budget
 
 
 @transaction.atomic

@@ -56,10 +56,10 @@ def _route_form_page(request: HttpRequest, ctx: OrgContext, route: ModelRoute | 
             }
             for t in selectors.targets(ctx.organization, route)
         ]
-        form = RouteForm(initial=initial, regions=regions)
+        form = RouteForm(initial=initial, regions=regions, money=ctx.role.sees_money)
         targets = TargetFormSet(initial=targets_initial, prefix="targets", form_kwargs={"choices": choices})
     else:
-        form = RouteForm(request.POST or None, regions=regions)
+        form = RouteForm(request.POST or None, regions=regions, money=ctx.role.sees_money)
         targets = TargetFormSet(request.POST or None, prefix="targets", form_kwargs={"choices": choices})
     if request.method == "POST" and form.is_valid() and targets.is_valid():
         try:
@@ -106,6 +106,7 @@ def route_detail(request: HttpRequest, ctx: OrgContext, route_id: str) -> HttpRe
         "closed": CLOSED,
         "traffic": selectors.traffic(ctx.organization, route.name),
         "can_edit": ctx.role.at_least(Role.MEMBER),
+        "sees_money": ctx.role.sees_money,
         "active_nav": "routing",
     }
     return render(request, "routing/route_detail.html", context)

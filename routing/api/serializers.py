@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from rest_framework import serializers
@@ -57,8 +58,23 @@ class TargetSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+BUDGET_HELP = (
+    "USD a month of the per-token charges of requests made through this route's name; past it the route answers 402 "
+    "route_budget_reached. Requests a dedicated deployment serves bill GPU time, not per route, and count nothing here."
+)
+
+
 class RouteSerializer(serializers.ModelSerializer):
     targets = serializers.SerializerMethodField()
+    # Not required in the schema: only roles that see money get it (an output-only
+    # serializer, so "not read-only" changes nothing but that).
+    monthly_budget = serializers.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        required=False,
+        allow_null=True,
+        help_text=BUDGET_HELP + " Only for admins, owners and keys that may write.",
+    )
 
     class Meta:
         model = ModelRoute
@@ -73,11 +89,19 @@ class RouteSerializer(serializers.ModelSerializer):
             "deadline_s",
             "breaker_failures",
             "breaker_cooldown_s",
+            "monthly_budget",
             "targets",
             "created_at",
             "updated_at",
         ]
-        read_only_fields = fields
+        read_only_fields = [name for name in fields if name != "monthly_budget"]
+
+    def to_representation(self, instance: ModelRoute) -> dict[str, Any]:
+        data: dict[str, Any] = super().to_representation(instance)
+        ctx = self.context.get("ctx")
+        if ctx is None or not ctx.role.sees_money:
+            data.pop("monthly_budget", None)  # money, for the roles that may see it
+        return data
 
     def get_targets(self, route: ModelRoute) -> list[dict[str, Any]]:
         rows = (
@@ -107,6 +131,14 @@ class RouteWriteSerializer(serializers.Serializer):
     breaker_failures = serializers.IntegerField(min_value=1, max_value=100, default=5)
     breaker_cooldown_s = serializers.FloatField(min_value=0.1, max_value=3600, default=10.0)
     targets = TargetWriteSerializer(many=True, allow_empty=False, max_length=services.MAX_TARGETS)
+    monthly_budget = serializers.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        min_value=Decimal(0),
+        required=False,
+        allow_null=True,
+        help_text=BUDGET_HELP + " null: none; left out: unchanged. Setting it takes an admin.",
+    )
 
 
 def route_spec(data: dict[str, Any]) -> services.RouteSpec:
@@ -127,4 +159,5 @@ def route_spec(data: dict[str, Any]) -> services.RouteSpec:
         deadline_s=data["deadline_s"],
         breaker_failures=data["breaker_failures"],
         breaker_cooldown_s=data["breaker_cooldown_s"],
+        monthly_budget=data.get("monthly_budget", services.UNCHANGED),
     )

@@ -39,7 +39,10 @@ class RouteDetailView(RouteAPIView):
     def get(self, request: Request, route_id: str) -> Response:
         return Response(self.get_serializer(self.get_route()).data)
 
-    @extend_schema(request=s.RouteWriteSerializer, description="Replaces the route's settings and targets.")
+    @extend_schema(
+        request=s.RouteWriteSerializer,
+        description="Replaces the route's settings and targets; a monthly_budget left out stays as it is.",
+    )
     def put(self, request: Request, route_id: str) -> Response:
         route = self.get_route()  # a foreign id is 404 before the body is judged
         route = services.update_route(self.ctx, route, s.route_spec(validated(s.RouteWriteSerializer, request.data)))

@@ -74,10 +74,11 @@ async def admit(
 async def reserve_spend(
     ledger: SpendLedger, *, exchange: Exchange, snapshot: OrgSnapshot, policy: SpendPolicy, route: Route, payload: dict[str, Any]
 ) -> None:
-    """Holds the most this request can be charged under the organization's monthly limit
-    and its key's budget, or refuses it with 402 naming which. Requests already in flight
-    are never cut off."""
-    caps = policy.caps_for(exchange.caller.key_id if exchange.caller else "")
+    """Holds the most this request can be charged under the organization's monthly limit,
+    its key's budget and its route's budget, all in one step or none, or refuses it with
+    402 naming which. The route is the one the caller named: its fallbacks' targets serve
+    under its budget. Requests already in flight are never cut off."""
+    caps = policy.caps_for(exchange.caller.key_id if exchange.caller else "", "" if route.is_deployment else route.name)
     if not caps:
         return
     prompt_bound, output_bound = spend_token_bounds(payload, exchange.endpoint)

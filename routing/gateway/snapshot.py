@@ -209,11 +209,12 @@ def load_snapshot(org_id: str) -> OrgSnapshot:
 
 
 def _spend_policy(org: Organization) -> SpendPolicy | None:
-    """The organization's monthly limit and its keys' budgets, each with the month's spend
-    so far, and today's prices; rated only where there is a limit."""
+    """The organization's monthly limit and its keys' and routes' budgets, each with the
+    month's spend so far, and today's prices; rated only where there is a limit."""
     limit = invoices.spend_limit(org)
     lineages = _budget_lineages(org)
-    if limit is None and not lineages:
+    budgeted_routes = list(ModelRoute.objects.for_org(org).exclude(monthly_budget=None).only("pk", "name", "monthly_budget"))
+    if limit is None and not lineages and not budgeted_routes:
         return None
     now = timezone.now()
     book = rating.PriceBook.load(org)
@@ -238,9 +239,23 @@ def _spend_policy(org: Organization) -> SpendPolicy | None:
             code="key_budget_reached",
         )
         keys.update(dict.fromkeys(members, cap))
+    routes = {}
+    for route in budgeted_routes:
+        budget = route.monthly_budget
+        assert budget is not None
+        routes[route.name] = Cap(
+            scope=f"route:{route.pk}",
+            limit_micros=to_micros(budget),
+            spent_micros=to_micros(rating.route_month_to_date(org, route.name, now, book=book), up=True),
+            refusal=f"The route {route.name} has reached its monthly budget of ${budget}. New requests to it are refused until "
+            "the month ends or the budget is lifted: an admin of the organization can raise or remove it in the console "
+            f"(Routing) or the management API (PUT /api/v1/routes/{route.pk}/). The organization's other routes are not affected.",
+            code="route_budget_reached",
+        )
     return SpendPolicy(
         organization=organization,
         keys=keys,
+        routes=routes,
         model_prices={
             model: (price.input_price_per_mtok, price.output_price_per_mtok) for model, price in current.items() if price is not None
         },

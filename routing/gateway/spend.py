@@ -1,6 +1,7 @@
 """Spend caps in the gateway: a request is admitted only if the most it can cost still fits
-under the organization's monthly limit (the staff's hard cap, or on the free plan what
-its credits cover), counting what other requests have reserved.
+under every monthly limit that applies to it, counting what other requests have reserved:
+the organization's (the staff's hard cap, or on the free plan what its credits cover), its
+API key's budget and its route's budget.
 
 Money here is integer micro-dollars. The month's spend as rated from the database comes
 with the organization's snapshot (refreshed every few seconds). Between refreshes, and
@@ -26,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Protocol
 
@@ -36,9 +37,9 @@ SETTLED_WINDOW_S = 10  # longer than a snapshot's age plus the ingester's delay
 
 @dataclass(frozen=True, slots=True)
 class Cap:
-    """One monthly limit: the organization's, or one API key's budget."""
+    """One monthly limit: the organization's, one API key's budget or one route's."""
 
-    scope: str  # names its ledger entries: the organization's id, or "key:<id>"
+    scope: str  # names its ledger entries: the organization's id, "key:<id>" or "route:<id>"
     limit_micros: int
     spent_micros: int  # this month, rated from the database
     refusal: str  # the 402 message: what the limit is and who can lift it
@@ -53,10 +54,13 @@ class SpendPolicy:
     keys: dict[str, Cap]  # key id -> its budget, for the keys that have one
     model_prices: dict[str, tuple[Decimal, Decimal]]  # model -> input, output per million tokens
     markup: Decimal  # external providers' cost multiplier
+    routes: dict[str, Cap] = field(default_factory=dict)  # route name -> its budget, for the routes that have one
 
-    def caps_for(self, key_id: str) -> list[Cap]:
+    def caps_for(self, key_id: str, route: str = "") -> list[Cap]:
+        """The organization's limit, the key's budget and the route's budget, those that exist."""
         caps = [self.organization] if self.organization is not None else []
-        return caps + ([self.keys[key_id]] if key_id in self.keys else [])
+        caps += [self.keys[key_id]] if key_id in self.keys else []
+        return caps + ([self.routes[route]] if route in self.routes else [])
 
 
 def to_micros(amount: Decimal, *, up: bool = False) -> int:

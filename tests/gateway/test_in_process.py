@@ -299,6 +299,51 @@ def test_a_keys_budget_binds_that_key_only_under_concurrency() -> None:
     assert charged * 1_000 <= budget.limit_micros  # never over the key's budget
 
 
+def test_a_routes_budget_binds_that_route_only_under_concurrency() -> None:
+    """A route with a budget for about three requests, ten sent at once: at most three are
+    served, the rest get 402 route_budget_reached; another route of the organization, and
+    the other tenant, are served."""
+    one = 12 * 1_000  # 12 tokens at $1,000 per million, in micro-dollars
+    budget = Cap(
+        scope="route:rte_chat",
+        limit_micros=3 * one + one // 2,
+        spent_micros=0,
+        refusal="Route budget reached.",
+        code="route_budget_reached",
+    )
+    policy = SpendPolicy(organization=None, keys={}, routes={"chat": budget}, model_prices={}, markup=Decimal(1))
+    pool = ScriptedPool({"http://a.test": [_ok(5, 7) for _ in range(11)], "http://globex.test": [_ok()]})
+    routes = (
+        _route("chat", _target("only", "http://a.test", price="1000")),
+        _route("other", _target("other", "http://a.test", price="1000")),
+    )
+    harness = Harness(pool, *routes, spend=policy)
+    capped = {**CHAT, "max_tokens": 7, "messages": [{"role": "user", "content": "Hi"}]}  # bound: 2 + 16 prompt, 7 out
+
+    async def burst() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=harness.gateway)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+            answers = await asyncio.gather(
+                *(client.post("/v1/chat/completions", json=capped, headers={"Authorization": "Bearer sbk_acme"}) for _ in range(10))
+            )
+            other = await client.post(
+                "/v1/chat/completions", json={**capped, "model": "other"}, headers={"Authorization": "Bearer sbk_acme"}
+            )
+            globex = await client.post(
+                "/v1/chat/completions", json={**capped, "model": "globex-private"}, headers={"Authorization": "Bearer sbk_globex"}
+            )
+            return [*answers, other, globex]
+
+    answers = asyncio.run(burst())
+    statuses = [answer.status_code for answer in answers]
+    served = statuses[:10].count(200)
+    assert 1 <= served <= 3 and statuses[:10].count(402) == 10 - served and statuses[10:] == [200, 200]
+    refused = next(answer for answer in answers if answer.status_code == 402).json()["error"]
+    assert refused["code"] == "route_budget_reached" and refused["message"] == "Route budget reached."
+    charged = sum(event.input_tokens + event.output_tokens for event in harness.events if event.route == "chat" and event.status == 200)
+    assert charged * 1_000 <= budget.limit_micros  # never over the route's budget
+
+
 def test_another_tenants_route_does_not_exist_for_you() -> None:
     pool = ScriptedPool({"http://globex.test": [_ok()]})
     harness = Harness(pool, _route("chat", _target("only", "http://a.test")))

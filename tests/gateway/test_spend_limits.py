@@ -1,14 +1,15 @@
 """The monthly spend limit in the gateway: 402 once reached, no overspending under
 concurrent load (across two gateway processes on Redis), streams in flight finish, and
-the free plan stops at its credit."""
+the free plan stops at its credit; keys' and routes' budgets bind the same way."""
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from decimal import Decimal
@@ -18,15 +19,20 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
+from billing import rating
 from billing.models import BillingAccount, ModelPrice, Plan
 from metering import ingest
+from metering.models import UsageEvent
+from routing.models import ExternalProvider, ModelRoute
 from tenancy import services
 from tests.conftest import Tenants
 from tests.factories import issue_key, owner_context
 from tests.gateway.conftest import Backend, set_limits
 from tests.gateway.helpers import chat, provider_for, route_to, wait_for
+from tests.helpers import session_api
 from tests.metering.test_usage_pipeline import _record
-from tests.servers import asgi_server, asgi_server_process, child_database_url, child_env
+from tests.servers import asgi_server, asgi_server_process, child_database_url, child_env, usage_ingester
+from tests.service_processes import private_redis
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -194,3 +200,116 @@ def test_a_keys_budget_holds_under_concurrency_across_gateways(gateway: str, ten
     refused = next(r for r in responses if r.status_code == 402).json()["error"]
     assert refused["code"] == "key_budget_reached" and "This API key has reached its monthly budget" in refused["message"]
     assert chat(gateway, other, "priced", max_tokens=7).status_code == 200
+
+
+def _set_route_budget(tenants: Tenants, name: str, budget: Decimal | None) -> ModelRoute:
+    """As an admin would, through the management API."""
+    route = ModelRoute.objects.for_org(tenants.org_a).get(name=name)
+    provider = ExternalProvider.objects.for_org(tenants.org_a).get()
+    body = {
+        "name": name,
+        "targets": [{"provider": provider.pk, "provider_model": "bench-model"}],
+        "monthly_budget": None if budget is None else str(budget),
+    }
+    answer = session_api(tenants.admin_a, tenants.org_a).put(f"/api/v1/routes/{route.pk}/", body, format="json")
+    assert answer.status_code == 200, answer.content
+    return route
+
+
+def test_a_routes_budget_refuses_that_route_only_until_an_admin_lifts_it(gateway: str, tenants: Tenants, backends: list[Backend]) -> None:
+    _priced_route(tenants, backends[0])
+    route_to(tenants.org_a, "also-priced", [(ExternalProvider.objects.for_org(tenants.org_a).get(), 100)])
+    route = _set_route_budget(tenants, "priced", Decimal("0.05"))
+    # This month so far: $0.10 through the route (100 tokens at $1,000 per million).
+    at = max(timezone.now() - timedelta(minutes=1), rating.month_start(timezone.now()))
+    ingest.write_batch(
+        [_record(tenants.org_a.pk, "earlier", at=at, model="priced", route="priced", input_tokens=100, output_tokens=0, cost=Decimal(0))]
+    )
+    key, other_tenant = issue_key(tenants.org_a).plaintext, issue_key(tenants.org_b).plaintext
+
+    refused = chat(gateway, key, "priced", max_tokens=7)
+    assert refused.status_code == 402, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "route_budget_reached" and error["type"] == "insufficient_quota"
+    assert "The route priced has reached its monthly budget of $0.05" in error["message"]
+    assert "an admin of the organization can raise or remove it in the console (Routing) or the management API" in error["message"]
+    assert f"/api/v1/routes/{route.pk}/" in error["message"]
+    assert backends[0].requests == 0  # nothing was sent upstream
+    # Another route of the organization, and the other tenant's route of the same name, are served.
+    assert chat(gateway, key, "also-priced", max_tokens=7).status_code == 200
+    assert chat(gateway, other_tenant, "priced", max_tokens=7).status_code == 200
+    # Lifted by an admin: served again once the gateway's snapshot refreshes.
+    _set_route_budget(tenants, "priced", None)
+    wait_for(lambda: chat(gateway, key, "priced", max_tokens=7).status_code == 200, timeout=6, interval=0.3)
+
+
+@contextlib.contextmanager
+def _shared_redis() -> Iterator[tuple[str, bool]]:
+    """The stack's Redis; on the embedded default, a private redis-server (its usage
+    events then need an ingester of their own). Yields the URL and whether it is private."""
+    if settings.REDIS_URL:
+        yield settings.REDIS_URL, False
+        return
+    if shutil.which("redis-server") is None:
+        pytest.skip("no REDIS_URL and no redis-server binary: no Redis for two gateway processes to share")
+    with private_redis() as server:
+        yield server.url, True
+
+
+def test_route_and_key_budgets_hold_for_concurrent_requests_over_two_gateway_processes(
+    gateway: str, tenants: Tenants, backends: list[Backend]
+) -> None:
+    """Two gateway processes on one Redis, forty requests at once split across both and
+    across two keys of one organization on a route with a budget for twenty requests; one
+    key has a budget for ten. Every admitted request's most possible charge fitted under
+    both budgets when it was admitted, so what is charged (the stored usage, rated as the
+    invoice rates it) never exceeds either budget; the refused get 402 naming the budget
+    that refused."""
+    _priced_route(tenants, backends[0])
+    route_to(tenants.org_a, "also-priced", [(ExternalProvider.objects.for_org(tenants.org_a).get(), 100)])
+    one = _charge_of_one(gateway, tenants)
+    cent = Decimal("0.01")
+    route_budget, key_budget = (one * 20).quantize(cent), (one * 10).quantize(cent)  # exact: one is whole tenths of a cent
+    assert route_budget == one * 20 and key_budget == one * 10
+    _set_route_budget(tenants, "priced", route_budget)
+    capped = services.create_api_key(owner_context(tenants.org_a), name="capped", scopes=["inference"], monthly_budget=key_budget)
+    free = issue_key(tenants.org_a, name="free-running")
+    keys = {capped.api_key.pk: capped.plaintext, free.api_key.pk: free.plaintext}
+    backends[0].control(latency_ms=300)  # all of them in flight together
+    with _shared_redis() as (redis_url, private), contextlib.ExitStack() as stack:
+        env = child_env(DATABASE_URL=child_database_url(), REDIS_URL=redis_url)
+        if private:
+            stack.enter_context(usage_ingester(env))  # the session's ingester reads no private Redis
+        urls = [stack.enter_context(asgi_server(env)), stack.enter_context(asgi_server(env))]
+        jobs = [(urls[i % 2], list(keys)[(i // 2) % 2]) for i in range(40)]
+        with ThreadPoolExecutor(40) as pool:
+            responses = list(pool.map(lambda job: (job[1], chat(job[0], keys[job[1]], "priced", max_tokens=7)), jobs))
+        backends[0].control(latency_ms=0)
+        responses += [(key_id, chat(url, keys[key_id], "priced", max_tokens=7)) for url in urls for key_id in keys]
+        # Only that route is spent: the organization's other route, and the other tenant, are served.
+        assert chat(urls[0], free.plaintext, "also-priced", max_tokens=7).status_code == 200
+        assert chat(urls[1], issue_key(tenants.org_b).plaintext, "priced", max_tokens=7).status_code == 200
+
+        served = [(key_id, r) for key_id, r in responses if r.status_code == 200]
+        ids = [r.headers["x-request-id"] for _, r in served]
+        wait_for(lambda: UsageEvent.objects.for_org(tenants.org_a).filter(request_id__in=ids).count() == len(ids), timeout=30)
+
+    codes = Counter(r.status_code for _, r in responses)
+    assert set(codes) == {200, 402}, codes
+    refusals = {key_id: Counter(r.json()["error"]["code"] for k, r in responses if k == key_id and r.status_code == 402) for key_id in keys}
+    assert set(refusals[free.api_key.pk]) == {"route_budget_reached"}  # it has no budget of its own
+    assert set(refusals[capped.api_key.pk]) <= {"route_budget_reached", "key_budget_reached"}
+    message = next(r for k, r in responses if k == free.api_key.pk and r.status_code == 402).json()["error"]["message"]
+    assert f"The route priced has reached its monthly budget of ${route_budget}" in message
+
+    # What was charged, from the answers and from the stored usage as billing rates it.
+    tokens = Counter({key_id: 0 for key_id in keys})
+    for key_id, r in served:
+        tokens[key_id] += r.json()["usage"]["total_tokens"]
+    now = timezone.now()
+    route_charged = rating.route_month_to_date(tenants.org_a, "priced", now)
+    key_charged = rating.keys_month_to_date(tenants.org_a, [capped.api_key.pk], now)
+    print(f"served {len(served)} of {len(responses)}: ${route_charged} on the route (budget ${route_budget}), ${key_charged} on the key")
+    assert route_charged == sum(tokens.values()) * PER_TOKEN <= route_budget
+    assert key_charged == tokens[capped.api_key.pk] * PER_TOKEN <= key_budget
+    assert tokens[capped.api_key.pk] and tokens[free.api_key.pk]  # both keys were served some
