@@ -22,6 +22,7 @@ org_patterns: list[URLPattern | URLResolver] = [
     path("keys/", keys.api_keys, name="keys"),
     path("keys/<str:key_id>/revoke/", keys.revoke_api_key, name="key-revoke"),
     path("keys/<str:key_id>/rotate/", keys.rotate_api_key, name="key-rotate"),
+    path("keys/<str:key_id>/limits/", keys.api_key_limits, name="key-limits"),
     path("members/", members.members, name="members"),
     path("members/<str:member_id>/role/", members.change_role, name="member-role"),
     path("members/<str:member_id>/remove/", members.remove_member, name="member-remove"),

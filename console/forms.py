@@ -54,6 +54,16 @@ class ApiKeyForm(forms.Form):
         return [name.strip() for name in self.cleaned_data["allowed_models"].split(",") if name.strip()]
 
 
+class ApiKeyLimitsForm(forms.Form):
+    """A key's models and budget, changed after it was created."""
+
+    allowed_models = ApiKeyForm.base_fields["allowed_models"]
+    monthly_budget = ApiKeyForm.base_fields["monthly_budget"]
+
+    def models(self) -> list[str]:
+        return [name.strip() for name in self.cleaned_data["allowed_models"].split(",") if name.strip()]
+
+
 class InvitationForm(forms.Form):
     email = forms.EmailField(required=False, help_text="Leave empty to make a link anyone you give it to can use once.")
     role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)

@@ -232,3 +232,36 @@ def test_rotating_a_key_keeps_its_models_and_budget_and_never_resets_its_spend(t
     old, new = policy.keys[issued.api_key.pk], policy.keys[replacement.pk]
     assert old is new and new.spent_micros == 2_000_000  # $2 spent before the rotation still counts
     assert load_snapshot(tenants.org_b.pk).spend is None  # the other tenant has no limits
+
+
+def test_an_admin_changes_a_keys_models_and_budget_in_the_console_after_creating_it(tenants: Tenants) -> None:
+    ctx = owner_context(tenants.org_a)
+    key = services.create_api_key(ctx, name="backend", scopes=["inference"]).api_key
+    other = services.create_api_key(owner_context(tenants.org_b), name="theirs", scopes=["inference"]).api_key
+    admin = Client()
+    admin.force_login(tenants.admin_a)
+    url = f"/o/acme/keys/{key.pk}/limits/"
+    assert f'href="{url}"' in admin.get("/o/acme/keys/").content.decode()
+    assert admin.get(url).status_code == 200
+
+    refused = admin.post(url, {"allowed_models": "chat", "monthly_budget": "-3"})
+    assert refused.status_code == 400 and "greater than or equal to 0.01" in refused.content.decode()
+    assert admin.post(url, {"allowed_models": "chat, embed", "monthly_budget": "7.25"}).status_code == 302
+    key.refresh_from_db()
+    assert key.allowed_models == ["chat", "embed"] and key.monthly_budget == Decimal("7.25")
+    policy = load_snapshot(tenants.org_a.pk).spend
+    assert policy is not None and policy.keys[key.pk].limit_micros == 7_250_000  # what the gateway enforces
+    assert admin.post(url, {"allowed_models": "", "monthly_budget": ""}).status_code == 302
+    key.refresh_from_db()
+    assert key.allowed_models == [] and key.monthly_budget is None
+
+    # Members and viewers cannot open it; another tenant's key is not found.
+    for user in (tenants.member_a, tenants.viewer_a):
+        client = Client()
+        client.force_login(user)
+        assert client.get(url).status_code == 403
+        assert client.post(url, {"allowed_models": "x", "monthly_budget": "1"}).status_code == 403
+    assert admin.get(f"/o/acme/keys/{other.pk}/limits/").status_code == 404
+    assert admin.post(f"/o/acme/keys/{other.pk}/limits/", {"allowed_models": "x"}).status_code == 404
+    other.refresh_from_db()
+    assert other.allowed_models == []

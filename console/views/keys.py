@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
-from console.forms import ApiKeyForm
+from console.forms import ApiKeyForm, ApiKeyLimitsForm
 from tenancy import selectors, services
 from tenancy.context import OrgContext
 from tenancy.decorators import org_page
@@ -85,3 +85,26 @@ def rotate_api_key(request: HttpRequest, ctx: OrgContext, key_id: str) -> HttpRe
         until = timezone.localtime(key.expires_at).strftime("%Y-%m-%d %H:%M %Z")
         return _page(request, ctx, ApiKeyForm(), _shown_once(issued, f"Key “{key.name}” rotated. The old key keeps working until {until}."))
     return redirect("keys", org_slug=ctx.organization.slug)
+
+
+@org_page(read=Role.ADMIN, write=Role.ADMIN)
+@require_http_methods(["GET", "POST"])
+def api_key_limits(request: HttpRequest, ctx: OrgContext, key_id: str) -> HttpResponse:
+    """Change which models a key may call and its monthly budget; gateways apply both
+    within seconds. The budget counts the key's month so far, rotations included."""
+    key = get_object_or_404(selectors.api_keys(ctx.organization), pk=key_id)
+    initial = {"allowed_models": ", ".join(key.allowed_models), "monthly_budget": key.monthly_budget}
+    form = ApiKeyLimitsForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            if form.models() != list(key.allowed_models):
+                key = services.set_allowed_models(ctx, key, form.models())
+            if form.cleaned_data["monthly_budget"] != key.monthly_budget:
+                key = services.set_key_budget(ctx, key, form.cleaned_data["monthly_budget"])
+        except ServiceError as error:
+            form.add_error(error.field, error.message)
+        else:
+            messages.success(request, f"Key “{key.name}” updated.")
+            return redirect("keys", org_slug=ctx.organization.slug)
+    context = {"form": form, "key": key, "active_nav": "keys"}
+    return render(request, "console/api_key_limits.html", context, status=400 if form.errors else 200)
