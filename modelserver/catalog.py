@@ -27,6 +27,8 @@ class ModelSpec:
     # about 420 texts/s of ~12 tokens for all-MiniLM). Routing's cost order assumes it for a
     # deployment of this model until its replicas report their own (deployments/throughput.py).
     benchmark_tokens_per_second: int = 100
+    # What a replica needs, in GB: weights plus cache and activations, with headroom.
+    memory_gb: int = 1
 
 
 CATALOG: dict[str, ModelSpec] = {

@@ -8,7 +8,7 @@ not change.
 
 from __future__ import annotations
 
-from deployments.drivers.base import ClusterDriver, DriverError, ObservedReplica, ReplicaRequest
+from deployments.drivers.base import CPU, RUNTIME_BUILTIN, RUNTIME_VLLM, ClusterDriver, DriverError, ObservedReplica, ReplicaRequest
 from deployments.drivers.local import LocalAgentDriver
 from deployments.internal_tokens import agent_token
 from deployments.models import Cluster
@@ -26,4 +26,4 @@ def driver_for(cluster: Cluster) -> ClusterDriver:
     raise DriverError(f"cluster {cluster.name} uses driver {cluster.driver!r}, which this control plane does not have")
 
 
-__all__ = ["ClusterDriver", "DriverError", "ObservedReplica", "ReplicaRequest", "driver_for"]
+__all__ = ["CPU", "RUNTIME_BUILTIN", "RUNTIME_VLLM", "ClusterDriver", "DriverError", "ObservedReplica", "ReplicaRequest", "driver_for"]

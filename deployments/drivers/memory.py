@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 
-from deployments.drivers.base import ObservedReplica, ReplicaRequest
+from deployments.drivers.base import CPU, ObservedReplica, ReplicaRequest
 
 
 class InMemoryDriver:
@@ -13,14 +13,21 @@ class InMemoryDriver:
         self.cluster = cluster
         self.replicas: dict[str, ObservedReplica] = {}
         self.creates = 0
+        self.requests: dict[str, ReplicaRequest] = {}  # what each replica was created with
         self._lock = threading.Lock()
 
     def create_replica(self, request: ReplicaRequest) -> ObservedReplica:
         with self._lock:
             if request.replica_id not in self.replicas:
                 self.creates += 1
+                self.requests[request.replica_id] = request
+                device = "cpu" if request.gpu_type == CPU else f"cpu (simulated {request.gpu_type})"
                 self.replicas[request.replica_id] = ObservedReplica(
-                    request.replica_id, running=True, endpoint=f"memory://{self.cluster}/{request.replica_id}"
+                    request.replica_id,
+                    running=True,
+                    endpoint=f"memory://{self.cluster}/{request.replica_id}",
+                    node=f"{self.cluster}-node",
+                    device=device,
                 )
             return self.replicas[request.replica_id]
 

@@ -8,7 +8,7 @@ import pytest
 
 from deployments import services
 from deployments.drivers.memory import InMemoryDriver
-from deployments.models import Cluster, Deployment, Replica, ReplicaEvent
+from deployments.models import CatalogModel, Cluster, Deployment, Replica, ReplicaEvent
 from deployments.reconcile import reconcile
 from deployments.scaling import Scraped
 from tenancy.models import Organization
@@ -260,3 +260,20 @@ def test_old_replicas_drain_when_nothing_is_wanted(tenants: Tenants, fleet: Flee
     services.update_deployment(owner_context(tenants.org_a), deployment, model="tiny-embedding", min_replicas=0)
     fleet.run(deployment, passes=3)
     assert replicas(tenants.org_a, deployment, Replica.State.READY, Replica.State.DRAINING) == []
+
+
+def test_a_replica_request_carries_its_placement_and_the_replica_records_where_it_runs(tenants: Tenants, fleet: Fleet) -> None:
+    gpu = create_deployment(tenants.org_a, name="on-t4", gpu_type="T4")
+    cpu = create_deployment(tenants.org_b, name="on-cpu", model="tiny-embedding")
+    fleet.run(gpu)
+    fleet.run(cpu)
+    (gpu_replica,) = replicas(tenants.org_a, gpu)
+    (cpu_replica,) = replicas(tenants.org_b, cpu)
+    sent = fleet.drivers[gpu_replica.cluster.name].requests[gpu_replica.id]
+    assert (sent.model, sent.gpu_type, sent.gpu_count, sent.runtime, sent.memory_gb) == ("tiny-chat", "T4", 1, "builtin", 1)
+    assert sent.artifact == CatalogModel.objects.get(organization=None, name="tiny-chat").source
+    assert len(sent.token) >= 32 and sent.token not in str(sent.options)
+    sent = fleet.drivers[cpu_replica.cluster.name].requests[cpu_replica.id]
+    assert (sent.model, sent.gpu_type, sent.gpu_count) == ("tiny-embedding", "CPU", 0)
+    assert (gpu_replica.node, gpu_replica.device) == (f"{gpu_replica.cluster.name}-node", "cpu (simulated T4)")
+    assert cpu_replica.device == "cpu"
