@@ -247,7 +247,13 @@ def _advance(run: _Pass, replica: Replica, seen: ObservedReplica | None, unreach
         _transition(replica, Replica.State.FAILED, f"the model-server process exited{code}", stopped_at=now)
         run.result.failed.append(replica.id)
         return
-    if seen.node and (seen.node, seen.device) != (replica.node, replica.device):  # moved, or adopted
+    if seen.endpoint and seen.endpoint != replica.endpoint:
+        # The cluster replaced the process behind the replica (Ray restarting a dead actor,
+        # Kubernetes a pod): a new endpoint, to be probed afresh before it serves again.
+        replica.node, replica.device = seen.node[:200], seen.device[:100]
+        _transition(replica, Replica.State.PROVISIONING, "restarted by its cluster at a new endpoint", endpoint=seen.endpoint)
+        return
+    if seen.node and (seen.node, seen.device) != (replica.node, replica.device):  # adopted, or newly reported
         replica.node, replica.device = seen.node[:200], seen.device[:100]
         replica.save(update_fields=["node", "device"])
     health = probe(replica.endpoint)
@@ -545,6 +551,7 @@ def _steady(
             or replica.cluster_id in unreachable
             or seen is None
             or not seen.running
+            or (seen.endpoint and seen.endpoint != replica.endpoint)  # restarted by its cluster
             or probe(replica.endpoint) != "ready"
         ):
             return False

@@ -39,6 +39,14 @@ class InMemoryDriver:
         with self._lock:
             return list(self.replicas.values())
 
+    def restart_elsewhere(self, replica_id: str) -> None:
+        """The cluster replaced the replica's process: same replica, a new endpoint."""
+        with self._lock:
+            replica = self.replicas[replica_id]
+            self.replicas[replica_id] = ObservedReplica(
+                replica_id, running=True, endpoint=f"{replica.endpoint}/restarted", node=replica.node, device=replica.device
+            )
+
     def crash(self, replica_id: str, exit_code: int = -9) -> None:
         with self._lock:
             replica = self.replicas[replica_id]

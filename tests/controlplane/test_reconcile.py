@@ -277,3 +277,16 @@ def test_a_replica_request_carries_its_placement_and_the_replica_records_where_i
     assert (sent.model, sent.gpu_type, sent.gpu_count) == ("tiny-embedding", "CPU", 0)
     assert (gpu_replica.node, gpu_replica.device) == (f"{gpu_replica.cluster.name}-node", "cpu (simulated T4)")
     assert cpu_replica.device == "cpu"
+
+
+def test_a_replica_its_cluster_restarted_at_a_new_endpoint_is_probed_again_before_it_serves(tenants: Tenants, fleet: Fleet) -> None:
+    deployment = create_deployment(tenants.org_a)
+    fleet.run(deployment, passes=2)
+    (replica,) = replicas(tenants.org_a, deployment, Replica.State.READY)
+    fleet.drivers[replica.cluster.name].restart_elsewhere(replica.id)
+    fleet.run(deployment)
+    replica.refresh_from_db()
+    assert replica.state == Replica.State.PROVISIONING and replica.endpoint.endswith("/restarted")
+    fleet.run(deployment)
+    replica.refresh_from_db()
+    assert replica.state == Replica.State.READY and fleet.creates == 1  # the same replica, not a second one
