@@ -8,13 +8,21 @@ and are advertised at `advertise_host`, so a cluster can live on another machine
 
 Replicas outlive their agent: a restarted agent adopts the model servers its predecessor
 recorded in its state file (deployments.replica_processes), so killing an agent interrupts
-no traffic and leaves no orphan."""
+no traffic and leaves no orphan.
+
+GPUs: an agent given GPU indices (`--gpus 0,1`, or those `nvidia-smi` lists) pins each GPU
+replica to GPUs of its own with CUDA_VISIBLE_DEVICES and refuses one that does not fit; a
+CPU replica sees no GPU. An agent with none runs every replica on the CPU and reports a GPU
+replica's device as simulated ("cpu (simulated T4)"): its inventory is declared, not real."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
 import logging
+import shutil
+import socket
+import subprocess
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,6 +36,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from deployments.drivers.base import CPU, RUNTIME_BUILTIN
 from deployments.replica_processes import AdoptedProcess, ChildProcess, RecordedReplica, ReplicaProcess, StateFile
 from modelserver.auth import API_KEY_VARIABLE
 from modelserver.catalog import CATALOG
@@ -43,12 +52,47 @@ OPTION_FLAGS = {
 }
 
 
+# Environment the control plane may not set on a replica: the agent owns these.
+RESERVED_ENV = frozenset({API_KEY_VARIABLE, "CUDA_VISIBLE_DEVICES"})
+
+
+class Unplaceable(Exception):
+    """The replica does not fit this agent (its runtime or its GPUs)."""
+
+
+def detected_gpus() -> list[str]:
+    """The NVIDIA GPU indices on this machine, per nvidia-smi; none without it."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listed = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in listed.stdout.splitlines() if line.strip().isdigit()]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What a replica asks of the agent's machine."""
+
+    gpu_type: str = CPU
+    gpu_count: int = 0
+    runtime: str = RUNTIME_BUILTIN
+    env: tuple[tuple[str, str], ...] = ()
+
+
 @dataclass
 class ManagedReplica:
     replica_id: str
     model: str
     endpoint: str
     process: ReplicaProcess
+    node: str
+    gpu_type: str = CPU
+    devices: tuple[str, ...] = ()
+    device: str = "cpu"
     draining: bool = False
 
     def as_json(self) -> dict[str, object]:
@@ -62,6 +106,8 @@ class ManagedReplica:
             "exit_code": None if running else self.process.exit_code(),
             "pid": self.process.pid,
             "detail": detail,
+            "node": self.node,
+            "device": self.device,
         }
 
 
@@ -74,47 +120,97 @@ class Agent:
         state_file: Path,
         replica_host: str = "127.0.0.1",
         advertise_host: str = "127.0.0.1",
+        gpus: list[str] | None = None,
+        node: str = "",
     ) -> None:
         self.cluster = cluster
         self.model_cache_dir = model_cache_dir
         self.replica_host = replica_host
         self.advertise_host = advertise_host
+        self.gpus = list(gpus) if gpus is not None else detected_gpus()
+        self.node = node or socket.gethostname()
         self.state = StateFile(state_file)
         self._lock = threading.Lock()
         self.replicas: dict[str, ManagedReplica] = {}
         for recorded in self.state.adoptable():
             process = AdoptedProcess(recorded.pid)
-            self.replicas[recorded.replica_id] = ManagedReplica(recorded.replica_id, recorded.model, recorded.endpoint, process)
+            self.replicas[recorded.replica_id] = ManagedReplica(
+                recorded.replica_id,
+                recorded.model,
+                recorded.endpoint,
+                process,
+                self.node,
+                gpu_type=recorded.gpu_type,
+                devices=recorded.devices,
+                device=recorded.device,
+            )
             log.info("%s: adopted replica %s at %s, pid %s", cluster, recorded.replica_id, recorded.endpoint, recorded.pid)
         self._save()
 
     def _save(self) -> None:
         """Records what runs now; called with the lock held (or before anyone else can call)."""
         self.state.save(
-            [RecordedReplica(r.replica_id, r.model, r.endpoint, r.process.pid) for r in self.replicas.values() if r.process.running()]
+            [
+                RecordedReplica(r.replica_id, r.model, r.endpoint, r.process.pid, r.gpu_type, r.devices, r.device)
+                for r in self.replicas.values()
+                if r.process.running()
+            ]
         )
 
-    def create(self, replica_id: str, model: str, options: dict[str, object], token: str) -> ManagedReplica:
+    def _pin(self, placement: Placement) -> tuple[tuple[str, ...], str]:
+        """The GPUs a new replica gets and the device it reports; called with the lock held."""
+        if placement.gpu_count == 0:
+            return (), "cpu"
+        if not self.gpus:
+            return (), f"cpu (simulated {placement.gpu_type})"
+        taken = {index for replica in self.replicas.values() if replica.process.running() for index in replica.devices}
+        free = [index for index in self.gpus if index not in taken]
+        if len(free) < placement.gpu_count:
+            raise Unplaceable(f"{placement.gpu_count} GPU(s) asked, {len(free)} of this node's {len(self.gpus)} free")
+        devices = tuple(free[: placement.gpu_count])
+        return devices, "cuda:" + ",".join(devices)
+
+    def create(
+        self, replica_id: str, model: str, options: dict[str, object], token: str, placement: Placement | None = None
+    ) -> ManagedReplica:
+        placement = placement or Placement()
+        if placement.runtime != RUNTIME_BUILTIN:
+            raise Unplaceable(
+                f"the local agent runs the built-in model server only, not {placement.runtime!r} (use a Ray or Kubernetes cluster)"
+            )
         with self._lock:
             existing = self.replicas.get(replica_id)
             if existing is not None:  # creating the same replica twice creates one
                 return existing
+            devices, device = self._pin(placement)
             args: list[str] = []
             for key, value in options.items():
                 args += [OPTION_FLAGS[key], str(value)]
-            # The token travels in the environment, not the command line that `ps` shows.
+            # The token travels in the environment, not the command line that `ps` shows. A
+            # CPU replica, or any replica on an agent without GPUs, sees no GPU at all.
             server = start_model_server(
                 model,
                 *args,
                 cache_dir=self.model_cache_dir,
                 host=self.replica_host,
                 advertise_host=self.advertise_host,
-                env={API_KEY_VARIABLE: token},
+                env={**dict(placement.env), API_KEY_VARIABLE: token, "CUDA_VISIBLE_DEVICES": ",".join(devices)},
             )
-            replica = ManagedReplica(replica_id=replica_id, model=model, endpoint=server.url, process=ChildProcess(server.process))
+            replica = ManagedReplica(
+                replica_id=replica_id,
+                model=model,
+                endpoint=server.url,
+                process=ChildProcess(server.process),
+                node=self.node,
+                gpu_type=placement.gpu_type,
+                devices=devices,
+                device=device,
+            )
             self.replicas[replica_id] = replica
             self._save()
-            log.info("%s: started replica %s (%s) at %s, pid %s", self.cluster, replica_id, model, server.url, server.process.pid)
+            log.info(
+                "%s: started replica %s (%s) at %s on %s, pid %s", self.cluster, replica_id, model, server.url, device, server.process.pid
+            )
             return replica
 
     def delete(self, replica_id: str, drain_seconds: float) -> bool:
@@ -162,7 +258,28 @@ class RequireBearer:
         await self.app(scope, receive, send)
 
 
-def _creation(body: object) -> tuple[str, str, dict[str, object], str] | str:
+def _placement(body: dict[str, object]) -> Placement | str:
+    gpu_type, gpu_count, runtime, env = (
+        body.get("gpu_type", CPU),
+        body.get("gpu_count", 0),
+        body.get("runtime", RUNTIME_BUILTIN),
+        body.get("env") or {},
+    )
+    if not isinstance(gpu_type, str) or not gpu_type:
+        return "gpu_type: a GPU type id, or CPU"
+    if not isinstance(gpu_count, int) or isinstance(gpu_count, bool) or not 0 <= gpu_count <= 16:
+        return "gpu_count: a whole number from 0 to 16"
+    if not isinstance(runtime, str):
+        return "runtime: builtin or vllm"
+    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        return "env: an object of strings"
+    reserved = sorted(RESERVED_ENV & set(env))
+    if reserved:
+        return f"env: {', '.join(reserved)} are set by the agent"
+    return Placement(gpu_type, gpu_count, runtime, tuple(sorted(env.items())))
+
+
+def _creation(body: object) -> tuple[str, str, dict[str, object], str, Placement] | str:
     """What a create request asks for, or what is wrong with it."""
     try:
         assert isinstance(body, dict)
@@ -176,7 +293,10 @@ def _creation(body: object) -> tuple[str, str, dict[str, object], str] | str:
     unknown = sorted(set(options) - set(OPTION_FLAGS))
     if unknown:
         return f"unknown options {unknown}"
-    return replica_id, model, options, token
+    placement = _placement(body)
+    if isinstance(placement, str):
+        return placement
+    return replica_id, model, options, token, placement
 
 
 def build_agent_app(
@@ -187,10 +307,20 @@ def build_agent_app(
     state_file: Path,
     replica_host: str = "127.0.0.1",
     advertise_host: str = "127.0.0.1",
+    gpus: list[str] | None = None,
+    node: str = "",
 ) -> Starlette:
     if not token:
         raise ValueError("a cluster agent needs its token")
-    agent = Agent(cluster, model_cache_dir=model_cache_dir, state_file=state_file, replica_host=replica_host, advertise_host=advertise_host)
+    agent = Agent(
+        cluster,
+        model_cache_dir=model_cache_dir,
+        state_file=state_file,
+        replica_host=replica_host,
+        advertise_host=advertise_host,
+        gpus=gpus,
+        node=node,
+    )
 
     async def list_replicas(request: Request) -> JSONResponse:
         return JSONResponse({"cluster": cluster, "replicas": [replica.as_json() for replica in list(agent.replicas.values())]})
@@ -203,7 +333,10 @@ def build_agent_app(
         wanted = _creation(body)
         if isinstance(wanted, str):
             return JSONResponse({"error": wanted}, status_code=400)
-        replica = await asyncio.to_thread(agent.create, *wanted)  # fork/exec off the event loop
+        try:
+            replica = await asyncio.to_thread(agent.create, *wanted)  # fork/exec off the event loop
+        except Unplaceable as error:
+            return JSONResponse({"error": str(error)}, status_code=409)
         return JSONResponse(replica.as_json(), status_code=201)
 
     async def delete_replica(request: Request) -> JSONResponse:

@@ -125,6 +125,9 @@ class RecordedReplica:
     model: str
     endpoint: str
     pid: int
+    gpu_type: str = "CPU"
+    devices: tuple[str, ...] = ()  # the GPU indices pinned to it (CUDA_VISIBLE_DEVICES)
+    device: str = "cpu"
 
 
 class StateFile:
@@ -144,7 +147,7 @@ class StateFile:
         """The recorded replicas whose process is still the same model server."""
         try:
             rows = json.loads(self.path.read_text())
-            recorded = [RecordedReplica(**row) for row in rows]
+            recorded = [RecordedReplica(**{**row, "devices": tuple(row.get("devices", ()))}) for row in rows]
         except FileNotFoundError:
             return []
         except (ValueError, TypeError) as error:

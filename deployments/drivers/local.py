@@ -14,6 +14,8 @@ def _observed(row: dict) -> ObservedReplica:  # type: ignore[type-arg]
         endpoint=row["endpoint"],
         exit_code=row.get("exit_code"),
         detail=row.get("detail", ""),
+        node=row.get("node", ""),
+        device=row.get("device", ""),
     )
 
 
@@ -31,7 +33,16 @@ class LocalAgentDriver:
         return response
 
     def create_replica(self, request: ReplicaRequest) -> ObservedReplica:
-        body = {"replica_id": request.replica_id, "model": request.model, "options": request.options, "token": request.token}
+        body = {
+            "replica_id": request.replica_id,
+            "model": request.model,
+            "options": request.options,
+            "token": request.token,
+            "gpu_type": request.gpu_type,
+            "gpu_count": request.gpu_count,
+            "runtime": request.runtime,
+            "env": request.env,
+        }
         return _observed(self._call("POST", "/replicas", json=body).json())
 
     def delete_replica(self, replica_id: str, *, drain_seconds: float) -> None:

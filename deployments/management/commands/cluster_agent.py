@@ -26,6 +26,11 @@ class Command(BaseCommand):
         )
         parser.add_argument("--advertise-host", default="127.0.0.1", help="Address the control plane and gateways reach replicas at.")
         parser.add_argument(
+            "--gpus",
+            help="GPU indices this agent owns, e.g. 0,1 (default: what nvidia-smi lists; none: replicas run on the CPU, as simulated).",
+        )
+        parser.add_argument("--node-name", default="", help="The node name replicas report (default: this host's name).")
+        parser.add_argument(
             "--state-file", help="Where the agent records its replicas, for a restarted agent to adopt (default: the data directory)."
         )
 
@@ -41,6 +46,8 @@ class Command(BaseCommand):
                 state_file=Path(options["state_file"] or settings.DATA_DIR / "agents" / f"{options['cluster']}.json"),
                 replica_host=options["replica_host"],
                 advertise_host=options["advertise_host"],
+                gpus=[index.strip() for index in options["gpus"].split(",") if index.strip()] if options["gpus"] is not None else None,
+                node=options["node_name"],
             ),
             host=options["host"],
             port=options["port"],
