@@ -8,6 +8,7 @@ not change.
 
 from __future__ import annotations
 
+from deployments.drivers import kubernetes
 from deployments.drivers.base import CPU, RUNTIME_BUILTIN, RUNTIME_VLLM, ClusterDriver, DriverError, ObservedReplica, ReplicaRequest
 from deployments.drivers.local import LocalAgentDriver
 from deployments.internal_tokens import agent_token
@@ -23,6 +24,9 @@ def driver_for(cluster: Cluster) -> ClusterDriver:
         if url not in _LOCAL_DRIVERS:
             _LOCAL_DRIVERS[url] = LocalAgentDriver(url, token=agent_token(cluster.name))
         return _LOCAL_DRIVERS[url]
+    if cluster.driver == Cluster.Driver.KUBERNETES:
+        connection = kubernetes.KubernetesConnection.parse(cluster.connection)
+        return kubernetes.KubernetesDriver(connection, api=kubernetes.api_client(connection))
     raise DriverError(f"cluster {cluster.name} uses driver {cluster.driver!r}, which this control plane does not have")
 
 
