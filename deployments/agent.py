@@ -36,20 +36,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from deployments.drivers.base import CPU, RUNTIME_BUILTIN
+from deployments.drivers.base import CPU, OPTION_FLAGS, RUNTIME_BUILTIN
 from deployments.replica_processes import AdoptedProcess, ChildProcess, RecordedReplica, ReplicaProcess, StateFile
 from modelserver.auth import API_KEY_VARIABLE
 from modelserver.catalog import CATALOG
 from modelserver.processes import start_model_server
 
 log = logging.getLogger(__name__)
-# Replica options the control plane may pass, and the model server flag each becomes.
-OPTION_FLAGS = {
-    "max_batch_size": "--max-batch-size",
-    "max_queue": "--max-queue",
-    "max_wait_ms": "--max-wait-ms",
-    "drain_seconds": "--drain-seconds",
-}
 
 
 # Environment the control plane may not set on a replica: the agent owns these.

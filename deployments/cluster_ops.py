@@ -106,6 +106,14 @@ def add_cluster(
         raise ServiceError("Give the region as lowercase letters, digits and dashes (us-east, eu-west ...).", field="region")
     if driver not in Cluster.Driver.values:
         raise ServiceError(f"Unknown driver {driver!r}; this control plane has {', '.join(Cluster.Driver.values)}.", field="driver")
+    if driver != Cluster.Driver.LOCAL:
+        # Their connection settings (namespace, images, GPU labels; a Ray address) are not
+        # an agent URL: a cluster registered here with one would never be reachable.
+        raise ServiceError(
+            f"This form registers local-agent clusters. Register a {driver} cluster with its connection settings "
+            "in the Django admin, as docs/drivers-kubernetes.md describes.",
+            field="driver",
+        )
     if status not in (Cluster.Status.ACTIVE, Cluster.Status.CORDONED):
         raise ServiceError("A new cluster starts active or cordoned.", field="status")
     parts = urlsplit(agent_url)

@@ -243,19 +243,10 @@ def _advance(run: _Pass, replica: Replica, seen: ObservedReplica | None, unreach
         _start(replica, run.drivers, run.result)
         return
     if seen is None or not seen.running:
-        code = f" with code {seen.exit_code}" if seen is not None and seen.exit_code is not None else ""
-        _transition(replica, Replica.State.FAILED, f"the model-server process exited{code}", stopped_at=now)
-        run.result.failed.append(replica.id)
+        _exited(run, replica, seen)
         return
-    if seen.endpoint and seen.endpoint != replica.endpoint:
-        # The cluster replaced the process behind the replica (Ray restarting a dead actor,
-        # Kubernetes a pod): a new endpoint, to be probed afresh before it serves again.
-        replica.node, replica.device = seen.node[:200], seen.device[:100]
-        _transition(replica, Replica.State.PROVISIONING, "restarted by its cluster at a new endpoint", endpoint=seen.endpoint)
+    if _moved(replica, seen):
         return
-    if seen.node and (seen.node, seen.device) != (replica.node, replica.device):  # adopted, or newly reported
-        replica.node, replica.device = seen.node[:200], seen.device[:100]
-        replica.save(update_fields=["node", "device"])
     health = probe(replica.endpoint)
     if health == "ready" and replica.state != Replica.State.READY:
         _transition(replica, Replica.State.READY, "passed /health", ready_at=now)
@@ -265,6 +256,29 @@ def _advance(run: _Pass, replica: Replica, seen: ObservedReplica | None, unreach
         _stop(replica, run.drivers, drain=0)
         _transition(replica, Replica.State.FAILED, health, stopped_at=now)
         run.result.failed.append(replica.id)
+
+
+def _exited(run: _Pass, replica: Replica, seen: ObservedReplica | None) -> None:
+    code = f" with code {seen.exit_code}" if seen is not None and seen.exit_code is not None else ""
+    if seen is not None:
+        # What the cluster still keeps for it goes (a crash-looping pod would hold its GPU).
+        _stop(replica, run.drivers, drain=0)
+    _transition(replica, Replica.State.FAILED, f"the model-server process exited{code}", stopped_at=run.now)
+    run.result.failed.append(replica.id)
+
+
+def _moved(replica: Replica, seen: ObservedReplica) -> bool:
+    """Follows where the cluster says the replica runs; True when it must be probed afresh."""
+    if seen.endpoint and seen.endpoint != replica.endpoint:
+        # The cluster replaced the process behind the replica (Ray restarting a dead actor,
+        # Kubernetes a pod): a new endpoint, to be probed afresh before it serves again.
+        replica.node, replica.device = seen.node[:200], seen.device[:100]
+        _transition(replica, Replica.State.PROVISIONING, "restarted by its cluster at a new endpoint", endpoint=seen.endpoint)
+        return True
+    if seen.node and (seen.node, seen.device) != (replica.node, replica.device):  # adopted, or newly reported
+        replica.node, replica.device = seen.node[:200], seen.device[:100]
+        replica.save(update_fields=["node", "device"])
+    return False
 
 
 def _place_missing(run: _Pass, fleet: _Fleet, missing: int) -> None:

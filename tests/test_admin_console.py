@@ -537,6 +537,20 @@ def test_staff_add_a_cluster_and_the_form_says_what_to_fix(tenants: Tenants, con
         },
     )
     assert empty.status_code == 400 and "at least one GPU" in empty.content.decode()
+    kubernetes = console.post(
+        "/staff/clusters/",
+        {
+            "name": "gke-eu",
+            "provider": "gcp",
+            "region": "eu-north",
+            "driver": "kubernetes",
+            "agent_url": "http://10.1.0.5:9101",
+            "status": "active",
+            **{f"gpu_{g}": "1" for g in ("cpu", "t4", "l4", "a10g", "a100_80gb", "h100", "h200")},
+        },
+    )
+    assert kubernetes.status_code == 400 and "Django admin" in kubernetes.content.decode()
+    assert not Cluster.objects.filter(pk="gke-eu").exists()  # never a cluster it could not reach
     inventory = {f"gpu_{g}": "0" for g in ("cpu", "l4", "a10g", "a100_80gb", "h100", "h200")}
     good = {
         "name": "gcp-eu",

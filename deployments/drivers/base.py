@@ -9,6 +9,13 @@ from typing import Protocol
 RUNTIME_BUILTIN = "builtin"
 RUNTIME_VLLM = "vllm"
 CPU = "CPU"  # the GPU type of replicas that run on CPUs only
+# Replica options the control plane may pass, and the model server flag each becomes.
+OPTION_FLAGS = {
+    "max_batch_size": "--max-batch-size",
+    "max_queue": "--max-queue",
+    "max_wait_ms": "--max-wait-ms",
+    "drain_seconds": "--drain-seconds",
+}
 
 
 class DriverError(Exception):

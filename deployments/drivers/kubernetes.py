@@ -25,8 +25,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from deployments.agent import OPTION_FLAGS
-from deployments.drivers.base import CPU, RUNTIME_BUILTIN, RUNTIME_VLLM, DriverError, ObservedReplica, ReplicaRequest
+from deployments.drivers.base import CPU, OPTION_FLAGS, RUNTIME_BUILTIN, RUNTIME_VLLM, DriverError, ObservedReplica, ReplicaRequest
 from modelserver.auth import API_KEY_VARIABLE
 
 MANAGED_BY = ("app.kubernetes.io/managed-by", "switchboard")

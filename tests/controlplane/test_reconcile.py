@@ -104,6 +104,7 @@ def test_a_crashed_replica_is_replaced(tenants: Tenants, fleet: Fleet) -> None:
     fleet.run(deployment, passes=3)  # notice the crash, place a replacement, see it ready
     replica.refresh_from_db()
     assert replica.state == Replica.State.FAILED and "exited with code -9" in replica.reason
+    assert replica.id not in fleet.drivers[replica.cluster_id].replicas  # what the cluster kept of it is deleted
     [replacement] = replicas(tenants.org_a, deployment, Replica.State.READY)
     assert replacement.id != replica.id and replacement.restarts == 1
 
