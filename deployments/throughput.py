@@ -23,8 +23,8 @@ from decimal import Decimal, InvalidOperation
 
 from django.core.cache import cache
 from django.db import transaction
-from prometheus_client.parser import text_string_to_metric_families
 
+from deployments.exposition import sample_values
 from deployments.models import DeploymentRevision, Throughput
 from modelserver.catalog import CATALOG
 
@@ -39,6 +39,7 @@ BENCHMARK = "benchmark figure, until replicas report"
 _TOKEN_SERIES = frozenset({"switchboard:prompt_tokens_total", "switchboard:generation_tokens_total"})
 _BUSY_SERIES = "switchboard:busy_seconds_total"
 _START_SERIES = "switchboard:start_time_seconds"
+_COUNTER_SERIES = (*sorted(_TOKEN_SERIES), _BUSY_SERIES, _START_SERIES)
 _PLACES = Decimal("0.001")
 
 
@@ -72,15 +73,14 @@ def counters_in(metrics_text: str) -> Counters | None:
     started: Decimal | None = None
     seen_busy = False
     try:
-        for family in text_string_to_metric_families(metrics_text):
-            for sample in family.samples:
-                value = Decimal(repr(sample.value))
-                if sample.name in _TOKEN_SERIES:
-                    tokens += value
-                elif sample.name == _BUSY_SERIES:
-                    busy, seen_busy = busy + value, True
-                elif sample.name == _START_SERIES:
-                    started = value
+        for name, number in sample_values(metrics_text, _COUNTER_SERIES):
+            value = Decimal(repr(number))
+            if name in _TOKEN_SERIES:
+                tokens += value
+            elif name == _BUSY_SERIES:
+                busy, seen_busy = busy + value, True
+            else:
+                started = value
     except (ValueError, InvalidOperation):
         return None
     if not seen_busy or not tokens.is_finite() or not busy.is_finite():
