@@ -16,25 +16,23 @@ from collections.abc import Iterable
 def sample_values(text: str, names: Iterable[str]) -> list[tuple[str, float]]:
     """(name, value) of every sample line of these exact sample names, over every label set.
     Raises ValueError for such a line whose value is not a number."""
+    wanted = tuple(names)
     found: list[tuple[str, float]] = []
-    for name in names:
-        start = 0
-        while (at := text.find(name, start)) != -1:
-            start = at + len(name)
-            if at and text[at - 1] != "\n":
-                continue  # inside another line: a # HELP or # TYPE comment, a label value
-            after = text[start : start + 1]
-            if after not in ("{", " ", "\t"):
-                continue  # a longer name that begins with this one (_bucket, _created)
-            end = text.find("\n", start)
-            rest = text[start : end if end != -1 else len(text)]
-            if after == "{":
-                close = rest.rfind("}")
-                if close == -1:
-                    raise ValueError(f"unterminated labels on a {name} line")
-                rest = rest[close + 1 :]
-            fields = rest.split()
-            if not fields:
-                raise ValueError(f"a {name} line without a value")
-            found.append((name, float(fields[0])))
+    for line in text.split("\n"):
+        if not line.startswith(wanted):
+            continue
+        brace, space = line.find("{"), line.find(" ")
+        if brace != -1 and (space == -1 or brace < space):
+            name, close = line[:brace], line.rfind("}")
+            if close == -1:
+                raise ValueError(f"unterminated labels on a {name} line")
+            rest = line[close + 1 :]
+        else:
+            name, rest = line.split(None, 1)[0], line[space + 1 :] if space != -1 else ""
+        if name not in wanted:
+            continue  # a longer name that begins with a wanted one (_bucket, _created)
+        fields = rest.split()
+        if not fields:
+            raise ValueError(f"a {name} line without a value")
+        found.append((name, float(fields[0])))
     return found

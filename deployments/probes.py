@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httptools
+import uvloop
 from django.conf import settings
 
 from deployments.internal_tokens import replica_token
@@ -96,8 +97,8 @@ def check_replicas(
     health: bool = True,
     metrics: bool = True,
     per_cluster: int | None = None,
-    health_timeout_s: float = HEALTH_TIMEOUT_S,
-    metrics_timeout_s: float = METRICS_TIMEOUT_S,
+    health_timeout_s: float | None = None,
+    metrics_timeout_s: float | None = None,
 ) -> dict[str, Answer]:
     """Every target's answers, by replica id: /health when `health`, and /metrics when
     `metrics` and (if probed) the replica is ready. Nothing raises for a replica that
@@ -105,7 +106,11 @@ def check_replicas(
     if not targets:
         return {}
     limit = per_cluster or settings.PROBE_CONCURRENCY_PER_CLUSTER
-    checker = _Checker(limit=limit, health_timeout_s=health_timeout_s, metrics_timeout_s=metrics_timeout_s)
+    checker = _Checker(
+        limit=limit,
+        health_timeout_s=health_timeout_s or HEALTH_TIMEOUT_S,
+        metrics_timeout_s=metrics_timeout_s or METRICS_TIMEOUT_S,
+    )
     return run_in_own_loop(lambda: checker.check_all(targets, health=health, metrics=metrics))
 
 
@@ -115,9 +120,14 @@ def run_in_own_loop(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(make())
+        return _run(make)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(lambda: asyncio.run(make())).result()
+        return pool.submit(_run, make).result()
+
+
+def _run(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # uvicorn's loop: about half the CPU per request
+        return runner.run(make())
 
 
 class _Failed(Exception):

@@ -19,6 +19,7 @@ One pass:
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 import uuid
 from collections import Counter
@@ -641,17 +642,19 @@ def reconcile_fleet(
         clusters = Cluster.objects.in_bulk()
         in_use = {replica.cluster_id for replicas in by_deployment.values() for replica in replicas}
         observed, unreachable = _observe_clusters({clusters[name] for name in in_use}, drivers)
-        probed = probe_and_scrape(
-            [
-                Target(replica_id=replica.id, endpoint=replica.endpoint, cluster=replica.cluster_id)
-                for replicas in by_deployment.values()
-                for replica in replicas
-                if _worth_probing(replica, clusters[replica.cluster_id], observed.get(replica.id), unreachable)
-            ],
-            probe=probe,
-            scrape=scrape,
-        )
-        stored = cache.get_many([cache_key(deployment_id) for deployment_id in leased])
+        targets = [
+            Target(replica_id=replica.id, endpoint=replica.endpoint, cluster=replica.cluster_id)
+            for replicas in by_deployment.values()
+            for replica in replicas
+            if _worth_probing(replica, clusters[replica.cluster_id], observed.get(replica.id), unreachable)
+        ]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as beside:
+            # The autoscaler's stored state is read while the replicas answer (the cache
+            # needs nothing the probes give); the probes stay on this thread, as injected
+            # ones may read the database.
+            reading = beside.submit(cache.get_many, [cache_key(deployment_id) for deployment_id in leased])
+            probed = probe_and_scrape(targets, probe=probe, scrape=scrape)
+            stored = reading.result()
         clock = time.time()
         to_store: dict[str, object] = {}
         counters: dict[str, Counters] = {}

@@ -74,7 +74,14 @@ def concurrency_in(metrics_text: str) -> float:
 
 
 def metrics_in(metrics_text: str) -> Metrics:
-    return Metrics(concurrency=concurrency_in(metrics_text), counters=throughput.counters_in(metrics_text))
+    """Concurrency and throughput counters from one read of the exposition (a malformed
+    line spoils only the figure it belongs to, as reading each apart would)."""
+    try:
+        samples = sample_values(metrics_text, _CONCURRENCY_SERIES + throughput.COUNTER_SERIES)
+    except ValueError:
+        return Metrics(concurrency=concurrency_in(metrics_text), counters=throughput.counters_in(metrics_text))
+    concurrency = sum(value for name, value in samples if name in _CONCURRENCY_SERIES)
+    return Metrics(concurrency=concurrency, counters=throughput.counters_of(samples))
 
 
 def scrape_replicas(targets: Sequence[Target]) -> dict[str, Metrics]:
