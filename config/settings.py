@@ -175,6 +175,9 @@ CELERY_TASK_SOFT_TIME_LIMIT = 240
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_TASK_ALWAYS_EAGER = env.bool("SWITCHBOARD_CELERY_EAGER", False)
 RECONCILE_INTERVAL_SECONDS = env.int("SWITCHBOARD_RECONCILE_INTERVAL", 5, minimum=1, maximum=600)
+# A reconcile pass probes /health and scrapes /metrics of at most this many replicas of one
+# cluster at a time (deployments.probes), all clusters side by side.
+PROBE_CONCURRENCY_PER_CLUSTER = env.int("SWITCHBOARD_PROBE_CONCURRENCY_PER_CLUSTER", 16, minimum=1, maximum=1024)
 
 # Gateway (routing/). A revoked key stops working on every process within the cache time;
 # keys already seen keep working from the cache for the stale time if the database is down.

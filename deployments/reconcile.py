@@ -3,7 +3,9 @@ and act. Idempotent, and one reconciler per deployment at a time (a lease row up
 works the same on SQLite and PostgreSQL), so two workers never create the same replica.
 
 One pass:
-1. observe each cluster holding a replica (driver.list_replicas) and probe /health;
+1. observe each cluster holding a replica (driver.list_replicas), then probe every
+   replica's /health and scrape its /metrics, all at once (deployments.probes), before
+   any decision;
 2. move replicas along PENDING -> PROVISIONING -> LOADING -> READY, or to FAILED with the
    reason (process gone, engine broken, cluster down), DRAINING -> STOPPED when gone;
 3. decide how many replicas the current revision should have (min, the autoscaler, a
@@ -17,14 +19,14 @@ One pass:
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-import httpx
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Count, Q
@@ -38,13 +40,16 @@ from deployments.holds import Hold, current_hold
 from deployments.internal_tokens import replica_token
 from deployments.models import CatalogModel, Cluster, ClusterGpu, Deployment, Quota, Replica, ReplicaEvent
 from deployments.placement import Capacity, place
+from deployments.probes import Probe, Target, check_replicas, probe_replicas
 from deployments.scaling import (
     CACHE_SECONDS,
+    Metrics,
     Scrape,
     Scraped,
     autoscaled_desired,
     cache_key,
     desired_from_store,
+    metrics_in,
     record_throughput,
     scrape_replicas,
 )
@@ -57,24 +62,54 @@ DRAIN_SECONDS = 30.0
 LIVE = (Replica.State.PENDING, Replica.State.PROVISIONING, Replica.State.LOADING, Replica.State.READY)
 HOLDS_GPU = (*LIVE, Replica.State.DRAINING)
 
-Probe = Callable[[str], str]  # endpoint -> "ready" | "loading" | "broken: why" | "unreachable"
 DriverFactory = Callable[[Cluster], ClusterDriver]
+PROBED_STATES = (Replica.State.PROVISIONING, Replica.State.LOADING, Replica.State.READY)
 
 
-def probe_health(endpoint: str) -> str:
-    try:
-        response = httpx.get(endpoint.rstrip("/") + "/health", timeout=2.0)
-    except httpx.HTTPError:
-        return "unreachable"
-    if response.status_code == 200:
-        return "ready"
-    try:
-        body = response.json()
-    except ValueError:
-        return "unreachable"
-    if body.get("status") == "broken":
-        return f"broken: {body.get('reason', 'engine failed')}"
-    return "loading"
+@dataclass(frozen=True)
+class Probed:
+    """What a pass's replicas answered, gathered before any decision, by replica id."""
+
+    health: dict[str, str] = field(default_factory=dict)  # "ready" | "loading" | "broken: why" | "unreachable"
+    metrics: dict[str, Metrics] = field(default_factory=dict)  # those ready whose /metrics answered
+
+    def merged(self, other: Probed) -> Probed:
+        return Probed(health={**self.health, **other.health}, metrics={**self.metrics, **other.metrics})
+
+    def scrape(self, targets: Sequence[Target]) -> dict[str, Metrics]:
+        """A Scrape that reads what was gathered (for the autoscaler)."""
+        return {target.replica_id: self.metrics[target.replica_id] for target in targets if target.replica_id in self.metrics}
+
+
+def probe_and_scrape(targets: list[Target], *, probe: Probe | None = None, scrape: Scrape | None = None) -> Probed:
+    """Every target's /health and, for those ready, its /metrics. Neither given: both over
+    HTTP in one concurrent run (deployments.probes), each replica's timeout its own. A
+    probe or scrape given (tests, the benchmark's stub) is called with the whole batch."""
+    if not targets:
+        return Probed()
+    if probe is None and scrape is None:
+        answers = check_replicas(targets)
+        return Probed(
+            health={replica_id: answer.health for replica_id, answer in answers.items()},
+            metrics={replica_id: metrics_in(answer.metrics) for replica_id, answer in answers.items() if answer.metrics is not None},
+        )
+    health = (probe or probe_replicas)(targets)
+    ready = [target for target in targets if health.get(target.replica_id) == "ready"]
+    return Probed(health=health, metrics=(scrape or scrape_replicas)(ready) if ready else {})
+
+
+def _worth_probing(replica: Replica, cluster: Cluster, seen: ObservedReplica | None, unreachable: set[str]) -> bool:
+    """Whether a pass will read this replica's /health: started, on a cluster that is up
+    and answered, still running at the endpoint the control plane knows."""
+    return (
+        replica.state in PROBED_STATES
+        and bool(replica.endpoint)
+        and cluster.status != Cluster.Status.DOWN
+        and cluster.name not in unreachable
+        and seen is not None
+        and seen.running
+        and not (seen.endpoint and seen.endpoint != replica.endpoint)
+    )
 
 
 @dataclass
@@ -121,22 +156,21 @@ def reconcile(
     deployment_id: str,
     *,
     drivers: DriverFactory = driver_for,
-    probe: Probe = probe_health,
+    probe: Probe | None = None,
+    scrape: Scrape | None = None,
     desired_replicas: Callable[[Deployment, list[Replica]], int] | None = None,
+    probed: Probed | None = None,
 ) -> PassResult | None:
-    """One pass for one deployment; None when another reconciler holds it."""
+    """One pass for one deployment; None when another reconciler holds it. `probed`: what
+    a fleet pass already gathered from these replicas (the rest are probed here)."""
     owner = uuid.uuid4().hex
     if not _acquire(deployment_id, owner, timezone.now()):
         return None  # another reconciler holds it, or it no longer exists
     try:
-        return _pass(deployment_id, drivers, probe, desired_replicas or autoscaled)
+        return _pass(deployment_id, drivers, probe, scrape, desired_replicas, probed or Probed())
     finally:
         _release(deployment_id, owner)
         publish_after_commit(groups=[deployment_group(deployment_id)])  # its open pages re-read
-
-
-def autoscaled(deployment: Deployment, replicas: list[Replica]) -> int:
-    return autoscaled_desired(deployment, replicas)
 
 
 @dataclass
@@ -173,13 +207,24 @@ class _Fleet:
 
 
 def _pass(
-    deployment_id: str, drivers: DriverFactory, probe: Probe, desired_replicas: Callable[[Deployment, list[Replica]], int]
+    deployment_id: str,
+    drivers: DriverFactory,
+    probe: Probe | None,
+    scrape: Scrape | None,
+    desired_replicas: Callable[[Deployment, list[Replica]], int] | None,
+    known: Probed,
 ) -> PassResult:
     run = _load(deployment_id, drivers)
     deployment = run.deployment
     observed, unreachable = _observe(run.replicas, drivers)
+    to_probe = [
+        Target(replica_id=replica.id, endpoint=replica.endpoint, cluster=replica.cluster_id)
+        for replica in run.replicas
+        if _worth_probing(replica, replica.cluster, observed.get(replica.id), unreachable) and replica.id not in known.health
+    ]
+    probed = known.merged(probe_and_scrape(to_probe, probe=probe, scrape=scrape))
     for replica in run.replicas:
-        _advance(run, replica, observed.get(replica.id), unreachable, probe)
+        _advance(run, replica, observed.get(replica.id), unreachable, probed.health)
     if run.result.failed:
         deployment.failure_count += len(run.result.failed)
         deployment.next_attempt_at = run.now + timedelta(seconds=min(2**deployment.failure_count, 300))
@@ -190,7 +235,10 @@ def _pass(
     if ready_current and not run.result.failed:
         deployment.failure_count = 0
 
-    desired = 0 if deployment.deleted_at else desired_replicas(deployment, run.replicas)
+    if desired_replicas is None:
+        desired = 0 if deployment.deleted_at else autoscaled_desired(deployment, run.replicas, scrape=probed.scrape)
+    else:
+        desired = 0 if deployment.deleted_at else desired_replicas(deployment, run.replicas)
     hold = None if deployment.deleted_at else current_hold(deployment.organization, now=run.now)
     if hold is not None:
         # Held (suspended, or at the spend limit): nothing new starts; past the grace, zero.
@@ -224,7 +272,7 @@ def _load(deployment_id: str, drivers: DriverFactory) -> _Pass:
     return _Pass(deployment=deployment, replicas=replicas, drivers=drivers, now=timezone.now())
 
 
-def _advance(run: _Pass, replica: Replica, seen: ObservedReplica | None, unreachable: set[str], probe: Probe) -> None:
+def _advance(run: _Pass, replica: Replica, seen: ObservedReplica | None, unreachable: set[str], health_by_id: dict[str, str]) -> None:
     """Moves one replica along its states from what its cluster and /health report."""
     cluster, now = replica.cluster, run.now
     if replica.state == Replica.State.DRAINING:
@@ -247,7 +295,7 @@ def _advance(run: _Pass, replica: Replica, seen: ObservedReplica | None, unreach
         return
     if _moved(replica, seen):
         return
-    health = probe(replica.endpoint)
+    health = health_by_id.get(replica.id, "unreachable")
     if health == "ready" and replica.state != Replica.State.READY:
         _transition(replica, Replica.State.READY, "passed /health", ready_at=now)
     elif health == "loading" and replica.state == Replica.State.PROVISIONING:
@@ -550,7 +598,7 @@ def _steady(
     clusters: dict[str, Cluster],
     observed: dict[str, ObservedReplica],
     unreachable: set[str],
-    probe: Probe,
+    health: dict[str, str],
 ) -> bool:
     """Nothing can need doing: every replica READY on the current revision, on an active
     reachable cluster, running and healthy, and no failures or deletion pending."""
@@ -566,7 +614,7 @@ def _steady(
             or seen is None
             or not seen.running
             or (seen.endpoint and seen.endpoint != replica.endpoint)  # restarted by its cluster
-            or probe(replica.endpoint) != "ready"
+            or health.get(replica.id) != "ready"
         ):
             return False
     return True
@@ -576,13 +624,13 @@ def reconcile_fleet(
     deployment_ids: list[str],
     *,
     drivers: DriverFactory = driver_for,
-    probe: Probe = probe_health,
+    probe: Probe | None = None,
     scrape: Scrape | None = None,
 ) -> FleetResult:
     """One pass over many deployments: leases, reads and writes in a handful of queries,
-    each cluster observed once, the autoscaler decided from one cache read. Deployments
-    in steady state are confirmed in the batch; the others get the full pass."""
-    scrape = scrape or scrape_replicas
+    each cluster observed once, every replica probed and scraped at once, the autoscaler
+    decided from one cache read. Deployments in steady state are confirmed in the batch;
+    the others get the full pass, with what was gathered here."""
     owner, now = uuid.uuid4().hex, timezone.now()
     deployments_table = Deployment.objects.unscoped_across_tenants()
     free = Q(lease_until=None) | Q(lease_until__lt=now)
@@ -590,6 +638,7 @@ def reconcile_fleet(
     result = FleetResult()
     leased: list[str] = []
     needs_pass: list[str] = []
+    probed = Probed()
     try:
         deployments = list(deployments_table.filter(lease_owner=owner).select_related("current_revision"))
         leased = [deployment.pk for deployment in deployments]
@@ -607,18 +656,30 @@ def reconcile_fleet(
         clusters = Cluster.objects.in_bulk()
         in_use = {replica.cluster_id for replicas in by_deployment.values() for replica in replicas}
         observed, unreachable = _observe_clusters({clusters[name] for name in in_use}, drivers)
-        stored = cache.get_many([cache_key(deployment_id) for deployment_id in leased])
+        targets = [
+            Target(replica_id=replica.id, endpoint=replica.endpoint, cluster=replica.cluster_id)
+            for replicas in by_deployment.values()
+            for replica in replicas
+            if _worth_probing(replica, clusters[replica.cluster_id], observed.get(replica.id), unreachable)
+        ]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as beside:
+            # The autoscaler's stored state is read while the replicas answer (the cache
+            # needs nothing the probes give); the probes stay on this thread, as injected
+            # ones may read the database.
+            reading = beside.submit(cache.get_many, [cache_key(deployment_id) for deployment_id in leased])
+            probed = probe_and_scrape(targets, probe=probe, scrape=scrape)
+            stored = reading.result()
         clock = time.time()
         to_store: dict[str, object] = {}
         counters: dict[str, Counters] = {}
         status_changes: dict[Deployment.Status, list[str]] = {Deployment.Status.ACTIVE: [], Deployment.Status.SCALED_TO_ZERO: []}
         for deployment in deployments:
             replicas = by_deployment[deployment.pk]
-            if deployment.organization_id in held or not _steady(deployment, replicas, clusters, observed, unreachable, probe):
+            if deployment.organization_id in held or not _steady(deployment, replicas, clusters, observed, unreachable, probed.health):
                 needs_pass.append(deployment.pk)
                 continue
             key = cache_key(deployment.pk)
-            scraped = scrape([(replica.endpoint, replica.id) for replica in replicas]) if replicas else Scraped(0.0)
+            scraped = Scraped.of(probed.metrics, (replica.id for replica in replicas))
             counters.update(scraped.counters)
             desired, to_store[key] = desired_from_store(deployment, replicas, stored.get(key), scraped.concurrency, clock)
             if desired != len(replicas):
@@ -639,6 +700,6 @@ def reconcile_fleet(
     finally:
         deployments_table.filter(lease_owner=owner).update(lease_owner="", lease_until=None)
     for deployment_id in needs_pass:
-        if reconcile(deployment_id, drivers=drivers, probe=probe) is not None:
+        if reconcile(deployment_id, drivers=drivers, probe=probe, scrape=scrape, probed=probed) is not None:
             result.reconciled += 1
     return result

@@ -5,27 +5,35 @@ The figure is requests running plus waiting on each READY replica, summed per de
 (the model server knows its own queue, including requests that did not come through the
 gateway). Samples and the autoscaler's state live in the cache, shared by every worker.
 The same scrape carries each replica's throughput counters, which it hands to
-deployments.throughput.
+deployments.throughput. A reconcile pass fetches every replica's /metrics beside its
+/health, all at once (deployments.probes), and hands each deployment its replicas' share.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from django.core.cache import cache
 from django.utils import timezone
-from prometheus_client.parser import text_string_to_metric_families
 
 from deployments import throughput
 from deployments.autoscaler import AutoscalerState, Sample, ScalingPolicy, decide
-from deployments.internal_tokens import bearer, replica_token
+from deployments.exposition import sample_values
 from deployments.models import Deployment, Replica
+from deployments.probes import Target, check_replicas
 
 _CONCURRENCY_SERIES = ("switchboard:num_requests_running", "switchboard:num_requests_waiting")
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    """What one replica's /metrics said."""
+
+    concurrency: float  # requests running plus waiting
+    counters: throughput.Counters | None  # None when it does not count busy seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +43,23 @@ class Scraped:
     concurrency: float  # requests running plus waiting, summed
     counters: dict[str, throughput.Counters] = field(default_factory=dict)  # by replica id, those that answered
 
+    @classmethod
+    def of(cls, metrics: Mapping[str, Metrics], replica_ids: Iterable[str]) -> Scraped:
+        """The sum over these replicas of what their scrapes found (one that did not answer adds nothing)."""
+        total = 0.0
+        counters: dict[str, throughput.Counters] = {}
+        for replica_id in replica_ids:
+            found = metrics.get(replica_id)
+            if found is not None:
+                total += found.concurrency
+                if found.counters is not None:
+                    counters[replica_id] = found.counters
+        return cls(concurrency=total, counters=counters)
 
-Scrape = Callable[[Iterable[tuple[str, str]]], Scraped]  # (endpoint, replica id) of each ready replica
+
+# Each target's /metrics, by replica id, for those that answered. The real one is
+# scrape_replicas; a reconcile pass fetches /metrics beside /health (deployments.probes).
+Scrape = Callable[[Sequence[Target]], dict[str, Metrics]]
 COLD_START_PATIENCE_S = 600.0
 CACHE_SECONDS = 3600  # how long a wake keeps asking for a replica that is not READY yet
 
@@ -45,32 +68,30 @@ def concurrency_in(metrics_text: str) -> float:
     """Requests running plus waiting in one replica's Prometheus exposition, over every
     label set. Text that does not parse counts as nothing (the replica is probed apart)."""
     try:
-        return sum(
-            sample.value
-            for family in text_string_to_metric_families(metrics_text)
-            for sample in family.samples
-            if sample.name in _CONCURRENCY_SERIES
-        )
+        return sum(value for _, value in sample_values(metrics_text, _CONCURRENCY_SERIES))
     except ValueError:
         return 0.0
 
 
-def scrape_replicas(replicas: Iterable[tuple[str, str]]) -> Scraped:
-    """The requests in flight across these replicas and each one's throughput counters,
-    from each one's /metrics (which wants the replica's bearer token)."""
-    total = 0.0
-    counters: dict[str, throughput.Counters] = {}
-    for endpoint, replica_id in replicas:
-        try:
-            response = httpx.get(endpoint.rstrip("/") + "/metrics", timeout=1.0, headers=bearer(replica_token(replica_id)))
-            response.raise_for_status()
-        except httpx.HTTPError:
-            continue
-        total += concurrency_in(response.text)
-        found = throughput.counters_in(response.text)
-        if found is not None:
-            counters[replica_id] = found
-    return Scraped(concurrency=total, counters=counters)
+def metrics_in(metrics_text: str) -> Metrics:
+    """Concurrency and throughput counters from one read of the exposition (a malformed
+    line spoils only the figure it belongs to, as reading each apart would)."""
+    try:
+        samples = sample_values(metrics_text, _CONCURRENCY_SERIES + throughput.COUNTER_SERIES)
+    except ValueError:
+        return Metrics(concurrency=concurrency_in(metrics_text), counters=throughput.counters_in(metrics_text))
+    concurrency = sum(value for name, value in samples if name in _CONCURRENCY_SERIES)
+    return Metrics(concurrency=concurrency, counters=throughput.counters_of(samples))
+
+
+def scrape_replicas(targets: Sequence[Target]) -> dict[str, Metrics]:
+    """Each target's /metrics (which wants the replica's bearer token), concurrently."""
+    answers = check_replicas(targets, health=False)
+    return {replica_id: metrics_in(answer.metrics) for replica_id, answer in answers.items() if answer.metrics is not None}
+
+
+def targets_of(replicas: Iterable[Replica]) -> list[Target]:
+    return [Target(replica_id=replica.id, endpoint=replica.endpoint, cluster=replica.cluster_id) for replica in replicas]
 
 
 def record_throughput(*, scraped: Scraped, replicas: Iterable[Replica]) -> None:
@@ -130,7 +151,7 @@ def autoscaled_desired(
     deployment: Deployment, replicas: list[Replica], *, scrape: Scrape = scrape_replicas, clock: Callable[[], float] = time.time
 ) -> int:
     ready = [replica for replica in replicas if replica.state == Replica.State.READY]
-    scraped = scrape([(replica.endpoint, replica.id) for replica in ready]) if ready else Scraped(0.0)
+    scraped = Scraped.of(scrape(targets_of(ready)), (replica.id for replica in ready)) if ready else Scraped(0.0)
     record_throughput(scraped=scraped, replicas=ready)
     desired, stored = desired_from_store(deployment, replicas, cache.get(cache_key(deployment.id)), scraped.concurrency, clock())
     cache.set(cache_key(deployment.id), stored, timeout=CACHE_SECONDS)

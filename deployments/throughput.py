@@ -16,15 +16,15 @@ estimate when there is one, else the catalog's benchmark figure
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from django.core.cache import cache
 from django.db import transaction
-from prometheus_client.parser import text_string_to_metric_families
 
+from deployments.exposition import sample_values
 from deployments.models import DeploymentRevision, Throughput
 from modelserver.catalog import CATALOG
 
@@ -39,6 +39,7 @@ BENCHMARK = "benchmark figure, until replicas report"
 _TOKEN_SERIES = frozenset({"switchboard:prompt_tokens_total", "switchboard:generation_tokens_total"})
 _BUSY_SERIES = "switchboard:busy_seconds_total"
 _START_SERIES = "switchboard:start_time_seconds"
+COUNTER_SERIES = (*sorted(_TOKEN_SERIES), _BUSY_SERIES, _START_SERIES)
 _PLACES = Decimal("0.001")
 
 
@@ -68,20 +69,28 @@ class Figure:
 def counters_in(metrics_text: str) -> Counters | None:
     """The counters in one replica's Prometheus exposition, summed over label sets; None
     for text that does not parse or a server that does not count busy seconds."""
+    try:
+        return counters_of(sample_values(metrics_text, COUNTER_SERIES))
+    except ValueError:
+        return None
+
+
+def counters_of(samples: Iterable[tuple[str, float]]) -> Counters | None:
+    """The counters from an exposition's samples (deployments.exposition); None for a
+    server that does not count busy seconds, or counters that are not finite."""
     tokens = busy = Decimal(0)
     started: Decimal | None = None
     seen_busy = False
     try:
-        for family in text_string_to_metric_families(metrics_text):
-            for sample in family.samples:
-                value = Decimal(repr(sample.value))
-                if sample.name in _TOKEN_SERIES:
-                    tokens += value
-                elif sample.name == _BUSY_SERIES:
-                    busy, seen_busy = busy + value, True
-                elif sample.name == _START_SERIES:
-                    started = value
-    except (ValueError, InvalidOperation):
+        for name, number in samples:
+            value = Decimal(repr(number))
+            if name in _TOKEN_SERIES:
+                tokens += value
+            elif name == _BUSY_SERIES:
+                busy, seen_busy = busy + value, True
+            elif name == _START_SERIES:
+                started = value
+    except InvalidOperation:
         return None
     if not seen_busy or not tokens.is_finite() or not busy.is_finite():
         return None

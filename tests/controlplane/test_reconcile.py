@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import pytest
 
 from deployments import services
 from deployments.drivers.memory import InMemoryDriver
 from deployments.models import CatalogModel, Cluster, Deployment, Replica, ReplicaEvent
+from deployments.probes import Target
 from deployments.reconcile import reconcile
-from deployments.scaling import Scraped
 from tenancy.models import Organization
 from tests.conftest import Tenants
 from tests.factories import create_deployment, ensure_clusters, owner_context
@@ -26,8 +27,8 @@ class Fleet:
     def driver(self, cluster: Cluster) -> InMemoryDriver:
         return self.drivers.setdefault(cluster.name, InMemoryDriver(cluster.name))
 
-    def probe(self, endpoint: str) -> str:
-        return "loading" if endpoint in self.loading else "ready"
+    def probe(self, targets: Sequence[Target]) -> dict[str, str]:
+        return {target.replica_id: "loading" if target.endpoint in self.loading else "ready" for target in targets}
 
     def run(self, deployment: Deployment, passes: int = 1):  # type: ignore[no-untyped-def]
         result = None
@@ -218,12 +219,12 @@ def test_the_batched_fleet_pass_confirms_steady_deployments_and_fixes_the_rest(t
     creates_before = fleet.creates
 
     ids = [deployment.id for deployment in (*steady, crashed, fresh)]
-    result = reconcile_fleet(ids, drivers=fleet.driver, probe=fleet.probe, scrape=lambda endpoints: Scraped(0.0))
+    result = reconcile_fleet(ids, drivers=fleet.driver, probe=fleet.probe, scrape=lambda targets: {})
     assert (result.steady, result.reconciled, result.skipped) == (2, 2, 0)
     assert fleet.creates == creates_before + 1  # the fresh one placed; the crash noticed (replaced after backoff)
     victim.refresh_from_db()
     assert victim.state == Replica.State.FAILED
-    again = reconcile_fleet(ids, drivers=fleet.driver, probe=fleet.probe, scrape=lambda endpoints: Scraped(0.0))
+    again = reconcile_fleet(ids, drivers=fleet.driver, probe=fleet.probe, scrape=lambda targets: {})
     assert again.steady >= 2 and fleet.creates <= creates_before + 2
     for deployment in steady:
         deployment.refresh_from_db()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from deployments.models import Deployment, Quota, Replica
-from deployments.scaling import Scraped, autoscaled_desired, concurrency_in
+from deployments.probes import Target
+from deployments.scaling import Metrics, autoscaled_desired, concurrency_in
 from modelserver.metrics import ServingMetrics
 from tests.conftest import Tenants
 from tests.factories import create_deployment
@@ -28,15 +30,15 @@ def test_load_on_the_replicas_drives_the_count(tenants: Tenants) -> None:
     deployment = create_deployment(tenants.org_a, min_replicas=1, max_replicas=5, target_concurrency=2, scale_down_delay_s=0)
     clock = Clock()
     load = {"value": 0.0}
-    seen: list[list[str]] = []
+    seen: list[list[Target]] = []
 
-    def scrape(endpoints):  # type: ignore[no-untyped-def]
-        seen.append(list(endpoints))
-        return Scraped(load["value"])
+    def scrape(targets: Sequence[Target]) -> dict[str, Metrics]:
+        seen.append(list(targets))
+        return {target.replica_id: Metrics(concurrency=load["value"] / len(targets), counters=None) for target in targets}
 
     assert autoscaled_desired(deployment, _ready(deployment, 1), scrape=scrape, clock=clock) == 1
-    [(endpoint, replica_id)] = seen[-1]  # scraped with the replica's id, whose token /metrics wants
-    assert endpoint == "http://replica-0" and replica_id.startswith("rep_")
+    [target] = seen[-1]  # scraped with the replica's id, whose token /metrics wants
+    assert target.endpoint == "http://replica-0" and target.replica_id.startswith("rep_")
     load["value"] = 6.0  # 6 in flight / (2 x 0.7) -> 5 replicas, reached through the panic window
     desired = 1
     for _ in range(5):
@@ -48,13 +50,13 @@ def test_load_on_the_replicas_drives_the_count(tenants: Tenants) -> None:
 def test_a_wake_request_asks_for_one_replica_until_idle(tenants: Tenants) -> None:
     deployment = create_deployment(tenants.org_a, min_replicas=0, max_replicas=2, idle_timeout_s=30, scale_down_delay_s=0)
     clock = Clock()
-    assert autoscaled_desired(deployment, [], scrape=lambda endpoints: Scraped(0.0), clock=clock) == 0
+    assert autoscaled_desired(deployment, [], scrape=lambda targets: {}, clock=clock) == 0
     deployment.wake_requested_at = datetime.fromtimestamp(clock.now, tz=UTC)
-    assert autoscaled_desired(deployment, [], scrape=lambda endpoints: Scraped(0.0), clock=clock) == 1
+    assert autoscaled_desired(deployment, [], scrape=lambda targets: {}, clock=clock) == 1
     clock.now += 20
-    assert autoscaled_desired(deployment, _ready(deployment, 1), scrape=lambda endpoints: Scraped(0.0), clock=clock) == 1
+    assert autoscaled_desired(deployment, _ready(deployment, 1), scrape=lambda targets: {}, clock=clock) == 1
     clock.now += 20  # 40 s after the last request: idle past the 30 s timeout
-    assert autoscaled_desired(deployment, _ready(deployment, 1), scrape=lambda endpoints: Scraped(0.0), clock=clock) == 0
+    assert autoscaled_desired(deployment, _ready(deployment, 1), scrape=lambda targets: {}, clock=clock) == 0
 
 
 def test_concurrency_is_running_plus_waiting_over_every_label_set() -> None:

@@ -3,14 +3,15 @@ model and GPU type, and what routing's cost order makes of it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from decimal import Decimal
 
 import pytest
 
 from deployments.models import Deployment, GpuType, Replica, Throughput
+from deployments.probes import Target
 from deployments.reconcile import reconcile_fleet
-from deployments.scaling import Scraped, autoscaled_desired
+from deployments.scaling import Metrics, autoscaled_desired
 from deployments.throughput import (
     BENCHMARK,
     MEASURED,
@@ -127,15 +128,15 @@ class ReportingReplicas:
         self.rates = rates  # deployment id -> tokens per second
         self.totals: dict[str, tuple[int, int]] = {}
 
-    def __call__(self, replicas: Iterable[tuple[str, str]]) -> Scraped:
-        counters = {}
-        for _, replica_id in replicas:
-            deployment_id = Replica.objects.unscoped_across_tenants().get(pk=replica_id).deployment_id
-            tokens, busy = self.totals.get(replica_id, (0, 0))
+    def __call__(self, targets: Sequence[Target]) -> dict[str, Metrics]:
+        metrics = {}
+        for target in targets:
+            deployment_id = Replica.objects.unscoped_across_tenants().get(pk=target.replica_id).deployment_id
+            tokens, busy = self.totals.get(target.replica_id, (0, 0))
             tokens, busy = tokens + self.rates[deployment_id] * 10, busy + 10
-            self.totals[replica_id] = (tokens, busy)
-            counters[replica_id] = _counters(tokens, str(busy))
-        return Scraped(concurrency=0.0, counters=counters)
+            self.totals[target.replica_id] = (tokens, busy)
+            metrics[target.replica_id] = Metrics(concurrency=0.0, counters=_counters(tokens, str(busy)))
+        return metrics
 
 
 def _lowest_cost_first(org_id: str, route: str) -> list[str]:
