@@ -16,6 +16,7 @@ BENCHMARKS = {
     "gateway": "benchmarks.gateway",
     "metering": "benchmarks.metering",
     "soak": "benchmarks.soak",
+    "gpu": "benchmarks.gpu",
 }
 
 
