@@ -113,7 +113,10 @@ def _finish(spec: ModelSpec, model: PreTrainedModel, tokenizer: PreTrainedTokeni
     return LoadedModel(spec=spec, model=model, tokenizer=tokenizer, device=device, dtype=dtype, eos_token_ids=_eos_ids(tokenizer, model))
 
 
-def load_smollm2(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
+def smollm2_directory(*, cache_dir: Path) -> Path:
+    """SmolLM2's weights as a Hugging Face directory (config, safetensors, tokenizer),
+    dequantized from the packaged GGUF once: what this server loads, and what another
+    runtime (vLLM) is pointed at, with nothing fetched from a hub."""
     gguf_dir, cache = _smollm2_cache_dir(cache_dir)
     if not (cache / "COMPLETE").exists():
         log.info("dequantizing %s into torch (first start only)", SMOLLM2_GGUF)
@@ -134,8 +137,13 @@ def load_smollm2(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
             tokenizer.save_pretrained(folder)
 
         _write_atomically(cache, write)
-    model = AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32)
-    return _finish(spec, model, AutoTokenizer.from_pretrained(cache))
+    return cache
+
+
+def load_smollm2(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
+    directory = smollm2_directory(cache_dir=cache_dir)
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+    return _finish(spec, model, AutoTokenizer.from_pretrained(directory))
 
 
 def load_minilm(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
