@@ -1,19 +1,21 @@
 """Cluster drivers: the only way the control plane touches a cluster.
 
-A driver creates, deletes and lists replicas and reports what it sees. A Kubernetes
-(KServe InferenceService per replica) or Ray Serve (a deployment replica per replica)
-driver is one more module here implementing `ClusterDriver`; the reconcile loop does
-not change.
+A driver creates, deletes and lists replicas and reports what it sees. `local` talks
+to a cluster agent on a machine (local.py); `ray` runs each replica as a Ray Serve
+application on a Ray cluster (ray.py). Another engine is one more module here
+implementing `ClusterDriver`; the reconcile loop does not change.
 """
 
 from __future__ import annotations
 
 from deployments.drivers.base import CPU, RUNTIME_BUILTIN, RUNTIME_VLLM, ClusterDriver, DriverError, ObservedReplica, ReplicaRequest
 from deployments.drivers.local import LocalAgentDriver
+from deployments.drivers.ray import RayConnection, RayServeDriver
 from deployments.internal_tokens import agent_token
 from deployments.models import Cluster
 
 _LOCAL_DRIVERS: dict[str, ClusterDriver] = {}
+_RAY_DRIVERS: dict[RayConnection, ClusterDriver] = {}
 
 
 def driver_for(cluster: Cluster) -> ClusterDriver:
@@ -23,6 +25,11 @@ def driver_for(cluster: Cluster) -> ClusterDriver:
         if url not in _LOCAL_DRIVERS:
             _LOCAL_DRIVERS[url] = LocalAgentDriver(url, token=agent_token(cluster.name))
         return _LOCAL_DRIVERS[url]
+    if cluster.driver == Cluster.Driver.RAY:
+        connection = RayConnection.parse(cluster.connection)
+        if connection not in _RAY_DRIVERS:  # it remembers what its replicas reported
+            _RAY_DRIVERS[connection] = RayServeDriver(connection)
+        return _RAY_DRIVERS[connection]
     raise DriverError(f"cluster {cluster.name} uses driver {cluster.driver!r}, which this control plane does not have")
 
 
