@@ -244,18 +244,12 @@ def _advance(run: _Pass, replica: Replica, seen: ObservedReplica | None, unreach
         return
     if seen is None or not seen.running:
         code = f" with code {seen.exit_code}" if seen is not None and seen.exit_code is not None else ""
-        _transition(replica, Replica.State.FAILED, f"the model-server process exited{code}", stopped_at=now)
+        why = f": {seen.detail}" if seen is not None and seen.detail else ""  # what the cluster says of it
+        _transition(replica, Replica.State.FAILED, f"the model-server process exited{code}{why}"[:500], stopped_at=now)
         run.result.failed.append(replica.id)
         return
-    if seen.endpoint and seen.endpoint != replica.endpoint:
-        # The cluster replaced the process behind the replica (Ray restarting a dead actor,
-        # Kubernetes a pod): a new endpoint, to be probed afresh before it serves again.
-        replica.node, replica.device = seen.node[:200], seen.device[:100]
-        _transition(replica, Replica.State.PROVISIONING, "restarted by its cluster at a new endpoint", endpoint=seen.endpoint)
+    if _followed_to_new_endpoint(replica, seen):
         return
-    if seen.node and (seen.node, seen.device) != (replica.node, replica.device):  # adopted, or newly reported
-        replica.node, replica.device = seen.node[:200], seen.device[:100]
-        replica.save(update_fields=["node", "device"])
     health = probe(replica.endpoint)
     if health == "ready" and replica.state != Replica.State.READY:
         _transition(replica, Replica.State.READY, "passed /health", ready_at=now)
@@ -265,6 +259,26 @@ def _advance(run: _Pass, replica: Replica, seen: ObservedReplica | None, unreach
         _stop(replica, run.drivers, drain=0)
         _transition(replica, Replica.State.FAILED, health, stopped_at=now)
         run.result.failed.append(replica.id)
+
+
+def _followed_to_new_endpoint(replica: Replica, seen: ObservedReplica) -> bool:
+    """Keeps the replica's endpoint, node and device as its cluster reports them; True when
+    the cluster replaced the process behind it, to be probed afresh before it serves."""
+    if seen.endpoint and not replica.endpoint:
+        # Placed after it was created (a Ray actor reports its node's address and port once
+        # it runs): nothing was probed at an old address, so probe this one now.
+        replica.endpoint, replica.node, replica.device = seen.endpoint, seen.node[:200], seen.device[:100]
+        replica.save(update_fields=["endpoint", "node", "device"])
+    elif seen.endpoint and seen.endpoint != replica.endpoint:
+        # The cluster replaced the process behind the replica (Ray restarting a dead actor,
+        # Kubernetes a pod): a new endpoint, to be probed afresh before it serves again.
+        replica.node, replica.device = seen.node[:200], seen.device[:100]
+        _transition(replica, Replica.State.PROVISIONING, "restarted by its cluster at a new endpoint", endpoint=seen.endpoint)
+        return True
+    elif seen.node and (seen.node, seen.device) != (replica.node, replica.device):  # adopted, or newly reported
+        replica.node, replica.device = seen.node[:200], seen.device[:100]
+        replica.save(update_fields=["node", "device"])
+    return False
 
 
 def _place_missing(run: _Pass, fleet: _Fleet, missing: int) -> None:

@@ -8,14 +8,15 @@ implementing `ClusterDriver`; the reconcile loop does not change.
 
 from __future__ import annotations
 
+import json
+
 from deployments.drivers.base import CPU, RUNTIME_BUILTIN, RUNTIME_VLLM, ClusterDriver, DriverError, ObservedReplica, ReplicaRequest
 from deployments.drivers.local import LocalAgentDriver
-from deployments.drivers.ray import RayConnection, RayServeDriver
 from deployments.internal_tokens import agent_token
 from deployments.models import Cluster
 
 _LOCAL_DRIVERS: dict[str, ClusterDriver] = {}
-_RAY_DRIVERS: dict[RayConnection, ClusterDriver] = {}
+_RAY_DRIVERS: dict[str, ClusterDriver] = {}
 
 
 def driver_for(cluster: Cluster) -> ClusterDriver:
@@ -26,10 +27,14 @@ def driver_for(cluster: Cluster) -> ClusterDriver:
             _LOCAL_DRIVERS[url] = LocalAgentDriver(url, token=agent_token(cluster.name))
         return _LOCAL_DRIVERS[url]
     if cluster.driver == Cluster.Driver.RAY:
-        connection = RayConnection.parse(cluster.connection)
-        if connection not in _RAY_DRIVERS:  # it remembers what its replicas reported
-            _RAY_DRIVERS[connection] = RayServeDriver(connection)
-        return _RAY_DRIVERS[connection]
+        # Imported on first use, not at startup: Ray and Serve take a second to import, and
+        # only processes that drive a Ray cluster (Celery workers, `up --ray`) need them.
+        from deployments.drivers.ray import RayConnection, RayServeDriver
+
+        key = json.dumps(cluster.connection, sort_keys=True)
+        if key not in _RAY_DRIVERS:  # one per cluster: it remembers what its replicas reported
+            _RAY_DRIVERS[key] = RayServeDriver(RayConnection.parse(cluster.connection))
+        return _RAY_DRIVERS[key]
     raise DriverError(f"cluster {cluster.name} uses driver {cluster.driver!r}, which this control plane does not have")
 
 

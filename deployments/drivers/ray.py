@@ -95,6 +95,15 @@ def connect(address: str, namespace: str) -> None:
         _connected = (os.getpid(), address)
 
 
+def disconnect() -> None:
+    """Leaves the Ray cluster (tests, benchmarks); the next call connects again."""
+    global _connected
+    with _connect_lock:
+        if ray.is_initialized():
+            ray.shutdown()
+        _connected = None
+
+
 def actor_options(request: ReplicaRequest, connection: RayConnection) -> dict[str, Any]:
     """Where Ray may place the replica's actor."""
     options: dict[str, Any] = {"num_cpus": connection.replica_cpus}
@@ -114,14 +123,16 @@ def host_spec(request: ReplicaRequest, connection: RayConnection) -> HostSpec:
         if key not in OPTION_FLAGS:
             raise DriverError(f"unknown replica option {key!r}")
         flags += [OPTION_FLAGS[key], str(value)]
+    # Plain strings only: the spec is unpickled on nodes that have no Django (a TextChoices
+    # member would drag deployments.models along).
     return HostSpec(
-        model=request.model,
-        token=request.token,
-        runtime=request.runtime,
+        model=str(request.model),
+        token=str(request.token),
+        runtime=str(request.runtime),
         options=tuple(flags),
         env=dict(request.env),
-        artifact=request.artifact,
-        gpu_type=request.gpu_type,
+        artifact=str(request.artifact),
+        gpu_type=str(request.gpu_type),
         gpu_count=request.gpu_count,
         cache_dir=connection.model_cache_dir,
         drain_seconds=connection.drain_seconds,
@@ -163,7 +174,10 @@ class RayServeDriver:
         task with the same resources, so a missing binary is refused here, not left to
         fail in Serve's constructor retries."""
         probe = ray.remote(vllm_binary).options(
-            num_cpus=0, num_gpus=options.get("num_gpus", 0), resources=options.get("resources"), accelerator_type=options.get("accelerator_type")
+            num_cpus=0,
+            num_gpus=options.get("num_gpus", 0),
+            resources=options.get("resources"),
+            accelerator_type=options.get("accelerator_type"),
         )
         try:
             found = ray.get(probe.remote(), timeout=PREFLIGHT_TIMEOUT_S)
@@ -214,7 +228,13 @@ class RayServeDriver:
                         self._seen[name] = seen
         for gone in set(self._seen) - set(applications):
             del self._seen[gone]
-        return [self._observe(name, app) for name, app in applications.items()]
+        observed = [self._observe(name, app) for name, app in applications.items()]
+        for name, app in applications.items():
+            if app.status == ApplicationStatus.DEPLOY_FAILED:
+                # Serve gave up on it (its actor failed to start three times): reported as
+                # exited once, then removed, as the control plane replaces it with a new one.
+                serve.delete(name, _blocking=False)
+        return observed
 
     def _describe(self, name: str) -> dict[str, Any] | None:
         """The actor's own report of where it serves; None while it cannot answer (being
@@ -231,7 +251,11 @@ class RayServeDriver:
         seen = self._seen.get(name, {})
         status = ApplicationStatus(app.status)
         node = f"{seen['node_ip']} {seen['node_id']}" if seen else ""
-        detail = f"{status.value}: {app.message}" if app.message else status.value
+        detail = status.value
+        for deployment in app.deployments.values():
+            lines = [line for line in str(deployment.message).splitlines() if line.strip()]
+            if lines:  # Serve's message ends with the error that its traceback led to
+                detail = f"{status.value}: {lines[-1].strip()}"
         return ObservedReplica(
             replica_id=name[len(self.prefix) :],
             running=_STATE[status],
