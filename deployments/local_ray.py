@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -120,6 +121,7 @@ def local_ray_cluster(
         yield LocalRay(address=address, temp_dir=temp_dir, processes=processes)
     finally:
         _stop(processes)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @transaction.atomic

@@ -188,12 +188,13 @@ class RayServeDriver:
 
     def create_replica(self, request: ReplicaRequest) -> ObservedReplica:
         name = self._app(request.replica_id)
-        if name in self._applications():  # creating the same replica twice creates one
-            return self._observe(name, self._applications()[name])
+        existing = self._applications().get(name)
+        if existing is not None:  # creating the same replica twice creates one
+            return self._observe(name, existing)
         options = actor_options(request, self.connection)
         if request.runtime == RUNTIME_VLLM:
             self._preflight_vllm(options)
-        deployment = serve.deployment(ModelServerHost).options(
+        deployment = serve.deployment(
             name=DEPLOYMENT_NAME,
             num_replicas=1,
             ray_actor_options=options,
@@ -201,7 +202,7 @@ class RayServeDriver:
             health_check_timeout_s=15,
             graceful_shutdown_wait_loop_s=0.5,  # requests reach the server directly, not through Serve
             graceful_shutdown_timeout_s=self.connection.drain_seconds + 10,
-        )
+        )(ModelServerHost)
         application = deployment.bind(host_spec(request, self.connection))
         try:
             serve.run_many([serve.RunTarget(application, name=name, route_prefix=None)], wait_for_applications_running=False)
