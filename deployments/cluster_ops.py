@@ -84,6 +84,24 @@ def _valid_inventory(inventory: list[InventoryRow]) -> dict[str, InventoryRow]:
     return rows
 
 
+def _connection(driver: str, url: str, *, namespace: str) -> dict[str, str]:
+    """The driver's settings from the one address a cluster is registered with: a local
+    agent's URL, or a Ray cluster's GCS as ray://host:port (its Serve applications are
+    named under the cluster's name, so several clusters may share one Ray cluster)."""
+    parts = urlsplit(url)
+    if driver == Cluster.Driver.RAY:
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if parts.scheme != "ray" or not parts.hostname or port is None or parts.path not in ("", "/"):
+            raise ServiceError("Give the Ray cluster's GCS address, like ray://10.0.0.5:6379.", field="agent_url")
+        return {"address": parts.netloc, "namespace": namespace}
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ServiceError("Give the cluster agent's URL, like http://10.0.0.5:9101.", field="agent_url")
+    return {"agent_url": url}
+
+
 @transaction.atomic
 def add_cluster(
     staff: StaffContext,
@@ -106,24 +124,22 @@ def add_cluster(
         raise ServiceError("Give the region as lowercase letters, digits and dashes (us-east, eu-west ...).", field="region")
     if driver not in Cluster.Driver.values:
         raise ServiceError(f"Unknown driver {driver!r}; this control plane has {', '.join(Cluster.Driver.values)}.", field="driver")
-    if driver != Cluster.Driver.LOCAL:
-        # Their connection settings (namespace, images, GPU labels; a Ray address) are not
-        # an agent URL: a cluster registered here with one would never be reachable.
+    if driver == Cluster.Driver.KUBERNETES:
+        # Its connection settings (namespace, images, GPU labels) are not one URL: a cluster
+        # registered here with one would never be reachable.
         raise ServiceError(
-            f"This form registers local-agent clusters. Register a {driver} cluster with its connection settings "
-            "in the Django admin, as docs/drivers-kubernetes.md describes.",
+            "This form registers local-agent and Ray clusters. Register a Kubernetes cluster with its connection "
+            "settings in the Django admin, as docs/drivers-kubernetes.md describes.",
             field="driver",
         )
     if status not in (Cluster.Status.ACTIVE, Cluster.Status.CORDONED):
         raise ServiceError("A new cluster starts active or cordoned.", field="status")
-    parts = urlsplit(agent_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ServiceError("Give the cluster agent's URL, like http://10.0.0.5:9101.", field="agent_url")
+    connection = _connection(driver, agent_url, namespace=name)
     rows = _valid_inventory(inventory)
     if Cluster.objects.select_for_update().filter(pk=name).exists():
         raise Conflict(f"A cluster named {name} already exists.", field="name")
     cluster = Cluster.objects.create(
-        name=name, provider=provider, region=region, driver=driver, connection={"agent_url": agent_url}, simulated=simulated, status=status
+        name=name, provider=provider, region=region, driver=driver, connection=connection, simulated=simulated, status=status
     )
     ClusterGpu.objects.bulk_create(
         [ClusterGpu(cluster=cluster, gpu_type_id=row.gpu_type, count=row.count) for row in rows.values() if row.count]

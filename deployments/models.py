@@ -42,6 +42,7 @@ class Cluster(models.Model):
     class Driver(models.TextChoices):
         LOCAL = "local", "Local agent on this machine"
         KUBERNETES = "kubernetes", "Kubernetes (KServe or Deployments)"
+        RAY = "ray", "Ray Serve on a Ray cluster"
 
     name = models.SlugField(primary_key=True, max_length=60)
     provider = models.CharField(max_length=40, help_text="aws, gcp, azure, local ...")

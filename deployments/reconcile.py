@@ -308,22 +308,29 @@ def _advance(run: _Pass, replica: Replica, seen: ObservedReplica | None, unreach
 
 def _exited(run: _Pass, replica: Replica, seen: ObservedReplica | None) -> None:
     code = f" with code {seen.exit_code}" if seen is not None and seen.exit_code is not None else ""
+    why = f": {seen.detail}" if seen is not None and seen.detail else ""  # what the cluster says of it
     if seen is not None:
         # What the cluster still keeps for it goes (a crash-looping pod would hold its GPU).
         _stop(replica, run.drivers, drain=0)
-    _transition(replica, Replica.State.FAILED, f"the model-server process exited{code}", stopped_at=run.now)
+    _transition(replica, Replica.State.FAILED, f"the model-server process exited{code}{why}"[:500], stopped_at=run.now)
     run.result.failed.append(replica.id)
 
 
 def _moved(replica: Replica, seen: ObservedReplica) -> bool:
-    """Follows where the cluster says the replica runs; True when it must be probed afresh."""
-    if seen.endpoint and seen.endpoint != replica.endpoint:
+    """Keeps the replica's endpoint, node and device as its cluster reports them; True when
+    the cluster replaced the process behind it, to be probed afresh before it serves."""
+    if seen.endpoint and not replica.endpoint:
+        # Placed after it was created (a Ray actor reports its node's address and port once
+        # it runs): nothing was probed at an old address, so probe this one next.
+        replica.endpoint, replica.node, replica.device = seen.endpoint, seen.node[:200], seen.device[:100]
+        replica.save(update_fields=["endpoint", "node", "device"])
+    elif seen.endpoint and seen.endpoint != replica.endpoint:
         # The cluster replaced the process behind the replica (Ray restarting a dead actor,
         # Kubernetes a pod): a new endpoint, to be probed afresh before it serves again.
         replica.node, replica.device = seen.node[:200], seen.device[:100]
         _transition(replica, Replica.State.PROVISIONING, "restarted by its cluster at a new endpoint", endpoint=seen.endpoint)
         return True
-    if seen.node and (seen.node, seen.device) != (replica.node, replica.device):  # adopted, or newly reported
+    elif seen.node and (seen.node, seen.device) != (replica.node, replica.device):  # adopted, or newly reported
         replica.node, replica.device = seen.node[:200], seen.device[:100]
         replica.save(update_fields=["node", "device"])
     return False

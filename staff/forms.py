@@ -127,7 +127,9 @@ class ClusterForm(forms.Form):
     region = forms.CharField(max_length=40, help_text="Deployments choose regions; e.g. us-east.")
     driver = forms.ChoiceField(choices=Cluster.Driver.choices)
     agent_url = forms.CharField(
-        max_length=300, label="Agent URL", help_text="Where the driver reaches the cluster, e.g. http://10.0.0.5:9101."
+        max_length=300,
+        label="Agent URL",
+        help_text="Where the driver reaches the cluster: a local agent's URL (http://10.0.0.5:9101) or a Ray GCS (ray://10.0.0.5:6379).",
     )
     status = forms.ChoiceField(
         choices=[(Cluster.Status.ACTIVE, "Active"), (Cluster.Status.CORDONED, "Cordoned")],

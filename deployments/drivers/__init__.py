@@ -1,12 +1,14 @@
 """Cluster drivers: the only way the control plane touches a cluster.
 
-A driver creates, deletes and lists replicas and reports what it sees. A Kubernetes
-(KServe InferenceService per replica) or Ray Serve (a deployment replica per replica)
-driver is one more module here implementing `ClusterDriver`; the reconcile loop does
-not change.
+A driver creates, deletes and lists replicas and reports what it sees. `local` talks
+to a cluster agent on a machine (local.py); `ray` runs each replica as a Ray Serve
+application on a Ray cluster (ray.py). Another engine is one more module here
+implementing `ClusterDriver`; the reconcile loop does not change.
 """
 
 from __future__ import annotations
+
+import json
 
 from deployments.drivers import kubernetes
 from deployments.drivers.base import CPU, RUNTIME_BUILTIN, RUNTIME_VLLM, ClusterDriver, DriverError, ObservedReplica, ReplicaRequest
@@ -15,6 +17,7 @@ from deployments.internal_tokens import agent_token
 from deployments.models import Cluster
 
 _LOCAL_DRIVERS: dict[str, ClusterDriver] = {}
+_RAY_DRIVERS: dict[str, ClusterDriver] = {}
 
 
 def driver_for(cluster: Cluster) -> ClusterDriver:
@@ -27,6 +30,15 @@ def driver_for(cluster: Cluster) -> ClusterDriver:
     if cluster.driver == Cluster.Driver.KUBERNETES:
         connection = kubernetes.KubernetesConnection.parse(cluster.connection)
         return kubernetes.KubernetesDriver(connection, api=kubernetes.api_client(connection))
+    if cluster.driver == Cluster.Driver.RAY:
+        # Imported on first use, not at startup: Ray and Serve take a second to import, and
+        # only processes that drive a Ray cluster (Celery workers, `up --ray`) need them.
+        from deployments.drivers.ray import RayConnection, RayServeDriver
+
+        key = json.dumps(cluster.connection, sort_keys=True)
+        if key not in _RAY_DRIVERS:  # one per cluster: it remembers what its replicas reported
+            _RAY_DRIVERS[key] = RayServeDriver(RayConnection.parse(cluster.connection))
+        return _RAY_DRIVERS[key]
     raise DriverError(f"cluster {cluster.name} uses driver {cluster.driver!r}, which this control plane does not have")
 
 
