@@ -14,8 +14,11 @@ in their usage chunks over the wall time. Printed side by side."""
 from __future__ import annotations
 
 import asyncio
+import secrets
+import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +27,10 @@ from django.conf import settings
 from openai import AsyncOpenAI
 
 from benchmarks.serving import CHAT_MODEL, CHAT_TOKENS, chat_prompts
+from deployments.drivers.base import RUNTIME_VLLM, ReplicaRequest
+from deployments.drivers.ray import RayConnection, RayServeDriver
+from deployments.local_ray import RayNode, local_ray_cluster
+from modelserver.loading import smollm2_directory
 from modelserver.processes import model_server
 
 STREAMS = (1, 16)
@@ -99,12 +106,58 @@ def builtin_on_cuda(log: Any) -> Run:
         return Run("builtin", device, measure(server.url + "/v1", "unused"))
 
 
+def _ready_endpoint(driver: RayServeDriver, replica_id: str, token: str, timeout: float) -> str:
+    """The replica's endpoint once its server answers /health with 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen = next((row for row in driver.list_replicas() if row.replica_id == replica_id), None)
+        if seen is not None and not seen.running:
+            raise RuntimeError(f"the vLLM replica failed: {seen.detail}")
+        if seen is not None and seen.endpoint:
+            try:
+                if httpx.get(seen.endpoint + "/health", headers={"Authorization": f"Bearer {token}"}, timeout=5).status_code == 200:
+                    return seen.endpoint
+            except httpx.HTTPError:
+                pass
+        time.sleep(2)
+    raise RuntimeError(f"the vLLM replica was not ready within {timeout:.0f} s")
+
+
+def vllm_through_ray(gpu_type: str, log: Any) -> Run:
+    """vLLM's OpenAI server with SmolLM2, placed by the Ray driver on a local Ray cluster
+    whose one node advertises this machine's GPU."""
+    if shutil.which("vllm") is None:
+        return Run("vllm", "", skipped="vLLM is not installed here (pip install vllm)")
+    weights = smollm2_directory(cache_dir=settings.MODEL_CACHE_DIR)
+    project_root = Path(__file__).resolve().parent.parent
+    with local_ray_cluster(project_root, RayNode(cpus=4, gpus=1, resources={f"gpu_type:{gpu_type}": 1})) as cluster:
+        driver = RayServeDriver(RayConnection.parse({"address": cluster.address, "namespace": "gpu-check"}))
+        token, replica_id = secrets.token_urlsafe(32), "gpu-check-vllm"
+        request = ReplicaRequest(
+            replica_id=replica_id,
+            model=CHAT_MODEL,
+            token=token,
+            gpu_type=gpu_type,
+            gpu_count=1,
+            runtime=RUNTIME_VLLM,
+            artifact=str(weights),
+        )
+        driver.create_replica(request)
+        try:
+            endpoint = _ready_endpoint(driver, replica_id, token, timeout=900)
+            log(f"vLLM through the Ray driver at {endpoint}: {', '.join(str(s) for s in STREAMS)} streams ...")
+            return Run("vllm", f"{gpu_type} via Ray", measure(endpoint + "/v1", token))
+        finally:
+            driver.delete_replica(replica_id, drain_seconds=0)
+
+
 def run(*, seconds: float = 10.0, log: Any = print) -> GpuFigures:
     if not torch.cuda.is_available():
         raise RuntimeError("no CUDA device here: run `python3 manage.py bench gpu` on a machine with an NVIDIA GPU")
     gpu = torch.cuda.get_device_name(0)
     log(f"GPU: {gpu}")
-    return GpuFigures(gpu, [builtin_on_cuda(log)])
+    gpu_type = gpu.split()[-1]  # "NVIDIA H200" -> H200: the resource the Ray node advertises
+    return GpuFigures(gpu, [builtin_on_cuda(log), vllm_through_ray(gpu_type, log)])
 
 
 def table(figures: GpuFigures) -> str:
