@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from openai import OpenAI
 
 from modelserver.processes import free_port_run
 from tests.servers import ROOT, child_env, free_port, wait_until_up
@@ -82,3 +83,62 @@ def test_up_serves_the_console_with_the_demo_login(tmp_path: Path) -> None:
     assert "Demo login: demo@switchboard.local / switchboard-demo" in output
     assert "Connected to config.broker:Transport://" in output and "ready." in output  # the atomic filesystem broker
     assert "up: agent local-us-east exited with -9" in output
+
+
+def test_up_with_ray_serves_the_demo_on_ray_serve_and_leaves_no_ray_behind(tmp_path: Path) -> None:
+    """`up --ray`: the demo's clusters are namespaces of a local Ray cluster (its head a
+    supervised child); a chat through the gateway wakes the demo deployment on Ray Serve;
+    Ctrl-C stops Ray with everything else."""
+    port, ray_port = free_port(), free_port()
+    env = child_env(SWITCHBOARD_DATA_DIR=str(tmp_path))
+    env.pop("DATABASE_URL", None)
+    env.pop("REDIS_URL", None)
+    log_path = tmp_path / "up.log"
+    log = log_path.open("wb")
+    command = [sys.executable, "manage.py", "up", "--ray", "--port", str(port), "--ray-port", str(ray_port)]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/accounts/login/", process, timeout=120)
+        issued = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", SHELL_ISSUE_DEMO_KEY],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        key = issued.stdout.strip().splitlines()[-1]
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0, timeout=240)
+        answer = client.chat.completions.create(model="chat-default", messages=[{"role": "user", "content": "Hi"}], max_tokens=5)
+        assert answer.choices[0].message.content is not None
+        placed = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", SHELL_READY_REPLICAS],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert "ray-" in placed and "local-" not in placed, placed  # on Ray, never on the cordoned agents' clusters
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=90)
+        log.close()
+    with pytest.raises(LookupError):
+        _pid_of("start", f"--port={ray_port}")  # the Ray head is gone with `up`
+
+
+SHELL_ISSUE_DEMO_KEY = """
+from tenancy import services
+from tenancy.context import OrgContext
+from tenancy.models import Membership, Organization, Role
+org = Organization.objects.get(name="Demo Org")
+owner = Membership.objects.for_org(org).filter(role="owner").first()
+ctx = OrgContext(organization=org, user=owner.user, role=Role(owner.role))
+print(services.create_api_key(ctx, name="ray test", scopes=["inference"]).plaintext)
+"""
+
+SHELL_READY_REPLICAS = """
+from deployments.models import Replica
+print(list(Replica.objects.unscoped_across_tenants().filter(state="ready").values_list("cluster_id", "device")))
+"""

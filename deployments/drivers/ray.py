@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +78,30 @@ _connect_lock = threading.Lock()
 _connected: tuple[int, str] | None = None  # (pid, address) of this process's connection
 
 
+def _has_descriptor(stream: object) -> bool:
+    try:
+        stream.fileno()  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True
+
+
+@contextmanager
+def _std_streams_with_descriptors() -> Iterator[None]:
+    """A Celery worker's sys.stdout and sys.stderr are logging proxies with no file
+    descriptor, which ray.init needs (it enables faulthandler on stderr): the process's
+    real streams stand in while it connects."""
+    saved = sys.stdout, sys.stderr
+    if not _has_descriptor(sys.stdout):
+        sys.stdout = sys.__stdout__
+    if not _has_descriptor(sys.stderr):
+        sys.stderr = sys.__stderr__
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
 def connect(address: str, namespace: str) -> None:
     """Connects this process to the Ray cluster once, and makes sure Serve runs there
     without HTTP proxies (replicas are called directly on their own ports)."""
@@ -88,8 +114,9 @@ def connect(address: str, namespace: str) -> None:
         try:
             if ray.is_initialized():
                 ray.shutdown()  # inherited over a fork: the parent's connection is not ours
-            ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level=logging.WARNING)
-            serve.start(proxy_location="Disabled")
+            with _std_streams_with_descriptors():
+                ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level=logging.WARNING)
+                serve.start(proxy_location="Disabled")
         except (ConnectionError, RuntimeError, TimeoutError) as error:
             raise DriverError(f"Ray cluster at {address} unreachable: {error}") from error
         _connected = (os.getpid(), address)

@@ -1,12 +1,17 @@
 """Runs the whole platform on this machine: migrations, demo data, the ASGI server
 (console, API), a Celery worker and beat (the reconcile loop), the usage ingester and one
-agent per local cluster (local-us-east, local-eu-west), each restarted if it exits.
+agent per local cluster (local-us-east, local-eu-west), each restarted if it exits. With
+`--ray` (or SWITCHBOARD_RAY=1) the clusters are instead two namespaces (ray-us-east,
+ray-eu-west) of a local Ray cluster whose head node is one more supervised child.
 Ctrl-C (or SIGTERM) stops everything."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +22,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
 from console.supervisor import Supervisor
-from deployments.local_clusters import LOCAL_CLUSTERS, register
+from deployments.local_clusters import LOCAL_CLUSTERS, SIMULATED_INVENTORY, cordon_other_mode, register, register_on_ray
+from deployments.local_ray import RayNode, head_command, node_environment
 
 
 class Command(BaseCommand):
@@ -28,13 +34,22 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--no-seed", action="store_true", help="Do not create the demo user and organization.")
         parser.add_argument("--agent-port-base", type=int, default=9101, help="Local cluster agents listen on this port and the next.")
+        parser.add_argument(
+            "--ray",
+            action="store_true",
+            default=os.environ.get("SWITCHBOARD_RAY", "") in ("1", "true", "yes"),
+            help="Run the clusters on a local Ray cluster (Ray Serve) instead of local agents. Also SWITCHBOARD_RAY=1.",
+        )
+        parser.add_argument("--ray-port", type=int, default=6390, help="The local Ray head's port (--ray).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         call_command("migrate", interactive=False, verbosity=0)
 
         clusters = [replace(cluster, port=options["agent_port_base"] + index) for index, cluster in enumerate(LOCAL_CLUSTERS)]
-        for cluster in clusters:
-            register(cluster)
+        ray_temp_dir: Path | None = None
+        ray_address = f"127.0.0.1:{options['ray_port']}"
+        registered = [register_on_ray(cluster, address=ray_address) if options["ray"] else register(cluster) for cluster in clusters]
+        cordon_other_mode(running=[cluster.name for cluster in registered])
         if not options["no_seed"]:
             call_command("seed_demo")
         python = sys.executable
@@ -68,19 +83,37 @@ class Command(BaseCommand):
             ],
             "usage ingester": [python, "manage.py", "ingest_usage"],
         }
-        for cluster in clusters:
-            processes[f"agent {cluster.name}"] = [
-                python,
-                "manage.py",
-                "cluster_agent",
-                "--cluster",
-                cluster.name,
-                "--port",
-                str(cluster.port),
-            ]
+        if options["ray"]:
+            # One node with this machine's CPUs and the demo's simulated GPUs as resources
+            # (gpu_type:T4 ...), which the Ray driver places GPU replicas by; a short temp
+            # path, as Ray's socket paths must stay under the OS limit.
+            simulated = {f"gpu_type:{gpu}": float(count) for gpu, count in SIMULATED_INVENTORY.items() if gpu != "CPU"}
+            head = RayNode(cpus=float(os.cpu_count() or 2), gpus=int(sum(simulated.values())), resources=simulated)
+            ray_temp_dir = Path(tempfile.mkdtemp(prefix="sbray", dir="/tmp"))
+            processes["ray head"] = head_command(head, port=options["ray_port"], temp_dir=ray_temp_dir)
+            # Ray's workers import the model server's actor from this project.
+            os.environ.update(
+                {
+                    key: value
+                    for key, value in node_environment(Path(settings.BASE_DIR)).items()
+                    if key not in os.environ or key == "PYTHONPATH"
+                }
+            )
+        else:
+            for cluster in clusters:
+                processes[f"agent {cluster.name}"] = [
+                    python,
+                    "manage.py",
+                    "cluster_agent",
+                    "--cluster",
+                    cluster.name,
+                    "--port",
+                    str(cluster.port),
+                ]
         supervisor = Supervisor(processes, cwd=Path(settings.BASE_DIR), log=lambda line: self.stderr.write(f"up: {line}"))
         supervisor.start()
         stack = "PostgreSQL + Redis" if settings.REDIS_URL else "embedded (SQLite, filesystem broker)"
+        stack += f", clusters on a local Ray cluster at {ray_address}" if options["ray"] else ""
         self.stdout.write(
             self.style.SUCCESS(f"Switchboard is up on http://{options['host']}:{options['port']}/ ({stack}). Ctrl-C stops it.")
         )
@@ -98,3 +131,5 @@ class Command(BaseCommand):
             supervisor.tick()
             time.sleep(0.5)
         supervisor.stop()
+        if ray_temp_dir is not None:
+            shutil.rmtree(ray_temp_dir, ignore_errors=True)
