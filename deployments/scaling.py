@@ -25,7 +25,14 @@ from deployments.exposition import sample_values
 from deployments.models import Deployment, Replica
 from deployments.probes import Target, check_replicas
 
-_CONCURRENCY_SERIES = ("switchboard:num_requests_running", "switchboard:num_requests_waiting")
+# The built-in server's names, and vLLM's (whose names it follows under its own prefix): the
+# autoscaler reads a vLLM replica as it reads one of ours.
+_CONCURRENCY_SERIES = (
+    "switchboard:num_requests_running",
+    "switchboard:num_requests_waiting",
+    "vllm:num_requests_running",
+    "vllm:num_requests_waiting",
+)
 
 
 @dataclass(frozen=True, slots=True)

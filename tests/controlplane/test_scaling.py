@@ -86,3 +86,17 @@ def test_the_model_servers_own_exposition_is_read() -> None:
     metrics.requests_waiting.set(7)
     metrics.queue_time.observe(0.2)
     assert concurrency_in(metrics.render().decode()) == 11.0
+
+
+def test_a_vllm_replicas_exposition_is_read_like_the_built_in_servers() -> None:
+    """vLLM's OpenAI server exports the same series under `vllm:`; the autoscaler treats a
+    vLLM replica as one of its own."""
+    exposition = (
+        "# TYPE vllm:num_requests_running gauge\n"
+        'vllm:num_requests_running{model_name="smollm2-135m-instruct"} 5.0\n'
+        "# TYPE vllm:num_requests_waiting gauge\n"
+        'vllm:num_requests_waiting{model_name="smollm2-135m-instruct"} 4.0\n'
+        "# TYPE vllm:gpu_cache_usage_perc gauge\n"
+        'vllm:gpu_cache_usage_perc{model_name="smollm2-135m-instruct"} 0.4\n'
+    )
+    assert concurrency_in(exposition) == 9.0
