@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from django.core.cache import cache
 from django.db import transaction
@@ -48,12 +49,11 @@ from deployments.scaling import (
     Scraped,
     autoscaled_desired,
     cache_key,
-    desired_from_store,
+    decided_from_store,
     metrics_in,
     record_throughput,
     scrape_replicas,
 )
-from deployments.throughput import Counters
 from tenancy.models import Organization, OrgStatus
 
 LEASE = timedelta(seconds=120)
@@ -671,7 +671,7 @@ def reconcile_fleet(
             stored = reading.result()
         clock = time.time()
         to_store: dict[str, object] = {}
-        counters: dict[str, Counters] = {}
+        samples: dict[str, Decimal] = {}
         status_changes: dict[Deployment.Status, list[str]] = {Deployment.Status.ACTIVE: [], Deployment.Status.SCALED_TO_ZERO: []}
         for deployment in deployments:
             replicas = by_deployment[deployment.pk]
@@ -680,19 +680,19 @@ def reconcile_fleet(
                 continue
             key = cache_key(deployment.pk)
             scraped = Scraped.of(probed.metrics, (replica.id for replica in replicas))
-            counters.update(scraped.counters)
-            desired, to_store[key] = desired_from_store(deployment, replicas, stored.get(key), scraped.concurrency, clock)
-            if desired != len(replicas):
-                del to_store[key]  # the full pass takes this sample itself
-                needs_pass.append(deployment.pk)
+            decided = decided_from_store(deployment=deployment, replicas=replicas, stored=stored.get(key), scraped=scraped, now=clock)
+            if decided.desired != len(replicas):
+                needs_pass.append(deployment.pk)  # the full pass takes these samples itself
                 continue
+            to_store[key] = decided.stored
+            samples.update(decided.samples)
             result.steady += 1
             status = Deployment.Status.ACTIVE if replicas else Deployment.Status.SCALED_TO_ZERO
             if deployment.status != status or deployment.status_reason:
                 status_changes[status].append(deployment.pk)
         cache.set_many(to_store, timeout=CACHE_SECONDS)
-        steady_replicas = [replica for replicas in by_deployment.values() for replica in replicas if replica.id in counters]
-        record_throughput(scraped=Scraped(0.0, counters), replicas=steady_replicas)  # the fleet's samples in one go
+        steady_replicas = [replica for replicas in by_deployment.values() for replica in replicas if replica.id in samples]
+        record_throughput(samples=samples, replicas=steady_replicas)  # the fleet's samples in one go
         for status, ids in status_changes.items():
             if ids:
                 deployments_table.filter(pk__in=ids).update(status=status, status_reason="")
