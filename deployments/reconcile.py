@@ -660,7 +660,7 @@ def reconcile_fleet(
     probed = Probed()
     try:
         # Only the columns the steady check and the autoscaler read (model instances of 10,000
-        # full rows cost twice as much); clusters come once, not once per replica.
+        # full rows cost twice as much).
         deployments = list(deployments_table.filter(lease_owner=owner).select_related("current_revision").only(*_STEADY_FIELDS))
         leased = [deployment.pk for deployment in deployments]
         held = _held_organizations({deployment.organization_id for deployment in deployments})
@@ -673,7 +673,7 @@ def reconcile_fleet(
         )
         for replica in live:
             by_deployment[replica.deployment_id].append(replica)
-        clusters = Cluster.objects.in_bulk()
+        clusters = Cluster.objects.in_bulk()  # once, not once per replica
         in_use = {replica.cluster_id for replicas in by_deployment.values() for replica in replicas}
         observed, unreachable = _observe_clusters({clusters[name] for name in in_use}, drivers)
         targets = [
