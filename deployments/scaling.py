@@ -3,10 +3,12 @@ and its samples and state between passes.
 
 The figure is requests running plus waiting on each READY replica, summed per deployment
 (the model server knows its own queue, including requests that did not come through the
-gateway). Samples and the autoscaler's state live in the cache, shared by every worker.
-The same scrape carries each replica's throughput counters, which it hands to
-deployments.throughput. A reconcile pass fetches every replica's /metrics beside its
-/health, all at once (deployments.probes), and hands each deployment its replicas' share.
+gateway). Samples and the autoscaler's state live in the cache, shared by every worker, one
+entry per deployment. The same scrape carries each replica's throughput counters, which it
+hands to deployments.throughput; their baselines are kept in the same entry (one cache read
+and one write per deployment for both). A reconcile pass fetches every replica's /metrics
+beside its /health, all at once (deployments.probes), and hands each deployment its
+replicas' share.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from django.core.cache import cache
@@ -101,11 +104,11 @@ def targets_of(replicas: Iterable[Replica]) -> list[Target]:
     return [Target(replica_id=replica.id, endpoint=replica.endpoint, cluster=replica.cluster_id) for replica in replicas]
 
 
-def record_throughput(*, scraped: Scraped, replicas: Iterable[Replica]) -> None:
-    """Hands the scrape's counters to the throughput estimates, with each replica's revision."""
-    if scraped.counters:
-        revisions = {replica.id: replica.revision_id for replica in replicas}
-        throughput.record(counters=scraped.counters, revisions=revisions, now=timezone.now())
+def record_throughput(*, samples: Mapping[str, Decimal], replicas: Iterable[Replica]) -> None:
+    """Folds throughput samples (by replica id) into the estimates, with each replica's revision."""
+    if samples:
+        revisions = {replica.id: replica.revision_id for replica in replicas if replica.id in samples}
+        throughput.fold(samples=samples, revisions=revisions, now=timezone.now())
 
 
 def cache_key(deployment_id: str) -> str:
@@ -154,12 +157,39 @@ def desired_from_store(
     return desired, {"samples": [(sample.at, sample.concurrency) for sample in samples], "state": stored_state, "served_wake": served_wake}
 
 
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """The autoscaler's answer for one deployment, what to keep in its cache entry, and the
+    throughput samples its replicas' scrape gave (deployments.throughput)."""
+
+    desired: int
+    stored: dict[str, Any]  # the autoscaler's samples and state, and the replicas' throughput baselines
+    samples: dict[str, Decimal]  # by replica id
+
+
+def decided_from_store(
+    *, deployment: Deployment, replicas: list[Replica], stored: dict[str, Any] | None, scraped: Scraped, now: float
+) -> Decided:
+    """The autoscaler's answer and the throughput step from the deployment's one cache entry
+    and one scrape of its ready replicas; returns what to store next. No I/O."""
+    desired, to_store = desired_from_store(deployment, replicas, stored, scraped.concurrency, now)
+    stepped = throughput.step(
+        counters=scraped.counters,
+        baselines=(stored or {}).get("baselines", {}),
+        replica_ids=[replica.id for replica in replicas],
+        now=now,
+    )
+    to_store["baselines"] = stepped.baselines
+    return Decided(desired=desired, stored=to_store, samples=stepped.samples)
+
+
 def autoscaled_desired(
     deployment: Deployment, replicas: list[Replica], *, scrape: Scrape = scrape_replicas, clock: Callable[[], float] = time.time
 ) -> int:
     ready = [replica for replica in replicas if replica.state == Replica.State.READY]
     scraped = Scraped.of(scrape(targets_of(ready)), (replica.id for replica in ready)) if ready else Scraped(0.0)
-    record_throughput(scraped=scraped, replicas=ready)
-    desired, stored = desired_from_store(deployment, replicas, cache.get(cache_key(deployment.id)), scraped.concurrency, clock())
-    cache.set(cache_key(deployment.id), stored, timeout=CACHE_SECONDS)
-    return desired
+    key = cache_key(deployment.id)
+    decided = decided_from_store(deployment=deployment, replicas=replicas, stored=cache.get(key), scraped=scraped, now=clock())
+    record_throughput(samples=decided.samples, replicas=ready)
+    cache.set(key, decided.stored, timeout=CACHE_SECONDS)
+    return decided.desired

@@ -6,7 +6,9 @@ with the server's start time. Between a replica's baseline and a later scrape th
 least MIN_TOKENS tokens, tokens / busy seconds is one sample; samples fold into the
 (model, GPU type) estimate in the Throughput table as an exponentially weighted average.
 Below the threshold the baseline stays put, so a quiet replica's tokens add up over
-several scrapes instead of being lost. A restarted replica (a new start time, or a
+several scrapes instead of being lost. Baselines live in the cache entry that holds the
+autoscaler's state of the replica's deployment (deployments.scaling): one read and one
+write per deployment for both, one `get_many` and one `set_many` for a fleet pass. A restarted replica (a new start time, or a
 counter that went down) starts a new baseline and gives no sample.
 
 Routing's cost order divides a deployment's GPU price by `figure_for()`: the measured
@@ -21,7 +23,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
-from django.core.cache import cache
 from django.db import transaction
 
 from deployments.exposition import sample_values
@@ -31,7 +32,7 @@ from modelserver.catalog import CATALOG
 MIN_TOKENS = 200  # an interval with fewer tokens says little about throughput
 MAX_TOKENS_PER_SECOND = Decimal(10**9)  # past any one replica: broken counters, not a sample
 SMOOTHING = Decimal("0.2")  # a new sample's weight in the average
-BASELINE_SECONDS = 3600  # a replica not scraped for this long starts a new baseline
+BASELINE_SECONDS = 3600.0  # a replica not scraped for this long starts a new baseline
 DEFAULT_BENCHMARK_TOKENS_PER_SECOND = Decimal(100)  # a model the catalog does not know
 MEASURED = "measured on replicas"
 BENCHMARK = "benchmark figure, until replicas report"
@@ -140,35 +141,65 @@ def measured() -> dict[tuple[str, str], Decimal]:
     return {(model, gpu_type): tps for model, gpu_type, tps in Throughput.objects.values_list("model", "gpu_type_id", "tokens_per_second")}
 
 
-def _baseline_key(replica_id: str) -> str:
-    return f"throughput:{replica_id}"
+# A replica's baseline as kept between scrapes: tokens, busy seconds and start time (exact
+# decimal strings; None for no start time), and when the replica was last scraped (time.time()).
+Baseline = tuple[str, str, str | None, float]
 
 
-def _stored(value: object) -> Counters | None:
-    if not isinstance(value, tuple) or len(value) != 3:
+@dataclass(frozen=True, slots=True)
+class Stepped:
+    """One scrape's counters taken against the replicas' baselines."""
+
+    baselines: dict[str, Baseline]  # by replica id: what each replica's next scrape is measured from
+    samples: dict[str, Decimal]  # by replica id: tokens per busy second, where the interval was a sample
+
+
+def step(*, counters: Mapping[str, Counters], baselines: Mapping[str, object], replica_ids: Iterable[str], now: float) -> Stepped:
+    """Takes one scrape's counters (by replica id) against the baselines kept for these
+    replicas (those of one deployment, kept with its autoscaler's state): moves each scraped
+    replica's baseline on and gives its sample, if any. A replica not scraped keeps its
+    baseline; one not scraped for BASELINE_SECONDS starts afresh; replicas not named are
+    forgotten. No I/O: a whole fleet is stepped in one go."""
+    kept: dict[str, Baseline] = {}
+    samples: dict[str, Decimal] = {}
+    for replica_id in dict.fromkeys([*replica_ids, *counters]):
+        stored = _stored(baselines.get(replica_id), now)
+        current = counters.get(replica_id)
+        if current is None:
+            if stored is not None:
+                kept[replica_id] = _baseline(stored[0], stored[1])
+            continue
+        moved = interval(baseline=stored[0] if stored is not None else None, current=current)
+        if moved.rate is not None:
+            samples[replica_id] = moved.rate
+        kept[replica_id] = _baseline(moved.baseline, now)
+    return Stepped(baselines=kept, samples=samples)
+
+
+def _baseline(counters: Counters, scraped_at: float) -> Baseline:
+    started = str(counters.started_at) if counters.started_at is not None else None
+    return (str(counters.tokens), str(counters.busy_seconds), started, scraped_at)
+
+
+def _stored(value: object, now: float) -> tuple[Counters, float] | None:
+    """A kept baseline and when its replica was last scraped; None when there is none, it
+    is not one, or the replica has not been scraped for BASELINE_SECONDS."""
+    if not isinstance(value, tuple) or len(value) != 4:
         return None
-    tokens, busy, started = value
-    return Counters(tokens=Decimal(tokens), busy_seconds=Decimal(busy), started_at=Decimal(started) if started is not None else None)
+    tokens, busy, started, scraped_at = value
+    if not isinstance(scraped_at, int | float) or now - scraped_at >= BASELINE_SECONDS:
+        return None
+    counters = Counters(tokens=Decimal(tokens), busy_seconds=Decimal(busy), started_at=Decimal(started) if started is not None else None)
+    return counters, scraped_at
 
 
-def record(*, counters: Mapping[str, Counters], revisions: Mapping[str, str], now: datetime) -> int:
-    """Takes one scrape's counters (by replica id) of replicas of the given revisions (by
-    replica id): moves each replica's baseline on and folds the samples into the estimates.
-    Returns how many samples were taken."""
-    if not counters:
-        return 0
-    keys = {replica_id: _baseline_key(replica_id) for replica_id in counters}
-    stored = cache.get_many(list(keys.values()))
+def fold(*, samples: Mapping[str, Decimal], revisions: Mapping[str, str], now: datetime) -> int:
+    """Folds samples (by replica id) of replicas of the given revisions (by replica id) into
+    the estimates of their model and GPU type. Returns how many samples were folded."""
     rates: dict[str, list[Decimal]] = {}  # revision id -> samples
-    baselines: dict[str, object] = {}
-    for replica_id, current in counters.items():
-        step = interval(baseline=_stored(stored.get(keys[replica_id])), current=current)
-        kept = step.baseline
-        started = str(kept.started_at) if kept.started_at is not None else None
-        baselines[keys[replica_id]] = (str(kept.tokens), str(kept.busy_seconds), started)
-        if step.rate is not None and replica_id in revisions:
-            rates.setdefault(revisions[replica_id], []).append(step.rate)
-    cache.set_many(baselines, timeout=BASELINE_SECONDS)
+    for replica_id, rate in samples.items():
+        if replica_id in revisions:
+            rates.setdefault(revisions[replica_id], []).append(rate)
     if not rates:
         return 0
     by_pair: dict[tuple[str, str], list[Decimal]] = {}
@@ -176,9 +207,9 @@ def record(*, counters: Mapping[str, Counters], revisions: Mapping[str, str], no
         DeploymentRevision.objects.unscoped_across_tenants().filter(pk__in=list(rates)).values_list("pk", "model", "gpu_type_id")
     ):
         by_pair.setdefault((model, gpu_type), []).extend(rates[revision_id])
-    for (model, gpu_type), samples in by_pair.items():
-        _fold(model=model, gpu_type=gpu_type, samples=samples, now=now)
-    return sum(len(samples) for samples in by_pair.values())
+    for (model, gpu_type), pair_samples in by_pair.items():
+        _fold(model=model, gpu_type=gpu_type, samples=pair_samples, now=now)
+    return sum(len(pair_samples) for pair_samples in by_pair.values())
 
 
 def _fold(*, model: str, gpu_type: str, samples: list[Decimal], now: datetime) -> None:

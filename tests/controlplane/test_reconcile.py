@@ -6,6 +6,8 @@ import threading
 from collections.abc import Sequence
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from deployments import services
 from deployments.drivers.memory import InMemoryDriver
@@ -229,6 +231,28 @@ def test_the_batched_fleet_pass_confirms_steady_deployments_and_fixes_the_rest(t
     for deployment in steady:
         deployment.refresh_from_db()
         assert deployment.status == "active"
+
+
+def test_the_fleet_pass_over_steady_deployments_takes_as_many_queries_for_four_as_for_one(tenants: Tenants, fleet: Fleet) -> None:
+    from deployments.reconcile import reconcile_fleet
+
+    steady = [
+        create_deployment(org, name=f"steady-{index}", min_replicas=1, max_replicas=1)
+        for index, org in enumerate((tenants.org_a, tenants.org_b, tenants.org_a, tenants.org_b))
+    ]
+    for deployment in steady:
+        fleet.run(deployment, passes=2)
+
+    def queries_for(deployments: list[Deployment]) -> int:
+        with CaptureQueriesContext(connection) as queries:
+            result = reconcile_fleet(
+                [deployment.id for deployment in deployments], drivers=fleet.driver, probe=fleet.probe, scrape=lambda targets: {}
+            )
+        assert result.steady == len(deployments)
+        return len(queries.captured_queries)
+
+    queries_for(steady)  # the autoscaler's first sample of each
+    assert queries_for(steady[:1]) == queries_for(steady)  # nothing read or written one deployment at a time
 
 
 def test_a_crash_looped_deployment_recovers_with_a_new_revision(tenants: Tenants, fleet: Fleet) -> None:

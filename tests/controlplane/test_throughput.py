@@ -13,6 +13,7 @@ from deployments.probes import Target
 from deployments.reconcile import reconcile_fleet
 from deployments.scaling import Metrics, autoscaled_desired
 from deployments.throughput import (
+    BASELINE_SECONDS,
     BENCHMARK,
     MEASURED,
     MIN_TOKENS,
@@ -21,6 +22,7 @@ from deployments.throughput import (
     figure_for,
     interval,
     smoothed,
+    step,
 )
 from modelserver.metrics import ServingMetrics
 from routing.gateway.snapshot import load_snapshot
@@ -90,6 +92,32 @@ def test_tokens_without_busy_time_or_past_any_replica_are_not_rates() -> None:
     baseline = _counters(1000, "10")
     assert interval(baseline=baseline, current=_counters(5000, "10")).rate is None
     assert interval(baseline=baseline, current=_counters(10**13, "10.001")).rate is None
+
+
+def test_baselines_move_on_with_each_scrape_and_are_kept_for_the_replicas_named() -> None:
+    first = step(counters={"rep_a": _counters(1000, "10")}, baselines={}, replica_ids=["rep_a", "rep_b"], now=100.0)
+    assert first.samples == {} and set(first.baselines) == {"rep_a"}  # rep_b has not been scraped yet
+    second = step(
+        counters={"rep_a": _counters(1600, "13"), "rep_b": _counters(50, "1")},
+        baselines=first.baselines,
+        replica_ids=["rep_a", "rep_b"],
+        now=105.0,
+    )
+    assert second.samples == {"rep_a": Decimal(200)} and set(second.baselines) == {"rep_a", "rep_b"}
+    # A replica whose /metrics did not answer keeps its baseline; one no longer named is forgotten.
+    third = step(counters={}, baselines=second.baselines, replica_ids=["rep_a"], now=110.0)
+    assert third.samples == {} and third.baselines == {"rep_a": second.baselines["rep_a"]}
+    fourth = step(counters={"rep_a": _counters(2200, "16")}, baselines=third.baselines, replica_ids=["rep_a"], now=115.0)
+    assert fourth.samples == {"rep_a": Decimal(200)}
+
+
+def test_a_replica_not_scraped_for_an_hour_starts_a_fresh_baseline() -> None:
+    kept = step(counters={"rep_a": _counters(1000, "10")}, baselines={}, replica_ids=["rep_a"], now=100.0).baselines
+    late = step(counters={"rep_a": _counters(1600, "13")}, baselines=kept, replica_ids=["rep_a"], now=100.0 + BASELINE_SECONDS)
+    assert late.samples == {} and late.baselines["rep_a"][:2] == ("1600", "13")
+    # Nor is a baseline that is not one read as one.
+    odd = step(counters={"rep_a": _counters(1600, "13")}, baselines={"rep_a": ("1000", "10", "1000")}, replica_ids=["rep_a"], now=1.0)
+    assert odd.samples == {}
 
 
 def test_the_estimate_is_an_exponentially_weighted_average() -> None:
@@ -188,3 +216,20 @@ def test_a_full_reconcile_pass_records_samples_too(tenants: Tenants, fleet: Flee
         assert autoscaled_desired(deployment, ready, scrape=scrape) == 1
     row = Throughput.objects.get(model="tiny-chat", gpu_type_id="CPU")
     assert (row.tokens_per_second, row.samples) == (Decimal(300), 1)
+
+
+def test_the_fleet_pass_and_the_full_pass_share_each_replicas_baseline(tenants: Tenants, fleet: Fleet) -> None:
+    deployment = create_deployment(tenants.org_a, name="chat", min_replicas=1, max_replicas=1)
+    other = create_deployment(tenants.org_b, name="chat", min_replicas=1, max_replicas=1)
+    for each in (deployment, other):
+        fleet.run(each, passes=2)
+    scrape = ReportingReplicas({deployment.pk: 300, other.pk: 300})
+    ids = [deployment.pk, other.pk]
+    assert reconcile_fleet(ids, drivers=fleet.driver, probe=fleet.probe, scrape=scrape).steady == 2  # baselines
+    deployment = Deployment.objects.for_org(tenants.org_a).select_related("current_revision").get(pk=deployment.pk)
+    ready = list(Replica.objects.for_org(tenants.org_a).filter(deployment=deployment, state=Replica.State.READY))
+    assert autoscaled_desired(deployment, ready, scrape=scrape) == 1  # a sample from the fleet pass's baseline
+    assert reconcile_fleet(ids, drivers=fleet.driver, probe=fleet.probe, scrape=scrape).steady == 2
+    # Three samples: org A's from the full pass and then the fleet pass, org B's from the second fleet pass.
+    row = Throughput.objects.get(model="tiny-chat", gpu_type_id="CPU")
+    assert (row.tokens_per_second, row.samples) == (Decimal(300), 3)
