@@ -2,8 +2,9 @@
 clusters, with a driver that does no I/O, on PostgreSQL, twice side by side: with the
 replicas' /health and /metrics stubbed, and with real HTTP probes against a fleet server
 (benchmarks/fleet.py, a process of its own) that answers for all 10,000 replica endpoints;
-and the cold start of the embeddings model (a new model-server process until its first
-answer).
+the cold start of the embeddings model (a new model-server process until its first
+answer); and the time from a scale request to four READY replicas on a local Ray cluster
+(the Ray Serve driver) beside a local agent (benchmarks/scale_up.py).
 
 The fleet is in steady state: every deployment has its one READY replica, so the pass
 measures what the control plane pays to confirm that nothing needs doing: leases, reads,
@@ -27,6 +28,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from benchmarks.scale_up import scale_0_to_4_seconds
 from deployments.drivers.base import ObservedReplica
 from deployments.drivers.memory import InMemoryDriver
 from deployments.gpu_catalog import ensure_gpu_types
@@ -50,6 +52,8 @@ class ControlPlaneFigures:
     deployments: int
     clusters: int
     cold_start_s: float
+    ray_scale_0_to_4_s: float
+    agent_scale_0_to_4_s: float
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -60,6 +64,8 @@ class ControlPlaneFigures:
             "reconcile_pass_real_probes_s": round(self.reconcile_pass_real_probes_s, 3),
             "real_probes_deployments_per_s": round(self.deployments / self.reconcile_pass_real_probes_s, 1),
             "cold_start_s": round(self.cold_start_s, 2),
+            "ray_scale_0_to_4_s": round(self.ray_scale_0_to_4_s, 1),
+            "agent_scale_0_to_4_s": round(self.agent_scale_0_to_4_s, 1),
         }
 
 
@@ -188,13 +194,20 @@ def run(*, seconds: float = 10.0, log: Any = print) -> ControlPlaneFigures:
     creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
     try:
         pass_s, real_s = reconcile_pass_seconds(log)
+        ray_scale_s, agent_scale_s = scale_0_to_4_seconds(log)
     finally:
         creation.destroy_test_db(original, verbosity=0)
     log("cold start of the embeddings model ...")
     cold = cold_start_seconds()
     log(f"  {cold:.2f} s")
     return ControlPlaneFigures(
-        reconcile_pass_s=pass_s, reconcile_pass_real_probes_s=real_s, deployments=DEPLOYMENTS, clusters=CLUSTERS, cold_start_s=cold
+        reconcile_pass_s=pass_s,
+        reconcile_pass_real_probes_s=real_s,
+        deployments=DEPLOYMENTS,
+        clusters=CLUSTERS,
+        cold_start_s=cold,
+        ray_scale_0_to_4_s=ray_scale_s,
+        agent_scale_0_to_4_s=agent_scale_s,
     )
 
 
@@ -209,5 +222,7 @@ def table(figures: ControlPlaneFigures) -> str:
             f"| the same pass with real HTTP probes: /health and /metrics of {data['deployments']} replicas on a fleet server "
             f"| {data['reconcile_pass_real_probes_s']} s ({data['real_probes_deployments_per_s']} deployments/s) | < 3 s |",
             f"| cold start of the embeddings model until its first answer | {data['cold_start_s']} s | |",
+            f"| scale 0 -> 4 READY replicas of tiny-chat, Ray Serve on a local Ray cluster | {data['ray_scale_0_to_4_s']} s | |",
+            f"| the same on one local agent | {data['agent_scale_0_to_4_s']} s | |",
         ]
     )

@@ -27,7 +27,7 @@ def fill_pages(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("deployments", "0015_cluster_driver_kubernetes"),
+        ("deployments", "0016_cluster_driver_ray"),
     ]
 
     operations = [migrations.RunPython(leave_room, fill_pages)]
