@@ -83,5 +83,5 @@ class ReplicaAdmin(CrossTenantAdmin):
 
 @admin.register(CatalogModel)
 class CatalogModelAdmin(admin.ModelAdmin):
-    list_display = ["name", "organization", "task", "source_kind", "source", "weights_format", "context_length"]
-    list_filter = ["task", "source_kind"]
+    list_display = ["name", "organization", "task", "runtime", "memory_gb", "source_kind", "source", "weights_format", "context_length"]
+    list_filter = ["task", "runtime", "source_kind"]

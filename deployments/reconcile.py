@@ -524,6 +524,10 @@ def _drain(replica: Replica, drivers: DriverFactory, result: PassResult) -> None
     result.drained.append(replica.id)
 
 
+# What the local agent can run (deployments.agent): vLLM replicas go to Ray or Kubernetes.
+LOCAL_RUNTIMES = frozenset({CatalogModel.Runtime.BUILTIN})
+
+
 def _placements(deployment: Deployment, count: int) -> list[str]:
     revision = deployment.current_revision
     assert revision is not None
@@ -535,6 +539,9 @@ def _placements(deployment: Deployment, count: int) -> list[str]:
     inventory = ClusterGpu.objects.filter(
         gpu_type=revision.gpu_type, cluster__status=Cluster.Status.ACTIVE, cluster__region__in=revision.allowed_regions
     ).select_related("cluster")
+    entry = model_catalog.visible_to(deployment.organization).filter(name=revision.model).order_by("organization_id").first()
+    if entry is not None and entry.runtime not in LOCAL_RUNTIMES:
+        inventory = inventory.exclude(cluster__driver=Cluster.Driver.LOCAL)  # the local agent runs the built-in server only
     capacities = [
         Capacity(
             cluster=row.cluster_id,

@@ -316,3 +316,15 @@ def test_a_replica_its_cluster_restarted_at_a_new_endpoint_is_probed_again_befor
     fleet.run(deployment)
     replica.refresh_from_db()
     assert replica.state == Replica.State.READY and fleet.creates == 1  # the same replica, not a second one
+
+
+def test_a_vllm_model_is_never_placed_on_a_local_agent_cluster(tenants: Tenants, fleet: Fleet) -> None:
+    # Staff serve a catalog model with vLLM (Django admin: the entry's runtime).
+    CatalogModel.objects.filter(organization=None, name="tiny-chat").update(runtime=CatalogModel.Runtime.VLLM)
+    ray = Cluster.objects.create(name="ray-us-east", provider="local", region="us-east", driver="ray", connection={}, simulated=True)
+    ray.inventory.create(gpu_type_id="T4", count=1)
+    deployment = create_deployment(tenants.org_a, name="vllm", model="tiny-chat", gpu_type="T4")
+    fleet.run(deployment)
+    (replica,) = replicas(tenants.org_a, deployment)
+    assert replica.cluster_id == "ray-us-east"  # not local-us-east, though it has more free T4s
+    assert fleet.drivers["ray-us-east"].requests[replica.id].runtime == "vllm"
