@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from deployments import services
+from deployments.drivers import DriverError, driver_for
 from deployments.local_clusters import LocalCluster, register
 from deployments.local_ray import RayNode, local_ray_cluster, register_ray_cluster
 from deployments.models import Cluster, Deployment, Replica
@@ -85,8 +86,23 @@ def _ray_cluster() -> Iterator[Cluster]:
         yield register_ray_cluster("bench-ray", region=REGION, address=ray.address, inventory={"CPU": 8}, replica_cpus=0.5)
 
 
+def _answering(cluster: Cluster, timeout: float = 120) -> None:
+    """Waits until the cluster's driver answers (the agent is up; this process is connected
+    to Ray and Serve), so the clock counts the scale-up only."""
+    deadline = time.perf_counter() + timeout
+    while True:
+        try:
+            driver_for(cluster).list_replicas()
+            return
+        except DriverError:
+            if time.perf_counter() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def _measure(name: str, cluster_factory: Callable[[], Any], log: Any) -> float:
     with cluster_factory() as cluster:
+        _answering(cluster)
         Cluster.objects.exclude(pk=cluster.pk).filter(region=REGION).update(status=Cluster.Status.DOWN)
         spec = services.DeploymentSpec(model="tiny-chat", gpu_type="CPU", allowed_regions=(REGION,), min_replicas=0, max_replicas=REPLICAS)
         deployment = services.create_deployment(_context(), name=f"scale-{cluster.pk}", spec=spec)

@@ -211,6 +211,10 @@ class Agent:
         # it still holds its GPU, and the control plane must not count that GPU free.
         with self._lock:
             replica = self.replicas.get(replica_id)
+            if replica is not None and not replica.process.running():
+                del self.replicas[replica_id]  # exited already: nothing to drain, nothing to keep
+                self._save()
+                return True
         if replica is None:
             return False
         if replica.process.running() and not replica.draining:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 
 from deployments.models import CatalogModel
 from modelserver.catalog import CATALOG
@@ -17,26 +17,30 @@ def ensure_builtin_models(catalog_model: Any = None) -> None:
     # A migration passes its historical model, which may predate some fields.
     known = {field.name for field in table._meta.get_fields()}
     for spec in CATALOG.values():
+        mirrored = {
+            "task": spec.task.value,
+            "source_kind": "package",
+            "source": spec.source,
+            "weights_format": spec.weights_format,
+            "context_length": spec.max_context,
+            "embedding_dimensions": spec.embedding_dimensions,
+            "license": spec.license,
+            "description": spec.description,
+        }
+        # How it is served (runtime, memory) is staff's to change: set once, never reset.
+        served = {"runtime": CatalogModel.Runtime.BUILTIN, "memory_gb": spec.memory_gb}
         table.objects.update_or_create(
             organization=None,
             name=spec.name,
-            defaults={
-                field: value
-                for field, value in {
-                    "task": spec.task.value,
-                    "source_kind": "package",
-                    "source": spec.source,
-                    "weights_format": spec.weights_format,
-                    "context_length": spec.max_context,
-                    "embedding_dimensions": spec.embedding_dimensions,
-                    "runtime": CatalogModel.Runtime.BUILTIN,
-                    "memory_gb": spec.memory_gb,
-                    "license": spec.license,
-                    "description": spec.description,
-                }.items()
-                if field in known
-            },
+            defaults={field: value for field, value in mirrored.items() if field in known},
+            create_defaults={field: value for field, value in {**mirrored, **served}.items() if field in known},
         )
+
+
+def entry(org: Organization, name: str) -> CatalogModel | None:
+    """The catalog entry a deployment of `name` runs: the organization's own, else the
+    built-in one (the same order on every database)."""
+    return visible_to(org).filter(name=name).order_by(F("organization_id").asc(nulls_last=True)).first()
 
 
 def visible_to(org: Organization) -> QuerySet[CatalogModel]:

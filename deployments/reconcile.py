@@ -278,6 +278,8 @@ def _advance(run: _Pass, replica: Replica, seen: ObservedReplica | None, unreach
     if replica.state == Replica.State.DRAINING:
         if cluster.status == Cluster.Status.DOWN or (cluster.name not in unreachable and (seen is None or not seen.running)):
             _transition(replica, Replica.State.STOPPED, "drained", stopped_at=now)
+        elif cluster.name not in unreachable and _drain_overdue(replica, now):
+            _stop(replica, run.drivers, drain=0)  # the first delete failed or was lost: every driver's delete repeats safely
         return
     if cluster.status == Cluster.Status.DOWN:
         # The replica did nothing wrong: replace it at once, with no backoff, and never
@@ -304,6 +306,18 @@ def _advance(run: _Pass, replica: Replica, seen: ObservedReplica | None, unreach
         _stop(replica, run.drivers, drain=0)
         _transition(replica, Replica.State.FAILED, health, stopped_at=now)
         run.result.failed.append(replica.id)
+
+
+def _drain_overdue(replica: Replica, now: datetime) -> bool:
+    """Still running well past its drain: the delete that began it did not take."""
+    began = (
+        ReplicaEvent.objects.for_org(replica.organization)
+        .filter(replica=replica, to_state=Replica.State.DRAINING)
+        .order_by("-at")
+        .values_list("at", flat=True)
+        .first()
+    )
+    return began is not None and now - began > timedelta(seconds=DRAIN_SECONDS + 30)
 
 
 def _exited(run: _Pass, replica: Replica, seen: ObservedReplica | None) -> None:
@@ -469,7 +483,7 @@ def replica_request(replica: Replica) -> ReplicaRequest:
     """What the replica's cluster is asked to run: its model, artifact and runtime from the
     catalog entry its organization sees, on its revision's GPU type."""
     revision = replica.revision
-    entry = model_catalog.visible_to(replica.organization).filter(name=revision.model).order_by("organization_id").first()
+    entry = model_catalog.entry(replica.organization, revision.model)
     gpu_count = 0 if revision.gpu_type_id == CPU else 1
     return ReplicaRequest(
         replica_id=replica.id,
@@ -539,7 +553,7 @@ def _placements(deployment: Deployment, count: int) -> list[str]:
     inventory = ClusterGpu.objects.filter(
         gpu_type=revision.gpu_type, cluster__status=Cluster.Status.ACTIVE, cluster__region__in=revision.allowed_regions
     ).select_related("cluster")
-    entry = model_catalog.visible_to(deployment.organization).filter(name=revision.model).order_by("organization_id").first()
+    entry = model_catalog.entry(deployment.organization, revision.model)
     if entry is not None and entry.runtime not in LOCAL_RUNTIMES:
         inventory = inventory.exclude(cluster__driver=Cluster.Driver.LOCAL)  # the local agent runs the built-in server only
     capacities = [

@@ -44,7 +44,7 @@ class HostSpec:
     """What one replica runs: sent by the driver, unpickled on the node."""
 
     model: str
-    token: str
+    token: str = field(repr=False)  # never in an error message or a log line
     runtime: str = RUNTIME_BUILTIN
     options: tuple[str, ...] = ()  # extra command-line flags for the server
     env: dict[str, str] = field(default_factory=dict)
@@ -117,16 +117,24 @@ class ModelServerHost:
             env[VLLM_API_KEY_VARIABLE] = spec.token
         started = threading.Event()
         self.process: subprocess.Popen[bytes] | None = None
+        failed: list[BaseException] = []
 
         def run() -> None:
             # PR_SET_PDEATHSIG fires when the *thread* that forked exits, so the child is
             # started from a thread that lives exactly as long as the child.
-            self.process = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)  # noqa: PLW1509
-            started.set()
+            try:
+                self.process = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)  # noqa: PLW1509
+            except BaseException as error:  # a start that fails must fail the actor, not hang it
+                failed.append(error)
+                return
+            finally:
+                started.set()
             self.process.wait()
 
         threading.Thread(target=run, name="model-server", daemon=True).start()
         started.wait()
+        if failed:
+            raise RuntimeError(f"the model server could not start: {failed[0]}")
         advertised = f"[{self.host}]" if ":" in self.host else self.host
         self.endpoint = f"http://{advertised}:{self.port}"
         context = ray.get_runtime_context()

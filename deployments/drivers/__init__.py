@@ -9,6 +9,7 @@ implementing `ClusterDriver`; the reconcile loop does not change.
 from __future__ import annotations
 
 import json
+import time
 
 from deployments.drivers import kubernetes
 from deployments.drivers.base import CPU, RUNTIME_BUILTIN, RUNTIME_VLLM, ClusterDriver, DriverError, ObservedReplica, ReplicaRequest
@@ -18,6 +19,10 @@ from deployments.models import Cluster
 
 _LOCAL_DRIVERS: dict[str, ClusterDriver] = {}
 _RAY_DRIVERS: dict[str, ClusterDriver] = {}
+_KUBERNETES_DRIVERS: dict[str, tuple[float, ClusterDriver]] = {}
+# A Kubernetes client is reused (its connection pool, one kubeconfig read) for this long,
+# then built again, so credentials that expire (exec plugins, cloud tokens) are renewed.
+KUBERNETES_CLIENT_SECONDS = 600.0
 
 
 def driver_for(cluster: Cluster) -> ClusterDriver:
@@ -28,8 +33,13 @@ def driver_for(cluster: Cluster) -> ClusterDriver:
             _LOCAL_DRIVERS[url] = LocalAgentDriver(url, token=agent_token(cluster.name))
         return _LOCAL_DRIVERS[url]
     if cluster.driver == Cluster.Driver.KUBERNETES:
-        connection = kubernetes.KubernetesConnection.parse(cluster.connection)
-        return kubernetes.KubernetesDriver(connection, api=kubernetes.api_client(connection))
+        key = json.dumps(cluster.connection, sort_keys=True)
+        built = _KUBERNETES_DRIVERS.get(key)
+        if built is None or time.monotonic() - built[0] > KUBERNETES_CLIENT_SECONDS:
+            connection = kubernetes.KubernetesConnection.parse(cluster.connection)
+            built = (time.monotonic(), kubernetes.KubernetesDriver(connection, api=kubernetes.api_client(connection)))
+            _KUBERNETES_DRIVERS[key] = built
+        return built[1]
     if cluster.driver == Cluster.Driver.RAY:
         # Imported on first use, not at startup: Ray and Serve take a second to import, and
         # only processes that drive a Ray cluster (Celery workers, `up --ray`) need them.

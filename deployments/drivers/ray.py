@@ -29,7 +29,7 @@ import ray
 from ray import serve
 from ray.serve.schema import ApplicationStatus
 
-from deployments.drivers.base import CPU, RUNTIME_VLLM, DriverError, ObservedReplica, ReplicaRequest
+from deployments.drivers.base import CPU, OPTION_FLAGS, RUNTIME_VLLM, DriverError, ObservedReplica, ReplicaRequest
 from modelserver.ray_host import HostSpec, ModelServerHost, vllm_binary
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,6 @@ DESCRIBE_TIMEOUT_S = 10.0
 PREFLIGHT_TIMEOUT_S = 30.0
 # Ray's accelerator_type names for the GPU types the catalog knows (ray.util.accelerators).
 ACCELERATOR_TYPES = {"T4": "T4", "L4": "L4", "A10G": "A10G", "A100-80GB": "A100-80G", "H100": "H100"}
-# Replica options the control plane may pass, and the model server flag each becomes.
-OPTION_FLAGS = {"max_batch_size": "--max-batch-size", "max_queue": "--max-queue", "max_wait_ms": "--max-wait-ms"}
 
 
 @dataclass(frozen=True)
@@ -256,13 +254,10 @@ class RayServeDriver:
                         self._seen[name] = seen
         for gone in set(self._seen) - set(applications):
             del self._seen[gone]
-        observed = [self._observe(name, app) for name, app in applications.items()]
-        for name, app in applications.items():
-            if app.status == ApplicationStatus.DEPLOY_FAILED:
-                # Serve gave up on it (its actor failed to start three times): reported as
-                # exited once, then removed, as the control plane replaces it with a new one.
-                serve.delete(name, _blocking=False)
-        return observed
+        # A DEPLOY_FAILED application (Serve gave up after its actor failed to start three
+        # times) is reported as exited; the control plane's pass for its deployment deletes
+        # it (reconcile._exited) when it records the failure with Serve's reason.
+        return [self._observe(name, app) for name, app in applications.items()]
 
     def _describe(self, name: str) -> dict[str, Any] | None:
         """The actor's own report of where it serves; None while it cannot answer (being

@@ -7,6 +7,8 @@ process (the real start is covered by tests/controlplane/test_integration.py).""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -102,3 +104,18 @@ def test_other_runtimes_and_reserved_environment_are_refused(tmp_path: Path, sta
     for bad in ({"gpu_count": -1}, {"gpu_count": "1"}, {"gpu_type": ""}, {"env": {"A": 1}}):
         assert _create(app, "rep_3", **bad).status_code == 400
     assert started == []
+
+
+def test_deleting_a_replica_that_already_exited_forgets_it(tmp_path: Path, started: list[dict[str, str]]) -> None:
+    app = build_agent_app("sim", token=TOKEN, model_cache_dir=tmp_path, state_file=tmp_path / "a.json", gpus=["0"])
+    created = _create(app, "rep_1", gpu_type="T4", gpu_count=1)
+    assert created.status_code == 201
+    pid = created.json()["pid"]
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    (row,) = _call(app, "GET", "/replicas").json()["replicas"]
+    assert row["running"] is False
+    assert _call(app, "DELETE", "/replicas/rep_1").json() == {"deleted": True}
+    assert _call(app, "GET", "/replicas").json()["replicas"] == []
+    # Its GPU is free again.
+    assert _create(app, "rep_2", gpu_type="T4", gpu_count=1).json()["device"] == "cuda:0"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from datetime import timedelta
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from deployments import services
 from deployments.drivers.memory import InMemoryDriver
@@ -328,3 +330,26 @@ def test_a_vllm_model_is_never_placed_on_a_local_agent_cluster(tenants: Tenants,
     (replica,) = replicas(tenants.org_a, deployment)
     assert replica.cluster_id == "ray-us-east"  # not local-us-east, though it has more free T4s
     assert fleet.drivers["ray-us-east"].requests[replica.id].runtime == "vllm"
+
+
+def test_a_drain_whose_delete_was_lost_is_deleted_again(tenants: Tenants, fleet: Fleet) -> None:
+    deployment = create_deployment(tenants.org_a)
+    fleet.run(deployment, passes=2)
+    (replica,) = replicas(tenants.org_a, deployment, Replica.State.READY)
+    driver = fleet.drivers[replica.cluster_id]
+    kept = driver.replicas[replica.id]
+    services.delete_deployment(owner_context(tenants.org_a), deployment)
+    fleet.run(deployment)
+    replica.refresh_from_db()
+    assert replica.state == Replica.State.DRAINING
+    driver.replicas[replica.id] = kept  # the cluster never acted on the delete
+    fleet.run(deployment)
+    assert replica.id in driver.replicas  # within its drain time nothing is repeated
+    ReplicaEvent.objects.for_org(tenants.org_a).filter(replica=replica, to_state="draining").update(
+        at=timezone.now() - timedelta(minutes=5)
+    )
+    fleet.run(deployment)  # long past its drain: deleted again
+    assert replica.id not in driver.replicas
+    fleet.run(deployment)
+    replica.refresh_from_db()
+    assert replica.state == Replica.State.STOPPED

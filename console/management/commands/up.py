@@ -22,6 +22,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
 from console.supervisor import Supervisor
+from deployments.agent import detected_gpus
 from deployments.local_clusters import LOCAL_CLUSTERS, SIMULATED_INVENTORY, cordon_other_mode, register, register_on_ray
 from deployments.local_ray import RayNode, head_command, node_environment
 
@@ -88,7 +89,10 @@ class Command(BaseCommand):
             # (gpu_type:T4 ...), which the Ray driver places GPU replicas by; a short temp
             # path, as Ray's socket paths must stay under the OS limit.
             simulated = {f"gpu_type:{gpu}": float(count) for gpu, count in SIMULATED_INVENTORY.items() if gpu != "CPU"}
-            head = RayNode(cpus=float(os.cpu_count() or 2), gpus=int(sum(simulated.values())), resources=simulated)
+            # On a machine with real GPUs, Ray gets exactly those (never indices that do
+            # not exist); without any, the simulated ones, as the agents declare them.
+            gpus = len(detected_gpus()) or int(sum(simulated.values()))
+            head = RayNode(cpus=float(os.cpu_count() or 2), gpus=gpus, resources=simulated)
             ray_temp_dir = Path(tempfile.mkdtemp(prefix="sbray", dir="/tmp"))
             processes["ray head"] = head_command(head, port=options["ray_port"], temp_dir=ray_temp_dir)
             # Ray's workers import the model server's actor from this project.

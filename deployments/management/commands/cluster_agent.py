@@ -8,10 +8,22 @@ from typing import Any
 
 import uvicorn
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from deployments.agent import build_agent_app
 from deployments.internal_tokens import agent_token
+
+
+def _gpu_indices(given: str | None) -> list[str] | None:
+    """None: detect with nvidia-smi; "" or "none": no GPUs; else comma-separated indices."""
+    if given is None:
+        return None
+    if given.strip().lower() in ("", "none"):
+        return []
+    indices = [index.strip() for index in given.split(",") if index.strip()]
+    if not all(index.isdigit() for index in indices):
+        raise CommandError(f"--gpus takes GPU indices like 0,1 (or none), not {given!r}")
+    return indices
 
 
 class Command(BaseCommand):
@@ -27,7 +39,7 @@ class Command(BaseCommand):
         parser.add_argument("--advertise-host", default="127.0.0.1", help="Address the control plane and gateways reach replicas at.")
         parser.add_argument(
             "--gpus",
-            help="GPU indices this agent owns, e.g. 0,1 (default: what nvidia-smi lists; none: replicas run on the CPU, as simulated).",
+            help="GPU indices this agent owns, e.g. 0,1 (default: what nvidia-smi lists; none: no GPU, replicas on the CPU as simulated).",
         )
         parser.add_argument("--node-name", default="", help="The node name replicas report (default: this host's name).")
         parser.add_argument(
@@ -46,7 +58,7 @@ class Command(BaseCommand):
                 state_file=Path(options["state_file"] or settings.DATA_DIR / "agents" / f"{options['cluster']}.json"),
                 replica_host=options["replica_host"],
                 advertise_host=options["advertise_host"],
-                gpus=[index.strip() for index in options["gpus"].split(",") if index.strip()] if options["gpus"] is not None else None,
+                gpus=_gpu_indices(options["gpus"]),
                 node=options["node_name"],
             ),
             host=options["host"],
