@@ -186,6 +186,8 @@ def test_driver_for_builds_a_kubernetes_driver_from_a_kubeconfig(
     cluster = Cluster(name="gke-us", region="us-east", driver=Cluster.Driver.KUBERNETES, connection={"namespace": "switchboard"})
     assert driver_for(cluster).list_replicas() == []
     assert kube.requests[0][1] == "/api/v1/namespaces/switchboard/pods"
+    assert driver_for(cluster) is driver_for(cluster)  # one client per connection, reused
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    elsewhere = Cluster(name="gke-eu", region="eu-west", driver=Cluster.Driver.KUBERNETES, connection={"namespace": "other"})
     with pytest.raises(DriverError, match="no Kubernetes credentials"):
-        driver_for(cluster)
+        driver_for(elsewhere)
