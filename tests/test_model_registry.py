@@ -7,9 +7,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.files.storage import storages
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -306,3 +310,34 @@ def test_fits_refuses_a_model_larger_than_the_gpu(tenants: Tenants) -> None:
         registry.fits(model, t4)
     registry.fits(model, l4)
     registry.fits(model, cpu)  # CPU replicas use the host's memory
+
+
+def test_the_licence_comes_from_the_model_card_and_every_indexed_shard_must_arrive(
+    tenants: Tenants, django_capture_on_commit_callbacks
+) -> None:  # type: ignore[no-untyped-def]
+    api = session_api(tenants.member_a, tenants.org_a)
+    card = {**small_model_files(), "README.md": b"---\nlicense: mit\nlanguage: en\n---\n# A model\n"}
+    response, _ = _upload(api, "carded", card)
+    assert response.status_code == 201 and response.json()["license"] == "mit"
+    index = {"metadata": {}, "weight_map": {"weight": "model.safetensors", "other": "model-00002-of-00002.safetensors"}}
+    sharded = {**small_model_files(), "model.safetensors.index.json": json.dumps(index).encode()}
+    with django_capture_on_commit_callbacks(execute=True):
+        response, _ = _upload(api, "sharded", sharded)
+    assert response.status_code == 422 and "model-00002-of-00002.safetensors" in response.json()["error"]["message"]
+
+
+def test_an_s3_url_puts_model_storage_in_a_bucket() -> None:
+    script = (
+        "import django; django.setup(); from django.core.files.storage import storages; s = storages['models']; "
+        "print(type(s).__name__, s.bucket_name, s.location, s.endpoint_url)"
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "SWITCHBOARD_NO_BOOTSTRAP": "1",
+        "SWITCHBOARD_MODEL_STORAGE_URL": "s3://acme-models/registry",
+        "SWITCHBOARD_MODEL_STORAGE_ENDPOINT": "http://127.0.0.1:9000",
+    }
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, cwd=settings.BASE_DIR)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["S3Storage", "acme-models", "registry", "http://127.0.0.1:9000"]
