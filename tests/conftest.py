@@ -68,6 +68,16 @@ def _local_backends_allowed(settings) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(autouse=True)
+def _model_storage(settings, tmp_path_factory) -> None:  # type: ignore[no-untyped-def]
+    # Uploaded model files go to a directory of this test session, not the data dir.
+    location = tmp_path_factory.getbasetemp() / "model-storage"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "models": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(location)}},
+    }
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings) -> None:  # type: ignore[no-untyped-def]
     # Production keeps Django's slow PBKDF2; tests only need passwords to round-trip.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

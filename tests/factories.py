@@ -134,3 +134,41 @@ def closed_invoice(org: Organization, month: str = "2026-10"):  # type: ignore[n
 
     start = datetime.fromisoformat(f"{month}-01").replace(tzinfo=UTC)
     return invoices.close_period(org, start, now=datetime(2026, 11, 15, tzinfo=UTC))
+
+
+def small_model_files(architecture: str = "LlamaForCausalLM", model_type: str = "llama") -> dict[str, bytes]:
+    """A minimal valid model directory, built without torch: a config, a tokenizer and a
+    one-tensor safetensors shard (the registry checks layout, not what the weights say)."""
+    import json
+
+    import numpy as np
+    import safetensors.numpy
+
+    config = {"architectures": [architecture], "model_type": model_type, "max_position_embeddings": 128, "hidden_size": 8}
+    return {
+        "config.json": json.dumps(config).encode(),
+        "tokenizer.json": b'{"version": "1.0"}',
+        "model.safetensors": safetensors.numpy.save({"weight": np.zeros((4, 8), dtype=np.float32)}),
+    }
+
+
+def start_model_upload(org: Organization, name: str = "my-model", files: dict[str, bytes] | None = None, *, send: bool = True):  # type: ignore[no-untyped-def]
+    """An upload of `files` (small_model_files by default), every file sent when `send`."""
+    import hashlib
+
+    from deployments import uploads
+
+    files = small_model_files() if files is None else files
+    ctx = owner_context(org)
+    declared = [uploads.DeclaredFile(path=path, size=len(data), sha256=hashlib.sha256(data).hexdigest()) for path, data in files.items()]
+    upload = uploads.start_upload(ctx, name=name, files=declared)
+    if send:
+        for path, data in files.items():
+            uploads.receive_chunk(ctx, upload, path=path, offset=0, data=data)
+    return upload
+
+
+def register_model(org: Organization, name: str = "my-model", files: dict[str, bytes] | None = None):  # type: ignore[no-untyped-def]
+    from deployments import uploads
+
+    return uploads.complete_upload(owner_context(org), start_model_upload(org, name, files))

@@ -15,7 +15,17 @@ from tenancy.models import Organization, Role
 from tenancy.selectors import audit_entries
 from tenancy.services import create_invitation
 from tests.conftest import Tenants
-from tests.factories import MembershipFactory, closed_invoice, create_deployment, create_provider, create_route, issue_key, owner_context
+from tests.factories import (
+    MembershipFactory,
+    closed_invoice,
+    create_deployment,
+    create_provider,
+    create_route,
+    issue_key,
+    owner_context,
+    register_model,
+    start_model_upload,
+)
 from tests.helpers import key_api, session_api
 from tests.urlmatrix import Route, all_routes
 
@@ -29,6 +39,8 @@ OBJECT_MAKERS: dict[str, Callable[[Organization], str]] = {
     "provider_id": lambda org: create_provider(org, name="victim-provider").id,
     "entry_id": lambda org: (issue_key(org, ["read"], name="audited"), audit_entries(org).first())[1].id,  # type: ignore[union-attr]
     "invoice_id": lambda org: closed_invoice(org).id,
+    "upload_id": lambda org: start_model_upload(org, name="victim-upload", send=False).id,
+    "model_id": lambda org: register_model(org, name="victim-model").id,
 }
 # Parameters that name no tenant object, and why.
 NON_OBJECT_PARAMS = {
@@ -40,6 +52,7 @@ NON_OBJECT_PARAMS = {
     "org_id": "a tenant, on the staff-only Admin pages and admin API (404 to non-staff: test_admin_console)",
     "cluster_name": "a cluster, a platform object on the staff-only Admin pages and admin API",
     "version_id": "a price-book version, a platform object on the staff-only Admin pages",
+    "file_path": "a file's path inside a model upload, which upload_id scopes",
 }
 STATIC_VALUES = {
     "kind": "pdf",
@@ -47,6 +60,7 @@ STATIC_VALUES = {
     "org_id": "org_doesnotexist0000000000",
     "cluster_name": "local-us-east",
     "version_id": "1",
+    "file_path": "config.json",
 }
 UNKNOWN_ID = "zzz_doesnotexist000000000"
 

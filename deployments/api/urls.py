@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from deployments.api import views
+from deployments.api import model_views, views
 
 urlpatterns = [
     path("deployments/", views.DeploymentListView.as_view(), name="api-deployments"),
@@ -13,4 +13,10 @@ urlpatterns = [
     path("gpu-types/", views.GpuTypeListView.as_view(), name="api-gpu-types"),
     path("regions/", views.RegionListView.as_view(), name="api-regions"),
     path("catalog/models/", views.CatalogModelListView.as_view(), name="api-catalog-models"),
+    path("models/", model_views.ModelListView.as_view(), name="api-models"),
+    path("models/uploads/", model_views.UploadListView.as_view(), name="api-model-uploads"),
+    path("models/uploads/<str:upload_id>/", model_views.UploadDetailView.as_view(), name="api-model-upload"),
+    path("models/uploads/<str:upload_id>/complete/", model_views.UploadCompleteView.as_view(), name="api-model-upload-complete"),
+    path("models/uploads/<str:upload_id>/files/<path:file_path>", model_views.UploadChunkView.as_view(), name="api-model-upload-file"),
+    path("models/<str:model_id>/", model_views.ModelDetailView.as_view(), name="api-model"),
 ]

@@ -27,6 +27,7 @@ _TYPES = {
     409: "conflict_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
+    422: "invalid_request_error",
     429: "rate_limit_error",
     503: "service_unavailable_error",
 }
@@ -61,7 +62,7 @@ def _flatten(detail: Any, path: str = "") -> dict[str, list[str]]:
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ServiceError):
         set_rollback()
-        fields = {exc.field: [exc.message]} if exc.field else None
+        fields = {exc.field: exc.details or [exc.message]} if exc.field else None
         return Response(error_body(exc.status_code, exc.message, exc.code, fields), status=exc.status_code)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) or "Not found.")
