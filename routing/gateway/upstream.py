@@ -174,12 +174,14 @@ class UpstreamExchange:
                     raise AttemptFailed("connect", "could not be reached") from None
                 raise AttemptFailed("connection_lost", "the connection broke before the answer was complete") from None
             exchange.target, exchange.region, exchange.deployment_id = target.label, endpoint.region, target.deployment_id
+            exchange.revision_id, exchange.upstream_model = endpoint.revision_id, endpoint.upstream_model
             exchange.input_price, exchange.output_price = target.input_price_per_mtok, target.output_price_per_mtok
             status = response.status
-            if status in RETRY_STATUSES or status == 429:
+            failure = _failure_of(status, content, attempt)
+            if failure is not None:
                 # A 429 says the upstream is busy, not broken: try elsewhere, keep the breaker.
                 verdict = False if status != 429 else None
-                raise AttemptFailed(f"status_{status}", f"answered {status}", status)
+                raise failure
             verdict = True
             if stream and status == 200:
                 await relay_stream(
@@ -215,6 +217,29 @@ async def _answer(
     await send_response(
         send, status, content, [(b"content-type", content_type), *served_by(exchange, attempt), *extra, *rate_headers(admission)]
     )
+
+
+def _failure_of(status: int, content: bytes, attempt: Attempt) -> AttemptFailed | None:
+    """Whether an answer is the attempt's failure, to be retried elsewhere, rather than the
+    caller's answer."""
+    if status in RETRY_STATUSES or status == 429:
+        return AttemptFailed(f"status_{status}", f"answered {status}", status)
+    if status == 404 and attempt.target.kind == "deployment" and _model_not_found(content):
+        # A replica that does not serve the name it was sent (its revision's model is not
+        # the one it loaded): that replica's failure, not the caller's.
+        return AttemptFailed("model_not_found", f"does not serve the model {attempt.endpoint.upstream_model}", 502)
+    return None
+
+
+def _model_not_found(content: bytes) -> bool:
+    """Whether an error body is OpenAI's `model_not_found` (what a model server answers to a
+    name it does not serve)."""
+    try:
+        answer = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return False
+    error = answer.get("error") if isinstance(answer, dict) else None
+    return isinstance(error, dict) and error.get("code") == "model_not_found"
 
 
 def _no_answer(exchange: Exchange, route: Route, failures: list[tuple[Attempt, AttemptFailed]]) -> GatewayError:

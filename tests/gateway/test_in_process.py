@@ -6,6 +6,7 @@ limits, spend, tenant scoping of routes)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -379,3 +380,62 @@ def test_a_key_limited_to_some_models_calls_and_lists_only_those() -> None:
 
     assert asyncio.run(listed("sbk_chat_only")) == ["chat"]
     assert asyncio.run(listed("sbk_acme")) == ["chat", "embed"]
+
+
+def _replicas(name: str, *replicas: tuple[str, str, str]) -> Target:
+    """A deployment target whose replicas are (origin, revision, model) triples."""
+    endpoints = tuple(
+        Endpoint(key=f"replica:{origin}", base_url=origin + "/v1", region="us-east", upstream_model=model, revision_id=revision)
+        for origin, revision, model in replicas
+    )
+    return Target(
+        id=name,
+        label=f"deployment:{name}",
+        kind="deployment",
+        weight=100,
+        position=0,
+        endpoints=endpoints,
+        input_price_per_mtok=Decimal(0),
+        output_price_per_mtok=Decimal(0),
+        regions=frozenset(),
+        deployment_id=f"dep_{name}",
+        gpu_price_per_hour=Decimal("0.5"),
+    )
+
+
+def _model_not_found(served: str) -> ScriptedResponse:
+    error = {"message": f"The model `x` does not exist on this server; it serves `{served}`.", "code": "model_not_found"}
+    return ScriptedResponse(404, [orjson.dumps({"error": {**error, "type": "invalid_request_error", "param": "model"}})])
+
+
+def test_a_replica_answering_model_not_found_is_retried_elsewhere_and_counts_against_its_breaker() -> None:
+    # Ordered, so the mismatched replica is always tried first; its breaker opens after two.
+    pool = ScriptedPool({"http://old.test": [_model_not_found("old-model")] * 2, "http://new.test": [_ok() for _ in range(3)]})
+    old = _replicas("first", ("http://old.test", "rev_1", "old-model"))
+    route = _route("chat", old, _replicas("second", ("http://new.test", "rev_2", "new-model")))
+    harness = Harness(pool, dataclasses.replace(route, breaker_failures=2))
+    responses = harness.post_many([CHAT, CHAT, CHAT])
+    assert [response.status_code for response in responses] == [200, 200, 200], responses[-1].text
+    assert [response.headers["x-switchboard-attempts"] for response in responses] == ["2", "2", "1"]  # the third: breaker open
+    assert {(r.headers["x-switchboard-revision"], r.headers["x-switchboard-upstream-model"]) for r in responses} == {("rev_2", "new-model")}
+    assert [(url.split("/v1/")[0], sent["model"]) for url, sent in pool.sent] == [
+        ("http://old.test", "old-model"),
+        ("http://new.test", "new-model"),
+        ("http://old.test", "old-model"),
+        ("http://new.test", "new-model"),
+        ("http://new.test", "new-model"),
+    ]
+    assert [(event.status, event.attempts, event.target) for event in harness.events] == [
+        (200, 2, "deployment:second"),
+        (200, 2, "deployment:second"),
+        (200, 1, "deployment:second"),
+    ]
+
+
+def test_a_providers_model_not_found_is_the_callers_answer_not_a_retry() -> None:
+    # An external provider that does not know the name: a route's configuration, passed on.
+    pool = ScriptedPool({"http://a.test": [_model_not_found("other")], "http://b.test": [_ok()]})
+    harness = Harness(pool, _route("chat", _target("first", "http://a.test"), _target("second", "http://b.test")))
+    response = harness.post(CHAT)
+    assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
+    assert len(pool.sent) == 1 and "x-switchboard-revision" not in response.headers
