@@ -15,6 +15,7 @@ import orjson
 
 from routing.gateway import metrics
 from routing.gateway.accounting import cost_of, count_usage
+from routing.gateway.cache import RefreshingCache
 from routing.gateway.cold_start import ColdStart
 from routing.gateway.errors import GatewayError
 from routing.gateway.exchange import Attempt, Exchange, Send, plain_decimal, rate_headers, send_response, served_by
@@ -28,6 +29,9 @@ from routing.policy import order_targets
 log = logging.getLogger("switchboard.gateway")
 
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
+# A snapshot at least this old is read again when every replica it names has failed; a
+# younger one is taken as current, so failing replicas cost at most a read this often.
+REFRESH_AFTER_S = 0.5
 
 
 class AttemptFailed(Exception):
@@ -39,10 +43,11 @@ class AttemptFailed(Exception):
 
 
 class UpstreamExchange:
-    def __init__(self, *, pool: Upstreams, health: HealthBook, cold_start: ColdStart) -> None:
+    def __init__(self, *, pool: Upstreams, health: HealthBook, cold_start: ColdStart, snapshots: RefreshingCache[str, OrgSnapshot]) -> None:
         self.pool = pool
         self.health = health
         self.cold_start = cold_start
+        self.snapshots = snapshots
 
     async def serve(
         self,
@@ -58,7 +63,7 @@ class UpstreamExchange:
         none did."""
         stream = exchange.streamed
         deadline = exchange.started + route.deadline_s
-        woke = False
+        woke = refreshed = False
         tried: set[str] = set()
         failures: list[tuple[Attempt, AttemptFailed]] = []
         while True:
@@ -90,6 +95,19 @@ class UpstreamExchange:
                     snapshot = await self.cold_start.wake(snapshot.org_id, wakeable, deadline)
                     route = snapshot.resolve(route.name) or route
                     continue
+            if (
+                not refreshed
+                and any(attempt.target.kind == "deployment" for attempt, _ in failures)
+                and exchange.attempts < route.max_attempts
+                and time.perf_counter() < deadline
+            ):
+                # Every replica the snapshot knew failed, with attempts to spare: the replicas
+                # may have changed since it was read (a rollout drained one and readied
+                # another), so read them again, once, and try those not yet tried.
+                refreshed = True
+                snapshot = await self.snapshots.get(snapshot.org_id, max_age=REFRESH_AFTER_S)
+                route = snapshot.resolve(route.name) or route
+                continue
             raise _no_answer(exchange, route, failures)
 
     def _attempts(self, snapshot: OrgSnapshot, route: Route, tried: set[str], stream: bool) -> Iterator[Attempt]:

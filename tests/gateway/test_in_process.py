@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from metering.records import UsageRecord
+from routing.gateway import upstream
 from routing.gateway.access_log import AccessLog
 from routing.gateway.accounting import UsageAccounting
 from routing.gateway.app import Gateway
@@ -129,7 +130,7 @@ class Harness:
     def __init__(self, pool: ScriptedPool, *acme_routes: Route, requests_per_minute: int = 1000, spend: SpendPolicy | None = None) -> None:
         self.pool = pool
         self.events: list[UsageRecord] = []
-        snapshots = {
+        self.snapshots = snapshots = {
             "org_acme": _snapshot("org_acme", *acme_routes, requests_per_minute=requests_per_minute, spend=spend),
             "org_globex": _snapshot("org_globex", _route("globex-private", _target("globex", "http://globex.test"))),
         }
@@ -152,8 +153,11 @@ class Harness:
             limiter=MemoryLimiter(),
             spend=MemorySpendLedger(),
             upstream=UpstreamExchange(
-                pool=pool, health=HealthBook(), cold_start=ColdStart(snapshots=cache, request=no_cold_start, timeout_s=1)
-            ),  # type: ignore[arg-type]
+                pool=pool,  # type: ignore[arg-type]
+                health=HealthBook(),
+                cold_start=ColdStart(snapshots=cache, request=no_cold_start, timeout_s=1),
+                snapshots=cache,
+            ),
             accounting=UsageAccounting(record_usage=record, access_log=AccessLog(False)),
             max_body=4096,
         )
@@ -439,3 +443,17 @@ def test_a_providers_model_not_found_is_the_callers_answer_not_a_retry() -> None
     response = harness.post(CHAT)
     assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
     assert len(pool.sent) == 1 and "x-switchboard-revision" not in response.headers
+
+
+def test_when_every_replica_it_knew_failed_the_gateway_reads_the_replicas_again_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A rollout drained the replica this process's snapshot names (it answers 503) and
+    # readied another since: the request is served by the new one, not refused.
+    monkeypatch.setattr(upstream, "REFRESH_AFTER_S", 0.0)  # the cached snapshot counts as old at once
+    pool = ScriptedPool({"http://old.test": [_ok(), ScriptedResponse(503, [b"{}"])], "http://new.test": [_ok()]})
+    harness = Harness(pool, _route("chat", _replicas("chat", ("http://old.test", "rev_1", "tiny-chat"))))
+    assert harness.post(CHAT).status_code == 200  # the snapshot is cached
+    harness.snapshots["org_acme"] = _snapshot("org_acme", _route("chat", _replicas("chat", ("http://new.test", "rev_2", "smollm2"))))
+    response = harness.post(CHAT)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-switchboard-attempts"] == "2" and response.headers["x-switchboard-revision"] == "rev_2"
+    assert [url.split("/v1/")[0] for url, _ in pool.sent] == ["http://old.test", "http://old.test", "http://new.test"]
