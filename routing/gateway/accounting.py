@@ -143,6 +143,8 @@ def _log_line(exchange: Exchange, latency_ms: float, cost: Decimal) -> bytes:
             "model": exchange.model,
             "route": exchange.route,
             "target": exchange.target,
+            "revision": exchange.revision_id or None,
+            "upstream_model": exchange.upstream_model,
             "region": exchange.region,
             "status": exchange.status,
             "error": exchange.error_code or None,

@@ -239,7 +239,10 @@ def build_gateway() -> Gateway:
         limiter=RedisLimiter(settings.REDIS_URL) if settings.REDIS_URL else MemoryLimiter(),
         spend=RedisSpendLedger(settings.REDIS_URL, lease_s=settings.SPEND_LEASE_SECONDS) if settings.REDIS_URL else MemorySpendLedger(),
         upstream=UpstreamExchange(
-            pool=pool, health=HealthBook(on_change=_publish_breaker, on_forget=_forget_endpoint), cold_start=cold_start
+            pool=pool,
+            health=HealthBook(on_change=_publish_breaker, on_forget=_forget_endpoint),
+            cold_start=cold_start,
+            snapshots=snapshots,
         ),
         accounting=UsageAccounting(record_usage=usage.record, access_log=AccessLog(settings.GATEWAY_ACCESS_LOG)),
         max_body=settings.MAX_REQUEST_BODY_BYTES,

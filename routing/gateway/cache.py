@@ -85,11 +85,14 @@ class RefreshingCache(Generic[K, V]):
         self._entries: dict[K, _Entry[V]] = {}
         self._loading: dict[K, asyncio.Future[_Entry[V]]] = {}
 
-    async def get(self, key: K) -> V:
+    async def get(self, key: K, *, max_age: float | None = None) -> V:
+        """The value, reloaded if it is older than `ttl` (or than `max_age`, for a caller
+        that found the cached one out of date)."""
+        ttl = self.ttl if max_age is None else min(self.ttl, max_age)
         entry = self._entries.get(key)
         if entry is not None:
             age = time.monotonic() - entry.loaded_at
-            if entry.refusal is None and age < self.ttl:
+            if entry.refusal is None and age < ttl:
                 return entry.value  # type: ignore[return-value]
             if entry.refusal is not None and age < self.negative_ttl:
                 raise entry.refusal.with_traceback(None)  # a cached instance: drop old frames

@@ -37,6 +37,8 @@ class Exchange:
     route: str = ""
     target: str = ""
     deployment_id: str = ""
+    revision_id: str = ""  # a deployment's: the revision of the replica that answered
+    upstream_model: str = ""  # the model name the answering endpoint was sent
     region: str = ""
     status: int = 0
     error_code: str = ""
@@ -97,6 +99,13 @@ def served_by(exchange: Exchange, attempt: Attempt) -> Headers:
         (b"x-switchboard-region", header_value(attempt.endpoint.region)),
         (b"x-switchboard-attempts", str(exchange.attempts).encode()),
     ]
+    if attempt.endpoint.revision_id:
+        # A replica: the revision it runs and the model it served (during a rollout, the
+        # revision being replaced still serves its own model until its replicas drain).
+        headers += [
+            (b"x-switchboard-revision", header_value(attempt.endpoint.revision_id)),
+            (b"x-switchboard-upstream-model", header_value(attempt.endpoint.upstream_model)),
+        ]
     if target.gpu_price_per_hour is not None:
         return [
             *headers,

@@ -38,9 +38,10 @@ class Endpoint:
     key: str  # identity for circuit breakers, balancing and stats
     base_url: str  # up to and including /v1
     region: str
-    upstream_model: str  # the model name to send upstream
+    upstream_model: str  # the model name to send upstream: a replica's, its own revision's model
     api_key: str | None = None
     tenant_supplied: bool = False  # a provider's URL: its address is checked at every connection
+    revision_id: str = ""  # a replica's: the deployment revision it runs (during a rollout, not always the current one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +139,7 @@ def load_snapshot(org_id: str) -> OrgSnapshot:
         .filter(deployment_id__in=list(deployments), state=Replica.State.READY)
         .exclude(endpoint="")
         .exclude(cluster__status=ClusterModel.Status.DOWN)
-        .select_related("cluster")
+        .select_related("cluster", "revision")
         .order_by("created_at")
     )
     replicas_by_deployment: dict[str, list[Replica]] = {}
@@ -291,13 +292,17 @@ def _deployment_target(
 ) -> Target:
     revision = deployment.current_revision
     assert revision is not None
+    # During a rollout or a rollback the READY replicas of the revision being replaced keep
+    # serving until they drain: each is sent the model its own revision names, which is
+    # the one it loaded (a model-changing revision's old replicas answer 404 to the new name).
     endpoints = tuple(
         Endpoint(
             key=f"replica:{r.pk}",
             base_url=r.endpoint.rstrip("/") + "/v1",
             region=r.cluster.region,
-            upstream_model=revision.model,
+            upstream_model=r.revision.model,
             api_key=replica_token(r.pk),  # each replica answers only its own token
+            revision_id=r.revision_id,
         )
         for r in replicas
     )

@@ -15,6 +15,7 @@ import orjson
 
 from routing.gateway import metrics
 from routing.gateway.accounting import cost_of, count_usage
+from routing.gateway.cache import RefreshingCache
 from routing.gateway.cold_start import ColdStart
 from routing.gateway.errors import GatewayError
 from routing.gateway.exchange import Attempt, Exchange, Send, plain_decimal, rate_headers, send_response, served_by
@@ -28,6 +29,9 @@ from routing.policy import order_targets
 log = logging.getLogger("switchboard.gateway")
 
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
+# A snapshot at least this old is read again when every replica it names has failed; a
+# younger one is taken as current, so failing replicas cost at most a read this often.
+REFRESH_AFTER_S = 0.5
 
 
 class AttemptFailed(Exception):
@@ -39,10 +43,11 @@ class AttemptFailed(Exception):
 
 
 class UpstreamExchange:
-    def __init__(self, *, pool: Upstreams, health: HealthBook, cold_start: ColdStart) -> None:
+    def __init__(self, *, pool: Upstreams, health: HealthBook, cold_start: ColdStart, snapshots: RefreshingCache[str, OrgSnapshot]) -> None:
         self.pool = pool
         self.health = health
         self.cold_start = cold_start
+        self.snapshots = snapshots
 
     async def serve(
         self,
@@ -58,7 +63,7 @@ class UpstreamExchange:
         none did."""
         stream = exchange.streamed
         deadline = exchange.started + route.deadline_s
-        woke = False
+        woke = refreshed = False
         tried: set[str] = set()
         failures: list[tuple[Attempt, AttemptFailed]] = []
         while True:
@@ -90,6 +95,19 @@ class UpstreamExchange:
                     snapshot = await self.cold_start.wake(snapshot.org_id, wakeable, deadline)
                     route = snapshot.resolve(route.name) or route
                     continue
+            if (
+                not refreshed
+                and any(attempt.target.kind == "deployment" for attempt, _ in failures)
+                and exchange.attempts < route.max_attempts
+                and time.perf_counter() < deadline
+            ):
+                # Every replica the snapshot knew failed, with attempts to spare: the replicas
+                # may have changed since it was read (a rollout drained one and readied
+                # another), so read them again, once, and try those not yet tried.
+                refreshed = True
+                snapshot = await self.snapshots.get(snapshot.org_id, max_age=REFRESH_AFTER_S)
+                route = snapshot.resolve(route.name) or route
+                continue
             raise _no_answer(exchange, route, failures)
 
     def _attempts(self, snapshot: OrgSnapshot, route: Route, tried: set[str], stream: bool) -> Iterator[Attempt]:
@@ -174,12 +192,14 @@ class UpstreamExchange:
                     raise AttemptFailed("connect", "could not be reached") from None
                 raise AttemptFailed("connection_lost", "the connection broke before the answer was complete") from None
             exchange.target, exchange.region, exchange.deployment_id = target.label, endpoint.region, target.deployment_id
+            exchange.revision_id, exchange.upstream_model = endpoint.revision_id, endpoint.upstream_model
             exchange.input_price, exchange.output_price = target.input_price_per_mtok, target.output_price_per_mtok
             status = response.status
-            if status in RETRY_STATUSES or status == 429:
+            failure = _failure_of(status, content, attempt)
+            if failure is not None:
                 # A 429 says the upstream is busy, not broken: try elsewhere, keep the breaker.
                 verdict = False if status != 429 else None
-                raise AttemptFailed(f"status_{status}", f"answered {status}", status)
+                raise failure
             verdict = True
             if stream and status == 200:
                 await relay_stream(
@@ -215,6 +235,29 @@ async def _answer(
     await send_response(
         send, status, content, [(b"content-type", content_type), *served_by(exchange, attempt), *extra, *rate_headers(admission)]
     )
+
+
+def _failure_of(status: int, content: bytes, attempt: Attempt) -> AttemptFailed | None:
+    """Whether an answer is the attempt's failure, to be retried elsewhere, rather than the
+    caller's answer."""
+    if status in RETRY_STATUSES or status == 429:
+        return AttemptFailed(f"status_{status}", f"answered {status}", status)
+    if status == 404 and attempt.target.kind == "deployment" and _model_not_found(content):
+        # A replica that does not serve the name it was sent (its revision's model is not
+        # the one it loaded): that replica's failure, not the caller's.
+        return AttemptFailed("model_not_found", f"does not serve the model {attempt.endpoint.upstream_model}", 502)
+    return None
+
+
+def _model_not_found(content: bytes) -> bool:
+    """Whether an error body is OpenAI's `model_not_found` (what a model server answers to a
+    name it does not serve)."""
+    try:
+        answer = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return False
+    error = answer.get("error") if isinstance(answer, dict) else None
+    return isinstance(error, dict) and error.get("code") == "model_not_found"
 
 
 def _no_answer(exchange: Exchange, route: Route, failures: list[tuple[Attempt, AttemptFailed]]) -> GatewayError:

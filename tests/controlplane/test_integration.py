@@ -7,12 +7,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
+from django.db.models import QuerySet
 
 from deployments.internal_tokens import agent_token, bearer, replica_token
 from deployments.local_clusters import LocalCluster, register
@@ -286,3 +289,95 @@ def test_a_killed_agent_leaves_its_replicas_serving_and_its_successor_adopts_the
     # The new agent governs the adopted process: asked to, it stops it.
     httpx.delete(f"{agent_url}/{replica.id}", params={"drain_seconds": 0}, headers=auth)
     _wait("the adopted model server stopped", lambda: not process_alive(row["pid"]), timeout=30)
+
+
+class _Traffic(threading.Thread):
+    """Non-streaming chat requests through the gateway with the official SDK, one after
+    another, each answer filed under the phase it was sent in."""
+
+    def __init__(self, gateway: str, key: str, model: str) -> None:
+        super().__init__(daemon=True)
+        self.client = openai.OpenAI(base_url=gateway + "/v1", api_key=key, max_retries=0, timeout=60)
+        self.model = model
+        self.phase = "before"
+        self.answers: dict[str, list[tuple[str, str, str]]] = {}  # phase -> (revision, upstream model, body's model)
+        self.failures: list[str] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            phase = self.phase
+            try:
+                raw = self.client.chat.completions.with_raw_response.create(
+                    model=self.model, messages=[{"role": "user", "content": "hi"}], max_tokens=2
+                )
+                completion = raw.parse()
+                answer = (raw.headers["x-switchboard-revision"], raw.headers["x-switchboard-upstream-model"], completion.model)
+                self.answers.setdefault(phase, []).append(answer)
+            except openai.APIError as error:
+                self.failures.append(f"{phase}: {error}")
+
+
+def test_a_model_changing_rollout_and_a_rollback_fail_no_request_through_the_gateway(
+    tenants: Tenants, agents: Agents, control_plane: None, live_server_url: str
+) -> None:
+    """tiny-chat -> smollm2-135m-instruct -> (rollback) tiny-chat under continuous traffic:
+    the replicas of the revision being replaced keep serving their own model until they
+    drain, so every request is answered, by a replica serving the model its revision names."""
+    from deployments import services
+    from tests.factories import issue_key, owner_context
+
+    deployment = create_deployment(
+        tenants.org_a, name="switching", model="tiny-chat", min_replicas=1, max_replicas=1, allowed_regions=("us-east",)
+    )
+    first = deployment.current_revision
+    assert first is not None
+    replicas = Replica.objects.for_org(tenants.org_a).filter(deployment=deployment)
+    _wait("the first revision READY", lambda: replicas.filter(state=Replica.State.READY).exists())
+    traffic = _Traffic(live_server_url, issue_key(tenants.org_a).plaintext, "switching")
+    # The gateway sees the replica within its snapshot's cache time.
+    _wait("the gateway serving", lambda: _served_once(traffic), timeout=30)
+    traffic.start()
+    try:
+        traffic.phase = "rollout"
+        services.update_deployment(owner_context(tenants.org_a), deployment, model="smollm2-135m-instruct")
+        deployment.refresh_from_db()
+        second = deployment.current_revision
+        assert second is not None and second.model == "smollm2-135m-instruct"
+        _wait("the rollout done", lambda: _only_revision_live(replicas, second.pk), timeout=240)
+        time.sleep(3)  # past the gateway's snapshot cache: traffic reaches only the new revision
+        traffic.phase = "rollback"
+        services.rollback(owner_context(tenants.org_a), deployment)
+        _wait("the rollback done", lambda: _only_revision_live(replicas, first.pk), timeout=240)
+        time.sleep(3)
+        traffic.phase = "after"
+        _wait("answers after the rollback", lambda: len(traffic.answers.get("after", [])) >= 3, timeout=60)
+    finally:
+        traffic.done.set()
+        traffic.join(timeout=90)
+
+    models = {first.pk: "tiny-chat", second.pk: "smollm2-135m-instruct"}
+    for phase in ("rollout", "rollback", "after"):
+        answers = traffic.answers.get(phase, [])
+        by_model = {model: sum(1 for _, served, _ in answers if served == model) for model in models.values()}
+        print(f"{phase}: {len(answers)} requests served ({by_model}), {sum(f.startswith(phase) for f in traffic.failures)} failed")
+    assert traffic.failures == [], sorted(set(traffic.failures))[:10]
+    every = [answer for answers in traffic.answers.values() for answer in answers]
+    # Each answer came from a replica serving the model its revision names, and said so.
+    assert all(models[revision] == served == body_model for revision, served, body_model in every), set(every)
+    assert {served for _, served, _ in traffic.answers["rollout"] + traffic.answers["rollback"]} == set(models.values())
+    assert {served for _, served, _ in traffic.answers["after"]} == {"tiny-chat"}
+
+
+def _served_once(traffic: _Traffic) -> bool:
+    try:
+        traffic.client.chat.completions.create(model=traffic.model, messages=[{"role": "user", "content": "hi"}], max_tokens=1)
+    except openai.APIError:
+        return False
+    return True
+
+
+def _only_revision_live(replicas: QuerySet[Replica], revision_id: str) -> bool:
+    """The revision's replica READY and every other revision's stopped."""
+    rows = list(replicas.exclude(state__in=(Replica.State.STOPPED, Replica.State.FAILED)).values_list("revision_id", "state"))
+    return rows == [(revision_id, Replica.State.READY)]

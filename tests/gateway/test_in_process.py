@@ -6,6 +6,7 @@ limits, spend, tenant scoping of routes)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -16,6 +17,7 @@ import orjson
 import pytest
 
 from metering.records import UsageRecord
+from routing.gateway import upstream
 from routing.gateway.access_log import AccessLog
 from routing.gateway.accounting import UsageAccounting
 from routing.gateway.app import Gateway
@@ -128,7 +130,7 @@ class Harness:
     def __init__(self, pool: ScriptedPool, *acme_routes: Route, requests_per_minute: int = 1000, spend: SpendPolicy | None = None) -> None:
         self.pool = pool
         self.events: list[UsageRecord] = []
-        snapshots = {
+        self.snapshots = snapshots = {
             "org_acme": _snapshot("org_acme", *acme_routes, requests_per_minute=requests_per_minute, spend=spend),
             "org_globex": _snapshot("org_globex", _route("globex-private", _target("globex", "http://globex.test"))),
         }
@@ -151,8 +153,11 @@ class Harness:
             limiter=MemoryLimiter(),
             spend=MemorySpendLedger(),
             upstream=UpstreamExchange(
-                pool=pool, health=HealthBook(), cold_start=ColdStart(snapshots=cache, request=no_cold_start, timeout_s=1)
-            ),  # type: ignore[arg-type]
+                pool=pool,  # type: ignore[arg-type]
+                health=HealthBook(),
+                cold_start=ColdStart(snapshots=cache, request=no_cold_start, timeout_s=1),
+                snapshots=cache,
+            ),
             accounting=UsageAccounting(record_usage=record, access_log=AccessLog(False)),
             max_body=4096,
         )
@@ -379,3 +384,76 @@ def test_a_key_limited_to_some_models_calls_and_lists_only_those() -> None:
 
     assert asyncio.run(listed("sbk_chat_only")) == ["chat"]
     assert asyncio.run(listed("sbk_acme")) == ["chat", "embed"]
+
+
+def _replicas(name: str, *replicas: tuple[str, str, str]) -> Target:
+    """A deployment target whose replicas are (origin, revision, model) triples."""
+    endpoints = tuple(
+        Endpoint(key=f"replica:{origin}", base_url=origin + "/v1", region="us-east", upstream_model=model, revision_id=revision)
+        for origin, revision, model in replicas
+    )
+    return Target(
+        id=name,
+        label=f"deployment:{name}",
+        kind="deployment",
+        weight=100,
+        position=0,
+        endpoints=endpoints,
+        input_price_per_mtok=Decimal(0),
+        output_price_per_mtok=Decimal(0),
+        regions=frozenset(),
+        deployment_id=f"dep_{name}",
+        gpu_price_per_hour=Decimal("0.5"),
+    )
+
+
+def _model_not_found(served: str) -> ScriptedResponse:
+    error = {"message": f"The model `x` does not exist on this server; it serves `{served}`.", "code": "model_not_found"}
+    return ScriptedResponse(404, [orjson.dumps({"error": {**error, "type": "invalid_request_error", "param": "model"}})])
+
+
+def test_a_replica_answering_model_not_found_is_retried_elsewhere_and_counts_against_its_breaker() -> None:
+    # Ordered, so the mismatched replica is always tried first; its breaker opens after two.
+    pool = ScriptedPool({"http://old.test": [_model_not_found("old-model")] * 2, "http://new.test": [_ok() for _ in range(3)]})
+    old = _replicas("first", ("http://old.test", "rev_1", "old-model"))
+    route = _route("chat", old, _replicas("second", ("http://new.test", "rev_2", "new-model")))
+    harness = Harness(pool, dataclasses.replace(route, breaker_failures=2))
+    responses = harness.post_many([CHAT, CHAT, CHAT])
+    assert [response.status_code for response in responses] == [200, 200, 200], responses[-1].text
+    assert [response.headers["x-switchboard-attempts"] for response in responses] == ["2", "2", "1"]  # the third: breaker open
+    assert {(r.headers["x-switchboard-revision"], r.headers["x-switchboard-upstream-model"]) for r in responses} == {("rev_2", "new-model")}
+    assert [(url.split("/v1/")[0], sent["model"]) for url, sent in pool.sent] == [
+        ("http://old.test", "old-model"),
+        ("http://new.test", "new-model"),
+        ("http://old.test", "old-model"),
+        ("http://new.test", "new-model"),
+        ("http://new.test", "new-model"),
+    ]
+    assert [(event.status, event.attempts, event.target) for event in harness.events] == [
+        (200, 2, "deployment:second"),
+        (200, 2, "deployment:second"),
+        (200, 1, "deployment:second"),
+    ]
+
+
+def test_a_providers_model_not_found_is_the_callers_answer_not_a_retry() -> None:
+    # An external provider that does not know the name: a route's configuration, passed on.
+    pool = ScriptedPool({"http://a.test": [_model_not_found("other")], "http://b.test": [_ok()]})
+    harness = Harness(pool, _route("chat", _target("first", "http://a.test"), _target("second", "http://b.test")))
+    response = harness.post(CHAT)
+    assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
+    assert len(pool.sent) == 1 and "x-switchboard-revision" not in response.headers
+
+
+def test_when_every_replica_it_knew_failed_the_gateway_reads_the_replicas_again_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A rollout drained the replica this process's snapshot names (it answers 503) and
+    # readied another since: the request is served by the new one, not refused.
+    monkeypatch.setattr(upstream, "REFRESH_AFTER_S", 0.0)  # the cached snapshot counts as old at once
+    pool = ScriptedPool({"http://old.test": [_ok(), ScriptedResponse(503, [b"{}"])], "http://new.test": [_ok()]})
+    harness = Harness(pool, _route("chat", _replicas("chat", ("http://old.test", "rev_1", "tiny-chat"))))
+    assert harness.post(CHAT).status_code == 200  # the snapshot is cached
+    harness.snapshots["org_acme"] = _snapshot("org_acme", _route("chat", _replicas("chat", ("http://new.test", "rev_2", "smollm2"))))
+    response = harness.post(CHAT)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-switchboard-attempts"] == "2" and response.headers["x-switchboard-revision"] == "rev_2"
+    assert [url.split("/v1/")[0] for url, _ in pool.sent] == ["http://old.test", "http://old.test", "http://new.test"]
