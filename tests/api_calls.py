@@ -254,7 +254,7 @@ class StaffCall:
         path = self.route
         for name, value in params.items():
             path = path.replace(f"<str:{name}>", value).replace(f"<path:{name}>", value)
-        return path + self.query
+        return path
 
 
 STAFF_CALLS = [
