@@ -23,6 +23,15 @@ def model_storage() -> Storage:
     return storages["models"]
 
 
+def local_directory(prefix: str) -> str | None:
+    """The directory on this machine that holds a model's files, when the storage is a local
+    filesystem; None for an object store, whose files a replica cannot read in place."""
+    try:
+        return model_storage().path(prefix)
+    except NotImplementedError:
+        return None
+
+
 def upload_prefix(*, organization_id: str, upload_id: str) -> str:
     """Where an upload's files, and then the registered model's, live."""
     return f"models/{organization_id}/{upload_id}/"
