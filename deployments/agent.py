@@ -26,7 +26,7 @@ import subprocess
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from deployments.drivers.base import CPU, OPTION_FLAGS, RUNTIME_BUILTIN
 from deployments.replica_processes import AdoptedProcess, ChildProcess, RecordedReplica, ReplicaProcess, StateFile
 from modelserver.auth import API_KEY_VARIABLE
-from modelserver.catalog import CATALOG
+from modelserver.catalog import CATALOG, Task
 from modelserver.processes import start_model_server
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,9 @@ class Placement:
     gpu_count: int = 0
     runtime: str = RUNTIME_BUILTIN
     env: tuple[tuple[str, str], ...] = ()
+    # A registered model: the Hugging Face directory the server loads, and its task.
+    artifact: str = ""
+    task: str = ""
 
 
 @dataclass
@@ -176,7 +179,7 @@ class Agent:
             if existing is not None:  # creating the same replica twice creates one
                 return existing
             devices, device = self._pin(placement)
-            args: list[str] = []
+            args: list[str] = ["--artifact", placement.artifact, "--task", placement.task] if placement.artifact else []
             for key, value in options.items():
                 args += [OPTION_FLAGS[key], str(value)]
             # The token travels in the environment, not the command line that `ps` shows. A
@@ -276,6 +279,23 @@ def _placement(body: dict[str, object]) -> Placement | str:
     return Placement(gpu_type, gpu_count, runtime, tuple(sorted(env.items())))
 
 
+def _artifact(body: dict[object, object], model: str) -> tuple[str, str] | str:
+    """A registered model's directory and task, or what is wrong with them. A catalog model
+    needs neither; any other name needs both."""
+    artifact, task = body.get("artifact", ""), body.get("task", "")
+    if not artifact and not task:
+        return (
+            ("", "") if model in CATALOG else f"unknown model {model!r}: send its artifact directory and task to serve a registered model"
+        )
+    if not isinstance(task, str) or task not in {str(known) for known in Task}:
+        return f"task: one of {', '.join(str(known) for known in Task)}"
+    if not isinstance(artifact, str) or not Path(artifact).is_absolute():
+        return "artifact: the absolute path of the model's directory on this machine"
+    if not Path(artifact).is_dir():
+        return f"artifact: {artifact} is not a directory on this machine"
+    return artifact, task
+
+
 def _creation(body: object) -> tuple[str, str, dict[str, object], str, Placement] | str:
     """What a create request asks for, or what is wrong with it."""
     try:
@@ -285,15 +305,16 @@ def _creation(body: object) -> tuple[str, str, dict[str, object], str, Placement
         return "send {replica_id, model, options, token}"
     if not isinstance(token, str) or len(token) < 32:
         return "token: the bearer token the replica must require (32 characters or more)"
-    if model not in CATALOG:
-        return f"unknown model {model!r}"
+    served = _artifact(body, model)
+    if isinstance(served, str):
+        return served
     unknown = sorted(set(options) - set(OPTION_FLAGS))
     if unknown:
         return f"unknown options {unknown}"
     placement = _placement(body)
     if isinstance(placement, str):
         return placement
-    return replica_id, model, options, token, placement
+    return replica_id, model, options, token, replace(placement, artifact=served[0], task=served[1])
 
 
 def build_agent_app(

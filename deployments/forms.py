@@ -5,15 +5,15 @@ from typing import cast
 
 from django import forms
 
-from deployments import selectors
+from deployments import model_catalog, selectors
 from deployments.models import Deployment
 from deployments.prices import GpuPriceBook
-from modelserver.catalog import CATALOG
+from tenancy.models import Organization
 
 
 class DeploymentForm(forms.Form):
     name = forms.SlugField(max_length=60, help_text="Lowercase letters, digits and dashes; it is also the model name callers use.")
-    model = forms.ChoiceField(choices=[(name, f"{name}: {spec.description}") for name, spec in sorted(CATALOG.items())])
+    model = forms.CharField(max_length=100, widget=forms.Select)
     gpu_type = forms.ChoiceField(label="GPU type")
     allowed_regions = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple, label="Regions")
     min_replicas = forms.IntegerField(min_value=0, max_value=100, initial=1, help_text="0 lets it scale to zero when idle.")
@@ -25,10 +25,16 @@ class DeploymentForm(forms.Form):
     idle_timeout_s = forms.IntegerField(min_value=0, max_value=604_800, initial=300, label="Scale-to-zero idle timeout (s)")
     environment = forms.ChoiceField(choices=Deployment.Environment.choices)
 
-    def __init__(self, *args: object, organization_id: str, **kwargs: object) -> None:
+    def __init__(self, *args: object, organization: Organization, staff: bool, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        # The built-in models and the organization's own (test models for staff only); the
+        # deploy path checks the name it is sent.
+        self.fields["model"].widget.choices = [
+            (model.name, f"{model.name}: {model.description}" if model.description else model.name)
+            for model in model_catalog.offered_to(organization, staff=staff)
+        ]
         # The organization's prices from the book: what each GPU-hour will be billed at.
-        book, now = GpuPriceBook.load(organization_id), datetime.now(UTC)
+        book, now = GpuPriceBook.load(organization.pk), datetime.now(UTC)
         choices = []
         for gpu in selectors.gpu_types():
             rate = book.at(gpu.code, now)

@@ -46,3 +46,13 @@ def entry(org: Organization, name: str) -> CatalogModel | None:
 def visible_to(org: Organization) -> QuerySet[CatalogModel]:
     """Built-in models and the organization's own; never another tenant's."""
     return CatalogModel.objects.filter(Q(organization=None) | Q(organization=org))
+
+
+def offered_to(org: Organization, *, staff: bool) -> QuerySet[CatalogModel]:
+    """What the deploy form and the model list show: `visible_to`, less the randomly
+    initialised test models unless the viewer is platform staff. The deploy path still
+    accepts a test model by name (tests and scripts deploy them)."""
+    models = visible_to(org)
+    if not staff:
+        models = models.exclude(weights_format=CatalogModel.WeightsFormat.RANDOM)
+    return models.order_by(F("organization_id").asc(nulls_first=True), "name")

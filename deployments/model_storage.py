@@ -12,7 +12,7 @@ from typing import IO
 
 from django.core.files import File
 from django.core.files.base import ContentFile
-from django.core.files.storage import Storage, storages
+from django.core.files.storage import FileSystemStorage, Storage, storages
 
 _COPY_BLOCK = 1024 * 1024
 # Assembled files stay in memory up to this size, then spill to a temporary file.
@@ -21,6 +21,14 @@ _SPOOL_BYTES = 16 * 1024 * 1024
 
 def model_storage() -> Storage:
     return storages["models"]
+
+
+def local_directory(prefix: str) -> str | None:
+    """The directory on this machine that holds a model's files, when the storage is a local
+    filesystem; None for an object store (or any other backend), whose files a replica
+    cannot read in place."""
+    storage = model_storage()
+    return storage.path(prefix) if isinstance(storage, FileSystemStorage) else None
 
 
 def upload_prefix(*, organization_id: str, upload_id: str) -> str:

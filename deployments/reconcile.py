@@ -35,7 +35,7 @@ from django.utils import timezone
 
 from broadcast.groups import deployment_group
 from broadcast.publish import publish_after_commit
-from deployments import model_catalog
+from deployments import model_catalog, model_storage
 from deployments.drivers import CPU, ClusterDriver, DriverError, ObservedReplica, ReplicaRequest, driver_for
 from deployments.holds import Hold, current_hold
 from deployments.internal_tokens import replica_token
@@ -479,12 +479,31 @@ def _observe_clusters(clusters: set[Cluster], drivers: DriverFactory) -> tuple[d
     return observed, unreachable
 
 
+def _artifact(entry: CatalogModel | None) -> tuple[str, str]:
+    """Where the replica's weights are, and a registered model's task. A registered model is
+    served from its directory in the "models" storage, which must be a local filesystem
+    that the cluster's machines read (an object store is refused until replicas download)."""
+    if entry is None:
+        return "", ""
+    if entry.source_kind != CatalogModel.SourceKind.UPLOAD:
+        return entry.source, ""
+    directory = model_storage.local_directory(entry.source)
+    if directory is None:
+        raise DriverError(
+            f"{entry.name} is stored in an object store; replicas load registered models only from the embedded "
+            "filesystem model storage so far"
+        )
+    return directory, entry.task
+
+
 def replica_request(replica: Replica) -> ReplicaRequest:
     """What the replica's cluster is asked to run: its model, artifact and runtime from the
-    catalog entry its organization sees, on its revision's GPU type."""
+    catalog entry its organization sees, on its revision's GPU type. Raises DriverError for
+    a registered model no replica can read."""
     revision = replica.revision
     entry = model_catalog.entry(replica.organization, revision.model)
     gpu_count = 0 if revision.gpu_type_id == CPU else 1
+    artifact, task = _artifact(entry)
     return ReplicaRequest(
         replica_id=replica.id,
         model=revision.model,
@@ -492,8 +511,9 @@ def replica_request(replica: Replica) -> ReplicaRequest:
         gpu_type=revision.gpu_type_id,
         gpu_count=gpu_count,
         memory_gb=entry.memory_gb if entry is not None else 1,
-        artifact=entry.source if entry is not None else "",
+        artifact=artifact,
         runtime=entry.runtime if entry is not None else CatalogModel.Runtime.BUILTIN,
+        task=task,
     )
 
 
@@ -556,6 +576,10 @@ def _placements(deployment: Deployment, count: int) -> list[str]:
     entry = model_catalog.entry(deployment.organization, revision.model)
     if entry is not None and entry.runtime not in LOCAL_RUNTIMES:
         inventory = inventory.exclude(cluster__driver=Cluster.Driver.LOCAL)  # the local agent runs the built-in server only
+    if entry is not None and entry.source_kind == CatalogModel.SourceKind.UPLOAD:
+        # A registered model is a directory on the control plane's machine, which local
+        # agents and Ray nodes read; a Kubernetes pod cannot yet.
+        inventory = inventory.exclude(cluster__driver=Cluster.Driver.KUBERNETES)
     capacities = [
         Capacity(
             cluster=row.cluster_id,

@@ -14,9 +14,8 @@ from django.utils import timezone
 
 from broadcast.groups import deployment_group
 from broadcast.publish import publish_after_commit
-from deployments import holds, prices, selectors
-from deployments.models import Deployment, DeploymentRevision, GpuType, Quota
-from modelserver.catalog import CATALOG
+from deployments import holds, model_catalog, model_storage, prices, registry, selectors
+from deployments.models import CatalogModel, Deployment, DeploymentRevision, GpuType, Quota
 from tenancy import audit
 from tenancy.context import OrgContext
 from tenancy.errors import Conflict, ServiceError
@@ -64,12 +63,23 @@ def quota_for(org: Organization) -> Quota:
     return quota or Quota(organization=org, max_replicas=DEFAULT_MAX_REPLICAS, gpus=dict(DEFAULT_GPU_QUOTA))
 
 
-def validate_spec(spec: DeploymentSpec) -> None:
-    if spec.model not in CATALOG:
-        raise ServiceError(f"Unknown model {spec.model!r}; choose one of {', '.join(sorted(CATALOG))}.", field="model")
-    if not GpuType.objects.filter(code=spec.gpu_type).exists():
+def validate_spec(org: Organization, spec: DeploymentSpec) -> None:
+    """The model is one the organization can deploy (its own first, then a built-in one;
+    another tenant's name is unknown) and fits one GPU of the type."""
+    model = model_catalog.entry(org, spec.model)
+    if model is None:
+        names = model_catalog.offered_to(org, staff=False).values_list("name", flat=True)
+        raise ServiceError(f"Unknown model {spec.model!r}; choose one of {', '.join(sorted(names))}.", field="model")
+    gpu_type = GpuType.objects.filter(code=spec.gpu_type).first()
+    if gpu_type is None:
         codes = ", ".join(GpuType.objects.values_list("code", flat=True))
         raise ServiceError(f"Unknown GPU type {spec.gpu_type!r}; choose one of {codes}.", field="gpu_type")
+    registry.fits(model, gpu_type)
+    if model.source_kind == CatalogModel.SourceKind.UPLOAD and model_storage.local_directory(model.source) is None:
+        raise ServiceError(
+            f"{model.name} is in object storage, and replicas load registered models only from the filesystem model storage so far.",
+            field="model",
+        )
     if not spec.allowed_regions:
         raise ServiceError("Allow at least one region.", field="allowed_regions")
     known = selectors.region_names()
@@ -154,7 +164,7 @@ def create_deployment(
         raise ServiceError("Use 1-60 lowercase letters, digits and dashes, starting with a letter or digit.", field="name")
     if selectors.live_deployments(ctx.organization).filter(name=name).exists():
         raise Conflict(f"A deployment named {name!r} already exists.", field="name")
-    validate_spec(spec)
+    validate_spec(ctx.organization, spec)
     check_quota(ctx.organization, spec)
     holds.refuse_if_held(ctx.organization, now=timezone.now())
     deployment = Deployment.objects.create(organization=ctx.organization, name=name, environment=environment)
@@ -175,7 +185,7 @@ def update_deployment(ctx: OrgContext, deployment: Deployment, **changes: Any) -
     if "allowed_regions" in changes:
         changes["allowed_regions"] = tuple(changes["allowed_regions"])
     spec = replace(DeploymentSpec.of(current), **changes)
-    validate_spec(spec)
+    validate_spec(ctx.organization, spec)
     check_quota(ctx.organization, spec, replacing=deployment)
     if spec.min_replicas > current.min_replicas or spec.max_replicas > current.max_replicas or spec.model != current.model:
         holds.refuse_if_held(ctx.organization, now=timezone.now())  # scaling down stays allowed: it spends less
@@ -202,7 +212,7 @@ def promote_revision(ctx: OrgContext, deployment: Deployment, number: int, *, ac
     if deployment.current_revision_id == revision.id:
         raise Conflict(f"Revision {number} is already the current one.", field="revision")
     spec = DeploymentSpec.of(revision)
-    validate_spec(spec)
+    validate_spec(ctx.organization, spec)
     check_quota(ctx.organization, spec, replacing=deployment)
     holds.refuse_if_held(ctx.organization, now=timezone.now())
     before = deployment_snapshot(deployment)

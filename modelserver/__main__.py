@@ -1,4 +1,6 @@
-"""`python -m modelserver --model NAME --port N`: one model server process (a replica)."""
+"""`python -m modelserver --model NAME --port N`: one model server process (a replica).
+`--artifact DIR --task chat|embedding` serves a registered model from its Hugging Face
+directory under the name NAME instead of a catalog model."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import torch
 
 from modelserver.app import ServerOptions
 from modelserver.auth import API_KEY_VARIABLE
-from modelserver.catalog import CATALOG
+from modelserver.catalog import CATALOG, ModelSpec, Task, registered_spec
 from modelserver.server import serve
 
 # Converted weights are kept here between starts unless --cache-dir says otherwise; the
@@ -29,7 +31,18 @@ def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m modelserver", description="Serve one catalog model over an OpenAI-compatible HTTP API."
     )
-    parser.add_argument("--model", required=True, choices=sorted(CATALOG))
+    parser.add_argument(
+        "--model",
+        required=True,
+        help=f"A catalog model ({', '.join(sorted(CATALOG))}), or a registered model's name with --artifact.",
+    )
+    parser.add_argument(
+        "--artifact",
+        type=Path,
+        default=None,
+        help="A registered model's Hugging Face directory (config, tokenizer, safetensors).",
+    )
+    parser.add_argument("--task", choices=[task.value for task in Task], default=None, help="What the --artifact model serves.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8100)
     parser.add_argument(
@@ -54,9 +67,28 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
+def model_spec(args: argparse.Namespace, command: argparse.ArgumentParser) -> ModelSpec:
+    """The catalog entry named by --model, or a registered directory's spec."""
+    if args.artifact is None:
+        if args.task is not None:
+            command.error("--task goes with --artifact")
+        if args.model not in CATALOG:
+            command.error(f"unknown model {args.model!r}: choose one of {', '.join(sorted(CATALOG))}, or give --artifact and --task")
+        return CATALOG[args.model]
+    if args.task is None:
+        command.error("--artifact needs --task (chat or embedding)")
+    if not args.artifact.is_dir():
+        command.error(f"--artifact {args.artifact}: not a directory")
+    try:
+        return registered_spec(args.model, directory=args.artifact, task=Task(args.task))
+    except ValueError as error:
+        command.error(str(error))
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    spec = CATALOG[args.model]
+    command = parser()
+    args = command.parse_args(argv)
+    spec = model_spec(args, command)
     chat = spec.task == "chat"
     batch = 1 if args.no_batching else args.max_batch_size or (16 if chat else 32)
     # On CPU two single-threaded passes beat one two-threaded pass: neither waits on the
@@ -67,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         cache_dir=args.cache_dir, max_batch_size=batch, max_wait_ms=args.max_wait_ms, max_queue=queue, parallel_batches=parallel
     )
     api_key = os.environ.get(API_KEY_VARIABLE, "")
-    serve(spec.name, host=args.host, port=args.port, options=options, drain_seconds=args.drain_seconds, api_key=api_key)
+    serve(spec, host=args.host, port=args.port, options=options, drain_seconds=args.drain_seconds, api_key=api_key)
 
 
 if __name__ == "__main__":

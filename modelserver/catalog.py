@@ -1,9 +1,12 @@
-"""The built-in model catalog: what the model server can load, offline, by name."""
+"""The built-in model catalog: what the model server can load, offline, by name; and the
+spec of a registered model, a Hugging Face directory read at start."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 
 class Task(StrEnum):
@@ -89,3 +92,30 @@ def get_spec(name: str) -> ModelSpec:
         return CATALOG[name]
     except KeyError:
         raise KeyError(f"unknown model {name!r}; the catalog has {', '.join(sorted(CATALOG))}") from None
+
+
+# The context a registered model gets when its config.json names none (the registry's default).
+DEFAULT_REGISTERED_CONTEXT = 2048
+
+
+def registered_spec(name: str, *, directory: Path, task: Task) -> ModelSpec:
+    """A registered model's spec, built from its directory's config.json: the context from
+    `max_position_embeddings`, an embedding model's dimensions from `hidden_size`."""
+    try:
+        config = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{directory}: no readable config.json ({error})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{directory}: config.json is not a JSON object")
+    context = config.get("max_position_embeddings")
+    hidden = config.get("hidden_size")
+    return ModelSpec(
+        name=name,
+        task=task,
+        loader="load_directory",
+        max_context=context if isinstance(context, int) and context > 0 else DEFAULT_REGISTERED_CONTEXT,
+        description=f"{name}, registered from {directory}",
+        embedding_dimensions=hidden if task is Task.EMBEDDING and isinstance(hidden, int) else None,
+        source=str(directory),
+        weights_format="safetensors",
+    )

@@ -1,4 +1,5 @@
-"""Loading the catalog's models into torch, offline, from the packages that ship them.
+"""Loading the catalog's models into torch, offline, from the packages that ship them, and
+registered models from their Hugging Face directories.
 
 SmolLM2 ships as a GGUF file; transformers dequantizes it into a torch model, which takes
 about ten seconds. The dequantized weights, config and tokenizer are then cached as
@@ -183,11 +184,21 @@ def build_tiny_embedding(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
     return _finish(spec, AutoModel.from_config(config), tokenizer)
 
 
+def load_directory(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
+    """A registered model: a Hugging Face directory (config, tokenizer, safetensors), loaded
+    from disk only, never with code from the directory."""
+    directory = Path(spec.source)
+    architecture = AutoModelForCausalLM if spec.task is Task.CHAT else AutoModel
+    model = architecture.from_pretrained(directory, dtype=torch.float32, local_files_only=True, trust_remote_code=False)
+    return _finish(spec, model, AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=False))
+
+
 _LOADERS = {
     "load_smollm2": load_smollm2,
     "load_minilm": load_minilm,
     "build_tiny_chat": build_tiny_chat,
     "build_tiny_embedding": build_tiny_embedding,
+    "load_directory": load_directory,
 }
 
 

@@ -49,6 +49,7 @@ class HostSpec:
     options: tuple[str, ...] = ()  # extra command-line flags for the server
     env: dict[str, str] = field(default_factory=dict)
     artifact: str = ""  # vLLM: the weights to serve (a Hugging Face id or a path); the model name otherwise
+    task: str = ""  # a registered model's task: the built-in server then loads `artifact`, a directory
     gpu_type: str = "CPU"
     gpu_count: int = 0
     cache_dir: str = ""  # where the built-in server keeps model files; a temporary folder when empty
@@ -91,6 +92,8 @@ def server_command(spec: HostSpec, *, host: str, port: int) -> list[str]:
         return command + list(spec.options)
     cache_dir = spec.cache_dir or str(Path(os.environ.get("TMPDIR", "/tmp")) / "switchboard-models")
     command = [sys.executable, "-m", "modelserver", "--model", spec.model, "--host", host, "--port", str(port), "--cache-dir", cache_dir]
+    if spec.task and spec.artifact:  # a registered model, served from its directory
+        command += ["--artifact", spec.artifact, "--task", spec.task]
     return command + ["--drain-seconds", str(spec.drain_seconds), *spec.options]
 
 

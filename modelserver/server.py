@@ -13,7 +13,7 @@ from starlette.types import ASGIApp
 from modelserver.app import ServerOptions, build_app
 from modelserver.auth import RequireApiKey
 from modelserver.body_limit import BodySizeLimit
-from modelserver.catalog import get_spec
+from modelserver.catalog import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class _DrainingServer(uvicorn.Server):
 
 
 def serve(
-    model: str,
+    spec: ModelSpec,
     *,
     host: str,
     port: int,
@@ -42,7 +42,7 @@ def serve(
     max_body_bytes: int = 4 * 1024 * 1024,
     api_key: str = "",
 ) -> None:
-    app, server = build_app(get_spec(model), options)
+    app, server = build_app(spec, options)
     served: ASGIApp = RequireApiKey(app, api_key) if api_key else app
 
     def start_draining() -> None:

@@ -46,7 +46,7 @@ def deployment_list(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
 @org_page(read=Role.MEMBER, write=Role.MEMBER)
 @require_http_methods(["GET", "POST"])
 def deployment_create(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
-    form = DeploymentForm(request.POST or None, organization_id=ctx.organization.pk)
+    form = DeploymentForm(request.POST or None, organization=ctx.organization, staff=request.user.is_staff)
     estimate = None
     if request.method == "POST" and form.is_valid():
         data = dict(form.cleaned_data)

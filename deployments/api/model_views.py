@@ -12,7 +12,7 @@ from rest_framework.response import Response
 
 from deployments import registry, uploads
 from deployments.api import model_serializers as s
-from deployments.model_catalog import ensure_builtin_models, visible_to
+from deployments.model_catalog import ensure_builtin_models, offered_to, visible_to
 from deployments.models import ModelUpload
 from tenancy.api.serializers import validated
 from tenancy.api.views import OrgAPIView
@@ -25,7 +25,7 @@ class ModelListView(OrgAPIView):
     @extend_schema(operation_id="models_list", responses=s.RegisteredModelSerializer(many=True))
     def get(self, request: Request) -> Response:
         ensure_builtin_models()
-        page = self.paginate_queryset(visible_to(self.ctx.organization))
+        page = self.paginate_queryset(offered_to(self.ctx.organization, staff=request.user.is_staff))
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
 

@@ -7,7 +7,6 @@ from rest_framework import serializers
 
 from deployments import services
 from deployments.models import CatalogModel, Deployment, DeploymentRevision, GpuType
-from modelserver.catalog import CATALOG
 
 
 class GpuTypeSerializer(serializers.ModelSerializer):
@@ -55,7 +54,7 @@ class DeploymentSerializer(serializers.ModelSerializer):
 
 
 class _SpecFields(serializers.Serializer):
-    model = serializers.ChoiceField(choices=sorted(CATALOG))
+    model = serializers.CharField(max_length=100, help_text="A model from GET /api/v1/models/: built-in or your organization's own.")
     gpu_type = serializers.CharField(max_length=20)
     allowed_regions = serializers.ListField(child=serializers.CharField(max_length=40), min_length=1, max_length=20)
     min_replicas = serializers.IntegerField(min_value=0, max_value=services.MAX_REPLICAS_PER_DEPLOYMENT)

@@ -10,7 +10,7 @@ from rest_framework.response import Response
 
 from deployments import selectors, services
 from deployments.api import serializers as s
-from deployments.model_catalog import ensure_builtin_models, visible_to
+from deployments.model_catalog import ensure_builtin_models, offered_to
 from tenancy.api.serializers import validated
 from tenancy.api.views import OrgAPIView
 from tenancy.models import Role
@@ -102,4 +102,4 @@ class CatalogModelListView(OrgAPIView):
     @extend_schema(operation_id="catalog_models_list", responses=s.CatalogModelSerializer(many=True))
     def get(self, request: Request) -> Response:
         ensure_builtin_models()
-        return Response(self.get_serializer(visible_to(self.ctx.organization), many=True).data)
+        return Response(self.get_serializer(offered_to(self.ctx.organization, staff=request.user.is_staff), many=True).data)

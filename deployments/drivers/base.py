@@ -35,6 +35,9 @@ class ReplicaRequest:
     memory_gb: int = 1  # memory the model needs (weights and cache), on its GPUs or in RAM
     artifact: str = ""  # where the weights come from: a package, an object-store URI or a path
     runtime: str = RUNTIME_BUILTIN
+    # A registered model's task ("chat", "embedding"): its `artifact` is then a directory on
+    # the cluster's machines that the built-in server loads. Empty for a catalog model.
+    task: str = ""
     env: dict[str, str] = field(default_factory=dict)  # extra environment for the server process
 
 

@@ -43,6 +43,8 @@ class LocalAgentDriver:
             "runtime": request.runtime,
             "env": request.env,
         }
+        if request.task:  # a registered model: the directory the agent's server loads
+            body.update(artifact=request.artifact, task=request.task)
         return _observed(self._call("POST", "/replicas", json=body).json())
 
     def delete_replica(self, replica_id: str, *, drain_seconds: float) -> None:

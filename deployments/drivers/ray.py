@@ -157,6 +157,7 @@ def host_spec(request: ReplicaRequest, connection: RayConnection) -> HostSpec:
         options=tuple(flags),
         env=dict(request.env),
         artifact=str(request.artifact),
+        task=str(request.task),
         gpu_type=str(request.gpu_type),
         gpu_count=request.gpu_count,
         cache_dir=connection.model_cache_dir,

@@ -54,7 +54,7 @@ def test_every_change_is_a_revision_and_rollback_promotes_the_previous(tenants: 
 @pytest.mark.parametrize(
     ("change", "field", "fragment"),
     [
-        ({"model": "gpt-5"}, "model", "valid choice"),
+        ({"model": "gpt-5"}, "model", "Unknown model"),
         ({"gpu_type": "TPU"}, "gpu_type", "Unknown GPU type"),
         ({"allowed_regions": ["mars"]}, "allowed_regions", "Unknown region(s) mars"),
         ({"allowed_regions": []}, "allowed_regions", "at least 1"),

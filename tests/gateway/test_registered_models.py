@@ -1,0 +1,119 @@
+"""A tenant's own model end to end, with real processes: tiny random models saved with
+transformers are uploaded through the management API, deployed, placed by reconcile passes
+on a real local cluster agent that starts a real model server from the uploaded directory,
+and called through the gateway with the official `openai` SDK, once for chat and once for
+embeddings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+from django.conf import settings
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, BertConfig, LlamaConfig
+
+from deployments import reconcile
+from deployments.local_clusters import register
+from deployments.models import Deployment, Replica
+from modelserver.loading import smollm2_tokenizer
+from tests.conftest import Tenants
+from tests.controlplane.test_integration import Agents, _wait
+from tests.factories import issue_key
+from tests.gateway.helpers import client
+from tests.helpers import session_api
+from tests.test_model_registry import _read, _tokenizer_dir, _upload
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[Agents]:
+    """One real local cluster agent, in us-east."""
+    running = Agents(tmp_path / "agents")
+    cluster = running.named("local-us-east")
+    try:
+        running.start(cluster)
+        register(cluster)
+        yield running
+    finally:
+        for process in running.processes.values():
+            process.terminate()
+            process.wait(30)
+
+
+def _chat_files(directory: Path) -> dict[str, bytes]:
+    """A random two-layer Llama with SmolLM2's tokenizer (which has a chat template)."""
+    tokenizer = smollm2_tokenizer(cache_dir=settings.MODEL_CACHE_DIR)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return _read(directory)
+
+
+def _embedding_files(directory: Path) -> dict[str, bytes]:
+    tokenizer = AutoTokenizer.from_pretrained(_tokenizer_dir())
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=128,
+    )
+    AutoModel.from_config(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return _read(directory)
+
+
+def _deploy_until_ready(tenants: Tenants, name: str, model: str) -> Deployment:
+    api = session_api(tenants.member_a, tenants.org_a)
+    body = {"name": name, "model": model, "gpu_type": "CPU", "allowed_regions": ["us-east"], "min_replicas": 1, "max_replicas": 1}
+    created = api.post("/api/v1/deployments/", body, format="json")
+    assert created.status_code == 201, created.content
+    deployment = Deployment.objects.for_org(tenants.org_a).get(pk=created.json()["id"])
+
+    def ready() -> bool:
+        reconcile.reconcile(deployment.pk)
+        return Replica.objects.for_org(tenants.org_a).filter(deployment=deployment, state=Replica.State.READY).exists()
+
+    _wait(f"a READY replica of {model}", ready, timeout=180)
+    return deployment
+
+
+def test_an_uploaded_chat_and_embedding_model_deploy_and_answer_through_the_gateway(
+    tenants: Tenants, agent: Agents, gateway: str, tmp_path: Path
+) -> None:
+    api = session_api(tenants.member_a, tenants.org_a)
+    for name, files in (("acme-chat", _chat_files(tmp_path / "chat")), ("acme-embed", _embedding_files(tmp_path / "embed"))):
+        response, _ = _upload(api, name, files)
+        assert response.status_code == 201, response.content
+    _deploy_until_ready(tenants, "chatter", "acme-chat")
+    _deploy_until_ready(tenants, "embedder", "acme-embed")
+    sdk = client(gateway, issue_key(tenants.org_a).plaintext)
+
+    def chat() -> object:
+        try:
+            return sdk.chat.completions.create(model="chatter", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+        except openai.APIStatusError:
+            return None  # the gateway has not seen the READY replica yet
+
+    answer = _wait("a chat answer through the gateway", chat, timeout=30)
+    assert answer.usage.completion_tokens >= 1 and answer.choices[0].message.role == "assistant"  # type: ignore[attr-defined]
+    embedded = sdk.embeddings.create(model="embedder", input=["hello", "world"])
+    assert [len(item.embedding) for item in embedded.data] == [32, 32]
+    # The other tenant cannot call either deployment.
+    other = client(gateway, issue_key(tenants.org_b).plaintext)
+    with pytest.raises(openai.NotFoundError):
+        other.embeddings.create(model="embedder", input=["hello"])
