@@ -68,9 +68,11 @@ __all__ = ["Invitation", "PASSWORD", "issue_key", "issue_invitation", "invitatio
 def ensure_clusters() -> None:
     """Two simulated local clusters in two regions, as the run command declares them."""
     from deployments.gpu_catalog import ensure_gpu_types
+    from deployments.model_catalog import ensure_builtin_models
     from deployments.models import Cluster, ClusterGpu
 
     ensure_gpu_types()  # transactional tests flush what migrations seeded
+    ensure_builtin_models()
     for name, region in (("local-us-east", "us-east"), ("local-eu-west", "eu-west")):
         cluster, _ = Cluster.objects.get_or_create(
             name=name, defaults={"provider": "local", "region": region, "driver": "local", "simulated": True}
