@@ -8,7 +8,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from modelserver.catalog import CATALOG, Task
+from deployments import model_catalog
+from deployments.models import CatalogModel
 from routing import selectors, services
 from routing.forms import ProviderForm, RouteForm, TargetFormSet, route_spec, target_choices
 from routing.gateway import auth
@@ -18,7 +19,7 @@ from routing.models import ExternalProvider, ModelRoute
 from tenancy.context import OrgContext
 from tenancy.decorators import org_page
 from tenancy.errors import ServiceError
-from tenancy.models import Role
+from tenancy.models import Organization, Role
 
 
 def _route(ctx: OrgContext, route_id: str) -> ModelRoute:
@@ -178,7 +179,9 @@ def playground(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
     an API caller gets: the stream, the served-by headers and the cost."""
     routes = [route.name for route in selectors.routes(ctx.organization)]
     chat_deployments = [
-        d.name for d in selectors.live_deployments(ctx.organization).select_related("current_revision") if _is_chat(d.revision.model)
+        d.name
+        for d in selectors.live_deployments(ctx.organization).select_related("current_revision")
+        if _is_chat(ctx.organization, d.revision.model)
     ]
     assert ctx.user is not None
     context = {
@@ -192,6 +195,8 @@ def playground(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
     return render(request, "routing/playground.html", context)
 
 
-def _is_chat(model: str) -> bool:
-    spec = CATALOG.get(model)
-    return spec is None or spec.task != Task.EMBEDDING
+def _is_chat(org: Organization, model: str) -> bool:
+    """A deployment the Playground can chat with: its catalog entry (built-in or the
+    organization's registered model) is not an embedding model."""
+    entry = model_catalog.entry(org, model)
+    return entry is None or entry.task != CatalogModel.Task.EMBEDDING

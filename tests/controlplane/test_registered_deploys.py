@@ -16,13 +16,13 @@ from pathlib import Path
 import httpx
 import pytest
 from django.conf import settings
-from django.test import override_settings
+from django.test import Client, override_settings
 from transformers import AutoModel, AutoTokenizer, BertConfig
 
 from deployments import agent as agent_module
 from deployments.agent import build_agent_app
 from deployments.drivers import DriverError
-from deployments.models import Replica
+from deployments.models import CatalogModel, Replica
 from deployments.reconcile import replica_request
 from modelserver import loading
 from modelserver.__main__ import main as modelserver_main
@@ -216,3 +216,16 @@ def test_the_model_server_refuses_incomplete_artifact_flags(argv: list[str]) -> 
     with pytest.raises(SystemExit) as exit_info:
         modelserver_main(argv)
     assert exit_info.value.code == 2
+
+
+def test_the_playground_offers_registered_chat_models_and_never_an_embedding_one(tenants: Tenants) -> None:
+    chat = register_model(tenants.org_a, "acme-chat")
+    embed = register_model(tenants.org_a, "acme-embed")
+    CatalogModel.objects.filter(pk=embed.pk).update(task=CatalogModel.Task.EMBEDDING)  # as an embedding upload registers
+    ensure_clusters()
+    create_deployment(tenants.org_a, name="talks", model=chat.name)
+    create_deployment(tenants.org_a, name="vectors", model=embed.name)
+    page = Client()
+    page.force_login(tenants.member_a)
+    html = page.get(f"/o/{tenants.org_a.slug}/routing/playground/").content.decode()
+    assert "talks" in html and "vectors" not in html
