@@ -175,10 +175,13 @@ def create_deployment(
 
 
 @transaction.atomic
-def update_deployment(ctx: OrgContext, deployment: Deployment, **changes: Any) -> Deployment:
-    """Any change (model, hardware, regions, scaling) is a new revision, promoted at once;
-    the control plane rolls it out."""
+def update_deployment(ctx: OrgContext, deployment: Deployment, *, live: bool = True, **changes: Any) -> Deployment:
+    """Any change (model, hardware, regions, scaling) is a new revision. Live (the default),
+    it is promoted at once and the control plane rolls it out; otherwise it is saved beside
+    the current one, which keeps serving until the revision is promoted."""
     ctx.require_role(Role.MEMBER, "change deployments")
+    if not live:
+        return _save_revision(ctx, deployment, **changes)
     current = deployment.current_revision
     assert current is not None
     environment = changes.pop("environment", None)
@@ -198,6 +201,28 @@ def update_deployment(ctx: OrgContext, deployment: Deployment, **changes: Any) -
     deployment.save(update_fields=["environment", "current_revision", "status", "failure_count", "next_attempt_at"])
     audit.record(
         ctx, "deployment.updated", target_type="deployment", target_id=deployment.id, before=before, after=deployment_snapshot(deployment)
+    )
+    publish_after_commit(groups=[deployment_group(deployment.id)])
+    return deployment
+
+
+def _save_revision(ctx: OrgContext, deployment: Deployment, **changes: Any) -> Deployment:
+    current = deployment.current_revision
+    assert current is not None
+    if "environment" in changes:
+        raise ServiceError("A saved revision holds the deployment's settings; change the environment on the live deployment.", field="live")
+    if "allowed_regions" in changes:
+        changes["allowed_regions"] = tuple(changes["allowed_regions"])
+    spec = replace(DeploymentSpec.of(current), **changes)
+    validate_spec(ctx.organization, spec)
+    check_quota(ctx.organization, spec, replacing=deployment)
+    revision = _new_revision(ctx, deployment, spec)
+    audit.record(
+        ctx,
+        "deployment.revision_saved",
+        target_type="deployment",
+        target_id=deployment.id,
+        after=revision_snapshot(revision),
     )
     publish_after_commit(groups=[deployment_group(deployment.id)])
     return deployment

@@ -79,13 +79,19 @@ class DeploymentCreateSerializer(_SpecFields):
 
 
 class DeploymentUpdateSerializer(_SpecFields):
+    live = serializers.BooleanField(
+        default=True,
+        help_text="false: save the change as a revision without going live; promote it later (POST .../promote/).",
+    )
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        for field in self.fields.values():
-            field.required = False
+        for name, field in self.fields.items():
+            if name != "live":
+                field.required = False
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if not attrs:
+        if not set(attrs) - {"live"}:
             raise serializers.ValidationError("Send at least one field to change.")
         return attrs
 

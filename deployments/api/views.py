@@ -44,7 +44,10 @@ class DeploymentDetailView(DeploymentAPIView):
     def get(self, request: Request, deployment_id: str) -> Response:
         return Response(self.get_serializer(self.get_deployment()).data)
 
-    @extend_schema(request=s.DeploymentUpdateSerializer, description="Every change is a new revision, promoted and rolled out at once.")
+    @extend_schema(
+        request=s.DeploymentUpdateSerializer,
+        description="Every change is a new revision, promoted and rolled out at once; with live=false saved without going live.",
+    )
     def patch(self, request: Request, deployment_id: str) -> Response:
         deployment = self.get_deployment()
         changes = validated(s.DeploymentUpdateSerializer, request.data)

@@ -51,6 +51,26 @@ def test_every_change_is_a_revision_and_rollback_promotes_the_previous(tenants: 
     assert log[0]["before"]["revision"] == 2 and log[0]["after"]["revision"] == 1
 
 
+def test_a_change_saved_without_going_live_waits_for_its_promotion(tenants: Tenants, member) -> None:  # type: ignore[no-untyped-def]
+    deployment = member.post("/api/v1/deployments/", BODY, format="json").json()
+    url = f"/api/v1/deployments/{deployment['id']}/"
+    saved = member.patch(url, {"model": "smollm2-135m-instruct", "live": False}, format="json")
+    assert saved.status_code == 200, saved.content
+    assert saved.json()["revision"]["number"] == 1 and saved.json()["revision"]["model"] == "tiny-chat"  # still live
+    revisions = member.get(url + "revisions/").json()
+    assert [(revision["number"], revision["model"]) for revision in revisions] == [(2, "smollm2-135m-instruct"), (1, "tiny-chat")]
+    assert member.patch(url, {"live": False}, format="json").status_code == 400  # nothing to change
+    assert member.patch(url, {"environment": "production", "live": False}, format="json").status_code == 400
+    promoted = member.post(url + "promote/", {"revision": 2}, format="json").json()
+    assert promoted["revision"]["number"] == 2 and promoted["revision"]["model"] == "smollm2-135m-instruct"
+    log = session_api(tenants.admin_a, tenants.org_a).get("/api/v1/audit-log/").json()["results"]
+    assert [entry["action"] for entry in log[:2]] == ["deployment.promoted", "deployment.revision_saved"]
+    assert log[1]["after"]["revision"] == 2
+    # Another tenant cannot save a revision of it; a viewer cannot either.
+    assert session_api(tenants.owner_b, tenants.org_b).patch(url, {"max_replicas": 1, "live": False}, format="json").status_code == 404
+    assert session_api(tenants.viewer_a, tenants.org_a).patch(url, {"max_replicas": 1, "live": False}, format="json").status_code == 403
+
+
 @pytest.mark.parametrize(
     ("change", "field", "fragment"),
     [
