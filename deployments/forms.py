@@ -54,3 +54,4 @@ def _cluster_names(clusters: list[dict[str, object]]) -> str:
 class ScaleForm(forms.Form):
     min_replicas = forms.IntegerField(min_value=0, max_value=100)
     max_replicas = forms.IntegerField(min_value=1, max_value=100)
+    save_only = forms.BooleanField(required=False, label="Save as a revision without going live")

@@ -124,12 +124,14 @@ def deployment_scale(request: HttpRequest, ctx: OrgContext, deployment_id: str) 
     if not form.is_valid():
         messages.error(request, "Give whole numbers: min 0 or more, max 1 or more.")
         return redirect("deployment-detail", org_slug=ctx.organization.slug, deployment_id=deployment_id)
+    live = not form.cleaned_data["save_only"]
+    scaling = {"min_replicas": form.cleaned_data["min_replicas"], "max_replicas": form.cleaned_data["max_replicas"]}
     return _act(
         request,
         ctx,
         deployment_id,
-        lambda d: services.update_deployment(ctx, d, **form.cleaned_data),
-        "Scaling changed: a new revision is rolling out.",
+        lambda d: services.update_deployment(ctx, d, live=live, **scaling),
+        "Scaling changed: a new revision is rolling out." if live else "Saved as a new revision; promote it under Revisions to go live.",
     )
 
 

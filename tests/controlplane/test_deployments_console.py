@@ -70,3 +70,17 @@ def test_scaling_from_the_console_makes_a_revision(tenants: Tenants) -> None:
     assert response.status_code == 302
     deployment.refresh_from_db()
     assert deployment.current_revision.number == 2 and deployment.current_revision.max_replicas == 2
+
+
+def test_a_scaling_change_saved_without_going_live_waits_for_its_promotion(tenants: Tenants) -> None:
+    deployment = create_deployment(tenants.org_a, max_replicas=1)
+    client = _client(tenants.member_a)
+    base = f"/o/{tenants.org_a.slug}/deployments/{deployment.id}"
+    assert 'id="id_save_only"' in client.get(f"{base}/").content.decode()
+    response = client.post(f"{base}/scale/", {"min_replicas": 0, "max_replicas": 3, "save_only": "on"}, follow=True)
+    assert "promote it under Revisions" in response.content.decode()
+    deployment.refresh_from_db()
+    assert deployment.current_revision.number == 1 and deployment.current_revision.max_replicas == 1  # still live
+    assert client.post(f"{base}/promote/", {"revision": 2}).status_code == 302
+    deployment.refresh_from_db()
+    assert deployment.current_revision.number == 2 and deployment.current_revision.max_replicas == 3
