@@ -340,6 +340,8 @@ STORAGES = {
 # Limits on one upload: how many files, and their total size.
 MODEL_UPLOAD_MAX_FILES = env.int("SWITCHBOARD_MODEL_UPLOAD_MAX_FILES", 64, minimum=1, maximum=10_000)
 MODEL_UPLOAD_MAX_BYTES = env.int("SWITCHBOARD_MODEL_UPLOAD_MAX_BYTES", 20 * 1024**3, minimum=1024)
+# Uploads an organization may have open at once: each may hold MODEL_UPLOAD_MAX_BYTES.
+MODEL_UPLOADS_OPEN_PER_ORGANIZATION = env.int("SWITCHBOARD_MODEL_UPLOADS_OPEN_PER_ORGANIZATION", 3, minimum=1, maximum=100)
 # An upload not completed within this many hours expires.
 MODEL_UPLOAD_TTL_HOURS = env.int("SWITCHBOARD_MODEL_UPLOAD_TTL_HOURS", 24, minimum=1, maximum=24 * 30)
 

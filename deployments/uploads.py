@@ -99,6 +99,14 @@ def start_upload(
         if has_control_characters(value):
             raise ServiceError(f"The {field} cannot contain line breaks, tabs or other control characters.", field=field)
     _check_files(files)
+    open_now = ModelUpload.objects.for_org(ctx.organization).filter(status=ModelUpload.Status.OPEN, expires_at__gt=timezone.now())
+    if open_now.count() >= settings.MODEL_UPLOADS_OPEN_PER_ORGANIZATION:
+        # Each open upload may fill up to MODEL_UPLOAD_MAX_BYTES of storage.
+        raise Conflict(
+            f"This organization already has {settings.MODEL_UPLOADS_OPEN_PER_ORGANIZATION} uploads open; "
+            "complete one or let it expire before starting another.",
+            field="name",
+        )
     upload = ModelUpload.objects.create(
         organization=ctx.organization,
         name=name,

@@ -257,6 +257,19 @@ def test_limits_on_files_size_and_chunks(tenants: Tenants, settings) -> None:  #
     assert expired.status_code == 409 and "expired" in expired.json()["error"]["message"]
 
 
+def test_an_organization_has_a_few_uploads_open_at_once(tenants: Tenants, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.MODEL_UPLOADS_OPEN_PER_ORGANIZATION = 2
+    api = session_api(tenants.member_a, tenants.org_a)
+    files = small_model_files()
+    first, _ = _start(api, "one", files), _start(api, "two", files)
+    third = api.post("/api/v1/models/uploads/", {"name": "three", "files": _declared(files)}, format="json")
+    assert third.status_code == 409 and "2 uploads open" in third.json()["error"]["message"]
+    # Another tenant's count is its own; an expired upload no longer counts.
+    assert _start(session_api(tenants.owner_b, tenants.org_b), "theirs", files)["status"] == "open"
+    ModelUpload.objects.for_org(tenants.org_a).filter(pk=first["id"]).update(expires_at=timezone.now())
+    assert _start(api, "three", files)["status"] == "open"
+
+
 def _deploy(org, model_name: str) -> Deployment:  # type: ignore[no-untyped-def]
     """A deployment row serving a registered model, made at the data layer: the deploy API
     accepts built-in models only until the model server loads registered artifacts."""
