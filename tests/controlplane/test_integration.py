@@ -17,12 +17,13 @@ import openai
 import pytest
 from django.db.models import QuerySet
 
+from deployments import services
 from deployments.internal_tokens import agent_token, bearer, replica_token
 from deployments.local_clusters import LocalCluster, register
 from deployments.models import Deployment, Replica
 from deployments.replica_processes import process_alive
 from tests.conftest import Tenants
-from tests.factories import create_deployment
+from tests.factories import create_deployment, issue_key, owner_context
 from tests.servers import ROOT, child_database_url, child_env, free_port, stop, wait_until_up
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -173,9 +174,6 @@ def test_idle_scales_to_zero_and_a_request_brings_it_back(tenants: Tenants, agen
 
 
 def test_a_new_revision_rolls_out_with_a_ready_replica_at_every_moment(tenants: Tenants, agents: Agents, control_plane: None) -> None:
-    from deployments import services
-    from tests.factories import owner_context
-
     deployment = create_deployment(
         tenants.org_a, name="rolling", model="tiny-chat", min_replicas=1, max_replicas=1, allowed_regions=("us-east",)
     )
@@ -316,6 +314,7 @@ class _Traffic(threading.Thread):
                 self.answers.setdefault(phase, []).append(answer)
             except openai.APIError as error:
                 self.failures.append(f"{phase}: {error}")
+            time.sleep(0.02)  # steady traffic, leaving the two cores to the rollout itself
 
 
 def test_a_model_changing_rollout_and_a_rollback_fail_no_request_through_the_gateway(
@@ -324,9 +323,10 @@ def test_a_model_changing_rollout_and_a_rollback_fail_no_request_through_the_gat
     """tiny-chat -> smollm2-135m-instruct -> (rollback) tiny-chat under continuous traffic:
     the replicas of the revision being replaced keep serving their own model until they
     drain, so every request is answered, by a replica serving the model its revision names."""
-    from deployments import services
-    from tests.factories import issue_key, owner_context
-
+    # The traffic is continuous: the organization's rate limits are not what this measures.
+    quota = services.quota_for(tenants.org_a)
+    quota.requests_per_minute, quota.tokens_per_minute = 1_000_000, 100_000_000
+    quota.save()
     deployment = create_deployment(
         tenants.org_a, name="switching", model="tiny-chat", min_replicas=1, max_replicas=1, allowed_regions=("us-east",)
     )
