@@ -32,6 +32,7 @@ from deployments.models import Deployment, DeploymentRevision, GpuPrice, Replica
 from metering import dashboards, ingest
 from metering.dashboards import DashboardParams
 from metering.models import UsageEvent, UsageRollup
+from metering.records import UsageRecord
 from tenancy.models import Organization
 from tests.billing.conftest import StripeDouble
 from tests.conftest import Tenants
@@ -91,6 +92,23 @@ def _oracle(
     return expected
 
 
+def _records(org_id: str, events: list[dict[str, object]]) -> list[UsageRecord]:
+    """The drawn events as the gateway would record them, in the month's first hours."""
+    return [
+        _record(
+            org_id,
+            f"req_{n}",
+            at=MONTH + timedelta(hours=e["hour"], minutes=e["minute"]),  # type: ignore[arg-type]
+            model=e["model"],
+            route=e["model"],
+            input_tokens=e["input_tokens"],
+            output_tokens=e["output_tokens"],
+            cost=e["cost"] if e["model"] == "ext" else Decimal(0),
+        )
+        for n, e in enumerate(events)
+    ]
+
+
 def _reset() -> None:
     """Hypothesis runs every example in the one test's database: start each from nothing."""
     for model in (UsageEvent, UsageRollup):
@@ -145,19 +163,7 @@ def test_invoice_pushes_pages_and_api_agree(  # noqa: PLR0913
         CreditGrant.objects.create(organization=tenants.org_a, amount=credit, reason="drawn", granted_at=MONTH - timedelta(days=1))
 
     # Traffic: replays write nothing twice; the late half arrives after a first rating.
-    records = [
-        _record(
-            tenants.org_a.pk,
-            f"req_{n}",
-            at=MONTH + timedelta(hours=e["hour"], minutes=e["minute"]),  # type: ignore[arg-type]
-            model=e["model"],
-            route=e["model"],
-            input_tokens=e["input_tokens"],
-            output_tokens=e["output_tokens"],
-            cost=e["cost"] if e["model"] == "ext" else Decimal(0),
-        )
-        for n, e in enumerate(events)
-    ]
+    records = _records(tenants.org_a.pk, events)
     ingest.write_batch(records[::2] + [_record(tenants.org_b.pk, "b_noise", at=MONTH + timedelta(hours=2), cost=Decimal("50"))])
     invoices.draft(tenants.org_a, MONTH, now=NOW)
     ingest.write_batch(records[1::2] + [r for r, e in zip(records, events, strict=True) if e["replayed"]])
@@ -239,19 +245,7 @@ def test_what_stripe_bills_is_the_invoice_after_late_events_and_price_changes(  
         BillingAccount.objects.create(organization=org, plan=Plan.ENTERPRISE, committed_monthly_minimum=minimum)
     if credit:
         CreditGrant.objects.create(organization=org, amount=credit, reason="drawn", granted_at=MONTH - timedelta(days=1))
-    records = [
-        _record(
-            org.pk,
-            f"req_{n}",
-            at=MONTH + timedelta(hours=e["hour"], minutes=e["minute"]),  # type: ignore[arg-type]
-            model=e["model"],
-            route=e["model"],
-            input_tokens=e["input_tokens"],
-            output_tokens=e["output_tokens"],
-            cost=e["cost"] if e["model"] == "ext" else Decimal(0),
-        )
-        for n, e in enumerate(events)
-    ]
+    records = _records(org.pk, events)
     ingest.write_batch(records[::2] + [_record(tenants.org_b.pk, "b_noise", at=MONTH + timedelta(hours=2), cost=Decimal("50"))])
     pushed_at = MONTH + timedelta(hours=HOURS + 1, minutes=10)
     stripe_double.clock(int((pushed_at - timezone.now()).total_seconds()))
