@@ -84,7 +84,9 @@ def _oracle(
             expected[f"llama out {output_price}"] += e["output_tokens"] * output_price / MILLION  # type: ignore[operator]
         elif e["cost"]:
             percent = _in_force(markup_rows, at)
-            expected[f"ext {percent}"] += e["cost"] * (1 + percent / 100)  # type: ignore[operator]
+            assert isinstance(percent, Decimal)
+            # Keyed by value, as rating keys its lines (10 and 10.00 are one markup).
+            expected[f"ext {percent.normalize()}"] += e["cost"] * (1 + percent / 100)  # type: ignore[operator]
     edges = sorted({started, stopped, *(start for start, _ in gpu_rows if started < start < stopped)})
     for begin, finish in zip(edges, edges[1:], strict=False):
         price = _in_force(gpu_rows, begin)
