@@ -13,6 +13,7 @@ from modelserver.app import ServerOptions, build_app
 from modelserver.catalog import get_spec
 from modelserver.metrics import BusyClock
 from tests.serving.metrics_text import metric_in
+from tests.serving.test_engine_failure import _wait_ready
 
 COUNTERS = ("switchboard:prompt_tokens_total", "switchboard:generation_tokens_total", "switchboard:busy_seconds_total")
 
@@ -42,13 +43,6 @@ def test_busy_seconds_count_only_time_with_something_in_flight() -> None:
     busy.set_in_flight(0)
     busy.set_in_flight(0)  # idle twice is still idle
     assert busy.seconds() == 3.5
-
-
-def _wait_ready(client: TestClient) -> None:
-    deadline = time.monotonic() + 60
-    while client.get("/health").status_code != 200:
-        assert time.monotonic() < deadline, "never became ready"
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("model", ["tiny-chat", "tiny-embedding"])
