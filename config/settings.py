@@ -191,6 +191,9 @@ SPEND_LEASE_SECONDS = env.int("SWITCHBOARD_SPEND_LEASE_SECONDS", 900, minimum=1,
 # scale to zero after this grace (deployments.holds).
 SPEND_LIMIT_GRACE_SECONDS = env.int("SWITCHBOARD_SPEND_LIMIT_GRACE_SECONDS", 900, minimum=0, maximum=7 * 86400)
 GATEWAY_ROUTES_CACHE_SECONDS = env.int("SWITCHBOARD_GATEWAY_ROUTES_CACHE_SECONDS", 2, minimum=0, maximum=60)
+# A rollout drains an old replica only once the new ones have been READY this long, so
+# every gateway's cached snapshot has them before the old one stops taking requests.
+ROLLOUT_HANDOVER_SECONDS = env.int("SWITCHBOARD_ROLLOUT_HANDOVER_SECONDS", GATEWAY_ROUTES_CACHE_SECONDS + 1, minimum=0, maximum=600)
 GATEWAY_COLD_START_TIMEOUT_SECONDS = env.int("SWITCHBOARD_GATEWAY_COLD_START_TIMEOUT", 120, minimum=1, maximum=1800)
 # /metrics answers only this bearer token (never a peer address: behind a proxy on the same
 # host every caller is loopback); unset, it is generated into <data dir>/secrets/metrics-token.

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Count, Q
@@ -205,6 +206,16 @@ class _Fleet:
     def ready_current(self) -> int:
         return sum(1 for replica in self.current if replica.state == Replica.State.READY)
 
+    def handed_over(self, now: datetime) -> int:
+        """READY replicas of the current revision that every gateway has had time to read
+        (settings.ROLLOUT_HANDOVER_SECONDS): what may take over from a replica being drained."""
+        settled_by = now - timedelta(seconds=settings.ROLLOUT_HANDOVER_SECONDS)
+        return sum(
+            1
+            for replica in self.current
+            if replica.state == Replica.State.READY and (replica.ready_at is None or replica.ready_at <= settled_by)
+        )
+
 
 def _pass(
     deployment_id: str,
@@ -250,7 +261,7 @@ def _pass(
     missing = desired - len(fleet.current)
     if missing > 0 and may_place:
         _place_missing(run, fleet, missing)
-    _replace_old_revisions(run, fleet, ready_current=ready_current, desired=desired, missing=missing, may_place=may_place)
+    _replace_old_revisions(run, fleet, handed_over=fleet.handed_over(run.now), desired=desired, missing=missing, may_place=may_place)
     if fleet.evacuating and not deployment.deleted_at:
         _hand_over_from_draining_clusters(run, fleet, desired)
     _drain_deleted_or_surplus(run, fleet, live, desired)
@@ -363,17 +374,17 @@ def _place_missing(run: _Pass, fleet: _Fleet, missing: int) -> None:
         fleet.current.append(replica)
 
 
-def _replace_old_revisions(run: _Pass, fleet: _Fleet, *, ready_current: int, desired: int, missing: int, may_place: bool) -> None:
-    """Drains old revisions once the new one serves (at once when nothing is wanted). When
-    the new revision cannot be placed because the old one holds the capacity, gives up one
-    old replica per pass (at most one unavailable at a time)."""
+def _replace_old_revisions(run: _Pass, fleet: _Fleet, *, handed_over: int, desired: int, missing: int, may_place: bool) -> None:
+    """Drains old revisions once the new one serves and the gateways know it (at once when
+    nothing is wanted). When the new revision cannot be placed because the old one holds
+    the capacity, gives up one old replica per pass (at most one unavailable at a time)."""
     if not fleet.old:
         return
-    if ready_current >= desired:
+    if handed_over >= desired:
         for replica in fleet.old:
             _drain(replica, run.drivers, run.result)
         return
-    if missing <= 0 or len(fleet.current) >= desired or not may_place or any(r.state != Replica.State.READY for r in fleet.current):
+    if missing <= 0 or len(fleet.current) >= desired or not may_place or handed_over < len(fleet.current):
         return
     revision = run.deployment.current_revision
     assert revision is not None
@@ -395,7 +406,7 @@ def _hand_over_from_draining_clusters(run: _Pass, fleet: _Fleet, desired: int) -
     """Keeps as many READY replicas on a draining cluster as the replacements still lack,
     and drains the rest (those not serving at once)."""
     serving = sorted((r for r in fleet.evacuating if r.state == Replica.State.READY), key=lambda r: r.created_at)
-    keep = max(0, desired - fleet.ready_current())
+    keep = max(0, desired - fleet.handed_over(run.now))
     for replica in [r for r in fleet.evacuating if r.state != Replica.State.READY] + serving[keep:]:
         _drain(replica, run.drivers, run.result)
 

@@ -97,13 +97,14 @@ class UpstreamExchange:
                     continue
             if (
                 not refreshed
-                and any(attempt.target.kind == "deployment" for attempt, _ in failures)
+                and _replicas_may_be_stale(snapshot, route, failures, attempted=exchange.attempts > 0)
                 and exchange.attempts < route.max_attempts
                 and time.perf_counter() < deadline
             ):
-                # Every replica the snapshot knew failed, with attempts to spare: the replicas
-                # may have changed since it was read (a rollout drained one and readied
-                # another), so read them again, once, and try those not yet tried.
+                # Every replica the snapshot knew failed or has its breaker open, with
+                # attempts to spare: the replicas may have changed since it was read (a
+                # rollout drained one and readied another), so read them again, once, and
+                # try those not yet tried.
                 refreshed = True
                 snapshot = await self.snapshots.get(snapshot.org_id, max_age=REFRESH_AFTER_S)
                 route = snapshot.resolve(route.name) or route
@@ -288,6 +289,14 @@ def _no_answer(exchange: Exchange, route: Route, failures: list[tuple[Attempt, A
             described
         )
     return GatewayError(503, message, "no_healthy_target")
+
+
+def _replicas_may_be_stale(snapshot: OrgSnapshot, route: Route, failures: list[tuple[Attempt, AttemptFailed]], *, attempted: bool) -> bool:
+    """Whether re-reading the replicas could find one to try: a replica failed, or none was
+    tried because every known replica's breaker is open (they failed earlier requests)."""
+    if attempted:
+        return any(attempt.target.kind == "deployment" for attempt, _ in failures)
+    return any(target.kind == "deployment" and target.endpoints for current in snapshot.chain(route) for target in current.targets)
 
 
 def _regions_overlap(target_regions: frozenset[str], allowed: frozenset[str] | None) -> bool:

@@ -457,3 +457,21 @@ def test_when_every_replica_it_knew_failed_the_gateway_reads_the_replicas_again_
     assert response.status_code == 200, response.text
     assert response.headers["x-switchboard-attempts"] == "2" and response.headers["x-switchboard-revision"] == "rev_2"
     assert [url.split("/v1/")[0] for url, _ in pool.sent] == ["http://old.test", "http://old.test", "http://new.test"]
+
+
+def test_when_every_replica_it_knew_has_its_breaker_open_the_gateway_reads_the_replicas_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The drained replica failed earlier requests and its breaker opened, so this request
+    # makes no attempt on it; a replica readied since is found by reading them again.
+    monkeypatch.setattr(upstream, "REFRESH_AFTER_S", 0.0)
+    pool = ScriptedPool({"http://old.test": [ScriptedResponse(503, [b"{}"])], "http://new.test": [_ok()]})
+    old_route = dataclasses.replace(_route("chat", _replicas("chat", ("http://old.test", "rev_1", "tiny-chat"))), breaker_failures=1)
+    harness = Harness(pool, old_route)
+    first = harness.post(CHAT)
+    assert first.status_code == 503 and first.json()["error"]["code"] == "no_healthy_target"  # nothing newer to read yet
+    harness.snapshots["org_acme"] = _snapshot(
+        "org_acme", dataclasses.replace(_route("chat", _replicas("chat", ("http://new.test", "rev_2", "smollm2"))), breaker_failures=1)
+    )
+    response = harness.post(CHAT)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-switchboard-attempts"] == "1" and response.headers["x-switchboard-revision"] == "rev_2"
+    assert [url.split("/v1/")[0] for url, _ in pool.sent] == ["http://old.test", "http://new.test"]
