@@ -632,7 +632,8 @@ def test_a_cluster_going_down_never_fails_a_deployment_as_a_crash_loop(tenants: 
     assert "waiting for capacity" in deployment.status_reason and result is not None
 
 
-def test_draining_moves_each_replica_once_its_replacement_is_ready(tenants: Tenants, fleet: Fleet, admin_api) -> None:  # type: ignore[no-untyped-def]
+def test_draining_moves_each_replica_once_its_replacement_is_ready(tenants: Tenants, fleet: Fleet, admin_api, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.ROLLOUT_HANDOVER_SECONDS = 3
     deployment = create_deployment(tenants.org_a, name="chat", min_replicas=2, max_replicas=2, allowed_regions=("us-east", "eu-west"))
     fleet.run(deployment, passes=2)
     [old] = Replica.objects.for_org(tenants.org_a).filter(deployment=deployment, cluster_id="local-us-east")
@@ -653,6 +654,13 @@ def test_draining_moves_each_replica_once_its_replacement_is_ready(tenants: Tena
     )
 
     fleet.loading.clear()
+    fleet.run(deployment, passes=2)
+    old.refresh_from_db()
+    assert old.state == Replica.State.READY  # its replacement is READY, but not yet for as long as gateways cache replicas
+    # Time passes: the replicas elsewhere have been READY for as long as gateways cache them.
+    Replica.objects.for_org(tenants.org_a).filter(deployment=deployment, cluster_id="local-eu-west").update(
+        ready_at=timezone.now() - timedelta(seconds=3)
+    )
     fleet.run(deployment, passes=3)
     old.refresh_from_db()
     assert old.state == Replica.State.STOPPED and old.reason == "drained"
