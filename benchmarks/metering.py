@@ -267,7 +267,7 @@ def _query_tenant(log: Callable[[str], None]) -> Any:
             mod(i, 2) = 0 AS streamed, 1 AS attempts, (20 + mod(i * 31, 1980))::int AS input_tokens,
             (1 + mod(i * 17, 600))::int AS output_tokens,
             exp(5.5 + 0.6 * (random() + random() + random() - 1.5) * 2) AS latency_ms, NULL::float8 AS ttft_ms,
-            ((20 + mod(i * 31, 1980)) * 150 + (1 + mod(i * 17, 600)) * 600)::numeric / 1000000000 AS cost
+            ((20 + mod(i * 31, 1980)) * 150 + (1 + mod(i * 17, 600)) * 600)::numeric / 1000000000 AS cost, model AS served_model
         FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS i,
             LATERAL (SELECT ({models})[1 + floor(random() * {len(MODELS)} + i * 0)::int] AS model) AS drawn
     """

@@ -4,8 +4,9 @@ What is charged, per usage source:
 - a request served by a dedicated deployment: nothing per token; its replicas' GPU-seconds
   (metering.gpu_time, cold start included) at the GPU type's price per hour from the book
   (deployments.prices: the organization's version, the platform's, or the list price);
-- a request for a model the price book prices (ModelPrice): its input and output tokens
-  at that model's prices per million;
+- a request answered by a model the price book prices (ModelPrice, keyed on the model
+  served, whatever the caller called it): its input and output tokens at that model's
+  prices per million;
 - any other request through an external provider: the provider's cost (on the usage
   event, exact) passed through with the markup (ProviderMarkup).
 
@@ -26,7 +27,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import Q, QuerySet, Sum, Value
+from django.db.models.functions import Coalesce, NullIf
 
 from billing.models import InvoiceLine, ModelPrice, ProviderMarkup
 from deployments.prices import GpuPriceBook, Versions
@@ -112,18 +114,20 @@ class Line:
 def _hourly_usage(
     org: Organization, start: datetime, end: datetime, key_ids: Sequence[str] | None = None, route: str | None = None
 ) -> Iterable[dict[str, Any]]:
-    """Per hour and model, split by whether a deployment served it: tokens and cost (of
-    some API keys' requests, or of one route's, if given)."""
+    """Per hour and model served, split by whether a deployment served it: tokens and cost
+    (of some API keys' requests, or of one route's, if given). Token prices are keyed on
+    the model that answered, not the name the caller used, so a route's name changes no
+    price; events recorded before the served model was kept fall back to the caller's."""
     rows = UsageRollup.objects.for_org(org).filter(granularity=Granularity.HOUR, breakdown=Breakdown.ALL, bucket__gte=start, bucket__lt=end)
     if key_ids is not None:
         rows = rows.filter(key_id__in=list(key_ids))
     if route is not None:
         rows = rows.filter(route=route)
     return (
-        rows.annotate(dedicated=~Q(deployment_id=""))
-        .values("bucket", "model", "dedicated")
+        rows.annotate(dedicated=~Q(deployment_id=""), priced_model=Coalesce(NullIf("served_model", Value("")), "model"))
+        .values("bucket", "priced_model", "dedicated")
         .annotate(input_tokens=Sum("input_tokens"), output_tokens=Sum("output_tokens"), cost=Sum("cost"))
-        .order_by("bucket", "model")
+        .order_by("bucket", "priced_model")
     )
 
 
@@ -151,7 +155,7 @@ def rate(
     for row in _hourly_usage(org, start, end, key_ids, route):
         if row["dedicated"]:
             continue  # billed as GPU time
-        hour, model = row["bucket"], row["model"]
+        hour, model = row["bucket"], row["priced_model"]
         versions = book.model_prices.get(model)
         price = versions.at(hour) if versions else None
         if price is not None:

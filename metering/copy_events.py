@@ -28,6 +28,7 @@ from metering import histogram
 from metering.histogram import GROWTH
 from metering.models import UsageEvent, UsageRollup
 from metering.rollups import COST_PLACES, DIMENSIONS, EventColumns, Key, aggregate, lock_organizations
+from metering.spool import LEGACY_FIELD_COUNT
 from tenancy.models import Organization
 
 # Events arrive as lines of COPY text (metering.spool), which go into a typed table as they
@@ -58,15 +59,18 @@ EVENT_COLUMNS = {
     "latency_ms": "float8",
     "ttft_ms": "float8",
     "cost": "numeric",
+    "served_model": "text",
 }
 _COLUMN_TYPES = ", ".join(f"{name} {kind}" for name, kind in EVENT_COLUMNS.items())
 _RECORD = f"AS event ({_COLUMN_TYPES})"
+# An earlier version's JSON events have no served_model: empty, as its lines get.
+_JSON_COLUMNS = ", ".join("coalesce(event.served_model, '')" if name == "served_model" else f"event.{name}" for name in EVENT_COLUMNS)
 STAGED_EVENTS = f"""
     SELECT * FROM {EVENT_LINES}
     UNION ALL
-    SELECT event.* FROM {SINGLE_EVENTS}, json_to_record(doc) {_RECORD}
+    SELECT {_JSON_COLUMNS} FROM {SINGLE_EVENTS}, json_to_record(doc) {_RECORD}
     UNION ALL
-    SELECT event.* FROM {EVENT_ARRAYS}, json_array_elements(doc) AS payload, json_to_record(payload) {_RECORD}
+    SELECT {_JSON_COLUMNS} FROM {EVENT_ARRAYS}, json_array_elements(doc) AS payload, json_to_record(payload) {_RECORD}
 """
 _ROLLUP_KEY = ["organization_id", "granularity", "bucket", "breakdown", *DIMENSIONS]
 _ROLLUP_SUMS = ["requests", "client_errors", "server_errors", "input_tokens", "output_tokens", "cost"]
@@ -86,6 +90,7 @@ def write(payloads: list[bytes]) -> int:
         staged: dict[str, list[bytes]] = {EVENT_LINES: [], SINGLE_EVENTS: [], EVENT_ARRAYS: []}
         for payload in payloads:
             staged[SINGLE_EVENTS if payload[:1] == b"{" else EVENT_ARRAYS if payload[:1] == b"[" else EVENT_LINES].append(payload)
+        staged[EVENT_LINES] = [_with_every_field(payload) for payload in staged[EVENT_LINES]]
         if staged[EVENT_LINES]:
             _copy(cursor, f"COPY {EVENT_LINES} FROM STDIN", staged[EVENT_LINES])
         for table in (SINGLE_EVENTS, EVENT_ARRAYS):
@@ -194,6 +199,16 @@ def _stored_histograms(cursor: Any, keys: list[Key]) -> dict[Key, str]:
         [list(column) for column in zip(*keys, strict=True)],
     )
     return {tuple(row[:-1]): row[-1] for row in cursor.fetchall()}  # type: ignore[misc]
+
+
+def _with_every_field(payload: bytes) -> bytes:
+    """The payload's lines with the fields an earlier version's lines lack (an empty
+    served_model), so COPY takes both. Lines hold no raw tab or newline but the
+    separators (metering.spool escapes them), and one payload comes from one writer."""
+    lines = payload.count(b"\n") + 1
+    if payload.count(b"\t") == (LEGACY_FIELD_COUNT - 1) * lines:
+        return payload.replace(b"\n", b"\t\n") + b"\t"
+    return payload
 
 
 def _copy(cursor: Any, command: str, lines: list[bytes]) -> None:

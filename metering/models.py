@@ -44,6 +44,13 @@ class UsageEvent(models.Model):
     # USD at the route's prices, exact: six-decimal prices per million tokens give at
     # most twelve decimals.
     cost = models.DecimalField(max_digits=24, decimal_places=12, default=0)
+    served_model = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="The model the answering upstream was sent (a provider's model, a replica's revision's): what token "
+        "prices are keyed on, whatever name the caller used. Empty when nothing answered, and on events recorded "
+        "before it was kept.",
+    )
 
     objects = TenantManager()
 
@@ -72,6 +79,7 @@ class Breakdown(models.TextChoices):
     REGION = "region", "Region"
     KEY = "key_id", "API key"
     MODEL = "model", "Model"
+    SERVED_MODEL = "served_model", "Model served"
 
 
 class UsageRollup(models.Model):
@@ -90,6 +98,7 @@ class UsageRollup(models.Model):
     region = models.CharField(max_length=40, blank=True)
     key_id = models.CharField(max_length=40, blank=True)
     model = models.CharField(max_length=100, blank=True)
+    served_model = models.CharField(max_length=100, blank=True)
     requests = models.PositiveBigIntegerField(default=0)
     client_errors = models.PositiveBigIntegerField(default=0, help_text="4xx answers.")
     server_errors = models.PositiveBigIntegerField(default=0, help_text="5xx answers.")
@@ -104,7 +113,18 @@ class UsageRollup(models.Model):
         db_table = "billing_usagerollup"
         constraints = [
             models.UniqueConstraint(
-                fields=["organization", "granularity", "bucket", "breakdown", "route", "deployment_id", "region", "key_id", "model"],
+                fields=[
+                    "organization",
+                    "granularity",
+                    "bucket",
+                    "breakdown",
+                    "route",
+                    "deployment_id",
+                    "region",
+                    "key_id",
+                    "model",
+                    "served_model",
+                ],  # fmt: skip
                 name="one_rollup_per_bucket_and_dimensions",
             )
         ]

@@ -28,3 +28,4 @@ class UsageRecord:
     latency_ms: float
     ttft_ms: float | None
     cost: Decimal
+    served_model: str = ""  # what answered; events of an earlier version lack it

@@ -29,11 +29,11 @@ from metering import histogram
 from metering.models import Breakdown, Granularity, UsageRollup
 from metering.records import UsageRecord
 
-DIMENSIONS = ("route", "deployment_id", "region", "key_id", "model")
+DIMENSIONS = ("route", "deployment_id", "region", "key_id", "model", "served_model")
 # The dimensions each breakdown keeps.
 KEPT: dict[str, tuple[str, ...]] = {Breakdown.ALL: DIMENSIONS, Breakdown.NONE: (), **{name: (name,) for name in DIMENSIONS}}
 
-Key = tuple[str, str, datetime, str, str, str, str, str, str]  # organization, granularity, bucket, breakdown, dimensions
+Key = tuple[str, str, datetime, str, str, str, str, str, str, str]  # organization, granularity, bucket, breakdown, dimensions
 
 
 @dataclass
@@ -215,13 +215,14 @@ def apply(records: list[UsageRecord]) -> None:
         .filter(organization_id__in={key[0] for key in changes}, bucket__in={key[2] for key in changes})
     )
     existing = {
-        (r.organization_id, r.granularity, r.bucket, r.breakdown, r.route, r.deployment_id, r.region, r.key_id, r.model): r for r in rows
+        (r.organization_id, r.granularity, r.bucket, r.breakdown, r.route, r.deployment_id, r.region, r.key_id, r.model, r.served_model): r
+        for r in rows
     }
     updated, created = [], []
     for key, delta in changes.items():
         row = existing.get(key)
         if row is None:
-            org, granularity, bucket, breakdown, route, deployment, region, api_key, model = key
+            org, granularity, bucket, breakdown, route, deployment, region, api_key, model, served_model = key
             row = UsageRollup(
                 organization_id=org,
                 granularity=granularity,
@@ -232,6 +233,7 @@ def apply(records: list[UsageRecord]) -> None:
                 region=region,
                 key_id=api_key,
                 model=model,
+                served_model=served_model,
             )
             created.append(row)
         else:

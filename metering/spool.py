@@ -49,7 +49,9 @@ LEGACY_SPOOL_SUFFIX = ".jsonl"
 # (parsing JSON in SQL cost as much as inserting the row). Text is escaped as COPY reads it.
 _ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _UNESCAPE = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
-FIELD_COUNT = 19
+FIELD_COUNT = 20
+# An earlier version's lines lack the last field (served_model); they are still read.
+LEGACY_FIELD_COUNT = 19
 
 
 def encode(record: UsageRecord) -> bytes:
@@ -60,7 +62,7 @@ def encode(record: UsageRecord) -> bytes:
             r.endpoint.translate(_ESCAPE), r.model.translate(_ESCAPE), r.route.translate(_ESCAPE), r.target.translate(_ESCAPE),
             r.deployment_id.translate(_ESCAPE), r.region.translate(_ESCAPE), str(r.status), r.error_code.translate(_ESCAPE),
             "t" if r.streamed else "f", str(r.attempts), str(r.input_tokens), str(r.output_tokens), repr(float(r.latency_ms)),
-            "\\N" if r.ttft_ms is None else repr(float(r.ttft_ms)), str(r.cost),
+            "\\N" if r.ttft_ms is None else repr(float(r.ttft_ms)), str(r.cost), r.served_model.translate(_ESCAPE),
         )
     ).encode()  # fmt: skip
 
@@ -74,14 +76,16 @@ def decode(line: bytes) -> UsageRecord:
     if is_json(line):
         return from_dict(orjson.loads(line))
     values = [_unescape(value) for value in line.decode().split("\t")]
+    if len(values) == LEGACY_FIELD_COUNT:
+        values.append("")
     if len(values) != FIELD_COUNT:
         raise ValueError(f"a usage line has {len(values)} fields, not {FIELD_COUNT}")
     (request_id, organization_id, at, key_id, endpoint, model, route, target, deployment_id, region, status, error_code, streamed, attempts,
-     input_tokens, output_tokens, latency_ms, ttft_ms, cost) = values  # fmt: skip
+     input_tokens, output_tokens, latency_ms, ttft_ms, cost, served_model) = values  # fmt: skip
     return UsageRecord(
         request_id, organization_id, datetime.fromisoformat(at), key_id, endpoint, model, route, target, deployment_id, region,
         int(status), error_code, streamed == "t", int(attempts), int(input_tokens), int(output_tokens), float(latency_ms),
-        None if ttft_ms == "\\N" else float(ttft_ms), Decimal(cost),
+        None if ttft_ms == "\\N" else float(ttft_ms), Decimal(cost), served_model,
     )  # fmt: skip
 
 

@@ -123,6 +123,7 @@ EVENT_COLUMNS = [
     "key_id",
     "endpoint",
     "model",
+    "served_model",
     "route",
     "target",
     "deployment_id",

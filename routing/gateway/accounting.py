@@ -49,8 +49,17 @@ def count_usage(exchange: Exchange, content: bytes) -> None:
 
 
 def cost_of(exchange: Exchange) -> Decimal:
-    """What the usage event records for the tokens served, at the target's prices; nothing
-    for a dedicated deployment, which is billed by its replicas' GPU time instead."""
+    """What the usage event records for the tokens served: the external provider's own
+    cost, which rating charges with the markup in force (or replaces with the price book's
+    price for the model served); nothing for a dedicated deployment, billed by GPU time."""
+    if exchange.deployment_id:
+        return Decimal(0)
+    return pricing.cost(exchange.input_tokens, exchange.output_tokens, exchange.input_cost, exchange.output_cost)
+
+
+def charge_of(exchange: Exchange) -> Decimal:
+    """What the request is charged, as the invoice rates it: the tokens served at the
+    target's charged prices; nothing for a dedicated deployment."""
     if exchange.deployment_id:
         return Decimal(0)
     return pricing.cost(exchange.input_tokens, exchange.output_tokens, exchange.input_price, exchange.output_price)
@@ -87,6 +96,7 @@ class UsageAccounting:
             key_id=caller.key_id,
             endpoint=exchange.endpoint[:30],
             model=exchange.model[:100],
+            served_model=exchange.upstream_model[:100] if exchange.target else "",
             route=exchange.route,
             target=exchange.target[:200],
             deployment_id=exchange.deployment_id,
@@ -112,7 +122,7 @@ class UsageAccounting:
         latency_ms = (time.perf_counter() - exchange.started) * 1000
         if not exchange.recorded:
             await self.record(exchange)
-        cost = cost_of(exchange)
+        cost = charge_of(exchange)
         caller = exchange.caller
         if caller is not None and exchange.endpoint in USAGE_ENDPOINTS:
             series = metrics.series(caller.org_id, exchange.route, exchange.target)

@@ -84,7 +84,7 @@ async def reserve_spend(
     prompt_bound, output_bound = spend_token_bounds(payload, exchange.endpoint)
     providers = [t for r in snapshot.chain(route) for t in r.targets if t.kind == "provider"]
     dearest = (max(t.input_price_per_mtok for t in providers), max(t.output_price_per_mtok for t in providers)) if providers else None
-    micros = spend.to_micros(spend.charge(policy, exchange.model, prompt_bound, output_bound, dearest), up=True)
+    micros = spend.to_micros(spend.charge(prompt_bound, output_bound, dearest), up=True)
     try:
         refused = await ledger.reserve(caps, micros, lease=exchange.request_id)
     except Exception:  # noqa: BLE001 - as for rate limits: a store outage must not refuse every tenant
@@ -114,7 +114,7 @@ async def settle(limiter: Limiter, ledger: SpendLedger, exchange: Exchange) -> N
             _LIMITER.failed(f"settling {exchange.request_id} lost")
     if exchange.spend_reserved is not None and exchange.spend_policy is not None:
         provider = (exchange.input_price, exchange.output_price) if exchange.target and not exchange.deployment_id else None
-        charged = spend.charge(exchange.spend_policy, exchange.model, exchange.input_tokens, exchange.output_tokens, provider)
+        charged = spend.charge(exchange.input_tokens, exchange.output_tokens, provider)
         try:
             await ledger.settle(exchange.spend_scopes, exchange.request_id, spend.to_micros(charged))
         except Exception:  # noqa: BLE001 - a lost settle keeps a reservation until its key expires

@@ -47,8 +47,10 @@ class Exchange:
     input_tokens: int = 0
     output_tokens: int = 0
     ttft_ms: float | None = None
-    input_price: Decimal = Decimal(0)
+    input_price: Decimal = Decimal(0)  # charged per million tokens (routing.pricing.TokenPrices)
     output_price: Decimal = Decimal(0)
+    input_cost: Decimal = Decimal(0)  # the provider's own price per million tokens: what the event records
+    output_cost: Decimal = Decimal(0)
     recorded: bool = False
     admission: Admission | None = None  # set once admitted: settled on every way out
     usage_reported: bool = False  # the upstream said how many tokens it used

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 from django.utils import timezone
@@ -22,6 +23,7 @@ from deployments.throughput import Figure, figure_for, measured
 from routing import pricing, secrets
 from routing.gateway.spend import Cap, SpendPolicy, to_micros
 from routing.models import ModelRoute, RouteTarget, Strategy
+from routing.pricing import TokenPrices
 from tenancy.models import ApiKey, Organization, OrgStatus
 
 DEFAULT_MAX_ATTEMPTS = 3
@@ -59,6 +61,10 @@ class Target:
     input_price_per_mtok: Decimal
     output_price_per_mtok: Decimal
     regions: frozenset[str]  # where this target may run at all
+    # A provider's own price per million tokens (what usage events record; the prices above
+    # are what is charged: routing.pricing.TokenPrices).
+    input_cost_per_mtok: Decimal = Decimal(0)
+    output_cost_per_mtok: Decimal = Decimal(0)
     deployment_id: str = ""
     can_wake: bool = False  # a deployment scaled to zero: a request may start a replica
     gpu_price_per_hour: Decimal | None = None  # a deployment's price per replica-hour (deployments.prices)
@@ -145,7 +151,8 @@ def load_snapshot(org_id: str) -> OrgSnapshot:
     replicas_by_deployment: dict[str, list[Replica]] = {}
     for replica in ready:
         replicas_by_deployment.setdefault(replica.deployment_id, []).append(replica)
-    gpu_prices = GpuPriceBook.load(org.pk)
+    book = rating.PriceBook.load(org)
+    gpu_prices, token_prices = book.gpu_prices, _token_prices(book, timezone.now())
     throughputs = measured()
     deployment_targets = {
         pk: _deployment_target(d, replicas_by_deployment.get(pk, []), gpu_prices, throughputs)
@@ -184,7 +191,7 @@ def load_snapshot(org_id: str) -> OrgSnapshot:
                     continue  # deleted deployment
                 targets.append(_with_route_fields(base, row))
             else:
-                targets.append(_provider_target(row))
+                targets.append(_provider_target(row, token_prices))
         routes[route.name] = Route(
             name=route.name,
             strategy=route.strategy,
@@ -205,11 +212,21 @@ def load_snapshot(org_id: str) -> OrgSnapshot:
         limits=limits,
         routes=routes,
         loaded_at=time.monotonic(),
-        spend=_spend_policy(org),
+        spend=_spend_policy(org, book),
     )
 
 
-def _spend_policy(org: Organization) -> SpendPolicy | None:
+def _token_prices(book: rating.PriceBook, now: datetime) -> TokenPrices:
+    current = {model: versions.at(now) for model, versions in book.model_prices.items()}
+    return TokenPrices(
+        by_model={
+            model: (price.input_price_per_mtok, price.output_price_per_mtok) for model, price in current.items() if price is not None
+        },
+        markup=1 + (book.markup.at(now) or Decimal(0)) / 100,
+    )
+
+
+def _spend_policy(org: Organization, book: rating.PriceBook) -> SpendPolicy | None:
     """The organization's monthly limit and its keys' and routes' budgets, each with the
     month's spend so far, and today's prices; rated only where there is a limit."""
     limit = invoices.spend_limit(org)
@@ -218,8 +235,6 @@ def _spend_policy(org: Organization) -> SpendPolicy | None:
     if limit is None and not lineages and not budgeted_routes:
         return None
     now = timezone.now()
-    book = rating.PriceBook.load(org)
-    current = {model: versions.at(now) for model, versions in book.model_prices.items()}
     organization = None
     if limit is not None:
         organization = Cap(
@@ -257,10 +272,6 @@ def _spend_policy(org: Organization) -> SpendPolicy | None:
         organization=organization,
         keys=keys,
         routes=routes,
-        model_prices={
-            model: (price.input_price_per_mtok, price.output_price_per_mtok) for model, price in current.items() if price is not None
-        },
-        markup=1 + (book.markup.at(now) or Decimal(0)) / 100,
     )
 
 
@@ -345,7 +356,7 @@ def _with_route_fields(base: Target, row: RouteTarget) -> Target:
     )
 
 
-def _provider_target(row: RouteTarget) -> Target:
+def _provider_target(row: RouteTarget, token_prices: TokenPrices) -> Target:
     provider = row.provider
     assert provider is not None
     endpoint = Endpoint(
@@ -356,6 +367,9 @@ def _provider_target(row: RouteTarget) -> Target:
         api_key=secrets.decrypt(provider.api_key_encrypted),
         tenant_supplied=True,
     )
+    charged = token_prices.charged_per_mtok(
+        served_model=row.provider_model, provider_cost_per_mtok=(provider.input_price_per_mtok, provider.output_price_per_mtok)
+    )
     return Target(
         id=row.pk,
         label=f"provider:{provider.name}/{row.provider_model}",
@@ -363,7 +377,9 @@ def _provider_target(row: RouteTarget) -> Target:
         weight=row.weight,
         position=row.position,
         endpoints=(endpoint,),
-        input_price_per_mtok=provider.input_price_per_mtok,
-        output_price_per_mtok=provider.output_price_per_mtok,
+        input_price_per_mtok=charged[0],
+        output_price_per_mtok=charged[1],
+        input_cost_per_mtok=provider.input_price_per_mtok,
+        output_cost_per_mtok=provider.output_price_per_mtok,
         regions=frozenset({provider.region}),
     )

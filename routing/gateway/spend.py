@@ -52,8 +52,6 @@ class SpendPolicy:
 
     organization: Cap | None
     keys: dict[str, Cap]  # key id -> its budget, for the keys that have one
-    model_prices: dict[str, tuple[Decimal, Decimal]]  # model -> input, output per million tokens
-    markup: Decimal  # external providers' cost multiplier
     routes: dict[str, Cap] = field(default_factory=dict)  # route name -> its budget, for the routes that have one
 
     def caps_for(self, key_id: str, route: str = "") -> list[Cap]:
@@ -68,18 +66,13 @@ def to_micros(amount: Decimal, *, up: bool = False) -> int:
     return math.ceil(micros) if up else int(micros.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
-def charge(
-    policy: SpendPolicy, model: str, input_tokens: int, output_tokens: int, provider_prices: tuple[Decimal, Decimal] | None
-) -> Decimal:
-    """What a request is charged: at the model's price-book price, else an external
-    provider's cost with the markup; a dedicated deployment's requests are billed as GPU
-    time instead, so 0 here."""
-    prices = policy.model_prices.get(model)
-    if prices is not None:
-        return (input_tokens * prices[0] + output_tokens * prices[1]) / MICROS
-    if provider_prices is not None:
-        return (input_tokens * provider_prices[0] + output_tokens * provider_prices[1]) / MICROS * policy.markup
-    return Decimal(0)
+def charge(input_tokens: int, output_tokens: int, charged_per_mtok: tuple[Decimal, Decimal] | None) -> Decimal:
+    """What a request is charged at a provider target's charged prices (routing.pricing.
+    TokenPrices: the price book's price for the model served, else the provider's cost
+    with the markup); a dedicated deployment's requests (None) are billed as GPU time."""
+    if charged_per_mtok is None:
+        return Decimal(0)
+    return (input_tokens * charged_per_mtok[0] + output_tokens * charged_per_mtok[1]) / MICROS
 
 
 class SpendLedger(Protocol):

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from routing.gateway import metrics
-from routing.gateway.accounting import cost_of, count_usage
+from routing.gateway.accounting import charge_of, count_usage
 from routing.gateway.cache import RefreshingCache
 from routing.gateway.cold_start import ColdStart
 from routing.gateway.errors import GatewayError
@@ -195,6 +195,7 @@ class UpstreamExchange:
             exchange.target, exchange.region, exchange.deployment_id = target.label, endpoint.region, target.deployment_id
             exchange.revision_id, exchange.upstream_model = endpoint.revision_id, endpoint.upstream_model
             exchange.input_price, exchange.output_price = target.input_price_per_mtok, target.output_price_per_mtok
+            exchange.input_cost, exchange.output_cost = target.input_cost_per_mtok, target.output_cost_per_mtok
             status = response.status
             failure = _failure_of(status, content, attempt)
             if failure is not None:
@@ -232,7 +233,7 @@ async def _answer(
     if status >= 400:
         exchange.error_code = "upstream_rejected"
     content_type = response.header(b"content-type") or b"application/json"
-    extra = [(b"x-switchboard-cost-usd", plain_decimal(cost_of(exchange)))] if status == 200 else []
+    extra = [(b"x-switchboard-cost-usd", plain_decimal(charge_of(exchange)))] if status == 200 else []
     await send_response(
         send, status, content, [(b"content-type", content_type), *served_by(exchange, attempt), *extra, *rate_headers(admission)]
     )

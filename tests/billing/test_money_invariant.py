@@ -52,7 +52,9 @@ event = st.fixed_dictionaries(
     {
         "hour": st.integers(0, HOURS - 1),
         "minute": st.integers(0, 59),
-        "model": st.sampled_from(["llama", "ext"]),
+        "model": st.sampled_from(["llama", "ext"]),  # the model served
+        # The name the caller used: a route's name moves no one between price rules.
+        "called": st.sampled_from(["llama", "ext", "assistant", "cheap"]),
         "input_tokens": st.integers(0, 3_000_000),
         "output_tokens": st.integers(0, 500_000),
         "cost": st.decimals(min_value=Decimal(0), max_value=Decimal("3"), places=12),
@@ -101,8 +103,9 @@ def _records(org_id: str, events: list[dict[str, object]]) -> list[UsageRecord]:
             org_id,
             f"req_{n}",
             at=MONTH + timedelta(hours=e["hour"], minutes=e["minute"]),  # type: ignore[arg-type]
-            model=e["model"],
-            route=e["model"],
+            model=e["called"],
+            route=e["called"],
+            served_model=e["model"],
             input_tokens=e["input_tokens"],
             output_tokens=e["output_tokens"],
             cost=e["cost"] if e["model"] == "ext" else Decimal(0),

@@ -111,7 +111,7 @@ def _drive(harness: Harness, body: dict[str, Any], *, drop_after: int | None) ->
 
 def _harness(response: ScriptedResponse) -> tuple[Harness, RecordingLimiter, RecordingLedger]:
     cap = Cap(scope="org_acme", limit_micros=10**12, spent_micros=0, refusal="monthly budget reached")
-    policy = SpendPolicy(organization=cap, keys={}, model_prices={}, markup=Decimal(1))
+    policy = SpendPolicy(organization=cap, keys={})
     harness = Harness(
         ScriptedPool({"http://a.test": [response]}), _route("chat", _target("only", "http://a.test", price=str(PRICE))), spend=policy
     )

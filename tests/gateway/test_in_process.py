@@ -100,6 +100,8 @@ def _target(name: str, *origins: str, price: str = "1") -> Target:
         input_price_per_mtok=Decimal(price),
         output_price_per_mtok=Decimal(price),
         regions=frozenset({"us-east"}),
+        input_cost_per_mtok=Decimal(price),  # no markup in these tests: the provider's cost is what is charged
+        output_cost_per_mtok=Decimal(price),
     )
 
 
@@ -264,7 +266,7 @@ def test_the_request_limit_answers_429_and_the_upstream_never_sees_the_refused_r
 
 def test_at_the_spend_limit_new_requests_get_402_and_nothing_is_sent() -> None:
     cap = Cap(scope="org_acme", limit_micros=1_000_000, spent_micros=1_000_000, refusal="Limit reached; platform staff can raise it.")
-    exhausted = SpendPolicy(organization=cap, keys={}, model_prices={}, markup=Decimal("1.2"))
+    exhausted = SpendPolicy(organization=cap, keys={})
     pool = ScriptedPool({"http://a.test": [_ok()]})
     harness = Harness(pool, _route("chat", _target("only", "http://a.test")), spend=exhausted)
     response = harness.post(CHAT)
@@ -281,7 +283,7 @@ def test_a_keys_budget_binds_that_key_only_under_concurrency() -> None:
     budget = Cap(
         scope="key:key_acme", limit_micros=3 * one + one // 2, spent_micros=0, refusal="Key budget reached.", code="key_budget_reached"
     )
-    policy = SpendPolicy(organization=None, keys={"key_acme": budget}, model_prices={}, markup=Decimal(1))
+    policy = SpendPolicy(organization=None, keys={"key_acme": budget})
     pool = ScriptedPool({"http://a.test": [_ok(5, 7) for _ in range(11)]})
     harness = Harness(pool, _route("chat", _target("only", "http://a.test", price="1000")), spend=policy)
     capped = {**CHAT, "max_tokens": 7, "messages": [{"role": "user", "content": "Hi"}]}  # bound: 2 + 16 prompt, 7 out
@@ -316,7 +318,7 @@ def test_a_routes_budget_binds_that_route_only_under_concurrency() -> None:
         refusal="Route budget reached.",
         code="route_budget_reached",
     )
-    policy = SpendPolicy(organization=None, keys={}, routes={"chat": budget}, model_prices={}, markup=Decimal(1))
+    policy = SpendPolicy(organization=None, keys={}, routes={"chat": budget})
     pool = ScriptedPool({"http://a.test": [_ok(5, 7) for _ in range(11)], "http://globex.test": [_ok()]})
     routes = (
         _route("chat", _target("only", "http://a.test", price="1000")),

@@ -41,7 +41,7 @@ PER_TOKEN = Decimal("0.001")  # $1,000 per million tokens, input and output
 
 def _priced_route(tenants: Tenants, backend: Backend) -> None:
     ModelPrice.objects.create(
-        model="priced",
+        model="bench-model",  # the model the route's provider serves: what is priced, whatever the route is called
         input_price_per_mtok=Decimal(1000),
         output_price_per_mtok=Decimal(1000),
         effective_from=timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(days=40),
@@ -234,7 +234,19 @@ def test_a_routes_budget_refuses_that_route_only_until_an_admin_lifts_it(gateway
     # This month so far: $0.10 through the route (100 tokens at $1,000 per million).
     at = max(timezone.now() - timedelta(minutes=1), rating.month_start(timezone.now()))
     ingest.write_batch(
-        [_record(tenants.org_a.pk, "earlier", at=at, model="priced", route="priced", input_tokens=100, output_tokens=0, cost=Decimal(0))]
+        [
+            _record(
+                tenants.org_a.pk,
+                "earlier",
+                at=at,
+                model="priced",
+                route="priced",
+                served_model="bench-model",
+                input_tokens=100,
+                output_tokens=0,
+                cost=Decimal(0),
+            )
+        ]  # fmt: skip
     )
     key, other_tenant = issue_key(tenants.org_a).plaintext, issue_key(tenants.org_b).plaintext
 

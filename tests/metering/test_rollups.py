@@ -27,6 +27,7 @@ events = st.lists(
             "org": st.sampled_from(["a", "b"]),
             "seconds": st.integers(0, 3 * 86_400),  # across hours and days
             "route": st.sampled_from(["chat", "embed", ""]),
+            "served": st.sampled_from(["gpt-x", "llama-y", ""]),  # "": nothing answered, or an earlier version's event
             "region": st.sampled_from(["us-east", "eu-west"]),
             "key": st.sampled_from(["key_1", "key_2", ""]),
             "status": st.sampled_from([200, 200, 200, 400, 429, 499, 500, 503]),
@@ -64,6 +65,7 @@ def _records(tenants: Tenants, drawn: list[dict[str, object]]) -> list[UsageReco
             latency_ms=e["latency_ms"],
             ttft_ms=None,
             cost=e["cost"],  # type: ignore[arg-type]
+            served_model=e["served"],  # type: ignore[arg-type]
         )
         for index, e in enumerate(drawn)
     ]
@@ -102,7 +104,7 @@ def _direct(granularity: str) -> dict[tuple[object, ...], dict[str, object]]:
 
 def _rolled(granularity: str) -> dict[tuple[object, ...], dict[str, object]]:
     return {
-        (r.organization_id, r.bucket, r.breakdown, r.route, r.deployment_id, r.region, r.key_id, r.model): {
+        (r.organization_id, r.bucket, r.breakdown, *(getattr(r, name) for name in DIMENSIONS)): {
             "requests": r.requests,
             "client_errors": r.client_errors,
             "server_errors": r.server_errors,

@@ -113,7 +113,9 @@ def test_spool_lines_and_stream_entries_are_written_alike_and_an_unreadable_one_
 
 def test_json_events_spooled_by_an_earlier_version_are_still_written(tenants: Tenants, tmp_path: Path) -> None:
     def legacy(record: UsageRecord) -> bytes:
-        return orjson.dumps(asdict(record), default=str)
+        fields = asdict(record)
+        del fields["served_model"]  # an earlier version did not keep it
+        return orjson.dumps(fields, default=str)
 
     (tmp_path / f"host-1-1{LEGACY_SPOOL_SUFFIX}").write_bytes(legacy(_record(tenants.org_a.pk, "req_old_line")) + b"\n")
     assert ingest.ingest_available([ingest.SpoolSource(tmp_path)]) == 1
@@ -125,6 +127,23 @@ def test_json_events_spooled_by_an_earlier_version_are_still_written(tenants: Te
         "req_old_line",
     ]
     assert UsageRollup.objects.for_org(tenants.org_b).get(granularity="day", breakdown="none").requests == 2
+
+
+def test_lines_spooled_before_the_served_model_was_kept_are_still_written(tenants: Tenants, tmp_path: Path) -> None:
+    def legacy(record: UsageRecord) -> bytes:
+        return encode(record).rsplit(b"\t", 1)[0]  # the 19 fields, without the last (served_model)
+
+    old = _record(tenants.org_a.pk, "req_old_text", model="assistant")
+    (tmp_path / f"host-1-1{SPOOL_SUFFIX}").write_bytes(legacy(old) + b"\n")
+    assert ingest.ingest_available([ingest.SpoolSource(tmp_path)]) == 1
+    # A stream entry of several such lines, and a current line beside them.
+    entry = b"\n".join(legacy(_record(tenants.org_b.pk, f"req_old_text_{i}")) for i in range(3))
+    current = _record(tenants.org_b.pk, "req_new_text", model="assistant", served_model="gpt-x")
+    ingest.write_payloads([entry, encode(current)])
+    served = dict(UsageEvent.objects.unscoped_across_tenants().values_list("request_id", "served_model"))
+    assert served == {"req_old_text": "", "req_old_text_0": "", "req_old_text_1": "", "req_old_text_2": "", "req_new_text": "gpt-x"}
+    by_served = UsageRollup.objects.for_org(tenants.org_b).filter(granularity="day", breakdown="served_model")
+    assert sorted(by_served.values_list("served_model", "requests")) == [("", 3), ("gpt-x", 1)]
 
 
 def test_text_with_tabs_newlines_and_backslashes_survives_the_wire(tenants: Tenants) -> None:
