@@ -79,7 +79,6 @@ class Breakdown(models.TextChoices):
     REGION = "region", "Region"
     KEY = "key_id", "API key"
     MODEL = "model", "Model"
-    SERVED_MODEL = "served_model", "Model served"
 
 
 class UsageRollup(models.Model):

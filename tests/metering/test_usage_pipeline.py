@@ -142,7 +142,7 @@ def test_lines_spooled_before_the_served_model_was_kept_are_still_written(tenant
     ingest.write_payloads([entry, encode(current)])
     served = dict(UsageEvent.objects.unscoped_across_tenants().values_list("request_id", "served_model"))
     assert served == {"req_old_text": "", "req_old_text_0": "", "req_old_text_1": "", "req_old_text_2": "", "req_new_text": "gpt-x"}
-    by_served = UsageRollup.objects.for_org(tenants.org_b).filter(granularity="day", breakdown="served_model")
+    by_served = UsageRollup.objects.for_org(tenants.org_b).filter(granularity="day", breakdown="all")
     assert sorted(by_served.values_list("served_model", "requests")) == [("", 3), ("gpt-x", 1)]
 
 
