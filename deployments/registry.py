@@ -4,13 +4,14 @@ checked upload, deleting one no deployment uses, and whether one fits a GPU type
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Sum
 
 from deployments import model_storage
 from deployments.model_files import Inspection
-from deployments.models import CatalogModel, Deployment, DeploymentRevision, GpuType, ModelUpload, Replica
+from deployments.models import CatalogModel, Deployment, DeploymentRevision, GpuType, ModelUpload, ModelUploadFile, Replica
 from modelserver.catalog import CATALOG
 from tenancy import audit
 from tenancy.context import OrgContext
@@ -82,6 +83,27 @@ def deployments_using(org: Organization, name: str) -> list[Deployment]:
     revisions = DeploymentRevision.objects.for_org(org).filter(model=name)
     running = set(Replica.objects.for_org(org).filter(revision__in=revisions, state__in=_RUNNING).values_list("deployment_id", flat=True))
     return list(Deployment.objects.for_org(org).filter(pk__in=current | running).order_by("name"))
+
+
+@dataclass(frozen=True)
+class RegisteredModelRow:
+    """A registered model as the console lists it."""
+
+    model: CatalogModel
+    size_bytes: int | None  # its files' total; None when none were uploaded here
+    used_by: list[Deployment]
+
+
+def registered_model_rows(org: Organization) -> list[RegisteredModelRow]:
+    models = list(registered_models(org))
+    sizes = dict(
+        ModelUploadFile.objects.for_org(org)
+        .filter(upload__model__in=models)
+        .values_list("upload__model")
+        .annotate(total=Sum("size"))
+        .values_list("upload__model", "total")
+    )
+    return [RegisteredModelRow(model=model, size_bytes=sizes.get(model.pk), used_by=deployments_using(org, model.name)) for model in models]
 
 
 @transaction.atomic
