@@ -13,10 +13,12 @@ from deployments import model_storage
 from deployments.model_files import Inspection
 from deployments.models import CatalogModel, Deployment, DeploymentRevision, GpuType, ModelUpload, ModelUploadFile, Replica
 from modelserver.catalog import CATALOG
+from modelserver.hub import HubModel, repo_id_problem, revision_problem
 from tenancy import audit
 from tenancy.context import OrgContext
 from tenancy.errors import Conflict, ServiceError
 from tenancy.models import Organization, Role
+from tenancy.text import has_control_characters
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 # Until a replica reports its own throughput, the context a registered model gets when its
@@ -50,6 +52,7 @@ def model_snapshot(model: CatalogModel) -> dict[str, object]:
         "name": model.name,
         "task": model.task,
         "source": model.source,
+        "revision": model.revision,
         "context_length": model.context_length,
         "memory_gb": model.memory_gb,
         "license": model.license,
@@ -74,6 +77,60 @@ def register(ctx: OrgContext, *, upload: ModelUpload, inspection: Inspection) ->
     )
     audit.record(ctx, "model.registered", target_type="model", target_id=model.id, after=model_snapshot(model))
     return model
+
+
+def register_from_hub(
+    ctx: OrgContext,
+    *,
+    name: str,
+    repo_id: str,
+    revision: str,
+    task: str,
+    memory_gb: int = 1,
+    context_length: int = DEFAULT_CONTEXT_LENGTH,
+    license: str = "",
+    description: str = "",
+) -> CatalogModel:
+    """A model named by its Hugging Face repo and revision. Nothing is fetched here: each
+    replica fetches the files when it starts (modelserver.hub), so what the files would say
+    (the task, the memory a replica needs, the context) comes from the tenant."""
+    ctx.require_role(Role.MEMBER, "register models")
+    check_name(ctx.organization, name)
+    for field, problem in (("repo_id", repo_id_problem(repo_id)), ("revision", revision_problem(revision))):
+        if problem:
+            raise ServiceError(problem, field=field)
+    if task not in CatalogModel.Task.values:
+        raise ServiceError(
+            f"Say what the model serves: task {' or '.join(CatalogModel.Task.values)} (it cannot be read from files not fetched yet).",
+            field="task",
+        )
+    for field, value in (("license", license), ("description", description)):
+        if has_control_characters(value):
+            raise ServiceError(f"The {field} cannot contain line breaks, tabs or other control characters.", field=field)
+    for field, number in (("memory_gb", memory_gb), ("context_length", context_length)):
+        if number < 1:
+            raise ServiceError(f"{field} must be at least 1.", field=field)
+    model = CatalogModel.objects.create(
+        organization=ctx.organization,
+        name=name,
+        task=task,
+        source_kind=CatalogModel.SourceKind.HUB,
+        source=repo_id,
+        revision=revision,
+        weights_format=CatalogModel.WeightsFormat.SAFETENSORS,
+        context_length=context_length,
+        runtime=CatalogModel.Runtime.BUILTIN,
+        memory_gb=memory_gb,
+        license=license,
+        description=description,
+    )
+    audit.record(ctx, "model.registered", target_type="model", target_id=model.id, after=model_snapshot(model))
+    return model
+
+
+def replica_artifact(model: CatalogModel) -> str:
+    """What a replica of a `hub` model is told to load: hf://OWNER/NAME@REVISION."""
+    return HubModel(repo_id=model.source, revision=model.revision).uri
 
 
 def deployments_using(org: Organization, name: str) -> list[Deployment]:
@@ -116,9 +173,11 @@ def delete_model(ctx: OrgContext, model: CatalogModel) -> None:
         raise Conflict(f"Deployment(s) {names} use {model.name}; delete them or move them to another model first.")
     before = model_snapshot(model)
     source = model.source
+    uploaded = model.source_kind == CatalogModel.SourceKind.UPLOAD
     model.delete()
     audit.record(ctx, "model.deleted", target_type="model", target_id=before["id"], before=before)  # type: ignore[arg-type]
-    transaction.on_commit(lambda: model_storage.delete_tree(source))
+    if uploaded:  # a hub model's source is a repo id, not files of ours
+        transaction.on_commit(lambda: model_storage.delete_tree(source))
 
 
 def fits(model: CatalogModel, gpu_type: GpuType) -> None:

@@ -62,17 +62,18 @@ def test_upload_a_model_directory_in_the_browser(live_server_url: str, tenants: 
         assert page.get_by_test_id("model-row").count() == 0
 
         # A directory the registry refuses: the page shows the API's words, problem by problem.
-        page.get_by_label("Name").fill("broken")
-        page.get_by_label("Model directory").set_input_files(broken)
-        page.get_by_role("button", name="Upload").click()
+        upload_form = page.locator("#model-upload")
+        upload_form.get_by_label("Name").fill("broken")
+        upload_form.get_by_label("Model directory").set_input_files(broken)
+        upload_form.get_by_role("button", name="Upload").click()
         errors = page.get_by_test_id("upload-errors")
         errors.filter(has_text="The model cannot be registered").wait_for()
         assert "tokenizer" in errors.inner_text() and "safetensors" in errors.inner_text()
 
-        page.get_by_label("Name").fill("acme-chat")
-        page.get_by_label("Model directory").set_input_files(directory)
-        page.get_by_label("Licence").fill("apache-2.0")
-        page.get_by_role("button", name="Upload").click()
+        upload_form.get_by_label("Name").fill("acme-chat")
+        upload_form.get_by_label("Model directory").set_input_files(directory)
+        upload_form.get_by_label("Licence").fill("apache-2.0")
+        upload_form.get_by_role("button", name="Upload").click()
         page.get_by_test_id("model-row").filter(has_text="acme-chat").wait_for(timeout=60_000)
         assert len(lost) == 1
         row = page.get_by_test_id("model-row").filter(has_text="acme-chat").inner_text()

@@ -52,6 +52,7 @@ def _console_mutations(org: Organization) -> list[tuple[str, dict[str, str], Rol
     base = f"/o/{org.slug}"
     return [
         (f"{base}/models/{model_id}/delete/", {}, Role.MEMBER),
+        (f"{base}/models/", {"hub-name": "m", "hub-repo_id": "acme/m", "hub-revision": "main", "hub-task": "chat"}, Role.MEMBER),
         (f"{base}/keys/", {"name": "k", "scopes": "inference"}, Role.ADMIN),
         (f"{base}/keys/{key_id}/rotate/", {}, Role.ADMIN),
         (f"{base}/keys/{key_id}/revoke/", {}, Role.ADMIN),
