@@ -2,9 +2,8 @@
 then `hf://OWNER/NAME@REVISION`, resolved to a directory when the model server starts:
 from a local mirror when the machine has one (SWITCHBOARD_HF_MIRROR_DIR, laid out
 `<mirror>/<owner>/<name>/<revision>/`), otherwise with huggingface_hub's snapshot_download
-into the cache directory. The model server keeps huggingface_hub offline by default
-(modelserver.loading sets HF_HUB_OFFLINE=1), so a machine only reaches the hub, or the
-endpoint HF_ENDPOINT names, where its operator sets HF_HUB_OFFLINE=0."""
+into the cache directory. Only where the machine's operator sets HF_HUB_OFFLINE=0 does it
+reach the hub (or the endpoint HF_ENDPOINT names); otherwise it reads that cache alone."""
 
 from __future__ import annotations
 
@@ -77,6 +76,13 @@ def mirror_dir() -> Path | None:
     return Path(value) if value else None
 
 
+def network_allowed() -> bool:
+    """Whether HF_HUB_OFFLINE is explicitly off. Read here, at the call, rather than from
+    huggingface_hub's constants, which keep whatever the variable was when it was first
+    imported (modelserver.loading sets it to 1 after transformers has imported it)."""
+    return os.environ.get("HF_HUB_OFFLINE", "1").strip().upper() in {"0", "OFF", "NO", "FALSE"}
+
+
 def fetch(model: HubModel, *, cache_dir: Path, mirror: Path | None) -> Path:
     """The model's directory on this machine. With a mirror, only the mirror is read."""
     if mirror is not None:
@@ -88,7 +94,14 @@ def fetch(model: HubModel, *, cache_dir: Path, mirror: Path | None) -> Path:
             )
         return directory
     try:
-        return Path(snapshot_download(model.repo_id, revision=model.revision, cache_dir=cache_dir / "hub", allow_patterns=FETCHED_FILES))
+        path = snapshot_download(
+            model.repo_id,
+            revision=model.revision,
+            cache_dir=cache_dir / "hub",
+            allow_patterns=FETCHED_FILES,
+            local_files_only=not network_allowed(),
+        )
+        return Path(path)
     except LocalEntryNotFoundError as error:
         raise HubFetchError(
             f"{model.uri} is not cached on this machine and it does not reach the hub ({error}). "

@@ -88,3 +88,47 @@ def test_upload_a_model_directory_in_the_browser(live_server_url: str, tenants: 
     ).result()
     assert ".DS_Store" not in paths and "model.safetensors" in paths and "config.json" in paths
     orm.shutdown()
+
+
+def test_an_interrupted_upload_resumes_after_a_reload(live_server_url: str, tenants: Tenants, tmp_path: Path) -> None:
+    directory = save_tiny_llama(tmp_path / "tiny-chat", AutoTokenizer.from_pretrained(tokenizer_dir()))
+    orm = ThreadPoolExecutor(1)
+    session = orm.submit(_session_cookie, tenants.member_a).result()
+    network_down = [True]
+    weights_sent: list[str] = []
+
+    def after_the_first_chunk_the_network_fails(route: Route) -> None:
+        url = route.request.url
+        if "model.safetensors?offset=" in url:
+            weights_sent.append(url.rsplit("offset=", 1)[1])
+            if network_down[0] and not url.endswith("offset=0"):
+                route.abort("connectionreset")
+                return
+        route.continue_()
+
+    with chromium() as browser:
+        context = browser.new_context()
+        context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": session, "url": live_server_url}])
+        page = context.new_page()
+        page.route(re.compile(r".*/api/v1/models/uploads/.*/files/.*"), after_the_first_chunk_the_network_fails)
+        page.goto(f"{live_server_url}/o/{tenants.org_a.slug}/models/")
+        upload_form = page.locator("#model-upload")
+        upload_form.get_by_label("Name").fill("acme-chat")
+        upload_form.get_by_label("Model directory").set_input_files(directory)
+        upload_form.get_by_role("button", name="Upload").click()
+        page.get_by_test_id("upload-errors").filter(has_text="upload again to resume").wait_for(timeout=60_000)
+        assert weights_sent.count("0") == 1 and len(weights_sent) == 7  # the first chunk, then one try and five retries
+
+        network_down[0] = False
+        page.reload()
+        assert "Open" in page.get_by_test_id("unfinished-upload").filter(has_text="acme-chat").inner_text()
+        upload_form = page.locator("#model-upload")
+        upload_form.get_by_label("Name").fill("acme-chat")
+        upload_form.get_by_label("Model directory").set_input_files(directory)
+        upload_form.get_by_role("button", name="Upload").click()
+        page.get_by_test_id("model-row").filter(has_text="acme-chat").wait_for(timeout=60_000)
+        assert weights_sent.count("0") == 1  # resumed where the server had it, not sent again from the start
+
+    uploads = orm.submit(lambda: list(ModelUpload.objects.for_org(tenants.org_a).filter(name="acme-chat"))).result()
+    assert len(uploads) == 1 and uploads[0].status == ModelUpload.Status.COMPLETE
+    orm.shutdown()

@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import huggingface_hub.constants
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
@@ -160,7 +159,11 @@ def test_the_model_server_resolves_a_repo_from_the_mirror(mirror: Path, tmp_path
 
 def test_without_a_mirror_an_offline_machine_says_how_to_reach_the_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(hub.MIRROR_VARIABLE, raising=False)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # never the internet in tests
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert hub.network_allowed()  # only an explicit 0 lets a replica reach the hub
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert not hub.network_allowed()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # never the internet in tests
     with pytest.raises(hub.HubFetchError, match="Set HF_HUB_OFFLINE=0 where the cluster has network"):
         hub.fetch(hub.HubModel(repo_id="acme/tiny-chat", revision="main"), cache_dir=tmp_path, mirror=hub.mirror_dir())
     assert not any((tmp_path / "hub").glob("**/*.json"))
