@@ -19,6 +19,7 @@ from deployments.models import CatalogModel, Replica
 from deployments.reconcile import replica_request
 from modelserver import hub
 from modelserver.__main__ import model_spec, parser
+from modelserver.ray_host import HostSpec, server_command
 from tests.conftest import Tenants
 from tests.controlplane.test_registered_deploys import AGENT_TOKEN, Started, _agent_create
 from tests.factories import create_deployment, small_model_files
@@ -128,6 +129,12 @@ def test_the_agent_passes_a_repo_on_and_refuses_a_malformed_one(tmp_path: Path, 
         for child in children:
             child.kill()
             child.wait()
+
+
+def test_the_ray_host_passes_the_repo_to_the_builtin_server() -> None:
+    spec = HostSpec(model="acme-chat", token="x", artifact="hf://acme/tiny-chat@main", task="chat")
+    command = server_command(spec, host="10.0.0.1", port=9000)
+    assert command[command.index("--artifact") + 1] == "hf://acme/tiny-chat@main" and command[command.index("--task") + 1] == "chat"
 
 
 @pytest.fixture
