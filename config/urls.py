@@ -5,7 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import URLPattern, URLResolver, include, path
 
 from console.forms import EmailAuthenticationForm
-from console.views import accounts, audit, deployments, keys, members, org_settings, pages, usage
+from console.views import accounts, audit, deployments, keys, members, models, org_settings, pages, usage
 
 deployment_patterns: list[URLPattern | URLResolver] = [
     path("", deployments.deployment_list, name="deployments"),
@@ -33,6 +33,8 @@ org_patterns: list[URLPattern | URLResolver] = [
     path("settings/delete/", org_settings.delete_organization, name="organization-delete"),
     path("usage/", usage.usage, name="usage"),
     path("deployments/", include(deployment_patterns)),
+    path("models/", models.model_list, name="models"),
+    path("models/<str:model_id>/delete/", models.model_delete, name="model-delete"),
     path("routing/", include("routing.urls")),
     path("", include("billing.urls")),
 ]

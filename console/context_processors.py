@@ -11,6 +11,7 @@ from tenancy import selectors
 NAV_ITEMS = [
     ("overview", "Overview"),
     ("deployments", "Deployments"),
+    ("models", "Models"),
     ("routing", "Routing"),
     ("playground", "Playground"),
     ("usage", "Usage"),

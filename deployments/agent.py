@@ -40,6 +40,7 @@ from deployments.drivers.base import CPU, OPTION_FLAGS, RUNTIME_BUILTIN
 from deployments.replica_processes import AdoptedProcess, ChildProcess, RecordedReplica, ReplicaProcess, StateFile
 from modelserver.auth import API_KEY_VARIABLE
 from modelserver.catalog import CATALOG, Task
+from modelserver.hub import HubModel
 from modelserver.processes import start_model_server
 
 log = logging.getLogger(__name__)
@@ -280,8 +281,8 @@ def _placement(body: dict[str, object]) -> Placement | str:
 
 
 def _artifact(body: dict[object, object], model: str) -> tuple[str, str] | str:
-    """A registered model's directory and task, or what is wrong with them. A catalog model
-    needs neither; any other name needs both."""
+    """A registered model's directory (or Hugging Face repo) and task, or what is wrong with
+    them. A catalog model needs neither; any other name needs both."""
     artifact, task = body.get("artifact", ""), body.get("task", "")
     if not artifact and not task:
         return (
@@ -289,8 +290,15 @@ def _artifact(body: dict[object, object], model: str) -> tuple[str, str] | str:
         )
     if not isinstance(task, str) or task not in {str(known) for known in Task}:
         return f"task: one of {', '.join(str(known) for known in Task)}"
-    if not isinstance(artifact, str) or not Path(artifact).is_absolute():
-        return "artifact: the absolute path of the model's directory on this machine"
+    if not isinstance(artifact, str):
+        return "artifact: the absolute path of the model's directory on this machine, or hf://OWNER/NAME@REVISION"
+    try:
+        if HubModel.parse(artifact) is not None:
+            return artifact, task  # the model server fetches it when it starts
+    except ValueError as malformed:
+        return f"artifact: {malformed}"
+    if not Path(artifact).is_absolute():
+        return "artifact: the absolute path of the model's directory on this machine, or hf://OWNER/NAME@REVISION"
     if not Path(artifact).is_dir():
         return f"artifact: {artifact} is not a directory on this machine"
     return artifact, task

@@ -6,7 +6,7 @@ from typing import cast
 from django import forms
 
 from deployments import model_catalog, selectors
-from deployments.models import Deployment
+from deployments.models import CatalogModel, Deployment
 from deployments.prices import GpuPriceBook
 from tenancy.models import Organization
 
@@ -55,3 +55,18 @@ class ScaleForm(forms.Form):
     min_replicas = forms.IntegerField(min_value=0, max_value=100)
     max_replicas = forms.IntegerField(min_value=1, max_value=100)
     save_only = forms.BooleanField(required=False, label="Save as a revision without going live")
+
+
+class HubModelForm(forms.Form):
+    """Registering a model by Hugging Face repo id and revision (deployments.registry)."""
+
+    prefix = "hub"  # its fields share the Models page with the upload form's
+
+    name = forms.CharField(max_length=100, help_text="What deployments call the model.")
+    repo_id = forms.CharField(max_length=200, label="Repo id", help_text="owner/name, as on huggingface.co.")
+    revision = forms.CharField(max_length=255, initial="main", help_text="A commit hash pins the files; a branch or tag may move.")
+    task = forms.ChoiceField(choices=CatalogModel.Task.choices, help_text="Not read from the files: a replica fetches them at start.")
+    memory_gb = forms.IntegerField(min_value=1, max_value=10_000, initial=1, label="Memory (GB)", help_text="What one replica needs.")
+    context_length = forms.IntegerField(min_value=1, max_value=10_000_000, initial=2048)
+    license = forms.CharField(max_length=100, required=False, label="Licence")
+    description = forms.CharField(max_length=300, required=False)

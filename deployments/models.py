@@ -261,7 +261,8 @@ class CatalogModel(models.Model):
     """A model that can be deployed. Built-in entries have no organization and mirror the
     model server's catalog (modelserver/catalog.py); a tenant-registered model is a row
     with its organization, source_kind "upload" and its files' directory in the "models"
-    storage as its source (deployments/registry.py)."""
+    storage as its source, or source_kind "hub" with a Hugging Face repo id as its source
+    and the revision (deployments/registry.py)."""
 
     class Task(models.TextChoices):
         CHAT = "chat", "Chat and completions"
@@ -271,6 +272,7 @@ class CatalogModel(models.Model):
         PACKAGE = "package", "PyPI package shipping the weights"
         URI = "uri", "Object storage or registry URI"
         UPLOAD = "upload", "Uploaded by the organization (model storage path)"
+        HUB = "hub", "Hugging Face repo id (fetched by each replica at start)"
 
     class Runtime(models.TextChoices):
         BUILTIN = "builtin", "Built-in model server (CPU or CUDA)"
@@ -289,6 +291,7 @@ class CatalogModel(models.Model):
     task = models.CharField(max_length=12, choices=Task.choices)
     source_kind = models.CharField(max_length=10, choices=SourceKind.choices)
     source = models.CharField(max_length=500)
+    revision = models.CharField(max_length=255, blank=True, help_text="The Hugging Face revision of a `hub` model's repo (its source).")
     weights_format = models.CharField(max_length=12, choices=WeightsFormat.choices)
     context_length = models.PositiveIntegerField()
     embedding_dimensions = models.PositiveIntegerField(null=True, blank=True)

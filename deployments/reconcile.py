@@ -36,7 +36,7 @@ from django.utils import timezone
 
 from broadcast.groups import deployment_group
 from broadcast.publish import publish_after_commit
-from deployments import model_catalog, model_storage
+from deployments import model_catalog, model_storage, registry
 from deployments.drivers import CPU, ClusterDriver, DriverError, ObservedReplica, ReplicaRequest, driver_for
 from deployments.holds import Hold, current_hold
 from deployments.internal_tokens import replica_token
@@ -496,6 +496,8 @@ def _artifact(entry: CatalogModel | None) -> tuple[str, str]:
     that the cluster's machines read (an object store is refused until replicas download)."""
     if entry is None:
         return "", ""
+    if entry.source_kind == CatalogModel.SourceKind.HUB:
+        return registry.replica_artifact(entry), entry.task  # the replica fetches it at start
     if entry.source_kind != CatalogModel.SourceKind.UPLOAD:
         return entry.source, ""
     directory = model_storage.local_directory(entry.source)

@@ -1,6 +1,7 @@
 """`python -m modelserver --model NAME --port N`: one model server process (a replica).
 `--artifact DIR --task chat|embedding` serves a registered model from its Hugging Face
-directory under the name NAME instead of a catalog model."""
+directory under the name NAME instead of a catalog model; `--artifact hf://OWNER/NAME@REVISION`
+fetches that directory first (modelserver.hub)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 from modelserver.app import ServerOptions
 from modelserver.auth import API_KEY_VARIABLE
 from modelserver.catalog import CATALOG, ModelSpec, Task, registered_spec
+from modelserver.hub import HubFetchError, HubModel, fetch, mirror_dir
 from modelserver.server import serve
 
 # Converted weights are kept here between starts unless --cache-dir says otherwise; the
@@ -38,9 +40,8 @@ def parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--artifact",
-        type=Path,
         default=None,
-        help="A registered model's Hugging Face directory (config, tokenizer, safetensors).",
+        help="A registered model's Hugging Face directory (config, tokenizer, safetensors), or hf://OWNER/NAME@REVISION to fetch.",
     )
     parser.add_argument("--task", choices=[task.value for task in Task], default=None, help="What the --artifact model serves.")
     parser.add_argument("--host", default="127.0.0.1")
@@ -77,10 +78,15 @@ def model_spec(args: argparse.Namespace, command: argparse.ArgumentParser) -> Mo
         return CATALOG[args.model]
     if args.task is None:
         command.error("--artifact needs --task (chat or embedding)")
-    if not args.artifact.is_dir():
+    try:
+        hub_model = HubModel.parse(args.artifact)
+        directory = Path(args.artifact) if hub_model is None else fetch(hub_model, cache_dir=args.cache_dir, mirror=mirror_dir())
+    except (ValueError, HubFetchError) as error:
+        command.error(str(error))
+    if not directory.is_dir():
         command.error(f"--artifact {args.artifact}: not a directory")
     try:
-        return registered_spec(args.model, directory=args.artifact, task=Task(args.task))
+        return registered_spec(args.model, directory=directory, task=Task(args.task))
     except ValueError as error:
         command.error(str(error))
 

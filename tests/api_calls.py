@@ -174,6 +174,14 @@ MUTATING_CALLS = [
         query="?offset=0",
     ),
     ApiCall("complete model upload", "post", "/api/v1/models/uploads/<str:upload_id>/complete/", Role.MEMBER, _sent_upload),
+    ApiCall(
+        "register model from hub",
+        "post",
+        "/api/v1/models/",
+        Role.MEMBER,
+        _nothing,
+        {"name": "hub-model", "repo_id": "acme/tiny-chat", "revision": "main", "task": "chat"},
+    ),
     ApiCall("delete model", "delete", "/api/v1/models/<str:model_id>/", Role.MEMBER, _registered_model),
     ApiCall(
         "create route",

@@ -6,7 +6,7 @@ from django.test import Client
 from tenancy.models import Membership, Organization, Role
 from tests.api_calls import MUTATING_CALLS, STAFF_CALLS, ApiCall
 from tests.conftest import Tenants
-from tests.factories import issue_key
+from tests.factories import issue_key, register_model
 from tests.helpers import session_api
 from tests.urlmatrix import all_routes
 
@@ -48,8 +48,11 @@ def _console(user) -> Client:  # type: ignore[no-untyped-def]
 def _console_mutations(org: Organization) -> list[tuple[str, dict[str, str], Role]]:
     key_id = issue_key(org, ["read"], name="target").api_key.id
     member_id = Membership.objects.for_org(org).filter(role=Role.MEMBER).first().id  # type: ignore[union-attr]
+    model_id = register_model(org, "target-model").id
     base = f"/o/{org.slug}"
     return [
+        (f"{base}/models/{model_id}/delete/", {}, Role.MEMBER),
+        (f"{base}/models/", {"hub-name": "m", "hub-repo_id": "acme/m", "hub-revision": "main", "hub-task": "chat"}, Role.MEMBER),
         (f"{base}/keys/", {"name": "k", "scopes": "inference"}, Role.ADMIN),
         (f"{base}/keys/{key_id}/rotate/", {}, Role.ADMIN),
         (f"{base}/keys/{key_id}/revoke/", {}, Role.ADMIN),

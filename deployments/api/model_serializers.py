@@ -54,7 +54,20 @@ class ChunkQuerySerializer(serializers.Serializer):
     offset = serializers.IntegerField(min_value=0, max_value=2**50, help_text="Where this chunk starts in the file.")
 
 
+class HubModelCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100, help_text="What deployments call the model.")
+    repo_id = serializers.CharField(max_length=200, help_text="The Hugging Face repo, owner/name.")
+    revision = serializers.CharField(max_length=255, help_text="A commit hash (pins the files), branch or tag.")
+    task = serializers.ChoiceField(choices=CatalogModel.Task.choices, help_text="What it serves; not read from files fetched later.")
+    memory_gb = serializers.IntegerField(
+        min_value=1, max_value=10_000, required=False, default=1, help_text="What a replica needs (weights, cache, activations), in GB."
+    )
+    context_length = serializers.IntegerField(min_value=1, max_value=10_000_000, required=False, default=2048)
+    license = serializers.CharField(max_length=100, required=False, default="", allow_blank=True)
+    description = serializers.CharField(max_length=300, required=False, default="", allow_blank=True)
+
+
 class RegisteredModelSerializer(CatalogModelSerializer):
     class Meta(CatalogModelSerializer.Meta):
-        fields = [*CatalogModelSerializer.Meta.fields, "runtime", "memory_gb", "created_at"]
+        fields = [*CatalogModelSerializer.Meta.fields, "revision", "runtime", "memory_gb", "created_at"]
         read_only_fields = fields

@@ -21,12 +21,23 @@ from tenancy.models import Role
 
 class ModelListView(OrgAPIView):
     serializer_class = s.RegisteredModelSerializer
+    write_role = Role.MEMBER
 
     @extend_schema(operation_id="models_list", responses=s.RegisteredModelSerializer(many=True))
     def get(self, request: Request) -> Response:
         ensure_builtin_models()
         page = self.paginate_queryset(offered_to(self.ctx.organization, staff=request.user.is_staff))
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="models_register_from_hub",
+        request=s.HubModelCreateSerializer,
+        responses={201: s.RegisteredModelSerializer},
+        description="Registers a model by Hugging Face repo id and revision; each replica fetches its files when it starts.",
+    )
+    def post(self, request: Request) -> Response:
+        model = registry.register_from_hub(self.ctx, **validated(s.HubModelCreateSerializer, request.data))
+        return Response(self.get_serializer(model).data, status=status.HTTP_201_CREATED)
 
 
 class ModelDetailView(OrgAPIView):

@@ -178,6 +178,10 @@ def _server(request: ReplicaRequest, connection: KubernetesConnection) -> tuple[
         if not connection.image:
             raise DriverError("connection.image is not set: the image with the built-in model server (python -m modelserver)")
         args = ["--model", request.model, "--host", "0.0.0.0", "--port", str(PORT), "--cache-dir", CACHE_DIR]
+        if request.artifact and request.task:
+            # A registered model reaches a pod only as a Hugging Face repo (hf://...), which
+            # the server fetches when it starts; uploaded directories are not offered here.
+            args += ["--artifact", request.artifact, "--task", request.task]
         for key, value in sorted(request.options.items()):
             if key not in OPTION_FLAGS:
                 raise DriverError(f"unknown replica option {key!r}; the model server takes {', '.join(sorted(OPTION_FLAGS))}")

@@ -105,6 +105,12 @@ def test_a_cpu_replica_asks_for_no_gpu_and_no_gpu_node() -> None:
     assert pod["containers"][0]["resources"] == {"limits": {"memory": "3Gi"}, "requests": {"cpu": "1", "memory": "3Gi"}}
 
 
+def test_a_model_registered_by_hugging_face_repo_is_fetched_by_its_pod() -> None:
+    hub = request(model="acme-chat", artifact="hf://acme/tiny-chat@main", task="chat")
+    args = round_trip(replica_deployment(hub, connection()), "V1Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:2] == ["--model", "acme-chat"] and args[-4:] == ["--artifact", "hf://acme/tiny-chat@main", "--task", "chat"]
+
+
 def test_a_gpu_type_the_cluster_cannot_place_is_refused_with_what_to_set() -> None:
     with pytest.raises(DriverError, match="node_labels do not say which nodes carry A10G"):
         replica_deployment(request(gpu_type="A10G", gpu_count=1), connection(node_labels="gke"))  # GKE has no A10G

@@ -2,7 +2,8 @@
 transformers are uploaded through the management API, deployed, placed by reconcile passes
 on a real local cluster agent that starts a real model server from the uploaded directory,
 and called through the gateway with the official `openai` SDK, once for chat and once for
-embeddings."""
+embeddings. A model registered by Hugging Face repo id and revision goes the same way, its
+replica fetching the files from a local mirror directory when it starts."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from django.conf import settings
 from deployments import reconcile
 from deployments.local_clusters import register
 from deployments.models import Deployment, Replica
+from modelserver.hub import MIRROR_VARIABLE
 from modelserver.loading import smollm2_tokenizer
 from tests.conftest import Tenants
 from tests.controlplane.test_integration import Agents, _wait
@@ -29,8 +31,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def agent(tmp_path: Path) -> Iterator[Agents]:
-    """One real local cluster agent, in us-east."""
+def hub_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The local Hugging Face mirror the agent's replicas read (this machine has no hub)."""
+    mirror = tmp_path / "hub-mirror"
+    monkeypatch.setenv(MIRROR_VARIABLE, str(mirror))
+    return mirror
+
+
+@pytest.fixture
+def agent(tmp_path: Path, hub_mirror: Path) -> Iterator[Agents]:
+    """One real local cluster agent, in us-east, with the mirror in its environment."""
     running = Agents(tmp_path / "agents")
     cluster = running.named("local-us-east")
     try:
@@ -93,3 +103,29 @@ def test_an_uploaded_chat_and_embedding_model_deploy_and_answer_through_the_gate
     other = client(gateway, issue_key(tenants.org_b).plaintext)
     with pytest.raises(openai.NotFoundError):
         other.embeddings.create(model="embedder", input=["hello"])
+
+
+def test_a_model_registered_by_repo_id_is_fetched_at_start_and_answers_through_the_gateway(
+    tenants: Tenants, agent: Agents, gateway: str, hub_mirror: Path
+) -> None:
+    revision = "0123456789abcdef0123456789abcdef01234567"  # a commit hash, as a tenant pins one
+    _chat_files(hub_mirror / "acme" / "tiny-chat" / revision)
+    api = session_api(tenants.member_a, tenants.org_a)
+    body = {"name": "acme-hub-chat", "repo_id": "acme/tiny-chat", "revision": revision, "task": "chat"}
+    registered = api.post("/api/v1/models/", body, format="json")
+    assert registered.status_code == 201, registered.content
+    _deploy_until_ready(tenants, "hub-chatter", "acme-hub-chat")
+    sdk = client(gateway, issue_key(tenants.org_a).plaintext)
+
+    def chat() -> object:
+        try:
+            return sdk.chat.completions.create(model="hub-chatter", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+        except openai.APIStatusError:
+            return None  # the gateway has not seen the READY replica yet
+
+    answer = _wait("a chat answer through the gateway", chat, timeout=30)
+    assert answer.usage.completion_tokens >= 1 and answer.choices[0].message.role == "assistant"  # type: ignore[attr-defined]
+    with pytest.raises(openai.NotFoundError):
+        client(gateway, issue_key(tenants.org_b).plaintext).chat.completions.create(
+            model="hub-chatter", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+        )
