@@ -74,8 +74,10 @@ class Draft:
 
 
 def remaining_credit(grant: CreditGrant) -> Decimal:
+    """The grant less what closed invoices drew from it and what its buyer took back
+    through a refund or a dispute (never below zero: what was spent stays spent)."""
     used = grant.drawdowns.aggregate(used=Sum("amount"))["used"] or Decimal(0)
-    return grant.amount - used
+    return max(Decimal("0.00"), grant.amount - grant.withdrawn - used)
 
 
 def _usable_grants(org: Organization, period_start: datetime, period_end: datetime) -> list[CreditGrant]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.db import models
 from django.utils import timezone
 
@@ -91,8 +93,21 @@ class CreditGrant(models.Model):
     stripe_checkout_session = models.CharField(
         max_length=255, blank=True, default="", help_text="The paid Checkout Session (cs_...) that bought it; empty for staff grants."
     )
+    stripe_payment_intent = models.CharField(
+        max_length=255, blank=True, default="", help_text="The payment (pi_...) that bought it: what a refund or dispute names."
+    )
+    refunded = models.DecimalField(max_digits=14, decimal_places=2, default=0, help_text="Of the purchase, refunded through Stripe.")
+    disputed = models.DecimalField(
+        max_digits=14, decimal_places=2, default=0, help_text="Of the purchase, held by an open or lost dispute (a chargeback)."
+    )
+    dispute_event_at = models.DateTimeField(null=True, blank=True, help_text="The latest dispute event applied (older ones are stale).")
 
     objects = TenantManager()
+
+    @property
+    def withdrawn(self) -> Decimal:
+        """What the buyer has taken back: refunded or disputed, at most the grant."""
+        return min(self.amount, self.refunded + self.disputed)
 
     class Meta:
         ordering = ["expires_at", "granted_at"]

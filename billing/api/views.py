@@ -102,6 +102,7 @@ class BillingView(BillingAPIView):
                         "id": grant.pk,
                         "amount": _money(grant.amount),
                         "remaining": _money(invoices.remaining_credit(grant)),
+                        "withdrawn": _money(grant.withdrawn),  # refunded or disputed through Stripe
                         "reason": grant.reason,
                         "granted_at": grant.granted_at.isoformat(),
                         "expires_at": grant.expires_at.isoformat() if grant.expires_at else None,

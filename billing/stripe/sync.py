@@ -667,7 +667,16 @@ def _apply_checkout_completed(event: stripe.Event) -> str:
     return "applied"
 
 
-HANDLERS = {"invoice.paid", "invoice.payment_failed", "checkout.session.completed", "checkout.session.async_payment_succeeded"}
+HANDLERS = {
+    "invoice.paid",
+    "invoice.payment_failed",
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "charge.refunded",
+    "charge.dispute.created",
+    "charge.dispute.updated",
+    "charge.dispute.closed",
+}
 
 
 def handle_webhook(payload: bytes, signature: str | None) -> WebhookResult:
@@ -706,6 +715,10 @@ def handle_webhook(payload: bytes, signature: str | None) -> WebhookResult:
             outcome = _apply_checkout_completed(event)
         elif event.type == "checkout.session.async_payment_succeeded":
             outcome = _apply_credit_payment(event)
+        elif event.type == "charge.refunded":
+            outcome = credit.withdraw_refunded(charge=event.data.object.to_dict())
+        elif event.type.startswith("charge.dispute."):
+            outcome = credit.withdraw_disputed(dispute=event.data.object.to_dict(), at=created)
         else:
             outcome = "ignored"
         record.outcome = outcome

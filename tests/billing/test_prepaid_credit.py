@@ -255,6 +255,80 @@ def test_the_invoice_draws_down_bought_credit(tenants: Tenants, stripe_double: S
     assert after["credits"][0]["remaining"] == "0.00"
 
 
+def _credits(user: Any, org: Organization) -> dict[str, Any]:
+    (credit,) = session_api(user, org).get("/api/v1/billing/").json()["credits"]
+    return credit
+
+
+def test_a_refund_or_a_dispute_takes_back_the_unspent_credit_it_bought(tenants: Tenants, stripe_double: StripeDouble) -> None:
+    org, owner = tenants.org_a, tenants.owner_a
+    other = buy_through_the_api(tenants.owner_b, tenants.org_b, "10")  # the other tenant's purchase is untouched throughout
+    post_webhook(webhook_event("checkout.session.completed", stripe_double.complete_checkout(other)))
+    session = stripe_double.complete_checkout(buy_through_the_api(owner, org, "20"))
+    post_webhook(webhook_event("checkout.session.completed", session))
+    (grant,) = grants(org)
+    assert grant.stripe_payment_intent == session["payment_intent"] and grant.stripe_payment_intent.startswith("pi_")
+    ModelPrice.objects.create(
+        model="m", input_price_per_mtok=Decimal("2"), output_price_per_mtok=Decimal(0), effective_from=timezone.now() - timedelta(days=400)
+    )
+    now = timezone.now()
+    ingest.write_batch(
+        [_record(org.pk, "used", at=max(now - timedelta(minutes=10), month_start(now), grant.granted_at), input_tokens=3 * 10**6)]
+    )
+
+    # Refunds: Stripe sends the charge's running total, so a replay or an older total
+    # delivered late changes nothing.
+    charge = {"id": "ch_credit", "object": "charge", "payment_intent": session["payment_intent"], "amount": 2000, "currency": "usd"}
+    assert post_webhook(webhook_event("charge.refunded", {**charge, "amount_refunded": 500})).status_code == 200
+    assert post_webhook(webhook_event("charge.refunded", {**charge, "amount_refunded": 800})).status_code == 200
+    post_webhook(webhook_event("charge.refunded", {**charge, "amount_refunded": 500}))
+    assert (_credits(owner, org)["remaining"], _credits(owner, org)["withdrawn"]) == ("12.00", "8.00")
+
+    # A dispute holds the rest while open: the running invoice charges the usage instead.
+    opened = int(now.timestamp())
+    dispute = {"id": "dp_credit", "object": "dispute", "payment_intent": session["payment_intent"], "charge": "ch_credit", "amount": 1200}
+    post_webhook(webhook_event("charge.dispute.created", {**dispute, "status": "needs_response"}, created=opened))
+    assert _credits(owner, org)["remaining"] == "0.00"
+    running = session_api(owner, org).get("/api/v1/billing/").json()["running_invoice"]
+    assert (running["subtotal"], running["total"]) == ("6.00", "6.00")
+    # Won: given back; an update from before the win, delivered after it, changes nothing.
+    post_webhook(webhook_event("charge.dispute.closed", {**dispute, "status": "won"}, created=opened + 60))
+    post_webhook(webhook_event("charge.dispute.updated", {**dispute, "status": "under_review"}, created=opened + 30))
+    assert _credits(owner, org)["remaining"] == "12.00"
+    assert session_api(owner, org).get("/api/v1/billing/").json()["running_invoice"]["total"] == "0.00"
+
+    withdrawals = AuditEntry.objects.for_org(org).filter(action="billing.credit_withdrawn").order_by("created_at", "id")
+    assert [(entry.after["refunded"], entry.after["disputed"]) for entry in withdrawals] == [
+        ("5.00", "0.00"),
+        ("8.00", "0.00"),
+        ("8.00", "12.00"),
+        ("8.00", "0.00"),
+    ]
+    assert _credits(tenants.owner_b, tenants.org_b)["remaining"] == "10.00"
+    assert not AuditEntry.objects.for_org(tenants.org_b).filter(action="billing.credit_withdrawn").exists()
+
+
+def test_credit_spent_before_its_refund_stays_spent(tenants: Tenants, stripe_double: StripeDouble) -> None:
+    org = tenants.org_a
+    session = stripe_double.complete_checkout(buy_through_the_api(tenants.owner_a, org, "5"))
+    post_webhook(webhook_event("checkout.session.completed", session))
+    (grant,) = grants(org)
+    ModelPrice.objects.create(
+        model="m", input_price_per_mtok=Decimal("2"), output_price_per_mtok=Decimal(0), effective_from=timezone.now() - timedelta(days=400)
+    )
+    now = timezone.now()
+    ingest.write_batch(
+        [_record(org.pk, "spent", at=max(now - timedelta(minutes=10), month_start(now), grant.granted_at), input_tokens=10**6)]
+    )
+    invoices.close_period(org, month_start(now), now=next_month(month_start(now)) + timedelta(hours=1))  # draws $2 of the $5
+
+    refund = {"id": "ch_x", "object": "charge", "payment_intent": session["payment_intent"], "amount": 500, "amount_refunded": 500}
+    post_webhook(webhook_event("charge.refunded", refund))
+    assert _credits(tenants.owner_a, org)["remaining"] == "0.00"  # never below zero
+    entry = AuditEntry.objects.for_org(org).get(action="billing.credit_withdrawn")
+    assert entry.after["spent_before"] == "2.00"  # for staff: already spent on a closed invoice
+
+
 def test_the_double_checks_payment_line_items_as_stripe_does(tenants: Tenants, stripe_double: StripeDouble) -> None:
     client = stripe_sync.stripe_client()
     assert client is not None
