@@ -1,8 +1,12 @@
 """Admission: the rate limits (requests, tokens, concurrency) and the monthly spend limit,
 each held for the request before it is served and settled on every way out.
 
-A store that is down (Redis) admits rather than refuses every tenant, and says so in the
-log; a lost settle only leaks a lease or a reservation until it expires.
+A rate-limit store that is down (Redis) admits rather than refuses every tenant, and
+says so in the log. A spend ledger that is down is replaced, for the requests it cannot
+answer, by one in this process: each monthly limit still binds, on the month's spend as
+the snapshot rated it plus what this process has in flight, so an outage can overspend by
+at most what the other gateway processes admit at the same time, not without bound. A
+lost settle only leaks a lease or a reservation until it expires.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from routing.gateway.exchange import Exchange
 from routing.gateway.limits import Admission, Limiter, scopes_for
 from routing.gateway.parsing import spend_token_bounds, token_estimate
 from routing.gateway.snapshot import OrgSnapshot, Route
-from routing.gateway.spend import SpendLedger, SpendPolicy
+from routing.gateway.spend import MemorySpendLedger, SpendLedger, SpendPolicy
 
 log = logging.getLogger("switchboard.gateway")
 
@@ -44,6 +48,8 @@ class _Outage:
 
 
 _LIMITER, _LEDGER = _Outage("rate limiter"), _Outage("spend ledger")
+# While the shared ledger is unreachable: this process's own (spend.MemorySpendLedger).
+_LOCAL_LEDGER = MemorySpendLedger()
 
 
 async def admit(
@@ -87,14 +93,15 @@ async def reserve_spend(
     micros = spend.to_micros(spend.charge(prompt_bound, output_bound, dearest), up=True)
     try:
         refused = await ledger.reserve(caps, micros, lease=exchange.request_id)
-    except Exception:  # noqa: BLE001 - as for rate limits: a store outage must not refuse every tenant
-        _LEDGER.failed(f"admitting {exchange.request_id} unchecked")
-        return
-    _LEDGER.answered()
+        _LEDGER.answered()
+    except Exception:  # noqa: BLE001 - an outage must neither refuse every tenant nor lift every limit
+        _LEDGER.failed(f"holding {exchange.request_id} against this process's ledger")
+        ledger = _LOCAL_LEDGER
+        refused = await ledger.reserve(caps, micros, lease=exchange.request_id)
     if refused is not None:
         metrics.SPEND_REFUSED.labels(snapshot.org_id).inc()
         raise GatewayError(402, refused.refusal, refused.code)
-    exchange.spend_policy, exchange.spend_reserved = policy, micros
+    exchange.spend_policy, exchange.spend_reserved, exchange.spend_ledger = policy, micros, ledger
     exchange.spend_scopes = [cap.scope for cap in caps]
 
 
@@ -116,6 +123,6 @@ async def settle(limiter: Limiter, ledger: SpendLedger, exchange: Exchange) -> N
         provider = (exchange.input_price, exchange.output_price) if exchange.target and not exchange.deployment_id else None
         charged = spend.charge(exchange.input_tokens, exchange.output_tokens, provider)
         try:
-            await ledger.settle(exchange.spend_scopes, exchange.request_id, spend.to_micros(charged))
+            await (exchange.spend_ledger or ledger).settle(exchange.spend_scopes, exchange.request_id, spend.to_micros(charged))
         except Exception:  # noqa: BLE001 - a lost settle keeps a reservation until its key expires
             _LEDGER.failed(f"settling {exchange.request_id} lost")

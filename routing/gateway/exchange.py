@@ -13,7 +13,7 @@ from routing.gateway.auth import Caller
 from routing.gateway.health import EndpointHealth
 from routing.gateway.limits import Admission
 from routing.gateway.snapshot import Endpoint, Route, Target
-from routing.gateway.spend import SpendPolicy
+from routing.gateway.spend import SpendLedger, SpendPolicy
 from tenancy.decimals import plain
 
 Scope = MutableMapping[str, Any]
@@ -60,6 +60,7 @@ class Exchange:
     prompt_estimate: int = 0
     spend_policy: SpendPolicy | None = None
     spend_reserved: int | None = None  # micro-dollars held under the spend limit: settled on every way out
+    spend_ledger: SpendLedger | None = None  # the ledger that holds them (this process's during an outage)
     spend_scopes: list[str] = field(default_factory=list)  # the caps it is held under (routing.gateway.spend)
 
 

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from metering.records import UsageRecord
-from routing.gateway import upstream
+from routing.gateway import admission, upstream
 from routing.gateway.access_log import AccessLog
 from routing.gateway.accounting import UsageAccounting
 from routing.gateway.app import Gateway
@@ -30,7 +30,7 @@ from routing.gateway.health import HealthBook
 from routing.gateway.limits import MemoryLimiter
 from routing.gateway.pool import UpstreamError, UpstreamResponse
 from routing.gateway.snapshot import Endpoint, Limits, OrgSnapshot, Route, Target
-from routing.gateway.spend import Cap, MemorySpendLedger, SpendPolicy
+from routing.gateway.spend import Cap, MemorySpendLedger, SpendLedger, SpendPolicy
 from routing.gateway.upstream import UpstreamExchange
 
 KEYS = {
@@ -129,7 +129,14 @@ def _snapshot(org_id: str, *routes: Route, requests_per_minute: int = 1000, spen
 class Harness:
     """A gateway for two tenants: Acme with the routes a test gives, Globex with its own."""
 
-    def __init__(self, pool: ScriptedPool, *acme_routes: Route, requests_per_minute: int = 1000, spend: SpendPolicy | None = None) -> None:
+    def __init__(
+        self,
+        pool: ScriptedPool,
+        *acme_routes: Route,
+        requests_per_minute: int = 1000,
+        spend: SpendPolicy | None = None,
+        ledger: SpendLedger | None = None,
+    ) -> None:
         self.pool = pool
         self.events: list[UsageRecord] = []
         self.snapshots = snapshots = {
@@ -153,7 +160,7 @@ class Harness:
             authenticate=authenticate,
             snapshots=cache,
             limiter=MemoryLimiter(),
-            spend=MemorySpendLedger(),
+            spend=ledger or MemorySpendLedger(),
             upstream=UpstreamExchange(
                 pool=pool,  # type: ignore[arg-type]
                 health=HealthBook(),
@@ -477,3 +484,32 @@ def test_when_every_replica_it_knew_has_its_breaker_open_the_gateway_reads_the_r
     assert response.status_code == 200, response.text
     assert response.headers["x-switchboard-attempts"] == "1" and response.headers["x-switchboard-revision"] == "rev_2"
     assert [url.split("/v1/")[0] for url, _ in pool.sent] == ["http://old.test", "http://new.test"]
+
+
+class _UnreachableLedger(MemorySpendLedger):
+    """A shared ledger whose store (Redis) is down."""
+
+    async def reserve(self, caps: list[Cap], micros: int, *, lease: str) -> Cap | None:
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    async def settle(self, scopes: list[str], lease: str, actual: int) -> None:
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+
+def test_while_the_spend_ledger_is_down_a_budget_still_binds_in_each_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key with a budget for three requests, six sent while Redis is down: this process's
+    own ledger holds the line (it used to admit every one unchecked)."""
+    monkeypatch.setattr(admission, "_LOCAL_LEDGER", MemorySpendLedger())
+    one = 12 * 1_000  # 12 tokens at $1,000 per million, in micro-dollars
+    budget = Cap(scope="key:key_acme", limit_micros=3 * one, spent_micros=0, refusal="Key budget reached.", code="key_budget_reached")
+    pool = ScriptedPool({"http://a.test": [_ok(5, 7) for _ in range(6)]})
+    harness = Harness(
+        pool,
+        _route("chat", _target("only", "http://a.test", price="1000")),
+        spend=SpendPolicy(organization=None, keys={"key_acme": budget}),
+        ledger=_UnreachableLedger(),
+    )
+    capped = {**CHAT, "max_tokens": 7, "messages": [{"role": "user", "content": "Hi"}]}
+    statuses = [response.status_code for response in harness.post_many([capped] * 6)]
+    assert statuses.count(402) >= 3 and set(statuses[: statuses.count(200)]) == {200}, statuses
+    assert 1 <= statuses.count(200) <= 3 and len(pool.sent) == statuses.count(200)
