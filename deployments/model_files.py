@@ -2,8 +2,9 @@
 
 Pure checks over a directory that a caller can read (`ModelDirectory`): config.json, the
 tokenizer files, the architecture against what this install of transformers can build,
-and each safetensors shard's header against its size. Every problem found is reported,
-each saying what to fix; nothing stops at the first."""
+and each safetensors shard's header against its size; or, for a directory holding a GGUF
+file, that one file, which carries its own configuration and tokenizer. Every problem
+found is reported, each saying what to fix; nothing stops at the first."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
+
+from modelserver.gguf_header import NotGguf, read_header
 
 CONFIG = "config.json"
 TOKENIZER_JSON = "tokenizer.json"
@@ -69,6 +72,7 @@ class Inspection:
     embedding_dimensions: int | None = None
     weights_bytes: int = 0
     license: str = ""
+    gguf: bool = False  # the weights are one GGUF file (dequantized into float32 to serve)
 
     @property
     def memory_gb(self) -> int:
@@ -77,6 +81,8 @@ class Inspection:
 
 def inspect(directory: ModelDirectory, *, task: str = "") -> Inspection:
     """Checks the directory; `task` ("chat" or "embedding") overrides what config.json implies."""
+    if any(path.endswith(GGUF_SUFFIX) for path in directory.sizes):
+        return _inspect_gguf(directory, task=task)
     result = Inspection()
     config = _read_config(directory, result)
     _check_tokenizer(directory, result)
@@ -251,3 +257,60 @@ def _readme_license(directory: ModelDirectory) -> str:
     front = text[3:].split("\n---", 1)[0]
     match = _LICENSE_LINE.search(front)
     return match.group(1) if match else ""
+
+
+GGUF_SUFFIX = ".gguf"
+FLOAT32_BYTES = 4
+
+
+@functools.cache
+def _gguf_architectures() -> frozenset[str]:
+    """The GGUF architectures this install of transformers can dequantize into a model."""
+    ggml = importlib.import_module("transformers.integrations.ggml")
+    return frozenset(ggml.GGUF_CONFIG_MAPPING) - {"general", "tokenizer", "tokenizer_config"}
+
+
+def _inspect_gguf(directory: ModelDirectory, *, task: str) -> Inspection:
+    """A GGUF model: one .gguf file, with its architecture, context length and licence read
+    from its header and its tensors checked against the file's size. The runtime loads it
+    with transformers, which dequantizes it, so it is served as a chat model."""
+    result = Inspection(gguf=True, task=task or "chat")
+    files = sorted(path for path in directory.sizes if path.endswith(GGUF_SUFFIX))
+    others = sorted(path for path in directory.sizes if path.endswith(".safetensors"))
+    if len(files) > 1:
+        result.problems.append(f"Upload one .gguf file per model; this one has {len(files)} ({', '.join(files)}).")
+    if others:
+        result.problems.append("Upload either safetensors weights or one .gguf file, not both.")
+    if result.task != "chat":
+        result.problems.append("A GGUF model is served for chat only: register it with the task chat, or upload safetensors.")
+    path = files[0]
+    size = directory.sizes[path]
+    redo = f"upload {path} again (a new upload) from the original file."
+    try:
+        with directory.open(path) as handle:
+            header = read_header(handle)
+    except NotGguf as error:
+        result.problems.append(f"{path} is not a readable GGUF file ({error}): {redo}")
+        return result
+    if header.data_start + header.data_bytes != size:
+        result.problems.append(
+            f"{path} is truncated or corrupt: its header describes {header.data_start + header.data_bytes} bytes, "
+            f"the file has {size}: {redo}"
+        )
+    architecture = header.get("general.architecture")
+    if not isinstance(architecture, str):
+        result.problems.append(f"{path} names no general.architecture: export it again with a current GGUF converter.")
+        return result
+    result.architecture = architecture
+    if architecture not in _gguf_architectures():
+        result.problems.append(
+            f"The runtime cannot load GGUF architecture {architecture!r}: it dequantizes "
+            f"{', '.join(sorted(_gguf_architectures()))}. Upload one of those, or the model's safetensors."
+        )
+    context = header.get(f"{architecture}.context_length")
+    if isinstance(context, int) and context > 0:
+        result.context_length = context
+    licence = header.get("general.license")
+    result.license = licence[:100] if isinstance(licence, str) else ""
+    result.weights_bytes = header.parameters * FLOAT32_BYTES  # as served: dequantized into float32
+    return result

@@ -67,7 +67,7 @@ def register(ctx: OrgContext, *, upload: ModelUpload, inspection: Inspection) ->
         task=inspection.task,
         source_kind=CatalogModel.SourceKind.UPLOAD,
         source=model_storage.upload_prefix(organization_id=ctx.organization.pk, upload_id=upload.pk),
-        weights_format=CatalogModel.WeightsFormat.SAFETENSORS,
+        weights_format=CatalogModel.WeightsFormat.GGUF if inspection.gguf else CatalogModel.WeightsFormat.SAFETENSORS,
         context_length=inspection.context_length or DEFAULT_CONTEXT_LENGTH,
         embedding_dimensions=inspection.embedding_dimensions,
         runtime=CatalogModel.Runtime.BUILTIN,

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from modelserver.gguf_header import NotGguf, read_header
+
 
 class Task(StrEnum):
     CHAT = "chat"  # /v1/chat/completions and /v1/completions
@@ -100,7 +102,11 @@ DEFAULT_REGISTERED_CONTEXT = 2048
 
 def registered_spec(name: str, *, directory: Path, task: Task) -> ModelSpec:
     """A registered model's spec, built from its directory's config.json: the context from
-    `max_position_embeddings`, an embedding model's dimensions from `hidden_size`."""
+    `max_position_embeddings`, an embedding model's dimensions from `hidden_size`; or from
+    the header of the directory's GGUF file (a chat model)."""
+    gguf_files = sorted(directory.glob("*.gguf"))
+    if gguf_files:
+        return _gguf_spec(name, directory=directory, path=gguf_files[0])
     try:
         config = json.loads((directory / "config.json").read_text())
     except (OSError, ValueError) as error:
@@ -118,4 +124,23 @@ def registered_spec(name: str, *, directory: Path, task: Task) -> ModelSpec:
         embedding_dimensions=hidden if task is Task.EMBEDDING and isinstance(hidden, int) else None,
         source=str(directory),
         weights_format="safetensors",
+    )
+
+
+def _gguf_spec(name: str, *, directory: Path, path: Path) -> ModelSpec:
+    try:
+        with path.open("rb") as handle:
+            header = read_header(handle)
+    except (OSError, NotGguf) as error:
+        raise ValueError(f"{path}: not a readable GGUF file ({error})") from None
+    architecture = header.get("general.architecture")
+    context = header.get(f"{architecture}.context_length")
+    return ModelSpec(
+        name=name,
+        task=Task.CHAT,
+        loader="load_directory",
+        max_context=context if isinstance(context, int) and context > 0 else DEFAULT_REGISTERED_CONTEXT,
+        description=f"{name}, registered from {path} (GGUF, dequantized at start)",
+        source=str(directory),
+        weights_format="gguf",
     )

