@@ -398,6 +398,7 @@ STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise serves from the finders; it warns
 STATICFILES_DIRS = [
     ("vendor/htmx", BASE_DIR / "node_modules" / "htmx.org" / "dist"),
     ("vendor/uplot", BASE_DIR / "node_modules" / "uplot" / "dist"),
+    ("vendor/noble-hashes", BASE_DIR / "node_modules" / "@noble" / "hashes"),
 ]
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
