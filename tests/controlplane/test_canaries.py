@@ -229,3 +229,20 @@ def test_a_promoted_canary_takes_over_after_the_gateways_had_time_to_read_it(ten
     ready = replicas(tenants.org_a, deployment, Replica.State.READY)
     assert [r.revision_id for r in ready] == [canary.canary_revision_id]
     assert Deployment.objects.for_org(tenants.org_a).get(pk=deployment.pk).status == "active"
+
+
+def test_the_gateways_snapshot_carries_the_split_while_the_canary_runs_or_is_held(tenants: Tenants) -> None:
+    from routing.gateway.snapshot import CanarySplit, load_snapshot
+
+    deployment = create_deployment(tenants.org_a, name="chat")
+    plan = canaries.CanaryPlan(traffic_percent=30)
+    canary = canaries.start_canary(owner_context(tenants.org_a), deployment, plan=plan, changes={"model": "tiny-embedding"})
+    split = CanarySplit(
+        canary_id=canary.pk, canary_revision_id=canary.canary_revision_id, stable_revision_id=canary.stable_revision_id, percent=30
+    )
+    assert load_snapshot(tenants.org_a.pk).routes["chat"].targets[0].canary == split
+    canaries.hold_canary(owner_context(tenants.org_a), deployment)
+    assert load_snapshot(tenants.org_a.pk).routes["chat"].targets[0].canary == split
+    canaries.roll_back_canary(owner_context(tenants.org_a), deployment)
+    assert load_snapshot(tenants.org_a.pk).routes["chat"].targets[0].canary is None
+    assert "chat" not in load_snapshot(tenants.org_b.pk).routes  # another tenant's snapshot knows nothing of it
