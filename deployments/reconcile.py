@@ -784,6 +784,12 @@ def reconcile_fleet(
         deployments = list(deployments_table.filter(lease_owner=owner).select_related("current_revision").only(*_STEADY_FIELDS))
         leased = [deployment.pk for deployment in deployments]
         held = _held_organizations({deployment.organization_id for deployment in deployments})
+        # A canary's replicas are placed, kept and drained by the full pass.
+        with_canary = set(
+            Canary.objects.unscoped_across_tenants()
+            .filter(deployment__lease_owner=owner, state__in=Canary.ACTIVE_STATES)
+            .values_list("deployment_id", flat=True)
+        )
         result.skipped = len(deployment_ids) - len(leased)
         by_deployment: dict[str, list[Replica]] = {deployment_id: [] for deployment_id in leased}
         live = (
@@ -815,7 +821,11 @@ def reconcile_fleet(
         status_changes: dict[Deployment.Status, list[str]] = {Deployment.Status.ACTIVE: [], Deployment.Status.SCALED_TO_ZERO: []}
         for deployment in deployments:
             replicas = by_deployment[deployment.pk]
-            if deployment.organization_id in held or not _steady(deployment, replicas, clusters, observed, unreachable, probed.health):
+            if (
+                deployment.organization_id in held
+                or deployment.pk in with_canary
+                or not _steady(deployment, replicas, clusters, observed, unreachable, probed.health)
+            ):
                 needs_pass.append(deployment.pk)
                 continue
             key = cache_key(deployment.pk)

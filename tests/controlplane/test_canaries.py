@@ -246,3 +246,15 @@ def test_the_gateways_snapshot_carries_the_split_while_the_canary_runs_or_is_hel
     canaries.roll_back_canary(owner_context(tenants.org_a), deployment)
     assert load_snapshot(tenants.org_a.pk).routes["chat"].targets[0].canary is None
     assert "chat" not in load_snapshot(tenants.org_b.pk).routes  # another tenant's snapshot knows nothing of it
+
+
+def test_the_fleet_pass_hands_a_deployment_with_a_canary_to_the_full_pass(tenants: Tenants, fleet: Fleet) -> None:
+    from deployments.reconcile import reconcile_fleet
+
+    deployment = create_deployment(tenants.org_a, name="chat", min_replicas=1, max_replicas=1)
+    fleet.run(deployment, passes=2)
+    plan = canaries.CanaryPlan(traffic_percent=50)
+    canary = canaries.start_canary(owner_context(tenants.org_a), deployment, plan=plan, changes={"allowed_regions": ["eu-west"]})
+    result = reconcile_fleet([deployment.pk], drivers=fleet.driver, probe=fleet.probe, scrape=lambda targets: {})
+    assert (result.steady, result.reconciled) == (0, 1)  # every replica READY on the current revision, yet not steady
+    assert [r.revision_id for r in replicas(tenants.org_a, deployment)].count(canary.canary_revision_id) == 1
