@@ -26,7 +26,7 @@ from deployments.models import Canary, CanaryTally, Deployment, DeploymentEvent,
 from tenancy import audit
 from tenancy.context import OrgContext
 from tenancy.errors import Conflict, ServiceError
-from tenancy.models import Role
+from tenancy.models import Organization, Role
 
 log = logging.getLogger("switchboard.canary")
 
@@ -290,3 +290,33 @@ def analyse_running(*, now: datetime | None = None) -> dict[str, str]:
                 reason=f"automatic {verdict.action} refused: {error.message}"[:500]
             )
     return actions
+
+
+@dataclass(frozen=True)
+class CanarySummary:
+    """A deployment's latest canary as its page shows it: the split, each revision's counts
+    and, while it runs, what the verdict would be now."""
+
+    canary: Canary
+    stable: RevisionStats
+    candidate: RevisionStats
+    verdict: Verdict | None
+
+    @property
+    def stable_percent(self) -> int:
+        return 100 - self.canary.traffic_percent
+
+
+def summary(org: Organization, deployment: Deployment, *, now: datetime | None = None) -> CanarySummary | None:
+    canary = (
+        Canary.objects.for_org(org)
+        .filter(deployment=deployment)
+        .select_related("stable_revision", "canary_revision")
+        .order_by("-started_at")
+        .first()
+    )
+    if canary is None:
+        return None
+    stable, candidate = stats(canary)
+    verdict = analyse(canary, now=now or timezone.now()) if canary.state == Canary.State.RUNNING else None
+    return CanarySummary(canary=canary, stable=stable, candidate=candidate, verdict=verdict)
