@@ -9,7 +9,8 @@ One pass:
 2. move replicas along PENDING -> PROVISIONING -> LOADING -> READY, or to FAILED with the
    reason (process gone, engine broken, cluster down), DRAINING -> STOPPED when gone;
 3. decide how many replicas the current revision should have (min, the autoscaler, a
-   scale-from-zero request, or none once deleted);
+   scale-from-zero request, or none once deleted), and a running canary's revision its
+   share of them (deployments.canaries);
 4. place missing replicas (allowed regions, free capacity, price, spread), backing off
    exponentially after failures; a crash loop marks the deployment FAILED;
 5. drain old-revision replicas only once the new revision has its READY replicas, and
