@@ -210,6 +210,7 @@ except ValueError as error:
 GATEWAY_ACCESS_LOG = env.bool("SWITCHBOARD_GATEWAY_ACCESS_LOG", True)
 CELERY_BEAT_SCHEDULE = {
     "reconcile-all": {"task": "deployments.tasks.reconcile_all", "schedule": float(RECONCILE_INTERVAL_SECONDS)},
+    "analyse-canaries": {"task": "deployments.tasks.analyse_canaries", "schedule": float(RECONCILE_INTERVAL_SECONDS)},
     "billing-enforce-spend-limits": {"task": "billing.tasks.enforce_spend_limits", "schedule": 60.0},
     "billing-check-budgets": {"task": "billing.tasks.check_budgets", "schedule": 300.0},
     "billing-close-invoices": {"task": "billing.tasks.close_invoices", "schedule": 3600.0},

@@ -15,7 +15,7 @@ from django.template.loader import render_to_string
 
 from broadcast.consumers import LiveConsumer
 from broadcast.groups import deployment_group, members_group
-from deployments import selectors
+from deployments import canaries, selectors
 from deployments.models import Replica
 from tenancy import selectors as tenancy_selectors
 from tenancy.models import User
@@ -49,6 +49,9 @@ def _snapshot(user_id: int, org_slug: str, deployment_id: str) -> dict[str, obje
         "status_reason": deployment.status_reason,
         "replicas_html": render_to_string(
             "deployments/_replicas.html", {"deployment": deployment, "replicas_by_region": sorted(by_region.items())}
+        ),
+        "canary_html": render_to_string(
+            "deployments/_canary.html", {"deployment": deployment, "canary": canaries.summary(org, deployment)}
         ),
     }
 

@@ -380,3 +380,86 @@ class Throughput(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model} on {self.gpu_type_id}: {self.tokens_per_second} tokens/s"
+
+
+class Canary(models.Model):
+    """A share of a deployment's traffic sent to a revision that is not yet current, judged
+    against the current (stable) one and then promoted or rolled back (deployments.canaries).
+    While it runs or is held, the control loop keeps both revisions' replicas."""
+
+    class State(models.TextChoices):
+        RUNNING = "running", "Running (judged automatically)"
+        HELD = "held", "Held (split kept, no automatic decision)"
+        PROMOTED = "promoted", "Promoted"
+        ROLLED_BACK = "rolled_back", "Rolled back"
+
+    ACTIVE_STATES = (State.RUNNING, State.HELD)
+
+    id = public_id_field("can")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="canaries")
+    stable_revision = models.ForeignKey(DeploymentRevision, on_delete=models.RESTRICT, related_name="+")
+    canary_revision = models.ForeignKey(DeploymentRevision, on_delete=models.RESTRICT, related_name="+")
+    traffic_percent = models.PositiveSmallIntegerField(help_text="The canary's share of the deployment's requests, 1-99.")
+    window_s = models.PositiveIntegerField(help_text="How long the canary is observed before it may be promoted.")
+    min_requests = models.PositiveIntegerField(help_text="Requests the canary must have answered before any decision.")
+    max_error_rate_increase = models.DecimalField(
+        max_digits=5, decimal_places=4, help_text="How far the canary's error rate may exceed the stable one's (0.05: 5 points)."
+    )
+    max_latency_ratio = models.DecimalField(
+        max_digits=6, decimal_places=2, help_text="How many times the stable revision's mean latency the canary's may be."
+    )
+    state = models.CharField(max_length=12, choices=State.choices, default=State.RUNNING)
+    started_at = models.DateTimeField(default=timezone.now)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    reason = models.CharField(max_length=500, blank=True, help_text="Why it was promoted, rolled back or held, and by whom.")
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    objects = TenantManager()
+
+    class Meta:
+        ordering = ["-started_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["deployment"], condition=models.Q(state__in=("running", "held")), name="one_active_canary_per_deployment"
+            )
+        ]
+
+    @property
+    def active(self) -> bool:
+        return self.state in self.ACTIVE_STATES
+
+    def __str__(self) -> str:
+        return f"{self.deployment_id} canary r{self.canary_revision_id} {self.traffic_percent}%"
+
+
+class CanaryTally(models.Model):
+    """What the gateways saw of one revision during a canary: attempts sent to its replicas,
+    those that failed (5xx, timeout, no connection), and the latency of whole answers.
+    Gateways add their counts every second (routing.gateway.canary_tally)."""
+
+    canary = models.ForeignKey(Canary, on_delete=models.CASCADE, related_name="tallies")
+    revision = models.ForeignKey(DeploymentRevision, on_delete=models.CASCADE, related_name="+")
+    requests = models.PositiveBigIntegerField(default=0)
+    errors = models.PositiveBigIntegerField(default=0)
+    latency_ms_sum = models.FloatField(default=0.0)
+    latency_samples = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["canary", "revision"], name="one_tally_per_canary_revision")]
+
+
+class DeploymentEvent(models.Model):
+    """Something that happened to a deployment as a whole (a canary started, held,
+    promoted or rolled back), for its timeline beside the replicas' transitions."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="deployment_events")
+    kind = models.CharField(max_length=40)
+    message = models.CharField(max_length=500)
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    objects = TenantManager()
+
+    class Meta:
+        ordering = ["-at", "-id"]

@@ -9,7 +9,8 @@ One pass:
 2. move replicas along PENDING -> PROVISIONING -> LOADING -> READY, or to FAILED with the
    reason (process gone, engine broken, cluster down), DRAINING -> STOPPED when gone;
 3. decide how many replicas the current revision should have (min, the autoscaler, a
-   scale-from-zero request, or none once deleted);
+   scale-from-zero request, or none once deleted), and a running canary's revision its
+   share of them (deployments.canaries);
 4. place missing replicas (allowed regions, free capacity, price, spread), backing off
    exponentially after failures; a crash loop marks the deployment FAILED;
 5. drain old-revision replicas only once the new revision has its READY replicas, and
@@ -20,6 +21,7 @@ One pass:
 from __future__ import annotations
 
 import concurrent.futures
+import math
 import time
 import uuid
 from collections import Counter
@@ -40,7 +42,7 @@ from deployments import model_catalog, model_storage, registry
 from deployments.drivers import CPU, ClusterDriver, DriverError, ObservedReplica, ReplicaRequest, driver_for
 from deployments.holds import Hold, current_hold
 from deployments.internal_tokens import replica_token
-from deployments.models import CatalogModel, Cluster, ClusterGpu, Deployment, Quota, Replica, ReplicaEvent
+from deployments.models import Canary, CatalogModel, Cluster, ClusterGpu, Deployment, DeploymentRevision, Quota, Replica, ReplicaEvent
 from deployments.placement import Capacity, place
 from deployments.probes import Probe, Target, check_replicas, probe_replicas
 from deployments.scaling import (
@@ -183,6 +185,7 @@ class _Pass:
     replicas: list[Replica]
     drivers: DriverFactory
     now: datetime
+    canary: Canary | None = None  # running or held: its revision's replicas are kept beside the current ones
     result: PassResult = field(default_factory=PassResult)
 
 
@@ -193,15 +196,22 @@ class _Fleet:
     current: list[Replica]  # of the current revision, on clusters that keep them
     evacuating: list[Replica]  # of the current revision, on a draining cluster
     old: list[Replica]  # of earlier revisions
+    canary: list[Replica] = field(default_factory=list)  # of a running or held canary's revision
 
     @classmethod
-    def of(cls, deployment: Deployment, live: list[Replica]) -> _Fleet:
+    def of(cls, deployment: Deployment, live: list[Replica], canary: Canary | None = None) -> _Fleet:
         # Replicas on a draining cluster do not count as placed: replacements go elsewhere,
         # and they serve until those are READY.
         revision_id = deployment.current_revision_id
+        canary_id = canary.canary_revision_id if canary is not None else None
         evacuating = [r for r in live if r.revision_id == revision_id and r.cluster.status == Cluster.Status.DRAINING]
         current = [r for r in live if r.revision_id == revision_id and r not in evacuating]
-        return cls(current=current, evacuating=evacuating, old=[r for r in live if r.revision_id != revision_id])
+        return cls(
+            current=current,
+            evacuating=evacuating,
+            old=[r for r in live if r.revision_id not in (revision_id, canary_id)],
+            canary=[r for r in live if r.revision_id == canary_id],
+        )
 
     def ready_current(self) -> int:
         return sum(1 for replica in self.current if replica.state == Replica.State.READY)
@@ -240,8 +250,8 @@ def _pass(
         deployment.failure_count += len(run.result.failed)
         deployment.next_attempt_at = run.now + timedelta(seconds=min(2**deployment.failure_count, 300))
     live = [replica for replica in run.replicas if replica.state in LIVE]
-    _adopt_compatible(deployment, live)
-    fleet = _Fleet.of(deployment, live)
+    _adopt_compatible(deployment, live, run.canary)
+    fleet = _Fleet.of(deployment, live, run.canary)
     ready_current = fleet.ready_current()
     if ready_current and not run.result.failed:
         deployment.failure_count = 0
@@ -260,13 +270,44 @@ def _pass(
     may_place = not crash_loop and not backing_off
     missing = desired - len(fleet.current)
     if missing > 0 and may_place:
-        _place_missing(run, fleet, missing)
-    _replace_old_revisions(run, fleet, handed_over=fleet.handed_over(run.now), desired=desired, missing=missing, may_place=may_place)
+        fleet.current += _place_missing(run, deployment.revision, missing)
+    canary_desired = _canary_desired(run.canary, desired)
+    if canary_desired > len(fleet.canary) and may_place and run.canary is not None:
+        fleet.canary += _place_missing(run, run.canary.canary_revision, canary_desired - len(fleet.canary))
+    for replica in _surplus(fleet.canary, canary_desired):
+        _drain(replica, run.drivers, run.result)
+    handed_over = 0 if _canary_just_decided(deployment, run.now) else fleet.handed_over(run.now)
+    _replace_old_revisions(run, fleet, handed_over=handed_over, desired=desired, missing=missing, may_place=may_place)
     if fleet.evacuating and not deployment.deleted_at:
         _hand_over_from_draining_clusters(run, fleet, desired)
     _drain_deleted_or_surplus(run, fleet, live, desired)
-    _settle_status(run, fleet, desired=desired, crash_loop=crash_loop, missing=missing, hold=hold)
+    _settle_status(run, fleet, desired=desired, crash_loop=crash_loop, missing=missing, hold=hold, canary_desired=canary_desired)
     return run.result
+
+
+def _canary_desired(canary: Canary | None, desired: int) -> int:
+    """The canary revision's replicas: its share of what the deployment wants, at least one
+    while the deployment has any (a share needs a replica to go to), at most its maximum."""
+    if canary is None or desired == 0:
+        return 0
+    return min(canary.canary_revision.max_replicas, max(1, math.ceil(desired * canary.traffic_percent / 100)))
+
+
+def _canary_just_decided(deployment: Deployment, now: datetime) -> bool:
+    """A canary promoted or rolled back moments ago: gateways may still split by the
+    snapshot they cached, so the revision that lost keeps serving until every gateway has
+    read the decision (settings.ROLLOUT_HANDOVER_SECONDS)."""
+    settled_by = now - timedelta(seconds=settings.ROLLOUT_HANDOVER_SECONDS)
+    return (
+        Canary.objects.for_org(deployment.organization)
+        .filter(deployment=deployment, state__in=(Canary.State.PROMOTED, Canary.State.ROLLED_BACK), decided_at__gt=settled_by)
+        .exists()
+    )
+
+
+def _surplus(replicas: list[Replica], wanted: int) -> list[Replica]:
+    """Those beyond `wanted`: not yet READY first, then the oldest."""
+    return sorted(replicas, key=lambda r: (r.state == Replica.State.READY, r.created_at))[: max(0, len(replicas) - wanted)]
 
 
 def _load(deployment_id: str, drivers: DriverFactory) -> _Pass:
@@ -280,7 +321,15 @@ def _load(deployment_id: str, drivers: DriverFactory) -> _Pass:
         .filter(deployment=deployment, state__in=HOLDS_GPU)
         .select_related("cluster", "revision")
     )
-    return _Pass(deployment=deployment, replicas=replicas, drivers=drivers, now=timezone.now())
+    canary = (
+        Canary.objects.for_org(deployment.organization)
+        .filter(deployment=deployment, state__in=Canary.ACTIVE_STATES)
+        .select_related("canary_revision", "stable_revision")
+        .first()
+    )
+    if canary is not None and (deployment.deleted_at or canary.stable_revision_id != deployment.current_revision_id):
+        canary = None  # a deleted deployment drains everything; a canary is against the revision it started beside
+    return _Pass(deployment=deployment, replicas=replicas, drivers=drivers, now=timezone.now(), canary=canary)
 
 
 def _advance(run: _Pass, replica: Replica, seen: ObservedReplica | None, unreachable: set[str], health_by_id: dict[str, str]) -> None:
@@ -361,17 +410,18 @@ def _moved(replica: Replica, seen: ObservedReplica) -> bool:
     return False
 
 
-def _place_missing(run: _Pass, fleet: _Fleet, missing: int) -> None:
+def _place_missing(run: _Pass, revision: DeploymentRevision, missing: int) -> list[Replica]:
+    """New replicas of the revision (the current one, or a canary's), started."""
     deployment = run.deployment
     with transaction.atomic():
         # Lock this GPU type's inventory rows: two workers placing at once would both see
         # the same free GPU (PostgreSQL; SQLite serialises writers anyway).
-        list(ClusterGpu.objects.select_for_update().filter(gpu_type_id=deployment.current_revision.gpu_type_id))  # type: ignore[union-attr]
-        placements = _placements(deployment, missing)
-        new_replicas = [_place(deployment, cluster_name) for cluster_name in placements]
+        list(ClusterGpu.objects.select_for_update().filter(gpu_type_id=revision.gpu_type_id))
+        placements = _placements(deployment, revision, missing)
+        new_replicas = [_place(deployment, revision, cluster_name) for cluster_name in placements]
     for replica in new_replicas:
         _start(replica, run.drivers, run.result)
-        fleet.current.append(replica)
+    return new_replicas
 
 
 def _replace_old_revisions(run: _Pass, fleet: _Fleet, *, handed_over: int, desired: int, missing: int, may_place: bool) -> None:
@@ -417,14 +467,23 @@ def _drain_deleted_or_surplus(run: _Pass, fleet: _Fleet, live: list[Replica], de
             if replica.state in LIVE:
                 _drain(replica, run.drivers, run.result)
     elif len(fleet.current) > desired:
-        surplus = sorted(fleet.current, key=lambda r: (r.state == Replica.State.READY, r.created_at))[: len(fleet.current) - desired]
-        for replica in surplus:
+        for replica in _surplus(fleet.current, desired):
             _drain(replica, run.drivers, run.result)
 
 
-def _settle_status(run: _Pass, fleet: _Fleet, *, desired: int, crash_loop: bool, missing: int, hold: Hold | None) -> None:
+def _settle_status(
+    run: _Pass, fleet: _Fleet, *, desired: int, crash_loop: bool, missing: int, hold: Hold | None, canary_desired: int
+) -> None:
     deployment = run.deployment
     deployment.status, deployment.status_reason = _status(deployment, desired, fleet.current, fleet.old, crash_loop, missing)
+    canary = run.canary
+    if canary is not None and desired and not crash_loop and not fleet.old:
+        ready = sum(1 for replica in fleet.canary if replica.state == Replica.State.READY)
+        deployment.status = Deployment.Status.UPDATING
+        deployment.status_reason = (
+            f"canary {canary.state}: revision {canary.canary_revision.number} takes {canary.traffic_percent}% of requests, "
+            f"{ready} of {canary_desired} of its replicas ready"
+        )
     if hold is not None:
         deployment.status_reason = hold.describe(run.now)
     still_evacuating = [replica for replica in fleet.evacuating if replica.state in LIVE]
@@ -453,16 +512,17 @@ def _held_organizations(organization_ids: set[str]) -> set[str]:
     return set(capped.values_list("organization_id", flat=True)) | set(suspended.values_list("pk", flat=True))
 
 
-def _adopt_compatible(deployment: Deployment, live: list[Replica]) -> None:
+def _adopt_compatible(deployment: Deployment, live: list[Replica], canary: Canary | None) -> None:
     """A revision that changes only scaling keeps the running replicas: those with the same
     model and GPU type, in a region still allowed, move to the current revision in place
-    instead of being replaced."""
+    instead of being replaced. A running canary's replicas stay its own."""
     revision = deployment.current_revision
     assert revision is not None
+    canary_revision_id = canary.canary_revision_id if canary is not None else None
     compatible = [
         replica
         for replica in live
-        if replica.revision_id != revision.id
+        if replica.revision_id not in (revision.id, canary_revision_id)
         and replica.revision.model == revision.model
         and replica.revision.gpu_type_id == revision.gpu_type_id
         and replica.cluster.region in revision.allowed_regions
@@ -542,11 +602,11 @@ def _start(replica: Replica, drivers: DriverFactory, result: PassResult) -> None
     result.created.append(replica.id)
 
 
-def _place(deployment: Deployment, cluster_name: str) -> Replica:
+def _place(deployment: Deployment, revision: DeploymentRevision, cluster_name: str) -> Replica:
     replica = Replica.objects.create(
         organization=deployment.organization,
         deployment=deployment,
-        revision=deployment.current_revision,
+        revision=revision,
         cluster_id=cluster_name,
         restarts=deployment.failure_count,  # replicas failed in a row before this one
     )
@@ -575,9 +635,7 @@ def _drain(replica: Replica, drivers: DriverFactory, result: PassResult) -> None
 LOCAL_RUNTIMES = frozenset({CatalogModel.Runtime.BUILTIN})
 
 
-def _placements(deployment: Deployment, count: int) -> list[str]:
-    revision = deployment.current_revision
-    assert revision is not None
+def _placements(deployment: Deployment, revision: DeploymentRevision, count: int) -> list[str]:
     in_use = Counter(
         Replica.objects.unscoped_across_tenants()
         .filter(state__in=HOLDS_GPU, revision__gpu_type=revision.gpu_type, cluster__region__in=revision.allowed_regions)
@@ -729,6 +787,12 @@ def reconcile_fleet(
         deployments = list(deployments_table.filter(lease_owner=owner).select_related("current_revision").only(*_STEADY_FIELDS))
         leased = [deployment.pk for deployment in deployments]
         held = _held_organizations({deployment.organization_id for deployment in deployments})
+        # A canary's replicas are placed, kept and drained by the full pass.
+        with_canary = set(
+            Canary.objects.unscoped_across_tenants()
+            .filter(deployment__lease_owner=owner, state__in=Canary.ACTIVE_STATES)
+            .values_list("deployment_id", flat=True)
+        )
         result.skipped = len(deployment_ids) - len(leased)
         by_deployment: dict[str, list[Replica]] = {deployment_id: [] for deployment_id in leased}
         live = (
@@ -760,7 +824,11 @@ def reconcile_fleet(
         status_changes: dict[Deployment.Status, list[str]] = {Deployment.Status.ACTIVE: [], Deployment.Status.SCALED_TO_ZERO: []}
         for deployment in deployments:
             replicas = by_deployment[deployment.pk]
-            if deployment.organization_id in held or not _steady(deployment, replicas, clusters, observed, unreachable, probed.health):
+            if (
+                deployment.organization_id in held
+                or deployment.pk in with_canary
+                or not _steady(deployment, replicas, clusters, observed, unreachable, probed.health)
+            ):
                 needs_pass.append(deployment.pk)
                 continue
             key = cache_key(deployment.pk)

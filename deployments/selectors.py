@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from deployments.models import Cluster, Deployment, DeploymentRevision, GpuType
+from deployments.models import Canary, Cluster, Deployment, DeploymentRevision, GpuType
 from tenancy.models import Organization
 
 
@@ -32,3 +32,12 @@ def live_deployments(org: Organization) -> QuerySet[Deployment]:
 
 def revisions(org: Organization, deployment: Deployment) -> QuerySet[DeploymentRevision]:
     return DeploymentRevision.objects.for_org(org).filter(deployment=deployment).select_related("gpu_type")
+
+
+def active_canaries(org: Organization) -> QuerySet[Canary]:
+    """Canaries running or held, of live deployments."""
+    return Canary.objects.for_org(org).filter(state__in=Canary.ACTIVE_STATES, deployment__deleted_at=None)
+
+
+def active_canary(org: Organization, deployment: Deployment) -> Canary | None:
+    return active_canaries(org).filter(deployment=deployment).select_related("stable_revision", "canary_revision").first()

@@ -96,10 +96,14 @@ def validate_spec(org: Organization, spec: DeploymentSpec) -> None:
         raise ServiceError("target_concurrency must be at least 1.", field="target_concurrency")
 
 
-def check_quota(org: Organization, spec: DeploymentSpec, *, replacing: Deployment | None = None) -> None:
-    """Each deployment counts at its maximum: a deployment that could scale past the
-    quota is refused when it is created or changed, not when it tries to scale. Callers
-    run inside a transaction; the organization's row lock makes parallel changes queue."""
+def check_quota(
+    org: Organization, spec: DeploymentSpec, *, replacing: Deployment | None = None, alongside: DeploymentSpec | None = None
+) -> None:
+    """Each deployment counts at its maximum, and a running canary's revision at its own
+    beside it: a deployment that could scale past the quota is refused when it is created
+    or changed, not when it tries to scale. `alongside`: a revision `spec` runs beside (a
+    canary starting). Callers run inside a transaction; the organization's row lock makes
+    parallel changes queue."""
     Organization.objects.select_for_update().filter(pk=org.pk).first()
     quota = quota_for(org)
     others = [
@@ -107,6 +111,13 @@ def check_quota(org: Organization, spec: DeploymentSpec, *, replacing: Deploymen
         for deployment in selectors.live_deployments(org).select_related("current_revision")
         if deployment.current_revision is not None and (replacing is None or deployment.pk != replacing.pk)
     ]
+    others += [
+        DeploymentSpec.of(canary.canary_revision)
+        for canary in selectors.active_canaries(org).select_related("canary_revision")
+        if replacing is None or canary.deployment_id != replacing.pk
+    ]
+    if alongside is not None:
+        others.append(alongside)
     replicas = sum(other.max_replicas for other in others) + spec.max_replicas
     if replicas > quota.max_replicas:
         raise QuotaExceeded(
@@ -181,7 +192,9 @@ def update_deployment(ctx: OrgContext, deployment: Deployment, *, live: bool = T
     the current one, which keeps serving until the revision is promoted."""
     ctx.require_role(Role.MEMBER, "change deployments")
     if not live:
-        return _save_revision(ctx, deployment, **changes)
+        save_revision(ctx, deployment, **changes)
+        return deployment
+    refuse_during_canary(deployment)
     current = deployment.current_revision
     assert current is not None
     environment = changes.pop("environment", None)
@@ -206,7 +219,9 @@ def update_deployment(ctx: OrgContext, deployment: Deployment, *, live: bool = T
     return deployment
 
 
-def _save_revision(ctx: OrgContext, deployment: Deployment, **changes: Any) -> Deployment:
+def save_revision(ctx: OrgContext, deployment: Deployment, **changes: Any) -> DeploymentRevision:
+    """A change saved as a new revision beside the current one, which keeps serving."""
+    ctx.require_role(Role.MEMBER, "change deployments")
     current = deployment.current_revision
     assert current is not None
     if "environment" in changes:
@@ -225,12 +240,28 @@ def _save_revision(ctx: OrgContext, deployment: Deployment, **changes: Any) -> D
         after=revision_snapshot(revision),
     )
     publish_after_commit(groups=[deployment_group(deployment.id)])
-    return deployment
+    return revision
+
+
+def refuse_during_canary(deployment: Deployment) -> None:
+    """While a canary runs the two revisions are what the split and its verdict are about:
+    another revision going live would change what is being compared."""
+    if selectors.active_canary(deployment.organization, deployment) is not None:
+        raise Conflict(
+            "A canary is running on this deployment; promote or roll it back first (POST .../canary/promote/ or .../canary/rollback/).",
+            field="canary",
+        )
 
 
 @transaction.atomic
-def promote_revision(ctx: OrgContext, deployment: Deployment, number: int, *, action: str = "deployment.promoted") -> Deployment:
+def promote_revision(
+    ctx: OrgContext, deployment: Deployment, number: int, *, action: str = "deployment.promoted", by_canary: bool = False
+) -> Deployment:
+    """`by_canary`: the canary being promoted (deployments.canaries), which ends it in the
+    same transaction."""
     ctx.require_role(Role.MEMBER, "promote revisions")
+    if not by_canary:
+        refuse_during_canary(deployment)
     revision = DeploymentRevision.objects.for_org(ctx.organization).filter(deployment=deployment, number=number).first()
     if revision is None:
         raise ServiceError(f"This deployment has no revision {number}.", field="revision")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from deployments import canaries
 from deployments import reconcile as loop
 from deployments.drivers import DriverError
 
@@ -38,3 +39,9 @@ def reconcile_all() -> int:
     for start in range(0, len(ids), FLEET_CHUNK):
         reconcile_fleet.delay(ids[start : start + FLEET_CHUNK])
     return len(ids)
+
+
+@shared_task(acks_late=True, time_limit=60, soft_time_limit=50)
+def analyse_canaries() -> dict[str, str]:
+    """By beat, as often as reconcile: each running canary judged, promoted or rolled back."""
+    return canaries.analyse_running()

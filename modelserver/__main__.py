@@ -19,7 +19,17 @@ from modelserver.server import serve
 
 # Converted weights are kept here between starts unless --cache-dir says otherwise; the
 # platform's launcher passes its own data directory.
+# A server inherits its launcher's environment, so a cluster agent started with this set
+# runs only faulty replicas: how tests make one revision fail and not the other.
+FAULT_RATE_VARIABLE = "SWITCHBOARD_MODELSERVER_FAULT_RATE"
 DEFAULT_CACHE_DIR = Path(os.environ.get("SWITCHBOARD_MODEL_CACHE_DIR") or Path.home() / ".cache" / "switchboard" / "models")
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {value}")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -64,6 +74,13 @@ def parser() -> argparse.ArgumentParser:
         help="Embeddings: forward passes in flight at once, each with its share of the CPU cores (default: 2 on CPU, 1 on a GPU).",
     )
     parser.add_argument("--no-batching", action="store_true", help="Batch size 1: one request at a time.")
+    parser.add_argument(
+        "--fault-rate",
+        type=_fraction,
+        default=_fraction(os.environ.get(FAULT_RATE_VARIABLE) or "0"),
+        help=f"Fault injection for tests and drills: this share of inference requests is answered 500 at random "
+        f"(default from {FAULT_RATE_VARIABLE}, else 0). Never set in production.",
+    )
     parser.add_argument("--drain-seconds", type=float, default=30.0, help="On SIGTERM, how long requests in flight may take to finish.")
     return parser
 
@@ -102,7 +119,12 @@ def main(argv: list[str] | None = None) -> None:
     parallel = 1 if args.no_batching or chat else args.parallel_batches or (1 if torch.cuda.is_available() else min(2, os.cpu_count() or 1))
     queue = args.max_queue or (64 if chat else 2048)
     options = ServerOptions(
-        cache_dir=args.cache_dir, max_batch_size=batch, max_wait_ms=args.max_wait_ms, max_queue=queue, parallel_batches=parallel
+        cache_dir=args.cache_dir,
+        max_batch_size=batch,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=queue,
+        parallel_batches=parallel,
+        fault_rate=args.fault_rate,
     )
     api_key = os.environ.get(API_KEY_VARIABLE, "")
     serve(spec, host=args.host, port=args.port, options=options, drain_seconds=args.drain_seconds, api_key=api_key)

@@ -12,6 +12,7 @@ import base64
 import copy
 import functools
 import logging
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -59,6 +60,7 @@ class ServerOptions:
     max_wait_ms: float = 5.0
     max_queue: int = 64
     parallel_batches: int = 1  # embeddings: forward passes in flight at once
+    fault_rate: float = 0.0  # injected faults (tests, drills): this share of inference requests answers 500
 
 
 class ApiError(Exception):
@@ -563,13 +565,25 @@ def build_app(spec: ModelSpec, options: ServerOptions) -> tuple[Starlette, Model
         loader.cancel()
         await server.shutdown()
 
+    def inference(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        if options.fault_rate <= 0:
+            return endpoint(handler)
+        faults = random.Random()
+
+        async def faulty(http: Request) -> Response:
+            if faults.random() < options.fault_rate:
+                return ApiError(500, "Injected fault (--fault-rate).", type_="server_error", code="injected_fault").response()
+            return await handler(http)
+
+        return endpoint(faulty)
+
     routes = [
         Route("/health", endpoint(server.health_endpoint), methods=["GET"]),
         Route("/metrics", endpoint(server.metrics_endpoint), methods=["GET"]),
         Route("/v1/models", endpoint(server.models), methods=["GET"]),
-        Route("/v1/chat/completions", endpoint(server.chat), methods=["POST"]),
-        Route("/v1/completions", endpoint(server.completions), methods=["POST"]),
-        Route("/v1/embeddings", endpoint(server.embeddings), methods=["POST"]),
+        Route("/v1/chat/completions", inference(server.chat), methods=["POST"]),
+        Route("/v1/completions", inference(server.completions), methods=["POST"]),
+        Route("/v1/embeddings", inference(server.embeddings), methods=["POST"]),
     ]
 
     async def http_error(http: Request, error: Exception) -> Response:

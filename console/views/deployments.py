@@ -6,13 +6,13 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from deployments import selectors, services
+from deployments import canaries, selectors, services
 from deployments.forms import DeploymentForm, ScaleForm
-from deployments.models import Deployment, Replica, ReplicaEvent
+from deployments.models import Deployment, DeploymentEvent, Replica, ReplicaEvent
 from metering import dashboards
 from tenancy.context import OrgContext
 from tenancy.decorators import org_page
@@ -93,6 +93,8 @@ def deployment_detail(request: HttpRequest, ctx: OrgContext, deployment_id: str)
             initial={"min_replicas": deployment.current_revision.min_replicas, "max_replicas": deployment.current_revision.max_replicas}
         ),
         "can_change": ctx.role.at_least(Role.MEMBER),
+        "canary": canaries.summary(ctx.organization, deployment),
+        "deployment_events": DeploymentEvent.objects.for_org(ctx.organization).filter(deployment=deployment)[:20],
         "active_nav": "deployments",
         "traffic": dashboards.deployment_dashboard(ctx.organization, deployment.id, _traffic_params(request, deployment.id)),
         "traffic_ranges": [(key, dashboards.RANGES[key].label) for key in dashboards.DEPLOYMENT_RANGES],
@@ -149,6 +151,23 @@ def deployment_promote(request: HttpRequest, ctx: OrgContext, deployment_id: str
 @require_POST
 def deployment_rollback(request: HttpRequest, ctx: OrgContext, deployment_id: str) -> HttpResponse:
     return _act(request, ctx, deployment_id, lambda d: services.rollback(ctx, d), "Rolled back to the previous revision.")
+
+
+CANARY_ACTIONS = {
+    "promote": (canaries.promote_canary, "Canary promoted: its revision is now the current one."),
+    "hold": (canaries.hold_canary, "Canary held: the split stays, the automatic verdict waits."),
+    "resume": (canaries.resume_canary, "Canary resumed: judged automatically again."),
+    "rollback": (canaries.roll_back_canary, "Canary rolled back: all traffic returns to the current revision."),
+}
+
+
+@org_page(write=Role.MEMBER)
+@require_POST
+def deployment_canary(request: HttpRequest, ctx: OrgContext, deployment_id: str, action: str) -> HttpResponse:
+    if action not in CANARY_ACTIONS:
+        raise Http404("No such canary action.")
+    act, success = CANARY_ACTIONS[action]
+    return _act(request, ctx, deployment_id, lambda d: act(ctx, d), success)
 
 
 @org_page(write=Role.MEMBER)

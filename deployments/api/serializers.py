@@ -3,10 +3,13 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
-from deployments import services
-from deployments.models import CatalogModel, Deployment, DeploymentRevision, GpuType
+from deployments import canaries, services
+from deployments.canary_analysis import RevisionStats
+from deployments.models import Canary, CatalogModel, Deployment, DeploymentRevision, GpuType
 
 
 class GpuTypeSerializer(serializers.ModelSerializer):
@@ -98,6 +101,92 @@ class DeploymentUpdateSerializer(_SpecFields):
 
 class PromoteSerializer(serializers.Serializer):
     revision = serializers.IntegerField(min_value=1)
+
+
+class CanaryChangesSerializer(_SpecFields):
+    """Changes to the current revision that make the canary's revision (saved, not live)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        del self.fields["environment"]  # the deployment's, not a revision's
+        for field in self.fields.values():
+            field.required = False
+
+
+class CanaryStartSerializer(serializers.Serializer):
+    revision = serializers.IntegerField(min_value=1, required=False, help_text="An existing revision to try; or give `changes`.")
+    changes = CanaryChangesSerializer(required=False, help_text="Changes to the current revision; saved as the canary's revision.")
+    traffic_percent = serializers.IntegerField(min_value=1, max_value=99, help_text="The canary's share of requests.")
+    window_s = serializers.IntegerField(min_value=1, max_value=7 * 86_400, default=canaries.DEFAULT_WINDOW_S)
+    min_requests = serializers.IntegerField(min_value=1, max_value=10_000_000, default=canaries.DEFAULT_MIN_REQUESTS)
+    max_error_rate_increase = serializers.DecimalField(
+        max_digits=5, decimal_places=4, min_value=Decimal(0), max_value=Decimal(1), default=canaries.DEFAULT_MAX_ERROR_RATE_INCREASE
+    )
+    max_latency_ratio = serializers.DecimalField(
+        max_digits=6, decimal_places=2, min_value=Decimal(1), default=canaries.DEFAULT_MAX_LATENCY_RATIO
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if ("revision" in attrs) == bool(attrs.get("changes")):
+            raise serializers.ValidationError({"revision": "Give either a revision number or changes, not both."})
+        return attrs
+
+
+class RevisionStatsSerializer(serializers.Serializer):
+    requests = serializers.IntegerField()
+    errors = serializers.IntegerField()
+    error_rate = serializers.FloatField()
+    mean_latency_ms = serializers.FloatField(allow_null=True)
+
+
+class CanarySerializer(serializers.ModelSerializer):
+    stable_revision = serializers.IntegerField(source="stable_revision.number", read_only=True)
+    canary_revision = serializers.IntegerField(source="canary_revision.number", read_only=True)
+    stats = serializers.SerializerMethodField(help_text="What the gateways counted for each revision since the canary started.")
+    verdict = serializers.SerializerMethodField(help_text="The automatic analysis now: wait, promote or roll_back, and why.")
+
+    class Meta:
+        model = Canary
+        fields = [
+            "id",
+            "state",
+            "stable_revision",
+            "canary_revision",
+            "traffic_percent",
+            "window_s",
+            "min_requests",
+            "max_error_rate_increase",
+            "max_latency_ratio",
+            "started_at",
+            "decided_at",
+            "reason",
+            "stats",
+            "verdict",
+        ]
+        read_only_fields = fields
+
+    @staticmethod
+    def _stats_of(stats: RevisionStats) -> dict[str, Any]:
+        return {
+            "requests": stats.requests,
+            "errors": stats.errors,
+            "error_rate": stats.error_rate,
+            "mean_latency_ms": stats.mean_latency_ms,
+        }
+
+    @extend_schema_field(inline_serializer("CanaryStats", {"stable": RevisionStatsSerializer(), "canary": RevisionStatsSerializer()}))
+    def get_stats(self, canary: Canary) -> dict[str, Any]:
+        stable, candidate = canaries.stats(canary)
+        return {"stable": self._stats_of(stable), "canary": self._stats_of(candidate)}
+
+    @extend_schema_field(
+        inline_serializer("CanaryVerdict", {"action": serializers.CharField(), "reason": serializers.CharField()}, allow_null=True)
+    )
+    def get_verdict(self, canary: Canary) -> dict[str, str] | None:
+        if not canary.active:
+            return None
+        verdict = canaries.analyse(canary, now=timezone.now())
+        return {"action": verdict.action, "reason": verdict.reason}
 
 
 class CatalogModelSerializer(serializers.ModelSerializer):

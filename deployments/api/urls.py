@@ -10,6 +10,15 @@ urlpatterns = [
     path("deployments/<str:deployment_id>/revisions/", views.RevisionListView.as_view(), name="api-deployment-revisions"),
     path("deployments/<str:deployment_id>/promote/", views.PromoteView.as_view(), name="api-deployment-promote"),
     path("deployments/<str:deployment_id>/rollback/", views.RollbackView.as_view(), name="api-deployment-rollback"),
+    path("deployments/<str:deployment_id>/canary/", views.CanaryView.as_view(), name="api-deployment-canary"),
+    *[
+        path(
+            f"deployments/<str:deployment_id>/canary/{action}/",
+            views.CanaryActionView.as_view(action_name=action),
+            name=f"api-deployment-canary-{action}",
+        )
+        for action in views.CanaryActionView.actions
+    ],
     path("gpu-types/", views.GpuTypeListView.as_view(), name="api-gpu-types"),
     path("regions/", views.RegionListView.as_view(), name="api-regions"),
     path("catalog/models/", views.CatalogModelListView.as_view(), name="api-catalog-models"),

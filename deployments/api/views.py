@@ -5,12 +5,14 @@ from __future__ import annotations
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from deployments import selectors, services
+from deployments import canaries, selectors, services
 from deployments.api import serializers as s
 from deployments.model_catalog import ensure_builtin_models, offered_to
+from deployments.models import Canary
 from tenancy.api.serializers import validated
 from tenancy.api.views import OrgAPIView
 from tenancy.models import Role
@@ -79,6 +81,65 @@ class RollbackView(DeploymentAPIView):
     @extend_schema(request=None, responses=s.DeploymentSerializer, description="Promotes the revision before the current one.")
     def post(self, request: Request, deployment_id: str) -> Response:
         return Response(self.get_serializer(services.rollback(self.ctx, self.get_deployment())).data)
+
+
+class CanaryView(DeploymentAPIView):
+    serializer_class = s.CanarySerializer
+
+    @extend_schema(operation_id="deployment_canary_retrieve", description="The deployment's canary: the active one, else the latest.")
+    def get(self, request: Request, deployment_id: str) -> Response:
+        deployment = self.get_deployment()
+        canary = (
+            Canary.objects.for_org(self.ctx.organization)
+            .filter(deployment=deployment)
+            .select_related("stable_revision", "canary_revision")
+            .order_by("-started_at")
+            .first()
+        )
+        if canary is None:
+            raise NotFound("This deployment has had no canary; start one with POST to this URL.")
+        return Response(self.get_serializer(canary).data)
+
+    @extend_schema(
+        operation_id="deployment_canary_start",
+        request=s.CanaryStartSerializer,
+        responses={201: s.CanarySerializer},
+        description="Sends traffic_percent of the deployment's requests to a revision (an existing one, or one made of `changes`), "
+        "judged against the current one and promoted or rolled back automatically.",
+    )
+    def post(self, request: Request, deployment_id: str) -> Response:
+        deployment = self.get_deployment()
+        data = validated(s.CanaryStartSerializer, request.data)
+        plan = canaries.CanaryPlan(
+            traffic_percent=data["traffic_percent"],
+            window_s=data["window_s"],
+            min_requests=data["min_requests"],
+            max_error_rate_increase=data["max_error_rate_increase"],
+            max_latency_ratio=data["max_latency_ratio"],
+        )
+        changes = data.get("changes") or None
+        if changes and "allowed_regions" in changes:
+            changes["allowed_regions"] = tuple(changes["allowed_regions"])
+        canary = canaries.start_canary(self.ctx, deployment, plan=plan, revision=data.get("revision"), changes=changes)
+        return Response(self.get_serializer(canary).data, status=status.HTTP_201_CREATED)
+
+
+class CanaryActionView(DeploymentAPIView):
+    """promote, hold, resume or rollback, by the URL's last part."""
+
+    serializer_class = s.CanarySerializer
+    actions = {
+        "promote": canaries.promote_canary,
+        "hold": canaries.hold_canary,
+        "resume": canaries.resume_canary,
+        "rollback": canaries.roll_back_canary,
+    }
+    action_name = ""
+
+    @extend_schema(request=None, responses=s.CanarySerializer)
+    def post(self, request: Request, deployment_id: str) -> Response:
+        canary = self.actions[self.action_name](self.ctx, self.get_deployment())
+        return Response(self.get_serializer(canary).data)
 
 
 class GpuTypeListView(OrgAPIView):

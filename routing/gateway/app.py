@@ -22,6 +22,7 @@ from routing.gateway.access_log import AccessLog
 from routing.gateway.accounting import UsageAccounting
 from routing.gateway.auth import Caller, authenticate
 from routing.gateway.cache import DatabaseUnavailable, RefreshingCache
+from routing.gateway.canary_tally import CanaryTally
 from routing.gateway.cold_start import ColdStart, request_replica
 from routing.gateway.errors import GatewayError
 from routing.gateway.exchange import JSON_HEADERS, Exchange, Receive, Scope, Send, rate_headers, send_response
@@ -229,8 +230,11 @@ def build_gateway() -> Gateway:
     pool = Upstreams(settings.OUTBOUND_POLICY)
     cold_start = ColdStart(snapshots=snapshots, request=request_replica, timeout_s=settings.GATEWAY_COLD_START_TIMEOUT_SECONDS)
 
+    tally = CanaryTally()
+
     async def close() -> None:
         await usage.aclose()
+        await tally.aclose()
         await pool.aclose()
 
     return Gateway(
@@ -243,6 +247,7 @@ def build_gateway() -> Gateway:
             health=HealthBook(on_change=_publish_breaker, on_forget=_forget_endpoint),
             cold_start=cold_start,
             snapshots=snapshots,
+            tally=tally,
         ),
         accounting=UsageAccounting(record_usage=usage.record, access_log=AccessLog(settings.GATEWAY_ACCESS_LOG)),
         max_body=settings.MAX_REQUEST_BODY_BYTES,

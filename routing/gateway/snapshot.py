@@ -15,8 +15,8 @@ from django.utils import timezone
 
 from billing import invoices, rating
 from deployments.internal_tokens import replica_token
+from deployments.models import Canary, Deployment, Quota, Replica
 from deployments.models import Cluster as ClusterModel
-from deployments.models import Deployment, Quota, Replica
 from deployments.prices import GpuPriceBook
 from deployments.services import quota_for
 from deployments.throughput import Figure, figure_for, measured
@@ -47,6 +47,17 @@ class Endpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class CanarySplit:
+    """A deployment's running or held canary: the share of its requests that go to the
+    canary revision's replicas; the rest go to the stable (current) revision's."""
+
+    canary_id: str
+    canary_revision_id: str
+    stable_revision_id: str
+    percent: int  # 1-99
+
+
+@dataclass(frozen=True, slots=True)
 class Target:
     id: str
     label: str
@@ -69,6 +80,7 @@ class Target:
     can_wake: bool = False  # a deployment scaled to zero: a request may start a replica
     gpu_price_per_hour: Decimal | None = None  # a deployment's price per replica-hour (deployments.prices)
     throughput: Figure | None = None  # a deployment's: the tokens per second its estimate assumes, and their source
+    canary: CanarySplit | None = None  # a deployment's canary, while it runs or is held
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +166,18 @@ def load_snapshot(org_id: str) -> OrgSnapshot:
     book = rating.PriceBook.load(org)
     gpu_prices, token_prices = book.gpu_prices, _token_prices(book, timezone.now())
     throughputs = measured()
+    splits = {
+        canary.deployment_id: CanarySplit(
+            canary_id=canary.pk,
+            canary_revision_id=canary.canary_revision_id,
+            stable_revision_id=canary.stable_revision_id,
+            percent=canary.traffic_percent,
+        )
+        for canary in Canary.objects.for_org(org).filter(state__in=Canary.ACTIVE_STATES, deployment_id__in=list(deployments))
+        if canary.stable_revision_id == deployments[canary.deployment_id].current_revision_id
+    }
     deployment_targets = {
-        pk: _deployment_target(d, replicas_by_deployment.get(pk, []), gpu_prices, throughputs)
+        pk: _deployment_target(d, replicas_by_deployment.get(pk, []), gpu_prices, throughputs, splits.get(pk))
         for pk, d in deployments.items()
         if d.current_revision_id
     }
@@ -299,7 +321,11 @@ def _budget_lineages(org: Organization) -> dict[str, tuple[Decimal, list[str]]]:
 
 
 def _deployment_target(
-    deployment: Deployment, replicas: list[Replica], gpu_prices: GpuPriceBook, throughputs: dict[tuple[str, str], Decimal]
+    deployment: Deployment,
+    replicas: list[Replica],
+    gpu_prices: GpuPriceBook,
+    throughputs: dict[tuple[str, str], Decimal],
+    canary: CanarySplit | None = None,
 ) -> Target:
     revision = deployment.current_revision
     assert revision is not None
@@ -335,6 +361,7 @@ def _deployment_target(
         can_wake=revision.min_replicas == 0,
         gpu_price_per_hour=price_per_hour,
         throughput=throughput,
+        canary=canary,
     )
 
 
@@ -353,6 +380,7 @@ def _with_route_fields(base: Target, row: RouteTarget) -> Target:
         can_wake=base.can_wake,
         gpu_price_per_hour=base.gpu_price_per_hour,
         throughput=base.throughput,
+        canary=base.canary,
     )
 
 

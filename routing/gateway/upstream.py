@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -16,13 +17,14 @@ import orjson
 from routing.gateway import metrics
 from routing.gateway.accounting import charge_of, count_usage
 from routing.gateway.cache import RefreshingCache
+from routing.gateway.canary_tally import CanaryTally
 from routing.gateway.cold_start import ColdStart
 from routing.gateway.errors import GatewayError
 from routing.gateway.exchange import Attempt, Exchange, Send, plain_decimal, rate_headers, send_response, served_by
 from routing.gateway.health import HealthBook
 from routing.gateway.limits import Admission
 from routing.gateway.pool import UpstreamError, UpstreamRefused, UpstreamResponse, Upstreams
-from routing.gateway.snapshot import OrgSnapshot, Route, Target
+from routing.gateway.snapshot import Endpoint, OrgSnapshot, Route, Target
 from routing.gateway.sse import relay_stream
 from routing.policy import order_targets
 
@@ -43,11 +45,22 @@ class AttemptFailed(Exception):
 
 
 class UpstreamExchange:
-    def __init__(self, *, pool: Upstreams, health: HealthBook, cold_start: ColdStart, snapshots: RefreshingCache[str, OrgSnapshot]) -> None:
+    def __init__(
+        self,
+        *,
+        pool: Upstreams,
+        health: HealthBook,
+        cold_start: ColdStart,
+        snapshots: RefreshingCache[str, OrgSnapshot],
+        tally: CanaryTally | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.pool = pool
         self.health = health
         self.cold_start = cold_start
         self.snapshots = snapshots
+        self.tally = tally  # None: canaries are not counted (tests of other things)
+        self.rng = rng or random.Random()  # draws each request's side of a canary split
 
     async def serve(
         self,
@@ -65,9 +78,10 @@ class UpstreamExchange:
         deadline = exchange.started + route.deadline_s
         woke = refreshed = False
         tried: set[str] = set()
+        sides: dict[str, bool] = {}  # deployment id -> whether this request went to its canary
         failures: list[tuple[Attempt, AttemptFailed]] = []
         while True:
-            attempts = self._attempts(snapshot, route, tried, stream)
+            attempts = self._attempts(snapshot, route, tried, stream, sides)
             # The budget is checked before asking for the next candidate: picking one can
             # take a breaker's half-open probe slot, which an unused pick would leak.
             while exchange.attempts < route.max_attempts and time.perf_counter() < deadline:
@@ -111,9 +125,11 @@ class UpstreamExchange:
                 continue
             raise _no_answer(exchange, route, failures)
 
-    def _attempts(self, snapshot: OrgSnapshot, route: Route, tried: set[str], stream: bool) -> Iterator[Attempt]:
+    def _attempts(self, snapshot: OrgSnapshot, route: Route, tried: set[str], stream: bool, sides: dict[str, bool]) -> Iterator[Attempt]:
         """Candidate endpoints in order, lazily: the route's targets by its strategy, then
-        its fallback routes'. The primary route's region allow-list binds them all."""
+        its fallback routes'. The primary route's region allow-list binds them all. A
+        deployment with a canary offers the side the split drew for this request first,
+        the other side only when the drawn one has no replica left to try."""
         allowed = route.allowed_regions
         for current in snapshot.chain(route):
             regions = (
@@ -122,15 +138,31 @@ class UpstreamExchange:
                 else (allowed if current.allowed_regions is None else allowed & current.allowed_regions)
             )
             for target in order_targets(current.strategy, current.targets, self._latency_of(stream)):
-                while True:
-                    endpoints = {e.key: e for e in target.endpoints if e.key not in tried and (regions is None or e.region in regions)}
-                    if not endpoints:
-                        break
-                    health = self.health.pick(list(endpoints), time.monotonic(), current.breaker_cooldown_s)
-                    if health is None:
-                        break
-                    tried.add(health.key)
-                    yield Attempt(current, target, endpoints[health.key], health)
+                for group in self._split(target, sides):
+                    while True:
+                        endpoints = {e.key: e for e in group if e.key not in tried and (regions is None or e.region in regions)}
+                        if not endpoints:
+                            break
+                        health = self.health.pick(list(endpoints), time.monotonic(), current.breaker_cooldown_s)
+                        if health is None:
+                            break
+                        tried.add(health.key)
+                        yield Attempt(current, target, endpoints[health.key], health)
+
+    def _split(self, target: Target, sides: dict[str, bool]) -> tuple[tuple[Endpoint, ...], ...]:
+        """The target's endpoints in the order this request tries them: all at once, or for
+        a canary, the drawn revision's (canary with probability percent/100, else stable,
+        drawn once per request) and then the other's. Replicas of neither revision (an
+        earlier one still draining) count as stable."""
+        canary = target.canary
+        if canary is None:
+            return (target.endpoints,)
+        if target.deployment_id not in sides:
+            sides[target.deployment_id] = self.rng.random() * 100 < canary.percent
+        on_canary = [e for e in target.endpoints if e.revision_id == canary.canary_revision_id]
+        on_stable = [e for e in target.endpoints if e.revision_id != canary.canary_revision_id]
+        drawn, other = (on_canary, on_stable) if sides[target.deployment_id] else (on_stable, on_canary)
+        return (tuple(drawn), tuple(other))
 
     def _latency_of(self, stream: bool) -> Callable[[Target], float | None]:
         def latency(target: Target) -> float | None:
@@ -214,12 +246,24 @@ class UpstreamExchange:
             health.outstanding -= 1
             if response is not None:
                 response.close()
+            self._count_for_canary(attempt, verdict=verdict, stream=stream, sent_at=sent_at)
             if verdict is True:
                 self.health.succeeded(health)
             elif verdict is False:
                 self.health.failed(health, route.breaker_failures)
             else:
                 self.health.released_probe(health)
+
+    def _count_for_canary(self, attempt: Attempt, *, verdict: bool | None, stream: bool, sent_at: float) -> None:
+        """Counts an attempt on a replica of either side of a canary for its verdict (a 429,
+        busy rather than broken, is not counted); the latency only of a whole answer."""
+        canary, revision_id = attempt.target.canary, attempt.endpoint.revision_id
+        if self.tally is None or canary is None or verdict is None:
+            return
+        if revision_id not in (canary.canary_revision_id, canary.stable_revision_id):
+            return
+        latency_ms = (time.perf_counter() - sent_at) * 1000 if verdict and not stream else None
+        self.tally.record(canary_id=canary.canary_id, revision_id=revision_id, failed=not verdict, latency_ms=latency_ms)
 
 
 async def _answer(

@@ -45,3 +45,24 @@ def test_a_failing_forward_pass_marks_the_server_broken(model: str) -> None:
             json={"model": model, "input": "x", "messages": [{"role": "user", "content": "x"}]},
         )
         assert after.status_code == 503
+
+
+def test_injected_faults_answer_500_to_inference_only() -> None:
+    """--fault-rate (tests and drills): every inference request fails at 1.0, /health stays ready."""
+    options = ServerOptions(cache_dir=settings.MODEL_CACHE_DIR, max_batch_size=4, max_queue=8, fault_rate=1.0)
+    app, _ = build_app(get_spec("tiny-embedding"), options)
+    with TestClient(app) as client:
+        _wait_ready(client)
+        for _ in range(5):
+            response = client.post("/v1/embeddings", json={"model": "tiny-embedding", "input": "hi"})
+            assert response.status_code == 500 and response.json()["error"]["code"] == "injected_fault"
+        assert client.get("/health").status_code == 200
+
+
+def test_the_fault_rate_comes_from_the_environment_and_must_be_a_fraction(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelserver import __main__ as command
+
+    monkeypatch.setenv(command.FAULT_RATE_VARIABLE, "0.25")
+    assert command.parser().parse_args(["--model", "tiny-chat"]).fault_rate == 0.25
+    with pytest.raises(SystemExit):
+        command.parser().parse_args(["--model", "tiny-chat", "--fault-rate", "1.5"])

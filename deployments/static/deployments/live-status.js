@@ -14,6 +14,8 @@
     badge.className = `badge badge--${data.status}`;
     document.getElementById("live-reason").textContent = data.status_reason;
     document.getElementById("live-replicas").innerHTML = data.replicas_html;
+    const canary = document.getElementById("live-canary");
+    if (canary && data.canary_html !== undefined) canary.innerHTML = data.canary_html;
   };
   socket.onclose = () => { const note = document.getElementById("live-note"); if (note) note.textContent = "Live updates stopped; reload the page."; };
   // Boosted navigation replaces the page without unloading it: close the socket with it.
