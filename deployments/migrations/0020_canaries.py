@@ -11,7 +11,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('console', '0005_api_key_monthly_budget'),
-        ('deployments', '0018_model_uploads'),
+        ('deployments', '0019_models_registered_by_hugging_face_repo'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
