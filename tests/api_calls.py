@@ -102,6 +102,24 @@ def _deployment_with_two_revisions(org: Organization) -> dict[str, str]:
     return {"deployment_id": deployment.id}
 
 
+def _deployment_with_canary(org: Organization) -> dict[str, str]:
+    from deployments import canaries
+
+    deployment = create_deployment(org, name="canaried", max_replicas=2)
+    plan = canaries.CanaryPlan(traffic_percent=20, window_s=600, min_requests=20)
+    canaries.start_canary(owner_context_for(org), deployment, plan=plan, changes={"allowed_regions": ["eu-west"]})
+    return {"deployment_id": deployment.id}
+
+
+def _deployment_with_held_canary(org: Organization) -> dict[str, str]:
+    from deployments import canaries
+    from deployments.models import Deployment
+
+    params = _deployment_with_canary(org)
+    canaries.hold_canary(owner_context_for(org), Deployment.objects.for_org(org).get(pk=params["deployment_id"]))
+    return params
+
+
 def _upload(org: Organization) -> dict[str, str]:
     return {"upload_id": start_model_upload(org, send=False).id, "file_path": "config.json"}
 
@@ -156,6 +174,18 @@ MUTATING_CALLS = [
         {"revision": 1},
     ),
     ApiCall("roll back", "post", "/api/v1/deployments/<str:deployment_id>/rollback/", Role.MEMBER, _deployment_with_two_revisions),
+    ApiCall(
+        "start canary",
+        "post",
+        "/api/v1/deployments/<str:deployment_id>/canary/",
+        Role.MEMBER,
+        _deployment,
+        {"changes": {"allowed_regions": ["eu-west"]}, "traffic_percent": 20},
+    ),
+    ApiCall("promote canary", "post", "/api/v1/deployments/<str:deployment_id>/canary/promote/", Role.MEMBER, _deployment_with_canary),
+    ApiCall("hold canary", "post", "/api/v1/deployments/<str:deployment_id>/canary/hold/", Role.MEMBER, _deployment_with_canary),
+    ApiCall("resume canary", "post", "/api/v1/deployments/<str:deployment_id>/canary/resume/", Role.MEMBER, _deployment_with_held_canary),
+    ApiCall("roll back canary", "post", "/api/v1/deployments/<str:deployment_id>/canary/rollback/", Role.MEMBER, _deployment_with_canary),
     ApiCall(
         "start model upload",
         "post",
