@@ -96,7 +96,7 @@ def start_canary(
     services.refuse_during_canary(deployment)
     stable = deployment.revision
     if changes:
-        candidate = services.save_revision(ctx, deployment, **changes)
+        candidate = services.new_revision(ctx, deployment, changes=changes)
     else:
         found = DeploymentRevision.objects.for_org(ctx.organization).filter(deployment=deployment, number=revision).first()
         if found is None:
@@ -165,7 +165,7 @@ def promote_canary(ctx: OrgContext, deployment: Deployment, *, reason: str = "")
     revision's replicas drain as in any rollout, once the new ones have been handed over."""
     ctx.require_role(Role.MEMBER, "promote canaries")
     canary = _locked_active(ctx, deployment)
-    services.promote_revision(ctx, deployment, canary.canary_revision.number, action="deployment.promoted", by_canary=True)
+    services.promote_revision(ctx, deployment, canary.canary_revision.number, by_canary=True)
     return _decide(ctx, canary, Canary.State.PROMOTED, "deployment.canary_promoted", reason or "promoted")
 
 

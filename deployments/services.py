@@ -221,6 +221,21 @@ def update_deployment(ctx: OrgContext, deployment: Deployment, *, live: bool = T
 
 def save_revision(ctx: OrgContext, deployment: Deployment, **changes: Any) -> DeploymentRevision:
     """A change saved as a new revision beside the current one, which keeps serving."""
+    revision = new_revision(ctx, deployment, changes=changes)
+    audit.record(
+        ctx,
+        "deployment.revision_saved",
+        target_type="deployment",
+        target_id=deployment.id,
+        after=revision_snapshot(revision),
+    )
+    publish_after_commit(groups=[deployment_group(deployment.id)])
+    return revision
+
+
+def new_revision(ctx: OrgContext, deployment: Deployment, *, changes: dict[str, Any]) -> DeploymentRevision:
+    """The checked revision a change makes, not audited: for a caller whose own audit entry
+    names it (a canary started from changes, deployments.canaries)."""
     ctx.require_role(Role.MEMBER, "change deployments")
     current = deployment.current_revision
     assert current is not None
@@ -231,16 +246,7 @@ def save_revision(ctx: OrgContext, deployment: Deployment, **changes: Any) -> De
     spec = replace(DeploymentSpec.of(current), **changes)
     validate_spec(ctx.organization, spec)
     check_quota(ctx.organization, spec, replacing=deployment)
-    revision = _new_revision(ctx, deployment, spec)
-    audit.record(
-        ctx,
-        "deployment.revision_saved",
-        target_type="deployment",
-        target_id=deployment.id,
-        after=revision_snapshot(revision),
-    )
-    publish_after_commit(groups=[deployment_group(deployment.id)])
-    return revision
+    return _new_revision(ctx, deployment, spec)
 
 
 def refuse_during_canary(deployment: Deployment) -> None:
@@ -258,7 +264,7 @@ def promote_revision(
     ctx: OrgContext, deployment: Deployment, number: int, *, action: str = "deployment.promoted", by_canary: bool = False
 ) -> Deployment:
     """`by_canary`: the canary being promoted (deployments.canaries), which ends it in the
-    same transaction."""
+    same transaction and writes the one audit entry of that promotion."""
     ctx.require_role(Role.MEMBER, "promote revisions")
     if not by_canary:
         refuse_during_canary(deployment)
@@ -276,7 +282,8 @@ def promote_revision(
     deployment.status = Deployment.Status.UPDATING
     deployment.failure_count, deployment.next_attempt_at = 0, None
     deployment.save(update_fields=["current_revision", "status", "failure_count", "next_attempt_at"])
-    audit.record(ctx, action, target_type="deployment", target_id=deployment.id, before=before, after=deployment_snapshot(deployment))
+    if not by_canary:
+        audit.record(ctx, action, target_type="deployment", target_id=deployment.id, before=before, after=deployment_snapshot(deployment))
     publish_after_commit(groups=[deployment_group(deployment.id)])
     return deployment
 
