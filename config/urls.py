@@ -14,6 +14,7 @@ deployment_patterns: list[URLPattern | URLResolver] = [
     path("<str:deployment_id>/scale/", deployments.deployment_scale, name="deployment-scale"),
     path("<str:deployment_id>/promote/", deployments.deployment_promote, name="deployment-promote"),
     path("<str:deployment_id>/rollback/", deployments.deployment_rollback, name="deployment-rollback"),
+    path("<str:deployment_id>/canary/start/", deployments.deployment_canary_start, name="deployment-canary-start"),
     path("<str:deployment_id>/canary/<str:action>/", deployments.deployment_canary, name="deployment-canary"),
     path("<str:deployment_id>/delete/", deployments.deployment_delete, name="deployment-delete"),
 ]

@@ -57,6 +57,14 @@ class ScaleForm(forms.Form):
     save_only = forms.BooleanField(required=False, label="Save as a revision without going live")
 
 
+class CanaryStartForm(forms.Form):
+    """A canary of a saved revision, from the deployment page (deployments.canaries)."""
+
+    revision = forms.IntegerField(min_value=1, label="Revision")
+    traffic_percent = forms.IntegerField(min_value=1, max_value=99, initial=10, label="Share of requests (%)")
+    window_s = forms.IntegerField(min_value=1, max_value=86_400, initial=300, label="Judged over (seconds)")
+
+
 class HubModelForm(forms.Form):
     """Registering a model by Hugging Face repo id and revision (deployments.registry)."""
 

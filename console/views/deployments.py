@@ -11,7 +11,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from deployments import canaries, selectors, services
-from deployments.forms import DeploymentForm, ScaleForm
+from deployments.forms import CanaryStartForm, DeploymentForm, ScaleForm
 from deployments.models import Deployment, DeploymentEvent, Replica, ReplicaEvent
 from metering import dashboards
 from tenancy.context import OrgContext
@@ -78,6 +78,7 @@ def deployment_detail(request: HttpRequest, ctx: OrgContext, deployment_id: str)
     for replica in replicas:
         if replica.state not in (Replica.State.STOPPED, Replica.State.FAILED):
             by_region.setdefault(replica.cluster.region, []).append(replica)
+    revisions = list(selectors.revisions(ctx.organization, deployment))
     context = {
         "deployment": deployment,
         "revision": deployment.current_revision,
@@ -88,12 +89,14 @@ def deployment_detail(request: HttpRequest, ctx: OrgContext, deployment_id: str)
         "events": ReplicaEvent.objects.for_org(ctx.organization)
         .filter(deployment=deployment)
         .select_related("replica", "replica__cluster")[:50],
-        "revisions": selectors.revisions(ctx.organization, deployment),
+        "revisions": revisions,
+        "canary_candidates": [rev for rev in revisions if rev.id != deployment.current_revision_id],
         "scale_form": ScaleForm(
             initial={"min_replicas": deployment.current_revision.min_replicas, "max_replicas": deployment.current_revision.max_replicas}
         ),
         "can_change": ctx.role.at_least(Role.MEMBER),
         "canary": canaries.summary(ctx.organization, deployment),
+        "canary_form": CanaryStartForm(initial={"traffic_percent": 10, "window_s": canaries.DEFAULT_WINDOW_S}),
         "deployment_events": DeploymentEvent.objects.for_org(ctx.organization).filter(deployment=deployment)[:20],
         "active_nav": "deployments",
         "traffic": dashboards.deployment_dashboard(ctx.organization, deployment.id, _traffic_params(request, deployment.id)),
@@ -159,6 +162,25 @@ CANARY_ACTIONS = {
     "resume": (canaries.resume_canary, "Canary resumed: judged automatically again."),
     "rollback": (canaries.roll_back_canary, "Canary rolled back: all traffic returns to the current revision."),
 }
+
+
+@org_page(write=Role.MEMBER)
+@require_POST
+def deployment_canary_start(request: HttpRequest, ctx: OrgContext, deployment_id: str) -> HttpResponse:
+    _deployment(ctx, deployment_id)  # a foreign id is 404 before the form is judged
+    form = CanaryStartForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose a saved revision, a share of 1 to 99% and a window of at least one second.")
+        return redirect("deployment-detail", org_slug=ctx.organization.slug, deployment_id=deployment_id)
+    data = form.cleaned_data
+    plan = canaries.CanaryPlan(traffic_percent=data["traffic_percent"], window_s=data["window_s"])
+    return _act(
+        request,
+        ctx,
+        deployment_id,
+        lambda d: canaries.start_canary(ctx, d, plan=plan, revision=data["revision"]),
+        f"Canary started: revision {data['revision']} takes {data['traffic_percent']}% of requests.",
+    )
 
 
 @org_page(write=Role.MEMBER)

@@ -89,3 +89,34 @@ def test_the_split_is_pushed_over_the_deployments_socket(tenants: Tenants) -> No
 
     message = async_to_sync(first_message)()
     assert "20%</strong> of requests" in str(message["canary_html"])
+
+
+def test_a_member_starts_a_canary_of_a_saved_revision_from_the_page(tenants: Tenants) -> None:
+    deployment = create_deployment(tenants.org_a, name="chat", max_replicas=2)
+    url = f"/o/{tenants.org_a.slug}/deployments/{deployment.pk}/"
+    member = _client(tenants.member_a)
+    assert 'data-testid="canary-start"' not in member.get(url).content.decode()  # no other revision to try yet
+    # "Save as a revision without going live", then a canary of it.
+    assert member.post(url + "scale/", {"min_replicas": 1, "max_replicas": 1, "save_only": "on"}).status_code == 302
+    page = member.get(url).content.decode()
+    assert 'data-testid="canary-start"' in page and '<option value="2">' in page and '<option value="1">' not in page
+    assert 'data-testid="canary-start"' not in _client(tenants.viewer_a).get(url).content.decode()
+
+    assert _client(tenants.viewer_a).post(url + "canary/start/", {"revision": 2, "traffic_percent": 30, "window_s": 120}).status_code == 403
+    assert _client(tenants.owner_b).post(url + "canary/start/", {"revision": 2, "traffic_percent": 30, "window_s": 120}).status_code == 404
+    refused = member.post(url + "canary/start/", {"revision": 2, "traffic_percent": 100, "window_s": 120}, follow=True)
+    assert "a share of 1 to 99%" in refused.content.decode() and not Canary.objects.for_org(tenants.org_a).exists()
+    missing = member.post(url + "canary/start/", {"revision": 7, "traffic_percent": 30, "window_s": 120}, follow=True)
+    assert "This deployment has no revision 7." in missing.content.decode()
+
+    started = member.post(url + "canary/start/", {"revision": 2, "traffic_percent": 30, "window_s": 120}, follow=True)
+    assert "Canary started: revision 2 takes 30% of requests." in started.content.decode()
+    canary = Canary.objects.for_org(tenants.org_a).get()
+    assert (canary.state, canary.canary_revision.number, canary.stable_revision.number, canary.traffic_percent, canary.window_s) == (
+        "running",
+        2,
+        1,
+        30,
+        120,
+    )
+    assert 'Revision 2 takes <strong data-testid="canary-percent">30%</strong>' in started.content.decode()
