@@ -20,6 +20,11 @@ from gguf.constants import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC,
 MAX_STRING = 16 * 1024 * 1024
 MAX_ARRAY = 4 * 1024 * 1024
 MAX_ITEMS = 1_000_000
+# The whole header (Llama 3's 128k-token vocabulary and merges take about 10 MB), and how
+# deep arrays may nest: a hostile file could otherwise keep a check busy for hours or
+# recurse without end.
+MAX_HEADER_BYTES = 64 * 1024 * 1024
+MAX_NESTING = 2
 
 _SCALARS = {
     GGUFValueType.UINT8: "<B",
@@ -57,6 +62,8 @@ class _Reader:
         self.position = 0
 
     def take(self, count: int) -> bytes:
+        if self.position + count > MAX_HEADER_BYTES:
+            raise NotGguf(f"its header runs past {MAX_HEADER_BYTES // (1024 * 1024)} MiB")
         data = self.handle.read(count)
         if len(data) != count:
             raise NotGguf("the file ends inside its header")
@@ -72,15 +79,17 @@ class _Reader:
             raise NotGguf(f"a string in the header claims {length} bytes")
         return self.take(length).decode("utf-8", errors="replace")
 
-    def value(self, kind: int) -> Any:
+    def value(self, kind: int, depth: int = 0) -> Any:
         if kind == GGUFValueType.STRING:
             return self.string()
         if kind == GGUFValueType.ARRAY:
             item_kind, count = self.scalar("<I"), self.scalar("<Q")
             if count > MAX_ARRAY:
                 raise NotGguf(f"an array in the header claims {count} items")
+            if depth >= MAX_NESTING:
+                raise NotGguf(f"arrays in the header nest deeper than {MAX_NESTING}")
             for _ in range(count):
-                self.value(item_kind)
+                self.value(item_kind, depth + 1)
             return count
         try:
             return self.scalar(_SCALARS[GGUFValueType(kind)])

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +25,7 @@ from transformers import AutoTokenizer
 
 from deployments import registry
 from deployments.models import CatalogModel, Deployment, DeploymentRevision, GpuType, ModelUpload
-from modelserver.gguf_header import read_header
+from modelserver.gguf_header import NotGguf, read_header
 from modelserver.loading import SMOLLM2_GGUF
 from tests.conftest import Tenants
 from tests.factories import ensure_clusters, register_model, small_model_files
@@ -380,3 +382,18 @@ def test_the_packaged_smollm2_gguf_header_reads_as_transformers_sees_it() -> Non
         header = read_header(handle)
     assert header.data_start + header.data_bytes == path.stat().st_size
     assert (header.get("general.architecture"), header.get("llama.context_length"), header.parameters) == ("llama", 8192, 134_515_008)
+
+
+def test_a_hostile_gguf_header_is_refused_not_followed(tenants: Tenants) -> None:
+    """Arrays nested without end, and a header that claims more than a model ever needs:
+    refused with the reason, never a crash or an hour of reading."""
+    magic = struct.pack("<IIQQ", gguf.GGUF_MAGIC, 3, 0, 1)
+    key = struct.pack("<Q", 4) + b"deep"
+    nested = struct.pack("<I", int(gguf.GGUFValueType.ARRAY)) + (struct.pack("<IQ", int(gguf.GGUFValueType.ARRAY), 1) * 5000)
+    api = session_api(tenants.member_a, tenants.org_a)
+    response, _ = _upload(api, "nested", {"model.gguf": magic + key + nested})
+    assert response.status_code == 422 and "nest deeper than 2" in response.json()["error"]["message"]
+    long_string = struct.pack("<I", int(gguf.GGUFValueType.ARRAY)) + struct.pack("<IQ", int(gguf.GGUFValueType.STRING), 40)
+    long_string += (struct.pack("<Q", 2 * 1024 * 1024) + b"x" * 2 * 1024 * 1024) * 40
+    with pytest.raises(NotGguf, match="runs past 64 MiB"):
+        read_header(io.BytesIO(magic + key + long_string))
