@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from deployments import canaries, services
-from deployments.local_clusters import LocalCluster, register
+from deployments.local_clusters import LocalCluster
 from deployments.models import Canary, CanaryTally, Replica
 from modelserver.__main__ import FAULT_RATE_VARIABLE
 from tests.conftest import Tenants
-from tests.controlplane.test_integration import Agents, _only_revision_live, _served_once, _Traffic, _wait, control_plane
+from tests.controlplane.test_integration import Agents, _only_revision_live, _served_once, _Traffic, _wait, control_plane, running
 from tests.factories import create_deployment, issue_key, owner_context
-from tests.servers import ROOT, child_env, stop, wait_until_up
+from tests.servers import ROOT, child_env, wait_until_up
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -40,25 +40,14 @@ class FaultyEuropeAgents(Agents):
         wait_until_up(f"http://127.0.0.1:{cluster.port}/replicas", process)
 
 
-def _running(agents: Agents) -> Iterator[Agents]:
-    try:
-        for cluster in agents:
-            agents.start(cluster)
-            register(cluster)
-        yield agents
-    finally:
-        for process in agents.processes.values():
-            stop(process)
-
-
 @pytest.fixture
 def agents(tmp_path: Path) -> Iterator[Agents]:
-    yield from _running(Agents(tmp_path / "agents"))
+    yield from running(Agents(tmp_path / "agents"))
 
 
 @pytest.fixture
 def faulty_agents(tmp_path: Path) -> Iterator[Agents]:
-    yield from _running(FaultyEuropeAgents(tmp_path / "agents"))
+    yield from running(FaultyEuropeAgents(tmp_path / "agents"))
 
 
 def _unlimited(tenants: Tenants) -> None:

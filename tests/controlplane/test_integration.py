@@ -70,17 +70,21 @@ class Agents(list[LocalCluster]):
         return next(cluster for cluster in self if cluster.name == name)
 
 
+def running(agents: Agents) -> Iterator[Agents]:
+    """Each cluster's agent started and registered, and stopped afterwards."""
+    try:
+        for cluster in agents:
+            agents.start(cluster)
+            register(cluster)
+        yield agents
+    finally:
+        for process in agents.processes.values():
+            stop(process)
+
+
 @pytest.fixture
 def agents(tmp_path: Path) -> Iterator[Agents]:
-    running = Agents(tmp_path / "agents")
-    try:
-        for cluster in running:
-            running.start(cluster)
-            register(cluster)
-        yield running
-    finally:
-        for process in running.processes.values():
-            stop(process)
+    yield from running(Agents(tmp_path / "agents"))
 
 
 def _wait(what: str, check: Callable[[], object], timeout: float = 90.0) -> object:
