@@ -41,6 +41,37 @@ PAINTED_PIXELS = """(selector) => {
 }"""
 
 
+# A chart drawn for one window, then pushed the next minute's window with requests only in
+# the new (newest) bucket: the plot must follow the window, not keep the first one's axis
+# (which left the newest bucket off the right edge, undrawn, until a reload).
+ROLLED_OVER_PAINTED_PIXELS = """async () => {
+  const minute = 60000, start = Math.floor(Date.now() / minute) * minute - 60 * minute;
+  const windowAt = (first) => ({
+    buckets: Array.from({ length: 60 }, (_, i) => first + i * minute), end: first + 60 * minute,
+    granularity: "minute", split: "none",
+  });
+  const spec = (values) => ({
+    id: "rolled", title: "Requests per minute", unit: "count", kind: "stacked", series: [{ name: "Requests", values }],
+  });
+  const container = document.createElement("div");
+  container.style.width = "600px";
+  document.querySelector("main").appendChild(container);
+  const chart = window.SwitchboardCharts.createChart(container, { compact: true });
+  chart.update(spec(Array(60).fill(0)), windowAt(start));
+  chart.update(spec([...Array(59).fill(0), 6]), windowAt(start + minute));
+  await new Promise((drawn) => requestAnimationFrame(() => setTimeout(drawn)));  // uPlot draws after a microtask
+  const canvas = container.querySelector("canvas");
+  const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let count = 0;
+  for (let i = 0; i < pixels.length; i += 4) {
+    if (Math.abs(pixels[i] - 47) < 12 && Math.abs(pixels[i + 1] - 107) < 12 && Math.abs(pixels[i + 2] - 214) < 12) count++;
+  }
+  chart.destroy();
+  container.remove();
+  return count;
+}"""
+
+
 def _session_cookie(user) -> str:  # type: ignore[no-untyped-def]
     browser_client = Client()
     browser_client.force_login(user)
@@ -53,6 +84,25 @@ def _setup(tenants: Tenants, backends: list[Backend]) -> tuple[str, str, str]:
     key_a = issue_key(tenants.org_a, ["inference"], name="acme-live-key").plaintext
     key_b = issue_key(tenants.org_b, ["inference"], name="globex-live-key").plaintext
     return key_a, key_b, _session_cookie(tenants.member_a)
+
+
+def _start_early_in_a_minute() -> None:
+    """The range's buckets are minutes and the tooltip checked below is the newest one's
+    ("so far"): begin with most of a minute left, so the requests and the pointing all
+    fall in one bucket rather than on either side of a minute boundary."""
+    into_minute = time.time() % 60
+    if into_minute > 30:
+        time.sleep(60.5 - into_minute)
+
+
+def _start_early_in_a_minute() -> None:
+    """The range's buckets are minutes and the tooltip checked below is the newest one's
+    ("so far"): begin with most of a minute left, so that the page, the requests and the
+    pointing fall in one bucket. (A minute passing under an open page is checked apart,
+    in `ROLLED_OVER_PAINTED_PIXELS`.)"""
+    into_minute = time.time() % 60
+    if into_minute > 30:
+        time.sleep(60.5 - into_minute)
 
 
 def _wait_for_requests(page, count: int, timeout_s: float) -> float:  # type: ignore[no-untyped-def]
@@ -75,12 +125,14 @@ def test_requests_through_the_gateway_appear_on_the_open_usage_page(gateway: str
         context = browser.new_context()
         context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": session, "url": gateway}])
         page = context.new_page()
+        _start_early_in_a_minute()
         page.goto(f"{gateway}/o/{tenants.org_a.slug}/usage/?range=1h")
         assert page.evaluate(UNLABELLED_CONTROLS_JS) == []
         page.get_by_text("Live", exact=True).wait_for(timeout=10_000)
         # No usage yet: the page says how to make a first request.
         assert page.get_by_test_id("usage-empty").is_visible()
         page.evaluate("window.__sameDocument = true")
+        _start_early_in_a_minute()
 
         # The first request turns the empty state into the dashboard.
         ask(sdk_a)
@@ -113,4 +165,5 @@ def test_requests_through_the_gateway_appear_on_the_open_usage_page(gateway: str
         page.get_by_text("Live", exact=True).wait_for(timeout=10_000)  # a new socket for the new split
         assert "globex-live-key" not in page.content()
         assert page.evaluate(DISPLAYED_REQUESTS).replace(",", "") == str(before + n)
+        assert page.evaluate(ROLLED_OVER_PAINTED_PIXELS) > 20
     orm.shutdown()

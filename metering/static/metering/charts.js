@@ -181,7 +181,7 @@
   }
 
   // uPlot's options for a chart, and the order its series are drawn in (indexes into spec.series).
-  function plotOptions(spec, context, colors, width, height, options, hooks) {
+  function plotOptions(spec, context, currentContext, colors, width, height, options, hooks) {
     const stacked = spec.kind === "stacked";
     const bars = stacked && context.buckets.length <= 72; // counts per bucket: bars while they stay wide enough
     const order = stacked ? spec.series.map((_, k) => k).reverse() : spec.series.map((_, k) => k);
@@ -200,7 +200,9 @@
       focus: { alpha: 0.15 },
       cursor: { y: false, drag: { x: false, y: false }, points: { size: 8 } },
       scales: {
-        x: { time: true, range: () => [context.buckets[0], context.end] },
+        // Read at every redraw: pushed data moves the window on as minutes pass, while the
+        // plot (and these options) are kept for as long as the chart's shape stays the same.
+        x: { time: true, range: () => { const now = currentContext(); return [now.buckets[0], now.end]; } },
         y: { range: (u) => [0, uPlot.rangeNum(0, yMaximum(u.data, spec.unit), 0.05, true)[1]] },
       },
       axes: [
@@ -298,7 +300,7 @@
       const height = options.height || 220;
       const colors = colorsFor(spec.series);
       const data = plotData(spec, context.buckets, ends());
-      const { opts, order } = plotOptions(spec, context, colors, width, height, options, { setCursor: [showTooltip] });
+      const { opts, order } = plotOptions(spec, context, () => state.context, colors, width, height, options, { setCursor: [showTooltip] });
       // The same shape (kind, series, bar or area) only needs new data; another, new options.
       const shape = JSON.stringify([spec.kind, spec.unit, spec.series.map((s) => [s.name, Boolean(s.other)]), context.buckets.length <= 72, options.compact]);
       if (state.plot && shape === state.shape) {
