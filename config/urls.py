@@ -16,6 +16,12 @@ deployment_patterns: list[URLPattern | URLResolver] = [
     path("<str:deployment_id>/rollback/", deployments.deployment_rollback, name="deployment-rollback"),
     path("<str:deployment_id>/canary/start/", deployments.deployment_canary_start, name="deployment-canary-start"),
     path("<str:deployment_id>/canary/<str:action>/", deployments.deployment_canary, name="deployment-canary"),
+    path("<str:deployment_id>/staging/", deployments.deployment_staging_create, name="deployment-staging-create"),
+    path(
+        "<str:deployment_id>/promote-to-production/",
+        deployments.deployment_promote_to_production,
+        name="deployment-promote-to-production",
+    ),
     path("<str:deployment_id>/delete/", deployments.deployment_delete, name="deployment-delete"),
 ]
 

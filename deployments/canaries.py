@@ -62,7 +62,9 @@ class CanaryPlan:
 
 
 def snapshot(canary: Canary) -> dict[str, Any]:
+    promoted_from = services.promoted_from(canary.canary_revision)
     return {
+        **({"promoted_from": promoted_from} if promoted_from else {}),
         "canary": canary.id,
         "stable_revision": canary.stable_revision.number,
         "canary_revision": canary.canary_revision.number,

@@ -23,7 +23,11 @@ class DeploymentForm(forms.Form):
     )
     scale_down_delay_s = forms.IntegerField(min_value=0, max_value=86_400, initial=60, label="Scale-down delay (s)")
     idle_timeout_s = forms.IntegerField(min_value=0, max_value=604_800, initial=300, label="Scale-to-zero idle timeout (s)")
-    environment = forms.ChoiceField(choices=Deployment.Environment.choices)
+    # Staging is made from a production deployment's page (deployments.environments).
+    environment = forms.ChoiceField(
+        choices=[(value, label) for value, label in Deployment.Environment.choices if value != Deployment.Environment.STAGING],
+        help_text="Production deployments can have a staging environment, created from their page.",
+    )
 
     def __init__(self, *args: object, organization: Organization, staff: bool, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -63,6 +67,21 @@ class CanaryStartForm(forms.Form):
     revision = forms.IntegerField(min_value=1, label="Revision")
     traffic_percent = forms.IntegerField(min_value=1, max_value=99, initial=10, label="Share of requests (%)")
     window_s = forms.IntegerField(min_value=1, max_value=86_400, initial=300, label="Judged over (seconds)")
+
+
+class StagingCreateForm(forms.Form):
+    """A staging environment for a production deployment (deployments.environments)."""
+
+    name = forms.SlugField(max_length=60, required=False, label="Name on the gateway")
+    scale_to_zero = forms.BooleanField(required=False, initial=True, label="Scale staging to zero when idle")
+
+
+class PromoteToProductionForm(forms.Form):
+    """Staging's current revision to production: at once, or by a canary when a share is given."""
+
+    keep_production_scaling = forms.BooleanField(required=False, label="Keep production's scaling (replicas, concurrency, timeouts)")
+    canary_percent = forms.IntegerField(min_value=1, max_value=99, required=False, label="By canary: share of requests (%)")
+    window_s = forms.IntegerField(min_value=1, max_value=86_400, initial=300, required=False, label="Judged over (seconds)")
 
 
 class HubModelForm(forms.Form):

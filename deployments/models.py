@@ -129,6 +129,7 @@ class Quota(models.Model):
 class Deployment(models.Model):
     class Environment(models.TextChoices):
         DEVELOPMENT = "development", "Development"
+        STAGING = "staging", "Staging"
         PRODUCTION = "production", "Production"
 
     class Status(models.TextChoices):
@@ -143,6 +144,10 @@ class Deployment(models.Model):
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="deployments")
     name = models.SlugField(max_length=60)
     environment = models.CharField(max_length=12, choices=Environment.choices, default=Environment.DEVELOPMENT)
+    # A staging environment's production deployment: where its revisions are promoted to
+    # (deployments.environments). Both are deployments, each with its own gateway name.
+    # RESTRICT: deleting the organization removes both.
+    production = models.ForeignKey("self", null=True, blank=True, on_delete=models.RESTRICT, related_name="staging_environments")
     # RESTRICT, not PROTECT: deleting the whole organization (which cascades to both
     # sides) must work, while deleting a revision a deployment still points at must not.
     current_revision = models.ForeignKey("DeploymentRevision", null=True, blank=True, on_delete=models.RESTRICT, related_name="+")
@@ -165,7 +170,11 @@ class Deployment(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["organization", "name"], condition=models.Q(deleted_at=None), name="unique_live_deployment_name"
-            )
+            ),
+            models.UniqueConstraint(fields=["production"], condition=models.Q(deleted_at=None), name="one_live_staging_per_production"),
+            models.CheckConstraint(
+                condition=models.Q(production=None) | models.Q(environment="staging"), name="only_staging_promotes_to_production"
+            ),
         ]
 
     @property
@@ -195,6 +204,8 @@ class DeploymentRevision(models.Model):
     target_concurrency = models.PositiveIntegerField()
     scale_down_delay_s = models.PositiveIntegerField()
     idle_timeout_s = models.PositiveIntegerField()
+    # A production revision promoted from a staging environment: the staging revision it copies.
+    promoted_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
 

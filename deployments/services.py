@@ -135,12 +135,24 @@ def check_quota(
         )
 
 
+def promoted_from(revision: DeploymentRevision) -> dict[str, Any] | None:
+    """A production revision promoted from a staging environment: that deployment's name
+    and the revision it copies (deployments.environments)."""
+    source = revision.promoted_from
+    return None if source is None else {"deployment": source.deployment.name, "revision": source.number}
+
+
 def revision_snapshot(revision: DeploymentRevision) -> dict[str, Any]:
-    return {"revision": revision.number, **asdict(DeploymentSpec.of(revision))}
+    snapshot = {"revision": revision.number, **asdict(DeploymentSpec.of(revision))}
+    if revision.promoted_from_id is not None:
+        snapshot["promoted_from"] = promoted_from(revision)
+    return snapshot
 
 
 def deployment_snapshot(deployment: Deployment) -> dict[str, Any]:
     snapshot: dict[str, Any] = {"id": deployment.id, "name": deployment.name, "environment": deployment.environment}
+    if deployment.production_id is not None:
+        snapshot["production"] = deployment.production_id
     if deployment.current_revision is not None:
         snapshot.update(revision_snapshot(deployment.current_revision))
     return snapshot
@@ -168,9 +180,20 @@ def _new_revision(ctx: OrgContext, deployment: Deployment, spec: DeploymentSpec)
 
 @transaction.atomic
 def create_deployment(
-    ctx: OrgContext, *, name: str, spec: DeploymentSpec, environment: str = Deployment.Environment.DEVELOPMENT
+    ctx: OrgContext,
+    *,
+    name: str,
+    spec: DeploymentSpec,
+    environment: str = Deployment.Environment.DEVELOPMENT,
+    production: Deployment | None = None,
 ) -> Deployment:
+    """`production`: the deployment a staging environment promotes to; only
+    deployments.environments makes those."""
     ctx.require_role(Role.MEMBER, "create deployments")
+    if (environment == Deployment.Environment.STAGING) != (production is not None):
+        raise ServiceError(
+            "A staging environment is made from its production deployment: POST /api/v1/deployments/{id}/staging/.", field="environment"
+        )
     if not NAME_PATTERN.match(name):
         raise ServiceError("Use 1-60 lowercase letters, digits and dashes, starting with a letter or digit.", field="name")
     if selectors.live_deployments(ctx.organization).filter(name=name).exists():
@@ -178,7 +201,7 @@ def create_deployment(
     validate_spec(ctx.organization, spec)
     check_quota(ctx.organization, spec)
     holds.refuse_if_held(ctx.organization, now=timezone.now())
-    deployment = Deployment.objects.create(organization=ctx.organization, name=name, environment=environment)
+    deployment = Deployment.objects.create(organization=ctx.organization, name=name, environment=environment, production=production)
     deployment.current_revision = _new_revision(ctx, deployment, spec)
     deployment.save(update_fields=["current_revision"])
     audit.record(ctx, "deployment.created", target_type="deployment", target_id=deployment.id, after=deployment_snapshot(deployment))
@@ -194,13 +217,32 @@ def update_deployment(ctx: OrgContext, deployment: Deployment, *, live: bool = T
     if not live:
         save_revision(ctx, deployment, **changes)
         return deployment
-    refuse_during_canary(deployment)
     current = deployment.current_revision
     assert current is not None
     environment = changes.pop("environment", None)
+    if environment is not None:
+        _check_environment_change(deployment, environment)
     if "allowed_regions" in changes:
         changes["allowed_regions"] = tuple(changes["allowed_regions"])
     spec = replace(DeploymentSpec.of(current), **changes)
+    if spec == DeploymentSpec.of(current):
+        # Nothing to roll out: a repeated PATCH changes nothing, an environment is a label.
+        if environment is None or environment == deployment.environment:
+            return deployment
+        before = deployment_snapshot(deployment)
+        deployment.environment = environment
+        deployment.save(update_fields=["environment"])
+        audit.record(
+            ctx,
+            "deployment.updated",
+            target_type="deployment",
+            target_id=deployment.id,
+            before=before,
+            after=deployment_snapshot(deployment),
+        )
+        publish_after_commit(groups=[deployment_group(deployment.id)])
+        return deployment
+    refuse_during_canary(deployment)
     validate_spec(ctx.organization, spec)
     check_quota(ctx.organization, spec, replacing=deployment)
     if spec.min_replicas > current.min_replicas or spec.max_replicas > current.max_replicas or spec.model != current.model:
@@ -217,6 +259,23 @@ def update_deployment(ctx: OrgContext, deployment: Deployment, *, live: bool = T
     )
     publish_after_commit(groups=[deployment_group(deployment.id)])
     return deployment
+
+
+def _check_environment_change(deployment: Deployment, environment: str) -> None:
+    """Staging is a link to a production deployment, made and ended by
+    deployments.environments, not a label to set; a production deployment with a staging
+    environment stays production."""
+    if environment == deployment.environment:
+        return
+    if deployment.environment == Deployment.Environment.STAGING:
+        raise ServiceError(f"{deployment.name} is a staging environment and stays one; delete it to end staging.", field="environment")
+    if environment == Deployment.Environment.STAGING:
+        raise ServiceError(
+            "A staging environment is made from its production deployment: POST /api/v1/deployments/{id}/staging/.", field="environment"
+        )
+    staging = selectors.live_deployments(deployment.organization).filter(production=deployment).first()
+    if staging is not None:
+        raise Conflict(f"{staging.name} promotes to {deployment.name}, which stays production while it does.", field="environment")
 
 
 def save_revision(ctx: OrgContext, deployment: Deployment, **changes: Any) -> DeploymentRevision:
@@ -306,6 +365,9 @@ def rollback(ctx: OrgContext, deployment: Deployment) -> Deployment:
 def delete_deployment(ctx: OrgContext, deployment: Deployment) -> None:
     """Marks the deployment deleted; the control plane drains and stops its replicas."""
     ctx.require_role(Role.MEMBER, "delete deployments")
+    staging = selectors.live_deployments(deployment.organization).filter(production=deployment).first()
+    if staging is not None:
+        raise Conflict(f"{staging.name} is this deployment's staging environment; delete it first.", field="staging")
     before = deployment_snapshot(deployment)
     deployment.deleted_at = timezone.now()
     deployment.save(update_fields=["deleted_at"])

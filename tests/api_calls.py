@@ -120,6 +120,19 @@ def _deployment_with_held_canary(org: Organization) -> dict[str, str]:
     return params
 
 
+def _production(org: Organization) -> dict[str, str]:
+    return {"deployment_id": create_deployment(org, name="prod", environment="production").id}
+
+
+def _staging_with_a_change(org: Organization) -> dict[str, str]:
+    from deployments import environments, services
+
+    production = create_deployment(org, name="prod", environment="production")
+    staging = environments.create_staging(owner_context_for(org), production=production)
+    services.update_deployment(owner_context_for(org), staging, allowed_regions=["eu-west"])
+    return {"deployment_id": staging.id}
+
+
 def _upload(org: Organization) -> dict[str, str]:
     return {"upload_id": start_model_upload(org, send=False).id, "file_path": "config.json"}
 
@@ -181,6 +194,15 @@ MUTATING_CALLS = [
         Role.MEMBER,
         _deployment,
         {"changes": {"allowed_regions": ["eu-west"]}, "traffic_percent": 20},
+    ),
+    ApiCall("create staging", "post", "/api/v1/deployments/<str:deployment_id>/staging/", Role.MEMBER, _production, {}),
+    ApiCall(
+        "promote to production",
+        "post",
+        "/api/v1/deployments/<str:deployment_id>/promote-to-production/",
+        Role.MEMBER,
+        _staging_with_a_change,
+        {},
     ),
     ApiCall("promote canary", "post", "/api/v1/deployments/<str:deployment_id>/canary/promote/", Role.MEMBER, _deployment_with_canary),
     ApiCall("hold canary", "post", "/api/v1/deployments/<str:deployment_id>/canary/hold/", Role.MEMBER, _deployment_with_canary),

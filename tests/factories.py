@@ -81,12 +81,14 @@ def ensure_clusters() -> None:
             ClusterGpu.objects.get_or_create(cluster=cluster, gpu_type_id=gpu, defaults={"count": count})
 
 
-def create_deployment(org: Organization, name: str = "chat", **spec: object):  # type: ignore[no-untyped-def]
+def create_deployment(org: Organization, name: str = "chat", *, environment: str = "development", **spec: object):  # type: ignore[no-untyped-def]
     from deployments import services as deployment_services
 
     ensure_clusters()
     fields = {"model": "tiny-chat", "gpu_type": "CPU", "allowed_regions": ("us-east",), **spec}
-    return deployment_services.create_deployment(owner_context(org), name=name, spec=deployment_services.DeploymentSpec(**fields))
+    return deployment_services.create_deployment(
+        owner_context(org), name=name, environment=environment, spec=deployment_services.DeploymentSpec(**fields)
+    )
 
 
 def create_provider(

@@ -10,8 +10,8 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from deployments import canaries, selectors, services
-from deployments.forms import CanaryStartForm, DeploymentForm, ScaleForm
+from deployments import canaries, environments, selectors, services
+from deployments.forms import CanaryStartForm, DeploymentForm, PromoteToProductionForm, ScaleForm, StagingCreateForm
 from deployments.models import Deployment, DeploymentEvent, Replica, ReplicaEvent
 from metering import dashboards
 from tenancy.context import OrgContext
@@ -98,6 +98,10 @@ def deployment_detail(request: HttpRequest, ctx: OrgContext, deployment_id: str)
         "canary": canaries.summary(ctx.organization, deployment),
         "canary_form": CanaryStartForm(initial={"traffic_percent": 10, "window_s": canaries.DEFAULT_WINDOW_S}),
         "deployment_events": DeploymentEvent.objects.for_org(ctx.organization).filter(deployment=deployment)[:20],
+        "staging": environments.staging_of(deployment),
+        "staging_form": StagingCreateForm(initial={"name": environments.default_staging_name(deployment), "scale_to_zero": True}),
+        "promotion": environments.promotion_preview(deployment),
+        "promote_form": PromoteToProductionForm(initial={"window_s": canaries.DEFAULT_WINDOW_S, "keep_production_scaling": True}),
         "active_nav": "deployments",
         "traffic": dashboards.deployment_dashboard(ctx.organization, deployment.id, _traffic_params(request, deployment.id)),
         "traffic_ranges": [(key, dashboards.RANGES[key].label) for key in dashboards.DEPLOYMENT_RANGES],
@@ -194,8 +198,58 @@ def deployment_canary(request: HttpRequest, ctx: OrgContext, deployment_id: str,
 
 @org_page(write=Role.MEMBER)
 @require_POST
+def deployment_staging_create(request: HttpRequest, ctx: OrgContext, deployment_id: str) -> HttpResponse:
+    production = _deployment(ctx, deployment_id)
+    form = StagingCreateForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Name it with lowercase letters, digits and dashes (or leave the name empty).")
+        return redirect("deployment-detail", org_slug=ctx.organization.slug, deployment_id=deployment_id)
+    changes: dict[str, object] | None = {"min_replicas": 0} if form.cleaned_data["scale_to_zero"] else None
+    try:
+        staging = environments.create_staging(ctx, production=production, name=form.cleaned_data["name"] or None, changes=changes)
+    except ServiceError as error:
+        messages.error(request, error.message)
+        return redirect("deployment-detail", org_slug=ctx.organization.slug, deployment_id=deployment_id)
+    messages.success(request, f"{staging.name} is deploying: try changes there, then promote them to {production.name}.")
+    return redirect("deployment-detail", org_slug=ctx.organization.slug, deployment_id=staging.id)
+
+
+@org_page(write=Role.MEMBER)
+@require_POST
+def deployment_promote_to_production(request: HttpRequest, ctx: OrgContext, deployment_id: str) -> HttpResponse:
+    staging = _deployment(ctx, deployment_id)
+    form = PromoteToProductionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "A canary's share is 1 to 99% and its window at least one second; leave the share empty to go at once.")
+        return redirect("deployment-detail", org_slug=ctx.organization.slug, deployment_id=deployment_id)
+    data = form.cleaned_data
+    plan = None
+    if data["canary_percent"]:
+        plan = canaries.CanaryPlan(traffic_percent=data["canary_percent"], window_s=data["window_s"] or canaries.DEFAULT_WINDOW_S)
+    try:
+        production, canary = environments.promote_to_production(
+            ctx, staging=staging, keep_production_scaling=data["keep_production_scaling"], canary=plan
+        )
+    except ServiceError as error:
+        messages.error(request, error.message)
+        return redirect("deployment-detail", org_slug=ctx.organization.slug, deployment_id=deployment_id)
+    if canary is not None:
+        messages.success(
+            request, f"Revision {canary.canary_revision.number} of {production.name} takes {canary.traffic_percent}% of requests."
+        )
+    else:
+        messages.success(request, f"{production.name} is rolling out revision {production.revision.number}, promoted from {staging.name}.")
+    return redirect("deployment-detail", org_slug=ctx.organization.slug, deployment_id=production.id)
+
+
+@org_page(write=Role.MEMBER)
+@require_POST
 def deployment_delete(request: HttpRequest, ctx: OrgContext, deployment_id: str) -> HttpResponse:
     deployment = _deployment(ctx, deployment_id)
-    services.delete_deployment(ctx, deployment)
+    try:
+        services.delete_deployment(ctx, deployment)
+    except ServiceError as error:
+        messages.error(request, error.message)
+        return redirect("deployment-detail", org_slug=ctx.organization.slug, deployment_id=deployment.id)
     messages.success(request, f"{deployment.name} was deleted; its replicas are draining.")
     return redirect("deployments", org_slug=ctx.organization.slug)

@@ -7,7 +7,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
-from deployments import canaries, services
+from deployments import canaries, environments, services
 from deployments.canary_analysis import RevisionStats
 from deployments.models import Canary, CatalogModel, Deployment, DeploymentRevision, GpuType
 
@@ -21,6 +21,9 @@ class GpuTypeSerializer(serializers.ModelSerializer):
 
 class RevisionSerializer(serializers.ModelSerializer):
     gpu_type = serializers.CharField(source="gpu_type_id", read_only=True)
+    promoted_from = serializers.SerializerMethodField(
+        help_text="A revision promoted from a staging environment: that deployment's name and the revision it copies."
+    )
 
     class Meta:
         model = DeploymentRevision
@@ -35,19 +38,46 @@ class RevisionSerializer(serializers.ModelSerializer):
             "target_concurrency",
             "scale_down_delay_s",
             "idle_timeout_s",
+            "promoted_from",
             "created_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(
+        inline_serializer("PromotedFrom", {"deployment": serializers.CharField(), "revision": serializers.IntegerField()}, allow_null=True)
+    )
+    def get_promoted_from(self, revision: DeploymentRevision) -> dict[str, Any] | None:
+        return services.promoted_from(revision)
 
 
 class DeploymentSerializer(serializers.ModelSerializer):
     revision = RevisionSerializer(source="current_revision", read_only=True)
     estimated_cost_per_hour = serializers.SerializerMethodField(help_text="USD per hour at min and at max replicas.")
+    production = serializers.CharField(
+        source="production_id", read_only=True, allow_null=True, help_text="A staging environment's production deployment (its id)."
+    )
+    staging = serializers.SerializerMethodField(help_text="A production deployment's staging environment (its id), if it has one.")
 
     class Meta:
         model = Deployment
-        fields = ["id", "name", "environment", "status", "status_reason", "created_at", "revision", "estimated_cost_per_hour"]
+        fields = [
+            "id",
+            "name",
+            "environment",
+            "production",
+            "staging",
+            "status",
+            "status_reason",
+            "created_at",
+            "revision",
+            "estimated_cost_per_hour",
+        ]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_staging(self, deployment: Deployment) -> str | None:
+        staging = environments.staging_of(deployment)
+        return None if staging is None else staging.pk
 
     def get_estimated_cost_per_hour(self, deployment: Deployment) -> dict[str, str]:
         low, high = services.estimated_cost_per_hour(
@@ -103,19 +133,9 @@ class PromoteSerializer(serializers.Serializer):
     revision = serializers.IntegerField(min_value=1)
 
 
-class CanaryChangesSerializer(_SpecFields):
-    """Changes to the current revision that make the canary's revision (saved, not live)."""
+class PlanSerializer(serializers.Serializer):
+    """How a canary splits and is judged (the canary start's fields, less what it tries)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        del self.fields["environment"]  # the deployment's, not a revision's
-        for field in self.fields.values():
-            field.required = False
-
-
-class CanaryStartSerializer(serializers.Serializer):
-    revision = serializers.IntegerField(min_value=1, required=False, help_text="An existing revision to try; or give `changes`.")
-    changes = CanaryChangesSerializer(required=False, help_text="Changes to the current revision; saved as the canary's revision.")
     traffic_percent = serializers.IntegerField(min_value=1, max_value=99, help_text="The canary's share of requests.")
     window_s = serializers.IntegerField(min_value=1, max_value=7 * 86_400, default=canaries.DEFAULT_WINDOW_S)
     min_requests = serializers.IntegerField(min_value=1, max_value=10_000_000, default=canaries.DEFAULT_MIN_REQUESTS)
@@ -125,6 +145,37 @@ class CanaryStartSerializer(serializers.Serializer):
     max_latency_ratio = serializers.DecimalField(
         max_digits=6, decimal_places=2, min_value=Decimal(1), default=canaries.DEFAULT_MAX_LATENCY_RATIO
     )
+
+
+class SpecChangesSerializer(_SpecFields):
+    """Changes to a revision's settings, each optional."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        del self.fields["environment"]  # the deployment's, not a revision's
+        for field in self.fields.values():
+            field.required = False
+
+
+class StagingCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=60, required=False, help_text="Its name on the gateway; default `<production>-staging`.")
+    changes = SpecChangesSerializer(
+        required=False, help_text="Changes to a copy of production's current revision (say, min_replicas 0), as staging's first."
+    )
+
+
+class PromoteToProductionSerializer(serializers.Serializer):
+    keep_production_scaling = serializers.BooleanField(
+        default=False, help_text="Keep production's replicas, concurrency and timeouts; promote the model, hardware and regions."
+    )
+    canary = PlanSerializer(
+        required=False, allow_null=True, help_text="Roll out by a canary on production with this plan; absent: all at once."
+    )
+
+
+class CanaryStartSerializer(PlanSerializer):
+    revision = serializers.IntegerField(min_value=1, required=False, help_text="An existing revision to try; or give `changes`.")
+    changes = SpecChangesSerializer(required=False, help_text="Changes to the current revision; saved as the canary's revision.")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if ("revision" in attrs) == bool(attrs.get("changes")):

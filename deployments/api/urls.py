@@ -10,6 +10,12 @@ urlpatterns = [
     path("deployments/<str:deployment_id>/revisions/", views.RevisionListView.as_view(), name="api-deployment-revisions"),
     path("deployments/<str:deployment_id>/promote/", views.PromoteView.as_view(), name="api-deployment-promote"),
     path("deployments/<str:deployment_id>/rollback/", views.RollbackView.as_view(), name="api-deployment-rollback"),
+    path("deployments/<str:deployment_id>/staging/", views.StagingView.as_view(), name="api-deployment-staging"),
+    path(
+        "deployments/<str:deployment_id>/promote-to-production/",
+        views.PromoteToProductionView.as_view(),
+        name="api-deployment-promote-to-production",
+    ),
     path("deployments/<str:deployment_id>/canary/", views.CanaryView.as_view(), name="api-deployment-canary"),
     *[
         path(

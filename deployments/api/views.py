@@ -9,7 +9,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from deployments import canaries, selectors, services
+from deployments import canaries, environments, selectors, services
 from deployments.api import serializers as s
 from deployments.model_catalog import ensure_builtin_models, offered_to
 from deployments.models import Canary
@@ -83,6 +83,56 @@ class RollbackView(DeploymentAPIView):
         return Response(self.get_serializer(services.rollback(self.ctx, self.get_deployment())).data)
 
 
+def _plan(data: dict) -> canaries.CanaryPlan:  # type: ignore[type-arg]
+    return canaries.CanaryPlan(
+        traffic_percent=data["traffic_percent"],
+        window_s=data["window_s"],
+        min_requests=data["min_requests"],
+        max_error_rate_increase=data["max_error_rate_increase"],
+        max_latency_ratio=data["max_latency_ratio"],
+    )
+
+
+class StagingView(DeploymentAPIView):
+    @extend_schema(operation_id="deployment_staging_retrieve", description="The production deployment's staging environment.")
+    def get(self, request: Request, deployment_id: str) -> Response:
+        staging = environments.staging_of(self.get_deployment())
+        if staging is None:
+            raise NotFound("This deployment has no staging environment; create one with POST to this URL.")
+        return Response(self.get_serializer(staging).data)
+
+    @extend_schema(
+        operation_id="deployment_staging_create",
+        request=s.StagingCreateSerializer,
+        responses={201: s.DeploymentSerializer},
+        description="A staging environment for a production deployment: a deployment of its own, with its own name on the gateway, "
+        "starting as a copy of production's current revision with `changes` applied. Promote it with "
+        "POST /api/v1/deployments/{staging id}/promote-to-production/.",
+    )
+    def post(self, request: Request, deployment_id: str) -> Response:
+        production = self.get_deployment()
+        data = validated(s.StagingCreateSerializer, request.data)
+        staging = environments.create_staging(self.ctx, production=production, name=data.get("name"), changes=data.get("changes") or None)
+        return Response(self.get_serializer(staging).data, status=status.HTTP_201_CREATED)
+
+
+class PromoteToProductionView(DeploymentAPIView):
+    @extend_schema(
+        request=s.PromoteToProductionSerializer,
+        responses=s.DeploymentSerializer,
+        description="Copies this staging environment's current revision (the same model artifact and settings) to its production "
+        "deployment as a new revision, live at once or, with `canary`, by a canary on production. Answers the production deployment.",
+    )
+    def post(self, request: Request, deployment_id: str) -> Response:
+        staging = self.get_deployment()
+        data = validated(s.PromoteToProductionSerializer, request.data)
+        plan = _plan(data["canary"]) if data.get("canary") else None
+        production, _ = environments.promote_to_production(
+            self.ctx, staging=staging, keep_production_scaling=data["keep_production_scaling"], canary=plan
+        )
+        return Response(self.get_serializer(production).data)
+
+
 class CanaryView(DeploymentAPIView):
     serializer_class = s.CanarySerializer
 
@@ -110,13 +160,7 @@ class CanaryView(DeploymentAPIView):
     def post(self, request: Request, deployment_id: str) -> Response:
         deployment = self.get_deployment()
         data = validated(s.CanaryStartSerializer, request.data)
-        plan = canaries.CanaryPlan(
-            traffic_percent=data["traffic_percent"],
-            window_s=data["window_s"],
-            min_requests=data["min_requests"],
-            max_error_rate_increase=data["max_error_rate_increase"],
-            max_latency_ratio=data["max_latency_ratio"],
-        )
+        plan = _plan(data)
         changes = data.get("changes") or None
         if changes and "allowed_regions" in changes:
             changes["allowed_regions"] = tuple(changes["allowed_regions"])
