@@ -200,6 +200,7 @@ def _measure_ingest(log: Callable[[str], None]) -> tuple[float, float]:
                 deployment_id="", region=rng.choice(REGIONS), status=200 if rng.random() > 0.02 else rng.choice((429, 502)), error_code="",
                 streamed=rng.random() < 0.5, attempts=1, input_tokens=tokens_in, output_tokens=tokens_out,
                 latency_ms=rng.lognormvariate(5.5, 0.6), ttft_ms=None, cost=Decimal(tokens_in * 150 + tokens_out * 600) / Decimal(10**9),
+                served_model=model, charge=Decimal(tokens_in * 150 + tokens_out * 600) * Decimal("1.25") / Decimal(10**9),
             )  # fmt: skip
             files[n % 2].write(encode(record) + b"\n")
         for handle in files:
@@ -267,7 +268,8 @@ def _query_tenant(log: Callable[[str], None]) -> Any:
             mod(i, 2) = 0 AS streamed, 1 AS attempts, (20 + mod(i * 31, 1980))::int AS input_tokens,
             (1 + mod(i * 17, 600))::int AS output_tokens,
             exp(5.5 + 0.6 * (random() + random() + random() - 1.5) * 2) AS latency_ms, NULL::float8 AS ttft_ms,
-            ((20 + mod(i * 31, 1980)) * 150 + (1 + mod(i * 17, 600)) * 600)::numeric / 1000000000 AS cost, model AS served_model
+            ((20 + mod(i * 31, 1980)) * 150 + (1 + mod(i * 17, 600)) * 600)::numeric / 1000000000 AS cost, model AS served_model,
+            ((20 + mod(i * 31, 1980)) * 150 + (1 + mod(i * 17, 600)) * 600)::numeric * 1.25 / 1000000000 AS charge
         FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS i,
             LATERAL (SELECT ({models})[1 + floor(random() * {len(MODELS)} + i * 0)::int] AS model) AS drawn
     """

@@ -28,7 +28,7 @@ from metering import histogram
 from metering.histogram import GROWTH
 from metering.models import UsageEvent, UsageRollup
 from metering.rollups import COST_PLACES, DIMENSIONS, EventColumns, Key, aggregate, lock_organizations
-from metering.spool import LEGACY_FIELD_COUNT
+from metering.spool import FIELD_COUNT, LEGACY_FIELD_COUNTS
 from tenancy.models import Organization
 
 # Events arrive as lines of COPY text (metering.spool), which go into a typed table as they
@@ -60,10 +60,12 @@ EVENT_COLUMNS = {
     "ttft_ms": "float8",
     "cost": "numeric",
     "served_model": "text",
+    "charge": "numeric",
 }
 _COLUMN_TYPES = ", ".join(f"{name} {kind}" for name, kind in EVENT_COLUMNS.items())
 _RECORD = f"AS event ({_COLUMN_TYPES})"
-# An earlier version's JSON events have no served_model: empty, as its lines get.
+# An earlier version's JSON events have no served_model: empty, as its lines get (and no
+# charge: null, as json_to_record gives a missing key).
 _JSON_COLUMNS = ", ".join("coalesce(event.served_model, '')" if name == "served_model" else f"event.{name}" for name in EVENT_COLUMNS)
 STAGED_EVENTS = f"""
     SELECT * FROM {EVENT_LINES}
@@ -73,7 +75,7 @@ STAGED_EVENTS = f"""
     SELECT {_JSON_COLUMNS} FROM {EVENT_ARRAYS}, json_array_elements(doc) AS payload, json_to_record(payload) {_RECORD}
 """
 _ROLLUP_KEY = ["organization_id", "granularity", "bucket", "breakdown", *DIMENSIONS]
-_ROLLUP_SUMS = ["requests", "client_errors", "server_errors", "input_tokens", "output_tokens", "cost"]
+_ROLLUP_SUMS = ["requests", "client_errors", "server_errors", "input_tokens", "output_tokens", "cost", "charge"]
 
 
 def write(payloads: list[bytes]) -> int:
@@ -118,7 +120,8 @@ def insert_and_roll_up(events_query: str, params: Mapping[str, Any] | None = Non
                 INSERT INTO {events} ({columns}) SELECT {columns} FROM ({events_query}) AS events
                 WHERE organization_id IN (SELECT id FROM {organizations})  -- usage of a deleted organization is dropped
                 ON CONFLICT (request_id) DO NOTHING
-                RETURNING organization_id, {", ".join(DIMENSIONS)}, at, status, input_tokens, output_tokens, latency_ms, cost
+                RETURNING organization_id, {", ".join(DIMENSIONS)}, at, status, input_tokens, output_tokens, latency_ms, cost,
+                    coalesce(charge, cost) AS shown_charge  -- an earlier version's events: their cost (metering.rollups)
             )
             -- What the rollups need, as one array per column (far cheaper to fetch than rows).
             SELECT coalesce(array_agg(json_build_array(organization_id, {", ".join(DIMENSIONS)})::text), '{{}}'),
@@ -128,7 +131,8 @@ def insert_and_roll_up(events_query: str, params: Mapping[str, Any] | None = Non
                 coalesce(array_agg(
                     CASE WHEN latency_ms < 1 THEN 0 ELSE floor(ln(latency_ms) / {math.log(GROWTH)!r}::float8)::int END
                 ), '{{}}'),
-                coalesce(array_agg((cost * 1e{COST_PLACES})::bigint), '{{}}')
+                coalesce(array_agg((cost * 1e{COST_PLACES})::bigint), '{{}}'),
+                coalesce(array_agg((shown_charge * 1e{COST_PLACES})::bigint), '{{}}')
             FROM new
             """,
             params,
@@ -153,7 +157,7 @@ def _add_to_rollups(cursor: Any, new: EventColumns) -> None:
     cursor.execute(
         f"""CREATE TEMP TABLE IF NOT EXISTS {INCOMING_ROLLUPS} (organization_id text, granularity text, bucket timestamptz, breakdown text,
             {", ".join(f"{name} text" for name in DIMENSIONS)}, requests bigint, client_errors bigint, server_errors bigint,
-            input_tokens bigint, output_tokens bigint, cost numeric, latency_histogram jsonb) ON COMMIT DELETE ROWS"""
+            input_tokens bigint, output_tokens bigint, cost numeric, charge numeric, latency_histogram jsonb) ON COMMIT DELETE ROWS"""
     )
     cursor.execute(f"TRUNCATE {INCOMING_ROLLUPS}")
     with connection.wrap_database_errors, cursor.cursor.copy(f"COPY {INCOMING_ROLLUPS} FROM STDIN") as copy:
@@ -171,6 +175,7 @@ def _add_to_rollups(cursor: Any, new: EventColumns) -> None:
                     delta.input_tokens,
                     delta.output_tokens,
                     delta.cost,
+                    delta.charge,
                     orjson.dumps(latency).decode(),
                 )
             )
@@ -201,14 +206,22 @@ def _stored_histograms(cursor: Any, keys: list[Key]) -> dict[Key, str]:
     return {tuple(row[:-1]): row[-1] for row in cursor.fetchall()}  # type: ignore[misc]
 
 
+# What an earlier version's lines lack, as COPY text: an empty served_model, a null charge.
+_MISSING = {19: b"\t\t\\N", 20: b"\t\\N"}
+
+
 def _with_every_field(payload: bytes) -> bytes:
-    """The payload's lines with the fields an earlier version's lines lack (an empty
-    served_model), so COPY takes both. Lines hold no raw tab or newline but the
-    separators (metering.spool escapes them), and one payload comes from one writer."""
+    """The payload's lines with the fields an earlier version's lines lack, so COPY takes
+    them all. Lines hold no raw tab or newline but the separators (metering.spool escapes
+    them), and one payload comes from one writer, so its lines have one width."""
     lines = payload.count(b"\n") + 1
-    if payload.count(b"\t") == (LEGACY_FIELD_COUNT - 1) * lines:
-        return payload.replace(b"\n", b"\t\n") + b"\t"
-    return payload
+    tabs = payload.count(b"\t")
+    if tabs == (FIELD_COUNT - 1) * lines:
+        return payload
+    for width in LEGACY_FIELD_COUNTS:
+        if tabs == (width - 1) * lines:
+            return payload.replace(b"\n", _MISSING[width] + b"\n") + _MISSING[width]
+    return payload  # COPY refuses it, saying why
 
 
 def _copy(cursor: Any, command: str, lines: list[bytes]) -> None:

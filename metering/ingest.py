@@ -229,7 +229,7 @@ def decode_payloads(payloads: list[bytes]) -> list[UsageRecord]:
 
 
 _COLUMNS = [f.name for f in fields(UsageRecord)]
-_AT, _COST = _COLUMNS.index("at"), _COLUMNS.index("cost")
+_AT, _COST, _CHARGE = _COLUMNS.index("at"), _COLUMNS.index("cost"), _COLUMNS.index("charge")
 
 
 def _insert(records: list[UsageRecord]) -> None:
@@ -265,6 +265,8 @@ def _row(record: UsageRecord, connection: object) -> list[object]:
     values = [getattr(record, name) for name in _COLUMNS]
     values[_AT] = connection.ops.adapt_datetimefield_value(values[_AT])  # type: ignore[attr-defined]
     values[_COST] = connection.ops.adapt_decimalfield_value(values[_COST], 24, 12)  # type: ignore[attr-defined]
+    if values[_CHARGE] is not None:
+        values[_CHARGE] = connection.ops.adapt_decimalfield_value(values[_CHARGE], 24, 12)  # type: ignore[attr-defined]
     return values
 
 

@@ -41,9 +41,22 @@ class UsageEvent(models.Model):
     output_tokens = models.PositiveIntegerField(default=0)
     latency_ms = models.FloatField()
     ttft_ms = models.FloatField(null=True, blank=True)
-    # USD at the route's prices, exact: six-decimal prices per million tokens give at
-    # most twelve decimals.
-    cost = models.DecimalField(max_digits=24, decimal_places=12, default=0)
+    # USD, exact: six-decimal prices per million tokens give at most twelve decimals.
+    cost = models.DecimalField(
+        max_digits=24,
+        decimal_places=12,
+        default=0,
+        help_text="An external provider's own cost of the tokens, which rating marks up; 0 for a dedicated deployment.",
+    )
+    charge = models.DecimalField(
+        max_digits=24,
+        decimal_places=12,
+        null=True,
+        blank=True,
+        help_text="What the request was charged, as its x-switchboard-cost-usd header said (the price book's token price for "
+        "the model served, else the provider's cost with the markup; 0 for a dedicated deployment, billed by GPU time). "
+        "Null on events recorded before it was kept.",
+    )
     served_model = models.CharField(
         max_length=100,
         blank=True,
@@ -103,7 +116,10 @@ class UsageRollup(models.Model):
     server_errors = models.PositiveBigIntegerField(default=0, help_text="5xx answers.")
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
-    cost = models.DecimalField(max_digits=30, decimal_places=12, default=0)
+    cost = models.DecimalField(max_digits=30, decimal_places=12, default=0, help_text="External providers' own cost (rating's input).")
+    charge = models.DecimalField(
+        max_digits=30, decimal_places=12, default=0, help_text="What the requests were charged per token (an earlier event's: its cost)."
+    )
     latency_histogram = models.JSONField(default=dict, help_text="Bucket index -> count (metering.histogram).")
 
     objects = TenantManager()

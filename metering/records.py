@@ -29,3 +29,8 @@ class UsageRecord:
     ttft_ms: float | None
     cost: Decimal
     served_model: str = ""  # what answered; events of an earlier version lack it
+    # What the request was charged, as its x-switchboard-cost-usd header said: the tokens at
+    # the price book's price for the model served (or the provider's cost with the markup);
+    # 0 for a dedicated deployment, billed by GPU time. `cost` is the provider's own cost,
+    # which rating marks up. None on events of an earlier version: their cost is shown.
+    charge: Decimal | None = None

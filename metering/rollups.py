@@ -50,6 +50,7 @@ class Delta:
     output_tokens: int = 0
     cost: Decimal = Decimal(0)
     latency: dict[str, int] = field(default_factory=dict)
+    charge: Decimal = Decimal(0)
 
 
 def bucket_start(at: datetime, granularity: str) -> datetime:
@@ -89,6 +90,8 @@ class EventColumns:
     output_tokens: Sequence[int]
     latency_bucket: Sequence[int]  # metering.histogram.bucket_of(latency_ms)
     cost_units: Sequence[int]  # cost x 10^COST_PLACES, exact
+    # charge x 10^COST_PLACES; an earlier version's events, which have none, count their cost
+    charge_units: Sequence[int]
 
     def __len__(self) -> int:
         return len(self.combination)
@@ -100,10 +103,11 @@ class EventColumns:
                 orjson.dumps([r.organization_id, *(getattr(r, name) for name in DIMENSIONS)]).decode(),
                 int(r.at.timestamp()) // 60, r.status, r.input_tokens, r.output_tokens, histogram.bucket_of(r.latency_ms),
                 int(r.cost.scaleb(COST_PLACES).to_integral_value(ROUND_HALF_UP)),
+                int((r.cost if r.charge is None else r.charge).scaleb(COST_PLACES).to_integral_value(ROUND_HALF_UP)),
             )
             for r in records
         ]  # fmt: skip
-        return cls(*zip(*rows, strict=True)) if rows else cls((), (), (), (), (), (), ())
+        return cls(*zip(*rows, strict=True)) if rows else cls((), (), (), (), (), (), (), ())
 
 
 def aggregate(events: EventColumns) -> dict[Key, Delta]:
@@ -130,6 +134,7 @@ def aggregate(events: EventColumns) -> dict[Key, Delta]:
         ]
     ).astype(np.int64)
     costs = _exact_array(events.cost_units)
+    charges = _exact_array(events.charge_units)
     minute = np.asarray(events.minute, np.int64)
     latency = np.asarray(events.latency_bucket, np.int64)
     lowest_latency = int(latency.min())
@@ -152,6 +157,7 @@ def aggregate(events: EventColumns) -> dict[Key, Delta]:
             starts = np.searchsorted(group_of[order], np.arange(len(groups)))
             sums = np.add.reduceat(counters[order], starts, axis=0).tolist()
             cost_sums = np.add.reduceat(costs[order], starts).tolist()
+            charge_sums = np.add.reduceat(charges[order], starts).tolist()
             pairs, pair_counts = np.unique(group_of * latency_span + (latency - lowest_latency), return_counts=True)
             # Each group's (bucket, count) pairs, sorted by group: slice plain lists (numpy
             # views per group would cost more than the rest).
@@ -167,6 +173,7 @@ def aggregate(events: EventColumns) -> dict[Key, Delta]:
                 found[(organization, granularity, _bucket((first_period + period_offset) * minutes), breakdown, *dimensions)] = Delta(  # type: ignore[index]
                     requests, client_errors, server_errors, input_tokens, output_tokens, Decimal(cost_sums[index]).scaleb(-COST_PLACES),
                     dict(zip(latency_buckets[first:last], latency_counts[first:last], strict=True)),
+                    Decimal(charge_sums[index]).scaleb(-COST_PLACES),
                 )  # fmt: skip
     return found
 
@@ -249,8 +256,9 @@ def apply(records: list[UsageRecord]) -> None:
         row.input_tokens += delta.input_tokens
         row.output_tokens += delta.output_tokens
         row.cost += delta.cost
+        row.charge += delta.charge
         histogram.merge_into(row.latency_histogram, delta.latency)
     UsageRollup.objects.unscoped_across_tenants().bulk_create(created)
     UsageRollup.objects.unscoped_across_tenants().bulk_update(
-        updated, ["requests", "client_errors", "server_errors", "input_tokens", "output_tokens", "cost", "latency_histogram"]
+        updated, ["requests", "client_errors", "server_errors", "input_tokens", "output_tokens", "cost", "charge", "latency_histogram"]
     )

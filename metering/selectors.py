@@ -39,7 +39,7 @@ class Point:
     server_errors: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
-    cost: Decimal = Decimal(0)
+    cost: Decimal = Decimal(0)  # charged per token, as the invoice rates it (the rollups' charge)
     latency: dict[str, int] = field(default_factory=dict)
 
     def add(
@@ -108,7 +108,7 @@ def usage_series(org: Organization, query: UsageQuery) -> tuple[list[Point], Poi
         "server_errors",
         "input_tokens",
         "output_tokens",
-        "cost",
+        "charge",  # what was charged per token; rating prices the provider's cost ("cost") itself
         "histogram_text",
     )
     width = len(query.group_by)

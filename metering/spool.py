@@ -49,9 +49,9 @@ LEGACY_SPOOL_SUFFIX = ".jsonl"
 # (parsing JSON in SQL cost as much as inserting the row). Text is escaped as COPY reads it.
 _ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _UNESCAPE = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
-FIELD_COUNT = 20
-# An earlier version's lines lack the last field (served_model); they are still read.
-LEGACY_FIELD_COUNT = 19
+FIELD_COUNT = 21
+# Earlier versions' lines lack the last fields (served_model, then charge); they are still read.
+LEGACY_FIELD_COUNTS = (19, 20)
 
 
 def encode(record: UsageRecord) -> bytes:
@@ -63,6 +63,7 @@ def encode(record: UsageRecord) -> bytes:
             r.deployment_id.translate(_ESCAPE), r.region.translate(_ESCAPE), str(r.status), r.error_code.translate(_ESCAPE),
             "t" if r.streamed else "f", str(r.attempts), str(r.input_tokens), str(r.output_tokens), repr(float(r.latency_ms)),
             "\\N" if r.ttft_ms is None else repr(float(r.ttft_ms)), str(r.cost), r.served_model.translate(_ESCAPE),
+            "\\N" if r.charge is None else str(r.charge),
         )
     ).encode()  # fmt: skip
 
@@ -76,16 +77,16 @@ def decode(line: bytes) -> UsageRecord:
     if is_json(line):
         return from_dict(orjson.loads(line))
     values = [_unescape(value) for value in line.decode().split("\t")]
-    if len(values) == LEGACY_FIELD_COUNT:
-        values.append("")
+    if len(values) in LEGACY_FIELD_COUNTS:
+        values += ["", "\\N"][len(values) - FIELD_COUNT :]
     if len(values) != FIELD_COUNT:
         raise ValueError(f"a usage line has {len(values)} fields, not {FIELD_COUNT}")
     (request_id, organization_id, at, key_id, endpoint, model, route, target, deployment_id, region, status, error_code, streamed, attempts,
-     input_tokens, output_tokens, latency_ms, ttft_ms, cost, served_model) = values  # fmt: skip
+     input_tokens, output_tokens, latency_ms, ttft_ms, cost, served_model, charge) = values  # fmt: skip
     return UsageRecord(
         request_id, organization_id, datetime.fromisoformat(at), key_id, endpoint, model, route, target, deployment_id, region,
         int(status), error_code, streamed == "t", int(attempts), int(input_tokens), int(output_tokens), float(latency_ms),
-        None if ttft_ms == "\\N" else float(ttft_ms), Decimal(cost), served_model,
+        None if ttft_ms == "\\N" else float(ttft_ms), Decimal(cost), served_model, None if charge == "\\N" else Decimal(charge),
     )  # fmt: skip
 
 
@@ -101,6 +102,8 @@ def _unescape(value: str) -> str:
 def from_dict(data: dict[str, Any]) -> UsageRecord:
     data["at"] = datetime.fromisoformat(data["at"])
     data["cost"] = Decimal(data["cost"])
+    if data.get("charge") is not None:
+        data["charge"] = Decimal(data["charge"])
     return UsageRecord(**data)
 
 

@@ -18,7 +18,7 @@ from rest_framework.response import Response
 
 from deployments.models import Deployment
 from metering import gpu_time, selectors
-from metering.models import Granularity
+from metering.models import Granularity, UsageEvent
 from tenancy.api.serializers import validated
 from tenancy.api.views import OrgAPIView
 from tenancy.errors import ServiceError
@@ -137,7 +137,21 @@ EVENT_COLUMNS = [
     "latency_ms",
     "ttft_ms",
     "cost",
+    "provider_cost",
 ]
+MONEY_COLUMNS = {"cost", "provider_cost"}
+
+
+def _event_value(event: UsageEvent, column: str, zone: ZoneInfo) -> object:
+    """`cost` is what the request was charged (an earlier version's event: its recorded
+    cost), as the invoice rates it; `provider_cost` the external provider's own cost."""
+    if column == "at":
+        return event.at.astimezone(zone).isoformat()
+    if column == "cost":
+        return event.cost if event.charge is None else event.charge
+    if column == "provider_cost":
+        return event.cost
+    return getattr(event, column)
 
 
 class UsageEventsCsvView(OrgAPIView):
@@ -147,8 +161,8 @@ class UsageEventsCsvView(OrgAPIView):
     def get(self, request: Request) -> StreamingHttpResponse:
         query = _query(request)
         events = selectors.raw_events(self.ctx.organization, query.start, query.end, query.filters)
-        columns = EVENT_COLUMNS if self.ctx.role.sees_money else [c for c in EVENT_COLUMNS if c != "cost"]
-        rows = ([getattr(e, c).astimezone(query.timezone).isoformat() if c == "at" else getattr(e, c) for c in columns] for e in events)
+        columns = EVENT_COLUMNS if self.ctx.role.sees_money else [c for c in EVENT_COLUMNS if c not in MONEY_COLUMNS]
+        rows = ([_event_value(e, c, query.timezone) for c in columns] for e in events)
         return _csv(rows, columns, "usage-events.csv")
 
 

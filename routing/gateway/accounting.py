@@ -110,6 +110,7 @@ class UsageAccounting:
             latency_ms=(time.perf_counter() - exchange.started) * 1000,
             ttft_ms=exchange.ttft_ms,
             cost=cost_of(exchange),
+            charge=charge_of(exchange),
         )
         try:
             await self._record_usage(event)

@@ -4,6 +4,8 @@ rules. The gateway's headers say what the invoice then charges, to the cent and 
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import timedelta
 from decimal import Decimal
 
@@ -13,11 +15,13 @@ from django.utils import timezone
 
 from billing import rating
 from billing.models import InvoiceLine, ModelPrice, ProviderMarkup
+from metering import dashboards
 from metering.models import UsageEvent
 from tests.conftest import Tenants
 from tests.factories import create_route, issue_key
 from tests.gateway.conftest import Backend
 from tests.gateway.helpers import chat, provider_for, wait_for
+from tests.helpers import session_api
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -78,6 +82,23 @@ def test_the_model_served_is_priced_whatever_the_route_is_called(gateway: str, t
     token_lines = {line.description for line in lines if line.kind == InvoiceLine.Kind.TOKENS}
     assert token_lines == {"bench-model: input tokens", "bench-model: output tokens"}
     assert [line.description for line in lines if line.kind == InvoiceLine.Kind.PROVIDER] == ["other-model: external provider cost + 25%"]
-    assert sum(line.exact_amount for line in lines) == sum(_charged(answer)[2] for answer in answers.values())
+    charged = sum(_charged(answer)[2] for answer in answers.values())
+    assert sum(line.exact_amount for line in lines) == charged
+    # The Usage page, the usage API and the events export state the same charge, not the
+    # provider's cost (which they keep apart, as provider_cost).
+    dashboard = dashboards.usage_dashboard(org, dashboards.DashboardParams(range="24h"), show_cost=True)
+    assert Decimal(dashboard["totals"]["cost"]) == charged
+    admin = session_api(tenants.owner_a, org)
+    assert Decimal(admin.get("/api/v1/usage/").json()["totals"]["cost"]) == charged
+    rows = list(csv.DictReader(io.StringIO(b"".join(admin.get("/api/v1/usage/events.csv").streaming_content).decode())))
+    by_id = {row["request_id"]: row for row in rows}
+    for answer in answers.values():
+        row = by_id[answer.headers["x-request-id"]]
+        assert Decimal(row["cost"]) == _charged(answer)[2]
+        usage = answer.json()["usage"]
+        assert (
+            Decimal(row["provider_cost"])
+            == (usage["prompt_tokens"] * Decimal("0.5") + usage["completion_tokens"] * Decimal("1.5")) / MILLION
+        )
     # The other tenant pays nothing for any of it.
     assert rating.rate(tenants.org_b, rating.month_start(now), now + timedelta(hours=1)) == []

@@ -131,7 +131,7 @@ def test_json_events_spooled_by_an_earlier_version_are_still_written(tenants: Te
 
 def test_lines_spooled_before_the_served_model_was_kept_are_still_written(tenants: Tenants, tmp_path: Path) -> None:
     def legacy(record: UsageRecord) -> bytes:
-        return encode(record).rsplit(b"\t", 1)[0]  # the 19 fields, without the last (served_model)
+        return encode(record).rsplit(b"\t", 2)[0]  # the 19 fields, without the last two (served_model, charge)
 
     old = _record(tenants.org_a.pk, "req_old_text", model="assistant")
     (tmp_path / f"host-1-1{SPOOL_SUFFIX}").write_bytes(legacy(old) + b"\n")
@@ -146,10 +146,27 @@ def test_lines_spooled_before_the_served_model_was_kept_are_still_written(tenant
     assert sorted(by_served.values_list("served_model", "requests")) == [("", 3), ("gpt-x", 1)]
 
 
+def test_lines_spooled_before_charges_were_kept_show_their_cost_as_their_charge(tenants: Tenants, tmp_path: Path) -> None:
+    def without_charge(record: UsageRecord) -> bytes:
+        return encode(record).rsplit(b"\t", 1)[0]  # the 20 fields, without the last (charge)
+
+    old = _record(tenants.org_a.pk, "req_no_charge", served_model="gpt-x", cost=Decimal("0.000002"))
+    (tmp_path / f"host-1-1{SPOOL_SUFFIX}").write_bytes(without_charge(old) + b"\n")
+    assert ingest.ingest_available([ingest.SpoolSource(tmp_path)]) == 1
+    entry = b"\n".join(without_charge(_record(tenants.org_b.pk, f"req_no_charge_{i}", cost=Decimal("0.000001"))) for i in range(2))
+    current = _record(tenants.org_b.pk, "req_charged", cost=Decimal("0.000001"), charge=Decimal("0.000005"))
+    ingest.write_payloads([entry, encode(current)])
+    stored = dict(UsageEvent.objects.unscoped_across_tenants().values_list("request_id", "charge"))
+    assert stored == {"req_no_charge": None, "req_no_charge_0": None, "req_no_charge_1": None, "req_charged": Decimal("0.000005")}
+    assert UsageEvent.objects.for_org(tenants.org_a).get().served_model == "gpt-x"
+    rollup = UsageRollup.objects.for_org(tenants.org_b).get(granularity="day", breakdown="none")
+    assert (rollup.cost, rollup.charge) == (Decimal("0.000003"), Decimal("0.000007"))  # two earlier events' cost, one charge
+
+
 def test_text_with_tabs_newlines_and_backslashes_survives_the_wire(tenants: Tenants) -> None:
     odd = "we\tird\\N\nmodel\r\\"
-    record = _record(tenants.org_a.pk, "req_odd", model=odd, route=odd, ttft_ms=None, cost=Decimal("1.5E-9"))
+    record = _record(tenants.org_a.pk, "req_odd", model=odd, route=odd, ttft_ms=None, cost=Decimal("1.5E-9"), charge=Decimal("2E-9"))
     assert decode(encode(record)) == record
     ingest.write_payloads([encode(record)])
     event = UsageEvent.objects.for_org(tenants.org_a).get(request_id="req_odd")
-    assert (event.model, event.route, event.ttft_ms, event.cost) == (odd, odd, None, Decimal("0.0000000015"))
+    assert (event.model, event.route, event.ttft_ms, event.cost, event.charge) == (odd, odd, None, Decimal("0.0000000015"), Decimal("2E-9"))

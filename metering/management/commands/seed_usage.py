@@ -4,6 +4,9 @@ the usage dashboards can be seen (and looked at) without sending thousands of re
 It writes events the way the ingester does (metering.ingest.write_batch, rollups
 included), with request ids that say `seed_`: several models, regions and keys, a daily
 rhythm, a few client errors and one short incident of server errors. Each run adds more.
+Requests to deployments cost and are charged nothing per token (their GPU time is billed);
+those to external providers are charged their cost, as the default price book (no markup,
+no price for these names) charges them.
 """
 
 from __future__ import annotations
@@ -96,6 +99,8 @@ def seed_records(org: Organization, *, days: int, per_hour: int, rng: random.Ran
             input_tokens = int(rng.lognormvariate(math.log(300), 0.6)) if status == 200 else 0
             output_tokens = int(rng.lognormvariate(math.log(out_tokens), 0.5)) if status == 200 and out_tokens else 0
             cost = (Decimal(input_tokens) * Decimal(in_price) + Decimal(output_tokens) * Decimal(out_price)) / Decimal(1_000_000)
+            if deployment:
+                cost = Decimal(0)
             latency = rng.lognormvariate(math.log(median), 0.35) if status < 500 else rng.uniform(2000, 8000)
             records.append(
                 UsageRecord(
@@ -118,6 +123,8 @@ def seed_records(org: Organization, *, days: int, per_hour: int, rng: random.Ran
                     latency_ms=round(latency, 3),
                     ttft_ms=None,
                     cost=cost.quantize(Decimal("1e-12")),
+                    charge=cost.quantize(Decimal("1e-12")),
+                    served_model=model,
                 )
             )
         hour += timedelta(hours=1)
