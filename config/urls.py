@@ -5,7 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import URLPattern, URLResolver, include, path
 
 from console.forms import EmailAuthenticationForm
-from console.views import accounts, audit, deployments, keys, members, models, org_settings, pages, usage
+from console.views import accounts, audit, deployments, keys, members, models, org_settings, pages, requests, usage
 
 deployment_patterns: list[URLPattern | URLResolver] = [
     path("", deployments.deployment_list, name="deployments"),
@@ -40,6 +40,8 @@ org_patterns: list[URLPattern | URLResolver] = [
     path("settings/", org_settings.org_settings, name="settings"),
     path("settings/delete/", org_settings.delete_organization, name="organization-delete"),
     path("usage/", usage.usage, name="usage"),
+    path("requests/", requests.requests_list, name="requests"),
+    path("requests/<str:request_id>/", requests.request_detail, name="request-detail"),
     path("deployments/", include(deployment_patterns)),
     path("models/", models.model_list, name="models"),
     path("models/<str:model_id>/delete/", models.model_delete, name="model-delete"),

@@ -15,6 +15,7 @@ NAV_ITEMS = [
     ("routing", "Routing"),
     ("playground", "Playground"),
     ("usage", "Usage"),
+    ("requests", "Requests"),
     ("billing", "Billing"),
     ("keys", "API keys"),
     ("members", "Members"),

@@ -85,3 +85,24 @@ class DeleteOrganizationForm(forms.Form):
         if value != self.org_name:
             raise forms.ValidationError("That is not the organization's name.")
         return value
+
+
+class RequestFilterForm(forms.Form):
+    """The Requests page's filters (metering.request_log); every field optional."""
+
+    since = forms.ChoiceField(
+        choices=[("1h", "Last hour"), ("24h", "Last 24 hours"), ("7d", "Last 7 days"), ("30d", "Last 30 days")],
+        required=False,
+        label="Range",
+    )
+    q = forms.CharField(max_length=40, required=False, label="Request id")
+    key = forms.CharField(max_length=40, required=False, label="API key")
+    model = forms.CharField(max_length=100, required=False, label="Model asked for")
+    route = forms.CharField(max_length=100, required=False)
+    target = forms.CharField(max_length=200, required=False)
+    region = forms.CharField(max_length=40, required=False)
+    status = forms.CharField(max_length=6, required=False, help_text="2xx, 4xx, 5xx, errors or a code")
+    error_code = forms.CharField(max_length=60, required=False, label="Error code")
+    min_latency_ms = forms.FloatField(min_value=0, required=False, label="Slower than (ms)")
+    streamed = forms.ChoiceField(choices=[("", "Either"), ("yes", "Streamed"), ("no", "Not streamed")], required=False)
+    after = forms.CharField(max_length=200, required=False, widget=forms.HiddenInput)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pytest
 from django.test import Client
 
+from metering import ingest
 from tenancy.models import Organization, Role
 from tenancy.selectors import audit_entries
 from tenancy.services import create_invitation
@@ -27,9 +28,17 @@ from tests.factories import (
     start_model_upload,
 )
 from tests.helpers import key_api, session_api
+from tests.metering.test_usage_pipeline import _record as usage_record
 from tests.urlmatrix import Route, all_routes
 
+
 # How to make an object of each id parameter inside a given organization.
+def _usage_event(org: Organization) -> str:
+    """A request of the organization's, as the ingester stores it."""
+    ingest.write_batch([usage_record(org.pk, "req_victim")])
+    return "req_victim"
+
+
 OBJECT_MAKERS: dict[str, Callable[[Organization], str]] = {
     "key_id": lambda org: issue_key(org, ["read"], name="victim").api_key.id,
     "member_id": lambda org: MembershipFactory(organization=org, role=Role.MEMBER).id,
@@ -41,6 +50,7 @@ OBJECT_MAKERS: dict[str, Callable[[Organization], str]] = {
     "invoice_id": lambda org: closed_invoice(org).id,
     "upload_id": lambda org: start_model_upload(org, name="victim-upload", send=False).id,
     "model_id": lambda org: register_model(org, name="victim-model").id,
+    "request_id": lambda org: _usage_event(org),
 }
 # Parameters that name no tenant object, and why.
 NON_OBJECT_PARAMS = {
