@@ -43,7 +43,8 @@ class DeploymentForm(forms.Form):
         for gpu in selectors.gpu_types():
             rate = book.at(gpu.code, now)
             price = f"${rate.price_per_hour.normalize():f}/h per replica" if rate else "no price"
-            choices.append((gpu.code, f"{gpu.code} ({gpu.memory_gb} GB), {price}"))
+            memory = f"{gpu.memory_gb} GB" if gpu.memory_gb else "no GPU, host memory"
+            choices.append((gpu.code, f"{gpu.code} ({memory}), {price}"))
         cast(forms.ChoiceField, self.fields["gpu_type"]).choices = choices
         cast(forms.MultipleChoiceField, self.fields["allowed_regions"]).choices = [
             (row["region"], f"{row['region']} ({_cluster_names(cast(list[dict[str, object]], row['clusters']))})")

@@ -104,7 +104,7 @@ def _tenant_context(org: Organization, **forms: Form) -> dict[str, Any]:
         "overrides": staff_ops.price_lines(overrides=True, organization=org, now=now),
         "entries": AuditEntry.objects.for_org(org)[:20],
         "status_form": forms.get("status_form")
-        or StatusForm(prefix="status", initial={"status": "active" if org.status == "suspended" else "suspended"}),
+        or StatusForm(prefix="status", initial={"status": org.status}),  # what it is now; staff pick the change
         "plan_form": forms.get("plan_form")
         or PlanForm(prefix="plan", initial={"plan": account.plan, "committed_monthly_minimum": account.committed_monthly_minimum}),
         "credit_form": forms.get("credit_form") or CreditForm(prefix="credit"),

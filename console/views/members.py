@@ -15,6 +15,11 @@ from tenancy.errors import ServiceError
 from tenancy.models import Role
 
 
+def _sole_owner_id(ctx: OrgContext) -> str | None:
+    owners = list(selectors.members(ctx.organization).filter(role=Role.OWNER).values_list("id", flat=True)[:2])
+    return owners[0] if len(owners) == 1 else None
+
+
 @org_page(read=Role.VIEWER, write=Role.ADMIN)
 @require_http_methods(["GET", "POST"])
 def members(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
@@ -31,6 +36,8 @@ def members(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
     context = {
         "form": form,
         "members": selectors.members(ctx.organization),
+        # The last owner cannot be removed (tenancy.services refuses it): no button offers it.
+        "sole_owner_id": _sole_owner_id(ctx),
         "invitations": selectors.pending_invitations(ctx.organization),
         "role_choices": Role.choices,
         "new_invitation_url": new_invitation_url,
