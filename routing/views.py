@@ -10,7 +10,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from deployments import model_catalog
 from deployments.models import CatalogModel
-from routing import selectors, services
+from routing import region_coverage, selectors, services
 from routing.forms import ProviderForm, RouteForm, TargetFormSet, route_spec, target_choices
 from routing.gateway import auth
 from routing.gateway.health import CLOSED
@@ -20,6 +20,8 @@ from tenancy.context import OrgContext
 from tenancy.decorators import org_page
 from tenancy.errors import ServiceError
 from tenancy.models import Organization, Role
+
+OUTSIDE_POLICY = "outside this route's regions"
 
 
 def _route(ctx: OrgContext, route_id: str) -> ModelRoute:
@@ -70,6 +72,10 @@ def _route_form_page(request: HttpRequest, ctx: OrgContext, route: ModelRoute | 
             form.add_error(error.field if error.field in form.fields else None, error.message)
         else:
             messages.success(request, f"Route {saved.name} saved. Gateways pick it up within a few seconds.")
+            reaches = region_coverage.reach_of(ctx.organization, selectors.targets(ctx.organization, saved))
+            warning = region_coverage.coverage_warning(allowed=saved.allowed_regions, reaches=reaches)
+            if warning:
+                messages.warning(request, warning)
             return redirect("route-detail", org_slug=ctx.organization.slug, route_id=saved.pk)
     status = 400 if request.method == "POST" else 200
     return render(
@@ -100,11 +106,20 @@ def route_detail(request: HttpRequest, ctx: OrgContext, route_id: str) -> HttpRe
     snapshot_route = load_snapshot(ctx.organization.pk).routes.get(route.name)
     endpoints = [(target.label, endpoint) for target in (snapshot_route.targets if snapshot_route else ()) for endpoint in target.endpoints]
     states = selectors.breaker_states([endpoint.key for _, endpoint in endpoints])
+    allowed = set(route.allowed_regions)
     context = {
         "route": route,
         "targets": targets,
-        "endpoints": [(label, endpoint, states[endpoint.key]) for label, endpoint in endpoints],
+        # An endpoint outside the route's regions is never sent this route's requests, whatever its breaker says.
+        "endpoints": [
+            (label, endpoint, states[endpoint.key] if not allowed or endpoint.region in allowed else OUTSIDE_POLICY)
+            for label, endpoint in endpoints
+        ],
+        "coverage_warning": region_coverage.coverage_warning(
+            allowed=route.allowed_regions, reaches=region_coverage.reach_of(ctx.organization, targets)
+        ),
         "closed": CLOSED,
+        "outside_policy": OUTSIDE_POLICY,
         "traffic": selectors.traffic(ctx.organization, route.name),
         "can_edit": ctx.role.at_least(Role.MEMBER),
         "sees_money": ctx.role.sees_money,
