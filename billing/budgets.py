@@ -9,6 +9,7 @@ free plan's credit), enforced by the gateway (routing.gateway.spend).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -50,6 +51,31 @@ def set_budget(ctx: OrgContext, monthly_budget: Decimal | None, alert_webhook_ur
         after = {"monthly_budget": str(monthly_budget) if monthly_budget is not None else None, "alert_webhook_url": alert_webhook_url}
         audit.record(ctx, "billing.budget_changed", target_type="organization", target_id=ctx.organization.pk, before=before, after=after)
     return account
+
+
+@dataclass(frozen=True)
+class BudgetProgress:
+    """This month's spend against the monthly budget, as the alerts measure it."""
+
+    spend: Decimal  # this month's charges so far, before credits, to the cent
+    budget: Decimal
+
+    @property
+    def warn_at(self) -> Decimal:
+        """Where the bar turns to a warning: the 80% alert."""
+        return self.budget * Decimal("0.8")
+
+    @property
+    def percent(self) -> int:
+        """Rounded down, so the bar reaches 100 only once the budget is reached."""
+        return int(self.spend * 100 / self.budget) if self.budget else 0
+
+
+def progress(org: Organization, *, now: datetime | None = None) -> BudgetProgress | None:
+    budget = account_for(org).monthly_budget
+    if budget is None:
+        return None
+    return BudgetProgress(spend=rating.round_to_cents(rating.month_to_date(org, now or datetime.now(UTC))), budget=budget)
 
 
 def check(org: Organization, *, now: datetime | None = None) -> list[BudgetAlert]:

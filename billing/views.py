@@ -37,6 +37,7 @@ def _money_context(ctx: OrgContext, form: BudgetForm | None = None, credit_form:
         "grants": grants,
         "limit": invoices.spend_limit(org),
         "alerts": list(BudgetAlert.objects.for_org(org)[:12]),
+        "budget_progress": budgets.progress(org),
         "past_invoices": list(Invoice.objects.for_org(org)[:24]),
         "budget_form": form
         or BudgetForm(initial={"monthly_budget": account.monthly_budget, "alert_webhook_url": account.alert_webhook_url}),

@@ -128,3 +128,15 @@ def test_budget_alerts_at_50_80_and_100_percent_once_each(tenants: Tenants, sett
     assert [m.to for m in mail.outbox] == [[tenants.owner_a.email]] * 3 and "100%" in mail.outbox[-1].subject
     assert budgets.check(tenants.org_b) == [] and not BudgetAlert.objects.for_org(tenants.org_b).exists()
     assert "100%" in client.get(f"/o/{tenants.org_a.slug}/billing/").content.decode()
+
+
+def test_the_budget_bar_shows_this_months_spend_against_the_budget(tenants: Tenants) -> None:
+    client = _client(tenants.owner_a)
+    url = f"/o/{tenants.org_a.slug}/billing/"
+    assert 'data-testid="budget-progress"' not in client.get(url).content.decode()  # no budget, no bar
+    client.post(url + "budget/", {"monthly_budget": "10", "alert_webhook_url": ""})
+    _spend(tenants, 3)
+    html = client.get(url).content.decode()
+    assert "$3.00 of the $10.00 monthly budget spent (30%)" in html
+    assert 'max="10.00" high="8.000" optimum="0" value="3.00"' in html
+    assert 'data-testid="budget-progress"' not in _client(tenants.owner_b).get(f"/o/{tenants.org_b.slug}/billing/").content.decode()
