@@ -9,7 +9,7 @@ from django.core.cache import cache
 from django.db.models import Avg, Count, Q, QuerySet
 from django.utils import timezone
 
-from deployments.models import Deployment
+from deployments.models import Deployment, Replica
 from metering.models import UsageEvent
 from routing.models import ExternalProvider, ModelRoute, RouteTarget
 from tenancy.models import Organization
@@ -29,6 +29,22 @@ def targets(org: Organization, route: ModelRoute) -> list[RouteTarget]:
 
 def live_deployments(org: Organization) -> QuerySet[Deployment]:
     return Deployment.objects.for_org(org).filter(deleted_at=None).order_by("name")
+
+
+def scaled_to_zero(org: Organization) -> set[str]:
+    """The names a call would have to start a replica for (routing.gateway.cold_start):
+    deployments that may scale to zero and have no READY replica now, and routes whose every
+    target is such a deployment (a provider target or a ready replica answers without one)."""
+    ready = set(Replica.objects.for_org(org).filter(state=Replica.State.READY).values_list("deployment_id", flat=True))
+    cold = {
+        d.pk: d.name
+        for d in live_deployments(org).select_related("current_revision")
+        if d.current_revision is not None and d.current_revision.min_replicas == 0 and d.pk not in ready
+    }
+    targets_cold: dict[str, list[bool]] = {}
+    for target in RouteTarget.objects.for_org(org).select_related("route"):
+        targets_cold.setdefault(target.route.name, []).append(target.deployment_id in cold)
+    return set(cold.values()) | {name for name, flags in targets_cold.items() if flags and all(flags)}
 
 
 @dataclass

@@ -3,6 +3,7 @@ the playground."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -203,6 +204,8 @@ def playground(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
         "routes": routes,
         "deployments": [name for name in chat_deployments if name not in routes],
         "models": routes + chat_deployments,
+        "scaled_to_zero": selectors.scaled_to_zero(ctx.organization),
+        "cold_start_s": settings.GATEWAY_COLD_START_TIMEOUT_SECONDS,
         "token": auth.playground_token(ctx.organization.pk, ctx.user.pk),
         "token_minutes": auth.PLAYGROUND_TOKEN_SECONDS // 60,
         "active_nav": "playground",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import pytest
 from django.test import Client
 
+from deployments.models import Cluster, Replica
 from routing.gateway.auth import authenticate, playground_token
 from routing.gateway.errors import GatewayError
 from routing.gateway.snapshot import load_snapshot
@@ -183,6 +185,24 @@ def test_playground_page_carries_a_token_for_this_organization_only(tenants: Ten
     token = html.split('data-token="', 1)[1].split('"', 1)[0]
     caller = asyncio.run(authenticate(f"Bearer {token}".encode()))
     assert caller.org_id == tenants.org_a.pk and caller.key_id == ""
+
+
+def test_the_playground_marks_what_a_call_would_have_to_start_a_replica_for(tenants: Tenants) -> None:
+    org = tenants.org_a
+    idle = create_deployment(org, name="idle", min_replicas=0, max_replicas=1)
+    create_deployment(org, name="always-on", min_replicas=1, max_replicas=1)  # kept up by the control plane: nothing to wake
+    awake = create_deployment(org, name="awake", min_replicas=0, max_replicas=1)
+    cluster = Cluster.objects.get(name="local-us-east")
+    Replica.objects.create(organization=org, deployment=awake, revision=awake.current_revision, cluster=cluster, state=Replica.State.READY)
+    create_route(org, "to-idle", targets=[(idle, 100)])
+    create_route(org, "idle-or-provider", targets=[(idle, 100), ((create_provider(org, name="up"), "m"), 100)])
+    create_route(org, "to-awake", targets=[(awake, 100)])
+    page = Client()
+    page.force_login(tenants.member_a)
+    html = page.get(f"/o/{org.slug}/routing/playground/").content.decode()
+    cold = set(re.findall(r'<option value="([^"]+)" data-cold="1"', html))
+    assert cold == {"idle", "to-idle"}
+    assert 'data-cold-start-s="' in html
 
 
 @pytest.mark.django_db(transaction=True)
