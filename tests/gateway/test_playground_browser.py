@@ -146,6 +146,15 @@ def test_a_conversation_compared_side_by_side_with_errors_as_errors_and_its_code
             assert column.get_by_test_id("playground-cost").inner_text().startswith("$")
             assert column.locator(".pg-turn--assistant").count() == 2
 
+        # On a phone the two columns stack, and neither they nor the code scroll the page sideways.
+        page.set_viewport_size({"width": 390, "height": 844})
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        top, bottom = second.bounding_box(), first.bounding_box()
+        assert top is not None and bottom is not None and top["y"] >= bottom["y"] + bottom["height"]
+        page.set_viewport_size({"width": 1280, "height": 900})
+        beside = second.bounding_box()
+        assert beside is not None and beside["y"] == first.bounding_box()["y"]  # type: ignore[index]
+
         # A route whose only target fails: an alert with the status, message, code and request id.
         page.get_by_label("Route or deployment").select_option("broken")
         page.get_by_label("Compare with").select_option("")
