@@ -1,10 +1,15 @@
-// A deployment's page: status and replicas pushed over its WebSocket (deployments.consumers).
-// The page names its socket in [data-live-socket]. A classic script, so htmx's boosted
-// navigation, which re-inserts it, runs it again for the new page.
+// A deployment's page: its status and live parts (replicas, event timeline, canary) pushed
+// over its WebSocket (deployments.consumers, deployments.live). The page names its socket in
+// [data-live-socket]. A classic script, so htmx's boosted navigation, which re-inserts it,
+// runs it again for the new page.
 (function () {
   "use strict";
   const root = document.querySelector("[data-live-socket]");
   if (!root) return;
+  // Socket key -> the element its HTML fills. A part is replaced only when its HTML changed:
+  // replacing an unchanged list would have screen readers read it out again.
+  const parts = { replicas_html: "live-replicas", events_html: "live-events", canary_html: "live-canary" };
+  const shown = {};
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const socket = new WebSocket(`${scheme}://${location.host}${root.dataset.liveSocket}`);
   socket.onmessage = (message) => {
@@ -13,9 +18,12 @@
     badge.textContent = data.status_label;
     badge.className = `badge badge--${data.status}`;
     document.getElementById("live-reason").textContent = data.status_reason;
-    document.getElementById("live-replicas").innerHTML = data.replicas_html;
-    const canary = document.getElementById("live-canary");
-    if (canary && data.canary_html !== undefined) canary.innerHTML = data.canary_html;
+    for (const [key, id] of Object.entries(parts)) {
+      const element = document.getElementById(id);
+      if (!element || data[key] === undefined || shown[key] === data[key]) continue;
+      element.innerHTML = data[key];
+      shown[key] = data[key];
+    }
   };
   socket.onclose = () => { const note = document.getElementById("live-note"); if (note) note.textContent = "Live updates stopped; reload the page."; };
   // Boosted navigation replaces the page without unloading it: close the socket with it.
