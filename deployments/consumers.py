@@ -64,7 +64,7 @@ class DeploymentStatusConsumer(LiveConsumer):
             await self.close(code=NOT_FOUND)
             return False
         snapshot.pop("organization_id")
-        if snapshot != self.last:
+        if not live.same_page(snapshot, self.last):
             self.last = snapshot
             await self.send(json.dumps(snapshot))
         return True

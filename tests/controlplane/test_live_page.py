@@ -33,9 +33,12 @@ def _client(user) -> Client:  # type: ignore[no-untyped-def]
     return client
 
 
-def _pushed(user, deployment: Deployment, act: Callable[[], None], until: Callable[[Message], bool]) -> tuple[Message, Message]:  # type: ignore[no-untyped-def]
-    """The page socket's first message, then (after `act` ran) the first later one that
-    satisfies `until`: DeploymentStatusConsumer in process, as test_canary_console drives it."""
+def _pushed(  # type: ignore[no-untyped-def]
+    user, deployment: Deployment, act: Callable[[], None], until: Callable[[Message], bool], *, seconds: float = 10.0
+) -> tuple[Message, Message]:
+    """The page socket's first message, then (after `act` ran) the first later one within
+    `seconds` that satisfies `until`: DeploymentStatusConsumer in process, as
+    test_canary_console drives it."""
 
     async def converse() -> tuple[Message, Message]:
         sent: list[Message] = []
@@ -60,7 +63,7 @@ def _pushed(user, deployment: Deployment, act: Callable[[], None], until: Callab
                 await asyncio.sleep(0.05)
             first = sent[0]
             await database_sync_to_async(act)()
-            for _ in range(200):  # the consumer re-reads on the publish, or within its poll second
+            for _ in range(int(seconds / 0.05)):  # the consumer re-reads on the publish, or within its poll second
                 later = [message for message in sent[1:] if until(message)]
                 if later:
                     return first, later[0]
@@ -94,6 +97,17 @@ def test_replica_and_deployment_events_are_pushed_to_an_open_page(tenants: Tenan
     assert not any(theirs.id in events for theirs in Replica.objects.for_org(tenants.org_b))
     # Newest first: the note, then provisioning, then pending.
     assert events.index("<strong>note</strong>") < events.index("<strong>provisioning</strong>") < events.index("<strong>pending</strong>")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_start_under_way_is_not_pushed_again_for_its_ticking_seconds_alone(tenants: Tenants) -> None:
+    """The page's script ticks them; the socket re-renders them with the next real change."""
+    deployment = create_deployment(tenants.org_a, name="chat")  # placing, its seconds counting
+    later = timezone.now() + timedelta(seconds=2)
+    now, then = (live.rendered(deployment, live.live_parts(tenants.org_a, deployment, now=at)) for at in (timezone.now(), later))
+    assert now["startup_html"] != then["startup_html"] and live.same_page(now, then)
+    with pytest.raises(AssertionError, match="nothing satisfying"):
+        _pushed(tenants.viewer_a, deployment, lambda: None, lambda message: True, seconds=2.5)  # polled at least twice meanwhile
 
 
 def test_the_page_renders_the_timeline_the_socket_pushes(tenants: Tenants) -> None:
