@@ -10,6 +10,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from console import snippets
 from deployments import canaries, environments, live, selectors, services
 from deployments.forms import CanaryStartForm, DeploymentForm, PromoteToProductionForm, ScaleForm, StagingCreateForm
 from deployments.models import Deployment
@@ -82,6 +83,8 @@ def deployment_detail(request: HttpRequest, ctx: OrgContext, deployment_id: str)
             initial={"min_replicas": deployment.current_revision.min_replicas, "max_replicas": deployment.current_revision.max_replicas}
         ),
         "can_change": ctx.role.at_least(Role.MEMBER),
+        "can_create_keys": ctx.role.at_least(Role.ADMIN),
+        "call": snippets.call_card(ctx.organization, deployment, base_url=request.build_absolute_uri("/v1")),
         "canary_form": CanaryStartForm(initial={"traffic_percent": 10, "window_s": canaries.DEFAULT_WINDOW_S}),
         "staging": environments.staging_of(deployment),
         "staging_form": StagingCreateForm(initial={"name": environments.default_staging_name(deployment), "scale_to_zero": True}),
