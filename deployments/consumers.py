@@ -1,9 +1,10 @@
 """Live deployment status over a WebSocket.
 
-The consumer re-reads the deployment's status and its live parts (replicas, event timeline,
-canary: deployments.live) when the control plane (or tenancy, for a member who leaves)
-publishes a change through the channel layer, and sends fresh fragments when they changed.
-On the embedded default, whose in-memory channel layer cannot cross processes, it re-reads
+The consumer re-reads the deployment's status and its live parts (start-up stage,
+replicas, event timeline, canary: deployments.live) when the control plane (or tenancy,
+for a member who leaves) publishes a change through the channel layer, and sends fresh
+fragments when they changed; a change in a start's ticking seconds alone is not sent. On
+the embedded default, whose in-memory channel layer cannot cross processes, it re-reads
 once a second instead (broadcast.consumers).
 """
 

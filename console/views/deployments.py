@@ -128,7 +128,7 @@ def deployment_scale(request: HttpRequest, ctx: OrgContext, deployment_id: str) 
         ctx,
         deployment_id,
         lambda d: services.update_deployment(ctx, d, live=live, **scaling),
-        "Scaling changed: a new revision went live." if live else "Saved as a new revision; promote it under Revisions to go live.",
+        "Scaling changed in a new, current revision." if live else "Saved as a new revision; promote it under Revisions to go live.",
     )
 
 
@@ -226,7 +226,7 @@ def deployment_promote_to_production(request: HttpRequest, ctx: OrgContext, depl
             request, f"Revision {canary.canary_revision.number} of {production.name} takes {canary.traffic_percent}% of requests."
         )
     else:
-        messages.success(request, f"Promoted {staging.name} to {production.name}: its revision {production.revision.number} went live.")
+        messages.success(request, f"Promoted {staging.name} to {production.name} as its revision {production.revision.number}.")
     return redirect("deployment-detail", org_slug=ctx.organization.slug, deployment_id=production.id)
 
 
