@@ -1,9 +1,11 @@
 """Live deployment status over a WebSocket.
 
-The consumer re-reads the deployment's status and replicas when the control plane (or
-tenancy, for a member who leaves) publishes a change through the channel layer, and sends
-a fresh fragment when they changed. On the embedded default, whose in-memory channel layer
-cannot cross processes, it re-reads once a second instead (broadcast.consumers).
+The consumer re-reads the deployment's status and its live parts (start-up stage,
+replicas, event timeline, canary: deployments.live) when the control plane (or tenancy,
+for a member who leaves) publishes a change through the channel layer, and sends fresh
+fragments when they changed; a change in a start's ticking seconds alone is not sent. On
+the embedded default, whose in-memory channel layer cannot cross processes, it re-reads
+once a second instead (broadcast.consumers).
 """
 
 from __future__ import annotations
@@ -11,12 +13,10 @@ from __future__ import annotations
 import json
 
 from channels.db import database_sync_to_async
-from django.template.loader import render_to_string
 
 from broadcast.consumers import LiveConsumer
 from broadcast.groups import deployment_group, members_group
-from deployments import canaries, selectors
-from deployments.models import Replica
+from deployments import live, selectors
 from tenancy import selectors as tenancy_selectors
 from tenancy.models import User
 
@@ -32,27 +32,12 @@ def _snapshot(user_id: int, org_slug: str, deployment_id: str) -> dict[str, obje
     deployment = selectors.live_deployments(org).filter(pk=deployment_id).first()
     if deployment is None:
         return None
-    replicas = list(
-        Replica.objects.for_org(org)
-        .filter(deployment=deployment)
-        .exclude(state__in=(Replica.State.STOPPED, Replica.State.FAILED))
-        .select_related("cluster", "revision")
-        .order_by("cluster__region", "created_at")
-    )
-    by_region: dict[str, list[Replica]] = {}
-    for replica in replicas:
-        by_region.setdefault(replica.cluster.region, []).append(replica)
     return {
         "organization_id": org.pk,
         "status": deployment.status,
         "status_label": deployment.get_status_display(),
         "status_reason": deployment.status_reason,
-        "replicas_html": render_to_string(
-            "deployments/_replicas.html", {"deployment": deployment, "replicas_by_region": sorted(by_region.items())}
-        ),
-        "canary_html": render_to_string(
-            "deployments/_canary.html", {"deployment": deployment, "canary": canaries.summary(org, deployment)}
-        ),
+        **live.rendered(deployment, live.live_parts(org, deployment)),
     }
 
 
@@ -80,7 +65,7 @@ class DeploymentStatusConsumer(LiveConsumer):
             await self.close(code=NOT_FOUND)
             return False
         snapshot.pop("organization_id")
-        if snapshot != self.last:
+        if not live.same_page(snapshot, self.last):
             self.last = snapshot
             await self.send(json.dumps(snapshot))
         return True

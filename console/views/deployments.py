@@ -10,9 +10,10 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from deployments import canaries, environments, selectors, services
+from console import snippets
+from deployments import canaries, environments, live, selectors, services
 from deployments.forms import CanaryStartForm, DeploymentForm, PromoteToProductionForm, ScaleForm, StagingCreateForm
-from deployments.models import Deployment, DeploymentEvent, Replica, ReplicaEvent
+from deployments.models import Deployment
 from metering import dashboards
 from tenancy.context import OrgContext
 from tenancy.decorators import org_page
@@ -59,7 +60,7 @@ def deployment_create(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
             except ServiceError as error:
                 form.add_error(error.field if error.field in form.fields else None, error.message)
             else:
-                messages.success(request, f"{deployment.name} is deploying.")
+                messages.success(request, f"Created {deployment.name}.")
                 return redirect("deployment-detail", org_slug=ctx.organization.slug, deployment_id=deployment.id)
     status = 400 if form.errors else 200
     return render(request, "deployments/create.html", {"form": form, "estimate": estimate, "active_nav": "deployments"}, status=status)
@@ -68,16 +69,6 @@ def deployment_create(request: HttpRequest, ctx: OrgContext) -> HttpResponse:
 @org_page(read=Role.VIEWER, write=Role.MEMBER)
 def deployment_detail(request: HttpRequest, ctx: OrgContext, deployment_id: str) -> HttpResponse:
     deployment = _deployment(ctx, deployment_id)
-    replicas = list(
-        Replica.objects.for_org(ctx.organization)
-        .filter(deployment=deployment)
-        .select_related("cluster", "revision")
-        .order_by("cluster__region", "created_at")
-    )
-    by_region: dict[str, list[object]] = {}
-    for replica in replicas:
-        if replica.state not in (Replica.State.STOPPED, Replica.State.FAILED):
-            by_region.setdefault(replica.cluster.region, []).append(replica)
     revisions = list(selectors.revisions(ctx.organization, deployment))
     context = {
         "deployment": deployment,
@@ -85,19 +76,16 @@ def deployment_detail(request: HttpRequest, ctx: OrgContext, deployment_id: str)
         "estimate": services.estimated_cost_per_hour(
             services.DeploymentSpec.of(deployment.revision), organization_id=deployment.organization_id
         ),
-        "replicas_by_region": sorted(by_region.items()),
-        "events": ReplicaEvent.objects.for_org(ctx.organization)
-        .filter(deployment=deployment)
-        .select_related("replica", "replica__cluster")[:50],
+        **live.live_parts(ctx.organization, deployment).context(deployment),
         "revisions": revisions,
         "canary_candidates": [rev for rev in revisions if rev.id != deployment.current_revision_id],
         "scale_form": ScaleForm(
             initial={"min_replicas": deployment.current_revision.min_replicas, "max_replicas": deployment.current_revision.max_replicas}
         ),
         "can_change": ctx.role.at_least(Role.MEMBER),
-        "canary": canaries.summary(ctx.organization, deployment),
+        "can_create_keys": ctx.role.at_least(Role.ADMIN),
+        "call": snippets.call_card(ctx.organization, deployment, base_url=request.build_absolute_uri("/v1")),
         "canary_form": CanaryStartForm(initial={"traffic_percent": 10, "window_s": canaries.DEFAULT_WINDOW_S}),
-        "deployment_events": DeploymentEvent.objects.for_org(ctx.organization).filter(deployment=deployment)[:20],
         "staging": environments.staging_of(deployment),
         "staging_form": StagingCreateForm(initial={"name": environments.default_staging_name(deployment), "scale_to_zero": True}),
         "promotion": environments.promotion_preview(deployment),
@@ -140,7 +128,7 @@ def deployment_scale(request: HttpRequest, ctx: OrgContext, deployment_id: str) 
         ctx,
         deployment_id,
         lambda d: services.update_deployment(ctx, d, live=live, **scaling),
-        "Scaling changed: a new revision is rolling out." if live else "Saved as a new revision; promote it under Revisions to go live.",
+        "Scaling changed in a new, current revision." if live else "Saved as a new revision; promote it under Revisions to go live.",
     )
 
 
@@ -210,7 +198,7 @@ def deployment_staging_create(request: HttpRequest, ctx: OrgContext, deployment_
     except ServiceError as error:
         messages.error(request, error.message)
         return redirect("deployment-detail", org_slug=ctx.organization.slug, deployment_id=deployment_id)
-    messages.success(request, f"{staging.name} is deploying: try changes there, then promote them to {production.name}.")
+    messages.success(request, f"Created {staging.name}, staging for {production.name}: try changes there, then promote them.")
     return redirect("deployment-detail", org_slug=ctx.organization.slug, deployment_id=staging.id)
 
 
@@ -238,7 +226,7 @@ def deployment_promote_to_production(request: HttpRequest, ctx: OrgContext, depl
             request, f"Revision {canary.canary_revision.number} of {production.name} takes {canary.traffic_percent}% of requests."
         )
     else:
-        messages.success(request, f"{production.name} is rolling out revision {production.revision.number}, promoted from {staging.name}.")
+        messages.success(request, f"Promoted {staging.name} to {production.name} as its revision {production.revision.number}.")
     return redirect("deployment-detail", org_slug=ctx.organization.slug, deployment_id=production.id)
 
 
