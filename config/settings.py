@@ -114,25 +114,24 @@ TEMPLATES = [
 DATABASE_URL = env.url("DATABASE_URL", ("postgres", "postgresql", "sqlite"))
 REDIS_URL = env.url("REDIS_URL", ("redis", "rediss"))
 
+# WAL lets the console, workers and agents read while one of them writes. Every SQLite
+# transaction takes the write lock when it begins (IMMEDIATE) and waits up to 20 s for it:
+# a deferred transaction that reads, then writes, cannot wait for the lock under WAL and
+# fails at once with "database is locked". The same for a sqlite:/// DATABASE_URL.
+_SQLITE_OPTIONS = {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", "timeout": 20, "transaction_mode": "IMMEDIATE"}
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
     if DATABASES["default"]["ENGINE"].endswith("postgresql"):
         # Fail fast when the server is unreachable: the gateway then serves from its cache.
         DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
+    elif DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        DATABASES["default"]["OPTIONS"] = {**_SQLITE_OPTIONS, **DATABASES["default"].get("OPTIONS", {})}
 else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(DATA_DIR / "switchboard.sqlite3"),
-            # WAL lets the console, workers and agents read while one of them writes. Every
-            # transaction takes the write lock when it begins (IMMEDIATE) and waits up to 20 s
-            # for it: a deferred transaction that reads, then writes, cannot wait for the
-            # lock under WAL and fails at once with "database is locked".
-            "OPTIONS": {
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-                "timeout": 20,
-                "transaction_mode": "IMMEDIATE",
-            },
+            "OPTIONS": dict(_SQLITE_OPTIONS),
             # A file, not :memory:, so the server processes that tests start share it.
             "TEST": {"NAME": DATA_DIR / "test-switchboard.sqlite3"},
         }

@@ -4,13 +4,18 @@ locked": SQLite transactions begin IMMEDIATE, with a busy timeout (config/settin
 
 from __future__ import annotations
 
+import sqlite3
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 from django.db import connection, connections, transaction
 
 from tenancy.models import Organization
 from tests.conftest import Tenants
+from tests.servers import ROOT, child_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,3 +47,48 @@ def test_concurrent_read_then_write_transactions_all_commit(tenants: Tenants) ->
         thread.join(120)
     assert errors == []
     assert Organization.objects.get(pk=tenants.org_a.pk).name.startswith("Acme ")
+
+
+CONCURRENT_COUNTER = """
+import threading
+from django.db import connection, connections, transaction
+errors = []
+
+def work():
+    try:
+        for _ in range(TRANSACTIONS):
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SELECT n FROM counter")
+                (n,) = cursor.fetchone()
+                cursor.execute("UPDATE counter SET n = %s", [n + 1])
+    except Exception as error:
+        errors.append(repr(error))
+    finally:
+        connections.close_all()
+
+threads = [threading.Thread(target=work) for _ in range(THREADS)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join(120)
+with connection.cursor() as cursor:
+    cursor.execute("SELECT n FROM counter")
+    print(cursor.fetchone()[0], sorted(set(errors)))
+"""
+
+
+def test_a_sqlite_database_url_gets_the_same_locking(tmp_path: Path) -> None:
+    """`DATABASE_URL=sqlite:///…` (documented, and how the tests' server processes reach
+    the test database) waits for the write lock as the embedded default does: read-then-
+    write transactions from several connections all commit, none lost."""
+    database = tmp_path / "url.sqlite3"
+    with sqlite3.connect(database) as setup:
+        setup.execute("PRAGMA journal_mode=WAL")
+        setup.execute("CREATE TABLE counter (n INTEGER)")
+        setup.execute("INSERT INTO counter VALUES (0)")
+    script = f"THREADS, TRANSACTIONS = {THREADS}, {TRANSACTIONS}\n{CONCURRENT_COUNTER}"
+    command = [sys.executable, "manage.py", "shell", "--no-imports", "-c", script]
+    env = child_env(DATABASE_URL=f"sqlite:///{database}", SWITCHBOARD_DATA_DIR=str(tmp_path / "data"))
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(THREADS * TRANSACTIONS), "[]"], result.stdout

@@ -7,7 +7,10 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, BertConfig, LlamaConfig, PreTrainedTokenizerBase
+
+from modelserver.loading import smollm2_tokenizer
 
 
 def tokenizer_dir() -> Path:
@@ -36,6 +39,12 @@ def save_tiny_llama(directory: Path, tokenizer: PreTrainedTokenizerBase, *, laye
     AutoModelForCausalLM.from_config(model_config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def save_tiny_chat_llama(directory: Path) -> Path:
+    """A random two-layer Llama with SmolLM2's tokenizer (which has a chat template), in `directory`."""
+    tokenizer = smollm2_tokenizer(cache_dir=settings.MODEL_CACHE_DIR)
+    return save_tiny_llama(directory, tokenizer, layers=2, tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id)
 
 
 def save_tiny_bert(directory: Path, *, layers: int = 1, max_positions: int = 128) -> Path:

@@ -295,10 +295,12 @@ def test_a_killed_agent_leaves_its_replicas_serving_and_its_successor_adopts_the
 
 class _Traffic(threading.Thread):
     """Non-streaming chat requests through the gateway with the official SDK, one after
-    another, each answer filed under the phase it was sent in."""
+    another, each answer filed under the phase it was sent in; `pause` seconds between them
+    (steady traffic, leaving the two cores to the rollout itself)."""
 
-    def __init__(self, gateway: str, key: str, model: str) -> None:
+    def __init__(self, gateway: str, key: str, model: str, *, pause: float = 0.02) -> None:
         super().__init__(daemon=True)
+        self.pause = pause
         self.client = openai.OpenAI(base_url=gateway + "/v1", api_key=key, max_retries=0, timeout=60)
         self.model = model
         self.phase = "before"
@@ -318,7 +320,7 @@ class _Traffic(threading.Thread):
                 self.answers.setdefault(phase, []).append(answer)
             except openai.APIError as error:
                 self.failures.append(f"{phase}: {error}")
-            time.sleep(0.02)  # steady traffic, leaving the two cores to the rollout itself
+            time.sleep(self.pause)
 
 
 def test_a_model_changing_rollout_and_a_rollback_fail_no_request_through_the_gateway(

@@ -13,20 +13,19 @@ from pathlib import Path
 
 import openai
 import pytest
-from django.conf import settings
 
 from deployments import reconcile
 from deployments.local_clusters import register
 from deployments.models import Deployment, Replica
 from modelserver.hub import MIRROR_VARIABLE
-from modelserver.loading import SMOLLM2_GGUF, smollm2_tokenizer
+from modelserver.loading import SMOLLM2_GGUF
 from tests.conftest import Tenants
 from tests.controlplane.test_integration import Agents, _wait
 from tests.factories import issue_key
 from tests.gateway.helpers import client
 from tests.helpers import session_api
 from tests.test_model_registry import _upload
-from tests.tiny_models import read_files, save_tiny_bert, save_tiny_llama
+from tests.tiny_models import read_files, save_tiny_bert, save_tiny_chat_llama
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -55,9 +54,7 @@ def agent(tmp_path: Path, hub_mirror: Path) -> Iterator[Agents]:
 
 
 def _chat_files(directory: Path) -> dict[str, bytes]:
-    """A random two-layer Llama with SmolLM2's tokenizer (which has a chat template)."""
-    tokenizer = smollm2_tokenizer(cache_dir=settings.MODEL_CACHE_DIR)
-    return read_files(save_tiny_llama(directory, tokenizer, layers=2, tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id))
+    return read_files(save_tiny_chat_llama(directory))
 
 
 def _embedding_files(directory: Path) -> dict[str, bytes]:
