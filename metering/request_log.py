@@ -61,9 +61,12 @@ class Cursor:
     def decode(cls, value: str) -> Cursor:
         try:
             at, request_id = base64.urlsafe_b64decode(value.encode()).decode().split("|", 1)
-            return cls(at=datetime.fromisoformat(at), request_id=request_id)
+            moment = datetime.fromisoformat(at)
         except (ValueError, UnicodeDecodeError, binascii.Error):
-            raise ServiceError("This page link is not valid; start again from the first page.", field="cursor") from None
+            moment = None
+        if moment is None or moment.tzinfo is None:  # encode() always writes the offset
+            raise ServiceError("This page link is not valid; start again from the first page.", field="cursor")
+        return cls(at=moment, request_id=request_id)
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,7 @@ def test_a_viewer_sees_requests_but_no_money(tenants: Tenants) -> None:
         ("?since=9y", "Select a valid choice"),
         ("?min_latency_ms=-1", "greater than or equal to 0"),
         ("?after=not-a-cursor", "This page link is not valid"),
+        ("?after=MjAyMC0wMS0wMXxyZXFfeA==", "This page link is not valid"),  # "2020-01-01|req_x": no time zone
     ],
 )
 def test_bad_filters_get_a_400_that_says_what_to_fix(tenants: Tenants, query: str, says: str) -> None:
