@@ -113,7 +113,7 @@ def test_a_new_customer_uploads_deploys_calls_and_canaries_a_model_in_the_browse
             page.get_by_label("Min replicas").fill("1")
             page.get_by_label("Max replicas").fill("2")
             page.get_by_role("button", name="Deploy").click()
-            page.get_by_text("chat is deploying.").wait_for()
+            page.get_by_text("Created chat.").wait_for()
             deployment_page = page.url
             assert page.get_by_role("heading", level=1).inner_text().startswith("chat")
             _badge(page, "Active")
