@@ -114,7 +114,12 @@ def promote_to_production(
     live: at once, or by a canary on production when a plan is given."""
     ctx.require_role(Role.MEMBER, "promote to production")
     production = _production_of(staging)
-    production = selectors.live_deployments(ctx.organization).select_for_update().select_related("current_revision").get(pk=production.pk)
+    production = (
+        selectors.live_deployments(ctx.organization)
+        .select_for_update(of=("self",))
+        .select_related("current_revision")
+        .get(pk=production.pk)
+    )
     services.refuse_during_canary(production)
     source = staging.revision
     spec = services.DeploymentSpec.of(source)
